@@ -1,0 +1,225 @@
+//! Survivorship: choosing one value per field from what every source says.
+//!
+//! For each field the candidates are each source's latest observation. The
+//! rule of the field's group ranks sources; the best-ranked source with a
+//! value wins, and between sources of equal rank the newest effective time
+//! wins. Equal rank, equal time and different values is a conflict: the
+//! record keeps the first by source name and marks the field.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::fields;
+use crate::labels::{self, Protection};
+
+/// Ordered source lists per field group.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MergeRules {
+    /// Group name → sources, best first. Sources not listed rank after all listed ones, equal to each other.
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for MergeRules {
+    fn default() -> Self {
+        let nordic = ["folkeregister", "spar", "dvv"];
+        let mut groups = BTreeMap::new();
+        for group in ["name", "birth", "status", "family", "citizenship", "address", "protection", "relations", "language"] {
+            groups.insert(group.to_string(), nordic.iter().map(|s| s.to_string()).collect());
+        }
+        groups.insert("contact".into(), vec!["krr".into(), "dvv".into()]);
+        groups.insert("district".into(), vec!["kartverket".into()]);
+        MergeRules { groups }
+    }
+}
+
+impl MergeRules {
+    fn rank(&self, group: &str, source: &str) -> usize {
+        self.groups
+            .get(group)
+            .and_then(|order| order.iter().position(|s| s == source))
+            .unwrap_or(usize::MAX)
+    }
+}
+
+/// One source's current statement about one field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub source: String,
+    pub release: String,
+    pub upstream_version: String,
+    pub value: Value,
+    pub labels: Vec<String>,
+    pub effective: Option<DateTime<Utc>>,
+    pub retrieved: DateTime<Utc>,
+}
+
+/// Where a merged value came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub source: String,
+    pub release: String,
+    pub upstream_version: String,
+    /// Which rule chose it, e.g. `group address: folkeregister > spar > dvv`.
+    pub rule: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective: Option<DateTime<Utc>>,
+    pub retrieved: DateTime<Utc>,
+    /// Values from other sources that lost.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub alternatives: Vec<Alternative>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alternative {
+    pub source: String,
+    pub value: Value,
+    pub retrieved: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergedField {
+    pub value: Value,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub labels: Vec<String>,
+    /// True when sources of equal rank disagree.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub conflict: bool,
+    pub provenance: Provenance,
+}
+
+/// The merged record of one person (without identifiers, which the store keeps).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct MergedRecord {
+    pub fields: BTreeMap<String, MergedField>,
+}
+
+impl MergedRecord {
+    /// The strictest Norwegian address protection in the record.
+    pub fn protection(&self) -> Protection {
+        self.fields
+            .get("protection.level")
+            .and_then(|f| f.value.as_str())
+            .and_then(Protection::from_label)
+            .unwrap_or(Protection::Ugradert)
+    }
+
+    /// Field values only, as a JSON object.
+    pub fn values(&self) -> serde_json::Map<String, Value> {
+        self.fields.iter().map(|(k, f)| (k.clone(), f.value.clone())).collect()
+    }
+}
+
+/// Merges the candidates of every field (`path → one candidate per source`).
+pub fn merge(rules: &MergeRules, candidates: &BTreeMap<String, Vec<Candidate>>) -> MergedRecord {
+    let mut record = MergedRecord::default();
+    for (path, list) in candidates {
+        let group = fields::group_of(path);
+        let mut with_value: Vec<&Candidate> = list.iter().filter(|c| !c.value.is_null()).collect();
+        if with_value.is_empty() {
+            continue;
+        }
+        with_value.sort_by(|a, b| {
+            rules
+                .rank(group, &a.source)
+                .cmp(&rules.rank(group, &b.source))
+                .then(b.effective.cmp(&a.effective))
+                .then(a.source.cmp(&b.source))
+        });
+        let best = with_value[0];
+        let conflict = with_value.iter().skip(1).any(|c| {
+            rules.rank(group, &c.source) == rules.rank(group, &best.source)
+                && c.effective == best.effective
+                && c.value != best.value
+        });
+        let order = rules.groups.get(group).map_or_else(|| "any source".to_string(), |o| o.join(" > "));
+        let rule = format!("group {group}: {order}, then newest effective time");
+        record.fields.insert(
+            path.clone(),
+            MergedField {
+                value: best.value.clone(),
+                labels: best.labels.clone(),
+                conflict,
+                provenance: Provenance {
+                    source: best.source.clone(),
+                    release: best.release.clone(),
+                    upstream_version: best.upstream_version.clone(),
+                    rule,
+                    effective: best.effective,
+                    retrieved: best.retrieved,
+                    alternatives: with_value[1..]
+                        .iter()
+                        .map(|c| Alternative { source: c.source.clone(), value: c.value.clone(), retrieved: c.retrieved })
+                        .collect(),
+                },
+            },
+        );
+    }
+    // Location fields carry the person's strictest address protection,
+    // whichever source a field came from.
+    let protection = record.protection();
+    if protection != Protection::Ugradert {
+        let label = vec![protection.as_str().to_string()];
+        for (path, field) in record.fields.iter_mut() {
+            if fields::lookup(path).is_some_and(|f| f.location) {
+                field.labels = labels::merge(&field.labels, &label);
+            }
+        }
+    }
+    record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn candidate(source: &str, value: Value, effective: Option<&str>) -> Candidate {
+        Candidate {
+            source: source.into(),
+            release: "1.0.0".into(),
+            upstream_version: "v1".into(),
+            value,
+            labels: vec![],
+            effective: effective.map(|e| e.parse().unwrap()),
+            retrieved: "2026-01-01T00:00:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn ranked_source_wins_and_alternatives_are_kept() {
+        let mut c = BTreeMap::new();
+        c.insert(
+            "name.family".to_string(),
+            vec![candidate("spar", json!("Svensson"), Some("2025-01-01T00:00:00Z")), candidate("folkeregister", json!("Hansen"), None)],
+        );
+        let r = merge(&MergeRules::default(), &c);
+        let f = &r.fields["name.family"];
+        assert_eq!(f.value, json!("Hansen"));
+        assert_eq!(f.provenance.alternatives.len(), 1);
+        assert!(!f.conflict);
+    }
+
+    #[test]
+    fn retracted_values_do_not_win_and_equal_rank_disagreement_is_a_conflict() {
+        let mut c = BTreeMap::new();
+        c.insert("death.date".to_string(), vec![candidate("folkeregister", Value::Null, None)]);
+        c.insert("contact.email".to_string(), vec![candidate("x", json!("a@x"), None), candidate("y", json!("b@y"), None)]);
+        let r = merge(&MergeRules::default(), &c);
+        assert!(!r.fields.contains_key("death.date"));
+        assert!(r.fields["contact.email"].conflict);
+    }
+
+    #[test]
+    fn location_fields_carry_protection() {
+        let mut c = BTreeMap::new();
+        c.insert("protection.level".to_string(), vec![candidate("folkeregister", json!("FORTROLIG"), None)]);
+        c.insert("address.residential".to_string(), vec![candidate("folkeregister", json!({"kind": "street"}), None)]);
+        c.insert("name.given".to_string(), vec![candidate("folkeregister", json!("KARI"), None)]);
+        let r = merge(&MergeRules::default(), &c);
+        assert_eq!(r.fields["address.residential"].labels, vec!["FORTROLIG".to_string()]);
+        assert!(r.fields["name.given"].labels.is_empty());
+    }
+}
