@@ -661,7 +661,9 @@ impl Population {
         {
             fields.insert("address.residential".into(), canonical_address(a));
             fields.insert("address.municipality".into(), json!(a.municipality));
-            fields.insert("address.statistical-unit".into(), json!(format!("{}{:04}", a.municipality, a.statistical_unit)));
+            if !matches!(a.kind, AddressKind::Unknown) {
+                fields.insert("address.statistical-unit".into(), json!(format!("{}{:04}", a.municipality, a.statistical_unit)));
+            }
         }
         let family = self.family_relations(p);
         if !family.is_empty() {

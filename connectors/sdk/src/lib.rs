@@ -1,0 +1,66 @@
+//! Guest-side helpers for folkhub connectors written in Rust.
+//!
+//! - [`bindings`]: the `folkhub:connector@1.0.0` bindings. Implement
+//!   `bindings::exports::folkhub::connector::source::Guest` and call
+//!   [`export_connector!`] with your type.
+//! - [`http`]: blocking HTTP over `wasi:http/outgoing-handler`, with
+//!   register answers turned into `connector-error`s.
+//! - [`log`]: the host's structured log.
+//!
+//! Connectors reach registers only through the host, which decides where a
+//! request may go and adds credentials; a connector never sees a token.
+
+#[allow(unsafe_code, clippy::all, missing_docs)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit/connector-v1",
+        world: "connector",
+        pub_export_macro: true,
+        export_macro_name: "export_connector",
+        default_bindings_module: "folkhub_connector_sdk::bindings",
+    });
+}
+
+pub use bindings::exports::folkhub::connector::source::{
+    Change, ChangePage, ConnectorError, Description, Field, LookupOutcome, LookupResult, PersonId, PersonRecord,
+};
+pub use bindings::folkhub::connector::host::Level;
+pub use bindings::export_connector;
+
+pub mod http;
+
+/// The host's structured log.
+pub mod log {
+    use super::bindings::folkhub::connector::host;
+
+    pub fn debug(message: &str, fields: &[(&str, &str)]) {
+        write(host::Level::Debug, message, fields)
+    }
+    pub fn info(message: &str, fields: &[(&str, &str)]) {
+        write(host::Level::Info, message, fields)
+    }
+    pub fn warn(message: &str, fields: &[(&str, &str)]) {
+        write(host::Level::Warn, message, fields)
+    }
+
+    fn write(level: host::Level, message: &str, fields: &[(&str, &str)]) {
+        let fields: Vec<(String, String)> = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        host::log(level, message, &fields);
+    }
+}
+
+/// An operator-set configuration value, or a `bad-input` error naming the key.
+pub fn config(key: &str) -> Result<String, ConnectorError> {
+    bindings::folkhub::connector::host::config(key)
+        .ok_or_else(|| ConnectorError::Other(format!("the operator has not set `{key}` in [connectors.<id>.config]")))
+}
+
+/// An optional configuration value.
+pub fn config_or(key: &str, default: &str) -> String {
+    bindings::folkhub::connector::host::config(key).unwrap_or_else(|| default.to_string())
+}
+
+/// Builds a field from a path and a JSON value.
+pub fn field(path: &str, value: serde_json::Value, labels: &[String], effective: Option<String>) -> Field {
+    Field { path: path.to_string(), value: value.to_string(), labels: labels.to_vec(), effective }
+}

@@ -1,0 +1,29 @@
+//! Hostile test component: `lookup` never returns. The host must stop it at
+//! the call deadline and keep serving.
+use folkhub_connector_sdk::{ChangePage, ConnectorError, Description, LookupResult, bindings};
+
+struct Hostile;
+
+fn describe() -> Description {
+    Description { source: "hostile".into(), upstream_versions: vec![], fields: vec![], capabilities: vec!["lookup".into()], max_batch: 10 }
+}
+
+impl bindings::exports::folkhub::connector::source::Guest for Hostile {
+    fn describe() -> Description {
+        describe()
+    }
+    fn lookup(ids: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
+        if ids.first().map(String::as_str) == Some("quick") {
+            return Ok(vec![]);
+        }
+        let mut n: u64 = 0;
+        loop {
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
+    }
+    fn changes(_cursor: Option<String>) -> Result<ChangePage, ConnectorError> {
+        Ok(ChangePage { changes: vec![], next_cursor: "0".into(), caught_up: true })
+    }
+}
+
+folkhub_connector_sdk::export_connector!(Hostile);
