@@ -45,7 +45,7 @@ mod component {
             }
         }
 
-        fn lookup(ids: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
+        fn lookup_batch(ids: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
             let mut results = Vec::with_capacity(ids.len());
             for chunk in ids.chunks(mapping::MAX_BATCH) {
                 let url = format!("{}/personer/bulkoppslag?{}&somBestilt=true", base_url(), parts_query());

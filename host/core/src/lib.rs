@@ -5,6 +5,7 @@
 //! Nothing here does IO: no database, no wasmtime, no network. This is where
 //! most unit tests live; the store, sync, runtime and API crates build on it.
 
+pub mod contract;
 pub mod fields;
 pub mod ids;
 pub mod labels;

@@ -1,1 +1,46 @@
-//! placeholder
+//! The person store: the append-only observation log, persons and their
+//! identifiers, merged records with per-field provenance and history,
+//! connector installations, change-feed cursors and job runs.
+//!
+//! [`PersonStore`] is the seam: callers never see SQL. [`sqlite::SqliteStore`]
+//! is the embedded default; a PostgreSQL implementation plugs in behind the
+//! same trait with its own migrations.
+
+pub mod sqlite;
+mod types;
+
+pub use types::*;
+
+use async_trait::async_trait;
+
+/// Everything the host keeps, behind one interface.
+#[async_trait]
+pub trait PersonStore: Send + Sync {
+    /// Applies what one source said about a batch of persons, and moves the
+    /// source's change-feed cursor, in one transaction.
+    async fn apply(&self, batch: Batch) -> Result<ApplyReport, StoreError>;
+
+    /// A person by any of their identifiers (normalised value).
+    async fn person(&self, id: &str) -> Result<Option<StoredPerson>, StoreError>;
+
+    /// Active identifiers of the given schemes, for refreshing known persons.
+    async fn active_ids(&self, schemes: &[&str]) -> Result<Vec<String>, StoreError>;
+
+    /// Number of persons.
+    async fn count_persons(&self) -> Result<u64, StoreError>;
+
+    /// The change history of a person, oldest first.
+    async fn history(&self, person: i64) -> Result<Vec<PersonChange>, StoreError>;
+
+    async fn cursor(&self, connector: &str) -> Result<Option<String>, StoreError>;
+
+    async fn installation(&self, connector: &str) -> Result<Option<Installation>, StoreError>;
+    async fn installations(&self) -> Result<Vec<Installation>, StoreError>;
+    /// Records an installation change and its audit entry in one transaction.
+    async fn install(&self, installation: Installation, reason: &str) -> Result<(), StoreError>;
+    async fn audit(&self, connector: &str) -> Result<Vec<AuditEntry>, StoreError>;
+
+    async fn start_run(&self, job: &str, connector: Option<&str>) -> Result<i64, StoreError>;
+    async fn finish_run(&self, id: i64, status: RunStatus, counts: &RunCounts, errors: &[String]) -> Result<(), StoreError>;
+    async fn runs(&self, limit: u32) -> Result<Vec<JobRun>, StoreError>;
+}

@@ -12,7 +12,7 @@ impl bindings::exports::folkhub::connector::source::Guest for Hostile {
     fn describe() -> Description {
         describe()
     }
-    fn lookup(ids: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
+    fn lookup_batch(ids: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
         let url = ids.first().cloned().unwrap_or_else(|| "https://example.com/".into());
         let response = folkhub_connector_sdk::http::get(&url, &[])?;
         Err(ConnectorError::Other(format!("the host let a request through: HTTP {}", response.status)))

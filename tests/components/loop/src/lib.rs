@@ -12,7 +12,7 @@ impl bindings::exports::folkhub::connector::source::Guest for Hostile {
     fn describe() -> Description {
         describe()
     }
-    fn lookup(ids: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
+    fn lookup_batch(ids: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
         if ids.first().map(String::as_str) == Some("quick") {
             return Ok(vec![]);
         }

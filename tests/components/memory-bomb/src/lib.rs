@@ -12,7 +12,7 @@ impl bindings::exports::folkhub::connector::source::Guest for Hostile {
     fn describe() -> Description {
         describe()
     }
-    fn lookup(_ids: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
+    fn lookup_batch(_ids: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
         let mut hoard: Vec<Vec<u8>> = Vec::new();
         loop {
             hoard.push(vec![7u8; 1 << 20]);

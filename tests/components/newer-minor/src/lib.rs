@@ -16,7 +16,7 @@ impl source::Guest for Newer {
     fn describe() -> Description {
         Description { source: "newer".into(), upstream_versions: vec![], fields: vec![], capabilities: vec![], max_batch: 1 }
     }
-    fn lookup(_ids: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
+    fn lookup_batch(_ids: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
         Ok(vec![])
     }
     fn changes(_cursor: Option<String>) -> Result<ChangePage, ConnectorError> {

@@ -1,0 +1,81 @@
+//! What connectors say, as the rest of the host sees it, whatever contract
+//! version the connector was built against. The runtime's per-major
+//! bindings convert into these types.
+
+use serde::{Deserialize, Serialize};
+
+use crate::observation::{Observation, SourceId};
+
+/// Errors a connector expects (the contract's `connector-error`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", content = "detail", rename_all = "kebab-case")]
+pub enum ConnectorError {
+    #[error("the register refused the credentials: {0}")]
+    Unauthorized(String),
+    #[error("the register asks to slow down; retry after {0} ms")]
+    RateLimited(u32),
+    #[error("the register is unavailable: {0}")]
+    UpstreamUnavailable(String),
+    #[error("the register retired the API version this release speaks: {0}")]
+    UpstreamVersionGone(String),
+    #[error("bad input: {0}")]
+    BadInput(String),
+    #[error("the register answered something the connector cannot read: {0}")]
+    MalformedResponse(String),
+    #[error("the host refused a request: {0}")]
+    Denied(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ConnectorError {
+    /// Is a later retry of the same call likely to succeed?
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ConnectorError::RateLimited(_) | ConnectorError::UpstreamUnavailable(_) | ConnectorError::MalformedResponse(_))
+    }
+}
+
+/// One person as a register reports it, before it becomes observations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FoundPerson {
+    pub ids: Vec<SourceId>,
+    pub fields: Vec<Observation>,
+    pub upstream_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LookupOutcome {
+    Found(FoundPerson),
+    NotFound,
+    Failed(ConnectorError),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LookupResult {
+    pub requested: String,
+    pub outcome: LookupOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub id: String,
+    pub event: String,
+    pub position: String,
+    pub recorded: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangePage {
+    pub changes: Vec<Change>,
+    pub next_cursor: String,
+    pub caught_up: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Description {
+    pub source: String,
+    pub upstream_versions: Vec<String>,
+    pub fields: Vec<String>,
+    pub capabilities: Vec<String>,
+    pub max_batch: u32,
+}

@@ -1,0 +1,298 @@
+//! `folkhub.toml`: the operator's configuration.
+//!
+//! Layers, later wins: built-in defaults, the file, `FOLKHUB_*` environment
+//! variables (`FOLKHUB_STORE`, `FOLKHUB_LISTEN`, `FOLKHUB_MANIFEST`,
+//! `FOLKHUB_CACHE_DIR`), then command-line flags (applied by the CLI).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Invalid, Problem, toml_problem};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where person data lives.
+    pub store: StoreConfig,
+    /// The HTTP API.
+    pub server: ServerConfig,
+    /// The connector registry.
+    pub registry: RegistryConfig,
+    /// Sandbox limits for every connector call.
+    pub runtime: RuntimeConfig,
+    /// Per-connector grants, config values and credentials.
+    pub connectors: BTreeMap<String, ConnectorConfig>,
+    /// Survivorship: field group → sources, best first. Unset groups keep the defaults.
+    pub merge: MergeConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (created if missing).
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the API listens on.
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Path of registry-manifest.toml.
+    pub manifest: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Precompiled components, keyed by wasm digest and engine.
+    pub cache_dir: PathBuf,
+    /// Deadline of one connector call, in milliseconds.
+    pub call_timeout_ms: u64,
+    /// Linear memory cap per call, MiB.
+    pub memory_limit_mib: u64,
+    /// Largest upstream response body a connector may read, bytes.
+    pub max_response_bytes: u64,
+    /// Host calls (log, config, HTTP requests) allowed per connector call.
+    pub max_hostcalls: u64,
+    /// Calls of one connector running at once.
+    pub max_concurrency: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MergeConfig {
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+/// What the operator set for one connector.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectorConfig {
+    /// Origins (`https://host[:port]`) the operator allows this connector to
+    /// reach. Only origins the release also requests are reachable.
+    pub grant_hosts: Vec<String>,
+    /// Allow granted origins that resolve to private, loopback or link-local
+    /// addresses (simulators, an on-premise proxy). Off by default.
+    pub allow_private_networks: bool,
+    /// Values the connector reads with `config(key)`.
+    pub config: BTreeMap<String, String>,
+    /// How the host authenticates this connector upstream.
+    pub credentials: Option<Credentials>,
+}
+
+/// Credentials the host adds to a connector's requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Credentials {
+    /// Maskinporten JWT grant (RFC 7523) signed RS256 with the operator's key.
+    Maskinporten {
+        /// Token endpoint, e.g. `https://maskinporten.no/token`.
+        token_endpoint: String,
+        /// `aud` of the grant, e.g. `https://maskinporten.no/`.
+        audience: String,
+        /// The integration's client id (`iss`).
+        client_id: String,
+        /// PEM file with the RSA private key (PKCS#8 or PKCS#1).
+        key_file: PathBuf,
+        /// Space-separated scopes.
+        scope: String,
+        /// Key id registered with Maskinporten, if any.
+        #[serde(default)]
+        key_id: Option<String>,
+    },
+    /// A static bearer token (test setups).
+    Bearer { token: String },
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { url: "sqlite://data/folkhub.db".into() }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { listen: "127.0.0.1:8080".into() }
+    }
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig { manifest: PathBuf::from("registry-manifest.toml") }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: PathBuf::from("data/cache"),
+            call_timeout_ms: 30_000,
+            memory_limit_mib: 64,
+            max_response_bytes: 32 * 1024 * 1024,
+            max_hostcalls: 100_000,
+            max_concurrency: 4,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            store: StoreConfig::default(),
+            server: ServerConfig::default(),
+            registry: RegistryConfig::default(),
+            runtime: RuntimeConfig::default(),
+            connectors: BTreeMap::new(),
+            merge: MergeConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file if it exists (an explicit path must exist),
+    /// then the environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, Invalid> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from("folkhub.toml"), false),
+        };
+        let mut config = if path.exists() {
+            let text = std::fs::read_to_string(&path).map_err(|e| Invalid {
+                file: path.display().to_string(),
+                problems: vec![Problem { path: String::new(), message: format!("cannot read it: {e}") }],
+            })?;
+            Self::parse(&text, &path.display().to_string())?
+        } else if required {
+            return Err(Invalid {
+                file: path.display().to_string(),
+                problems: vec![Problem { path: String::new(), message: "the file does not exist".into() }],
+            });
+        } else {
+            Config::default()
+        };
+        config.apply_env(|k| std::env::var(k).ok());
+        Ok(config)
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Config, Invalid> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let span = e.span().map(|s| {
+                let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                format!("line {line}")
+            });
+            Invalid { file: file.to_string(), problems: vec![toml_problem(&span.unwrap_or_default(), &e)] }
+        })?;
+        let mut problems = Vec::new();
+        config.validate(&mut problems);
+        if problems.is_empty() { Ok(config) } else { Err(Invalid { file: file.to_string(), problems }) }
+    }
+
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("FOLKHUB_STORE") {
+            self.store.url = v;
+        }
+        if let Some(v) = get("FOLKHUB_LISTEN") {
+            self.server.listen = v;
+        }
+        if let Some(v) = get("FOLKHUB_MANIFEST") {
+            self.registry.manifest = PathBuf::from(v);
+        }
+        if let Some(v) = get("FOLKHUB_CACHE_DIR") {
+            self.runtime.cache_dir = PathBuf::from(v);
+        }
+    }
+
+    fn validate(&self, problems: &mut Vec<Problem>) {
+        if !self.store.url.starts_with("sqlite:") {
+            problems.push(Problem { path: "store.url".into(), message: format!("{:?}: only sqlite://PATH is supported by this build", self.store.url) });
+        }
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(Problem { path: "server.listen".into(), message: format!("{:?} is not IP:PORT", self.server.listen) });
+        }
+        if self.runtime.call_timeout_ms == 0 {
+            problems.push(Problem { path: "runtime.call_timeout_ms".into(), message: "must be more than 0".into() });
+        }
+        if self.runtime.memory_limit_mib < 2 {
+            problems.push(Problem { path: "runtime.memory_limit_mib".into(), message: "must be at least 2".into() });
+        }
+        if self.runtime.max_concurrency == 0 {
+            problems.push(Problem { path: "runtime.max_concurrency".into(), message: "must be at least 1".into() });
+        }
+        for (id, c) in &self.connectors {
+            for (i, host) in c.grant_hosts.iter().enumerate() {
+                if crate::registry::origin_of(host).is_none() {
+                    problems.push(Problem {
+                        path: format!("connectors.{id}.grant_hosts[{i}]"),
+                        message: format!("{host:?} is not an origin like https://host[:port]"),
+                    });
+                }
+            }
+        }
+        for (group, sources) in &self.merge.groups {
+            if sources.is_empty() {
+                problems.push(Problem { path: format!("merge.groups.{group}"), message: "lists no source; remove it to keep the default".into() });
+            }
+        }
+    }
+
+    /// The SQLite file path of `store.url`.
+    pub fn sqlite_path(&self) -> PathBuf {
+        PathBuf::from(self.store.url.trim_start_matches("sqlite://").trim_start_matches("sqlite:"))
+    }
+
+    /// Settings of one connector (empty when the operator set none).
+    pub fn connector(&self, id: &str) -> ConnectorConfig {
+        self.connectors.get(id).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_file_and_env() {
+        let c = Config::parse(
+            r#"
+[server]
+listen = "127.0.0.1:9999"
+[connectors.folkeregister]
+grant_hosts = ["http://127.0.0.1:18081"]
+allow_private_networks = true
+[connectors.folkeregister.config]
+base-url = "http://127.0.0.1:18081/x"
+[connectors.folkeregister.credentials]
+kind = "maskinporten"
+token_endpoint = "http://127.0.0.1:18081/maskinporten/token"
+audience = "http://127.0.0.1:18081/maskinporten/"
+client_id = "demo"
+key_file = "data/key.pem"
+scope = "folkeregister:deling/offentligmedhjemmel"
+"#,
+            "folkhub.toml",
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:9999");
+        assert_eq!(c.runtime.call_timeout_ms, 30_000);
+        assert!(matches!(c.connector("folkeregister").credentials, Some(Credentials::Maskinporten { .. })));
+        let mut c = c;
+        c.apply_env(|k| (k == "FOLKHUB_LISTEN").then(|| "127.0.0.1:1".to_string()));
+        assert_eq!(c.server.listen, "127.0.0.1:1");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse("[server]\nlisten = \"nowhere\"\n[runtime]\nmax_concurrency = 0\n", "f.toml").unwrap_err().to_string();
+        assert!(e.contains("server.listen") && e.contains("runtime.max_concurrency"), "{e}");
+        let e = Config::parse("[server]\nlisen = \"x\"\n", "f.toml").unwrap_err().to_string();
+        assert!(e.contains("unknown field `lisen`") && e.contains("line 2"), "{e}");
+    }
+}

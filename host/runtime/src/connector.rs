@@ -1,0 +1,248 @@
+//! A prepared connector and its calls. Each call gets a fresh Store and
+//! instance from the cached `InstancePre`, so nothing leaks between calls,
+//! and a trap or timeout loses only that call.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use folkhub_core::contract as core;
+use folkhub_manifest::Release;
+use tokio::sync::Semaphore;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use crate::bindings::v1;
+use crate::credentials::CredentialSource;
+use crate::engine::{Runtime, sha256_hex};
+use crate::error::{CallError, InstallError};
+use crate::negotiate::{self, ContractVersion, Support};
+use crate::outbound::{HttpPolicy, PolicyHooks};
+use crate::state::{CallContext, HostState};
+
+/// What the operator set for a connector.
+#[derive(Default, Clone)]
+pub struct ConnectorSettings {
+    pub granted_hosts: Vec<String>,
+    pub allow_private_networks: bool,
+    pub config: BTreeMap<String, String>,
+    pub credentials: Option<Arc<dyn CredentialSource>>,
+}
+
+/// A verified, compiled, linked connector release, ready to call.
+pub struct Connector {
+    pub id: String,
+    pub version: String,
+    pub contract: ContractVersion,
+    pub digest: String,
+    /// Set when the contract major is deprecated on this host.
+    pub deprecation: Option<String>,
+    pre: v1::ConnectorPre<HostState>,
+    context: Arc<CallContext>,
+    policy: Arc<HttpPolicy>,
+    credentials: Option<Arc<dyn CredentialSource>>,
+    permits: Arc<Semaphore>,
+    engine: wasmtime::Engine,
+    limits: crate::engine::Limits,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector").field("id", &self.id).field("version", &self.version).field("contract", &self.contract).finish()
+    }
+}
+
+/// What install-time inspection found in an artifact.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    pub digest: String,
+    pub contract: ContractVersion,
+}
+
+impl Runtime {
+    /// Verifies the artifact against the release, reads and checks its
+    /// contract version, compiles (or loads precompiled) and links it.
+    /// Nothing is recorded anywhere; the caller decides what to keep.
+    pub fn prepare(&self, release: &Release, artifact: &Path, settings: ConnectorSettings) -> Result<Connector, InstallError> {
+        let (connector, version) = (release.connector.clone(), release.version.clone());
+        let wasm = std::fs::read(artifact).map_err(|source| InstallError::Read {
+            connector: connector.clone(),
+            version: version.clone(),
+            path: artifact.display().to_string(),
+            source,
+        })?;
+        let digest = sha256_hex(&wasm);
+        if digest != release.sha256 {
+            return Err(InstallError::Digest { connector, version, expected: release.sha256.clone(), actual: digest });
+        }
+        let component = self.component(&connector, &version, &wasm, &digest)?;
+        let contract_error = |message: String| InstallError::Contract { connector: connector.clone(), version: version.clone(), message };
+        let contract = negotiate::exported_version(&self.engine, &component).map_err(contract_error)?;
+        let declared = ContractVersion::parse(&release.contract)
+            .ok_or_else(|| contract_error(format!("registry-manifest.toml gives contract {:?}, not MAJOR.MINOR.PATCH", release.contract)))?;
+        if declared != contract {
+            return Err(contract_error(format!(
+                "registry-manifest.toml says it was built against folkhub:connector {declared}, but the artifact exports {contract}; the manifest must agree with the artifact"
+            )));
+        }
+        let major = negotiate::check(contract).map_err(contract_error)?;
+        let deprecation = match major.support {
+            Support::Supported => None,
+            Support::Deprecated { removal } => Some(format!("folkhub:connector {} is deprecated on this host and will be removed on {removal}", major.major)),
+        };
+        let link_error = |e: wasmtime::Error| InstallError::Link { connector: connector.clone(), version: version.clone(), message: format!("{e:#}") };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(link_error)?;
+        let pre = v1::ConnectorPre::new(instance_pre).map_err(link_error)?;
+        let requested = release.requested_origins(&settings.config);
+        let policy = HttpPolicy::new(&requested, &settings.granted_hosts, settings.allow_private_networks, self.limits.max_response_bytes);
+        let context = Arc::new(CallContext {
+            connector: connector.clone(),
+            version: version.clone(),
+            config: settings.config,
+            max_hostcalls: self.limits.max_hostcalls,
+            memory_limit_bytes: self.limits.memory_limit_bytes,
+        });
+        Ok(Connector {
+            id: connector,
+            version,
+            contract,
+            digest,
+            deprecation,
+            pre,
+            context,
+            policy: Arc::new(policy),
+            credentials: settings.credentials,
+            permits: Arc::new(Semaphore::new(self.limits.max_concurrency.max(1))),
+            engine: self.engine.clone(),
+            limits: self.limits.clone(),
+        })
+    }
+}
+
+/// Marks why the epoch callback stopped the guest.
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the call deadline passed")
+    }
+}
+
+impl Connector {
+    /// Origins this connector may reach (requested ∩ granted).
+    pub fn allowed_origins(&self) -> Vec<String> {
+        self.policy.allowed.iter().cloned().collect()
+    }
+
+    fn new_store(&self, deadline: Instant) -> Store<HostState> {
+        let hostcalls = Arc::new(AtomicU64::new(0));
+        let hooks = PolicyHooks {
+            policy: self.policy.clone(),
+            credentials: self.credentials.clone(),
+            deadline,
+            hostcalls: hostcalls.clone(),
+            max_hostcalls: self.limits.max_hostcalls,
+            connector: Arc::from(self.id.as_str()),
+        };
+        let mut store = Store::new(&self.engine, HostState::new(self.context.clone(), hooks, hostcalls));
+        store.limiter(|state| &mut state.limiter);
+        // Check every tick: yield to tokio (so timeouts and other tasks run)
+        // until the deadline, then interrupt.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline { Err(wasmtime::Error::new(Trap::Interrupt).context(Stopped)) } else { Ok(UpdateDeadline::Yield(1)) }
+        });
+        store
+    }
+
+    fn classify(&self, store: Option<&Store<HostState>>, error: wasmtime::Error) -> CallError {
+        let (connector, version) = (self.id.clone(), self.version.clone());
+        if let Some(store) = store {
+            if store.data().limiter.memory_exceeded {
+                return CallError::MemoryLimit { connector, version, limit_mib: (self.limits.memory_limit_bytes >> 20) as u64 };
+            }
+            if store.data().hostcall_limit_hit {
+                return CallError::HostcallLimit { connector, version, limit: self.limits.max_hostcalls };
+            }
+        }
+        if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) || error.downcast_ref::<Stopped>().is_some() {
+            return CallError::Timeout { connector, version, deadline_ms: self.limits.call_timeout.as_millis() as u64 };
+        }
+        CallError::Trap { connector, version, message: format!("{error:#}") }
+    }
+
+    async fn run<R>(
+        &self,
+        call: impl for<'a> FnOnce(
+            &'a mut Store<HostState>,
+            v1::Connector,
+        ) -> std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>,
+    ) -> Result<R, CallError>
+    where
+        R: Send,
+    {
+        let _permit = self.permits.acquire().await.map_err(|e| CallError::Host {
+            connector: self.id.clone(),
+            version: self.version.clone(),
+            message: e.to_string(),
+        })?;
+        let deadline = Instant::now() + self.limits.call_timeout;
+        let mut store = self.new_store(deadline);
+        // The epoch callback stops busy guests; the timeout stops calls
+        // blocked in host functions (HTTP), which epochs cannot interrupt.
+        let grace = self.limits.call_timeout + crate::engine::TICK * 5;
+        let outcome = tokio::time::timeout(grace, async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            call(&mut store, instance).await
+        })
+        .await;
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(self.classify(Some(&store), error)),
+            Err(_) => Err(CallError::Timeout {
+                connector: self.id.clone(),
+                version: self.version.clone(),
+                deadline_ms: self.limits.call_timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    fn connector_error(&self, error: core::ConnectorError) -> CallError {
+        CallError::Connector { connector: self.id.clone(), version: self.version.clone(), error }
+    }
+
+    pub async fn describe(&self) -> Result<core::Description, CallError> {
+        let d = self
+            .run(|store, instance| Box::pin(async move { instance.folkhub_connector_source().call_describe(store).await }))
+            .await?;
+        Ok(v1::description(d))
+    }
+
+    /// Looks up a batch of IDs.
+    pub async fn lookup(&self, ids: &[String]) -> Result<Vec<core::LookupResult>, CallError> {
+        let ids = ids.to_vec();
+        let result = self
+            .run(move |store, instance| Box::pin(async move { instance.folkhub_connector_source().call_lookup_batch(store, &ids).await }))
+            .await?;
+        match result {
+            Ok(list) => Ok(v1::lookup_results(list)),
+            Err(e) => Err(self.connector_error(e.into())),
+        }
+    }
+
+    /// Reads one page of the change feed.
+    pub async fn changes(&self, cursor: Option<&str>) -> Result<core::ChangePage, CallError> {
+        let cursor = cursor.map(String::from);
+        let result = self
+            .run(move |store, instance| {
+                Box::pin(async move { instance.folkhub_connector_source().call_changes(store, cursor.as_deref()).await })
+            })
+            .await?;
+        match result {
+            Ok(page) => Ok(v1::change_page(page)),
+            Err(e) => Err(self.connector_error(e.into())),
+        }
+    }
+}

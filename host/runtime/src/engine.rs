@@ -1,0 +1,173 @@
+//! The shared engine, the epoch ticker and the precompiled-component cache.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use crate::bindings::v1;
+use crate::error::InstallError;
+use crate::state::HostState;
+
+/// How often the epoch advances. Deadlines are counted in these ticks.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Per-call limits every connector runs under.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub call_timeout: Duration,
+    pub memory_limit_bytes: usize,
+    pub max_response_bytes: u64,
+    pub max_hostcalls: u64,
+    pub max_concurrency: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            call_timeout: Duration::from_secs(30),
+            memory_limit_bytes: 64 << 20,
+            max_response_bytes: 32 << 20,
+            max_hostcalls: 100_000,
+            max_concurrency: 4,
+        }
+    }
+}
+
+impl Limits {
+    pub fn from_config(runtime: &folkhub_manifest::config::RuntimeConfig) -> Limits {
+        Limits {
+            call_timeout: Duration::from_millis(runtime.call_timeout_ms),
+            memory_limit_bytes: (runtime.memory_limit_mib as usize) << 20,
+            max_response_bytes: runtime.max_response_bytes,
+            max_hostcalls: runtime.max_hostcalls,
+            max_concurrency: runtime.max_concurrency,
+        }
+    }
+}
+
+/// One engine and linker for every connector.
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+    pub(crate) limits: Limits,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Builds the engine and linker and starts the epoch ticker.
+    /// `cache_dir` keeps precompiled components between runs.
+    pub fn new(cache_dir: Option<PathBuf>, limits: Limits) -> anyhow::Result<Runtime> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        // Standard WASI (p2) over an empty context, and wasi:http through our hooks.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        v1::Connector::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.clone();
+        let stop = stop_ticker.clone();
+        std::thread::Builder::new().name("folkhub-epoch".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(TICK);
+                ticker_engine.increment_epoch();
+            }
+        })?;
+        Ok(Runtime { engine, linker, cache_dir, limits, stop_ticker })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// A hex key of this engine's compatibility (wasmtime version, target, settings).
+    pub fn engine_key(&self) -> String {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        format!("{:016x}", hasher.finish())
+    }
+
+    fn cache_paths(&self, digest: &str) -> Option<(PathBuf, PathBuf)> {
+        let dir = self.cache_dir.as_ref()?;
+        let stem = format!("{digest}-{}", self.engine_key());
+        Some((dir.join(format!("{stem}.cwasm")), dir.join(format!("{stem}.cwasm.sha256"))))
+    }
+
+    /// Compiles a component, or loads it precompiled from the cache.
+    /// `digest` is the sha256 of `wasm`, already verified by the caller.
+    pub fn component(&self, connector: &str, version: &str, wasm: &[u8], digest: &str) -> Result<Component, InstallError> {
+        if let Some((path, sum_path)) = self.cache_paths(digest)
+            && let Some(component) = self.load_cached(&path, &sum_path)
+        {
+            return Ok(component);
+        }
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| InstallError::Compile { connector: connector.into(), version: version.into(), message: format!("{e:#}") })?;
+        if let Some((path, sum_path)) = self.cache_paths(digest) {
+            self.store_cached(&component, &path, &sum_path)?;
+        }
+        Ok(component)
+    }
+
+    fn load_cached(&self, path: &Path, sum_path: &Path) -> Option<Component> {
+        let bytes = std::fs::read(path).ok()?;
+        let expected = std::fs::read_to_string(sum_path).ok()?;
+        if hex::encode(Sha256::digest(&bytes)) != expected.trim() {
+            tracing::warn!(path = %path.display(), "precompiled component does not match its checksum; recompiling");
+            return None;
+        }
+        // SAFETY: `deserialize` trusts its input to be a wasmtime artifact
+        // for this engine. We only read files this host wrote into its own
+        // cache directory (named by the source digest and this engine's
+        // compatibility hash), and check them against the checksum written
+        // beside them, so a truncated or foreign file is recompiled instead.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(&self.engine, &bytes) };
+        match component {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot load precompiled component ({e}); recompiling");
+                None
+            }
+        }
+    }
+
+    fn store_cached(&self, component: &Component, path: &Path, sum_path: &Path) -> Result<(), InstallError> {
+        let cache_error = |message: String| InstallError::Cache { path: path.display().to_string(), message };
+        let bytes = component.serialize().map_err(|e| cache_error(e.to_string()))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| cache_error(e.to_string()))?;
+        }
+        // Write to a temporary name and rename, so readers never see half a file.
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, &bytes).map_err(|e| cache_error(e.to_string()))?;
+        std::fs::write(sum_path, hex::encode(Sha256::digest(&bytes))).map_err(|e| cache_error(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| cache_error(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// SHA-256 of bytes, lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}

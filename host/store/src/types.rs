@@ -1,0 +1,155 @@
+use chrono::{DateTime, Utc};
+use folkhub_core::MergedRecord;
+use folkhub_core::contract::FoundPerson;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the store at {path} cannot be opened: {message}")]
+    Open { path: String, message: String },
+    #[error("stored data is corrupt ({what}): {message}")]
+    Corrupt { what: String, message: String },
+}
+
+/// What one source said about a batch of persons.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub source: String,
+    pub release: String,
+    pub retrieved: DateTime<Utc>,
+    pub persons: Vec<FoundPerson>,
+    /// Move this connector's cursor to this value in the same transaction.
+    pub cursor: Option<String>,
+    /// Why, for the history (e.g. `sync folkeregister --changes`).
+    pub reason: String,
+}
+
+/// What applying a batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    pub persons_created: u64,
+    pub persons_changed: u64,
+    pub persons_unchanged: u64,
+    pub observations_added: u64,
+    /// IDs that a record linked to a different person than its other IDs: not merged, listed for review.
+    pub identity_conflicts: Vec<String>,
+}
+
+impl ApplyReport {
+    pub fn add(&mut self, other: ApplyReport) {
+        self.persons_created += other.persons_created;
+        self.persons_changed += other.persons_changed;
+        self.persons_unchanged += other.persons_unchanged;
+        self.observations_added += other.observations_added;
+        self.identity_conflicts.extend(other.identity_conflicts);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredId {
+    pub scheme: String,
+    pub value: String,
+    pub active: bool,
+}
+
+/// A person as stored: identifiers and merged record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredPerson {
+    pub key: i64,
+    pub ids: Vec<StoredId>,
+    pub record: MergedRecord,
+    pub version: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One change of a merged record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonChange {
+    pub seq: i64,
+    pub person: i64,
+    pub changed_at: DateTime<Utc>,
+    pub version: i64,
+    /// path → {"from": old, "to": new}
+    pub diff: serde_json::Value,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Installation {
+    pub connector: String,
+    pub version: String,
+    pub digest: String,
+    pub contract: String,
+    pub pinned: bool,
+    pub installed_at: DateTime<Utc>,
+    pub installed_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub connector: String,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub version_before: Option<String>,
+    pub digest_before: Option<String>,
+    pub version_after: Option<String>,
+    pub digest_after: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Partial,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(text: &str) -> RunStatus {
+        match text {
+            "succeeded" => RunStatus::Succeeded,
+            "partial" => RunStatus::Partial,
+            "failed" => RunStatus::Failed,
+            "cancelled" => RunStatus::Cancelled,
+            _ => RunStatus::Running,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCounts {
+    pub fetched: u64,
+    pub changed: u64,
+    pub unchanged: u64,
+    pub created: u64,
+    pub not_found: u64,
+    pub errors: u64,
+    pub feed_events: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRun {
+    pub id: i64,
+    pub job: String,
+    pub connector: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub status: RunStatus,
+    pub counts: RunCounts,
+    pub errors: Vec<String>,
+}
