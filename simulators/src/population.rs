@@ -496,6 +496,13 @@ impl Population {
             "death" => {
                 self.set_deceased(key, at.date_naive(), at);
                 self.push_event(key, id, "personErDoed", at);
+                // Parental responsibility of minor children changes with a death.
+                for c in self.persons[key].children.clone() {
+                    if self.persons[c].is_minor() && self.persons[c].current_status() != Status::Deceased {
+                        let cid = self.persons[c].id().to_string();
+                        self.push_event(c, cid, "endringIForeldreansvar", at);
+                    }
+                }
                 if let Some(s) = self.persons[key].spouse {
                     let sid = self.persons[s].id().to_string();
                     self.push_event(s, sid, "endringISivilstand", at);

@@ -1,1 +1,9 @@
-fn main(){}
+//! All integration tests, one binary (real wasm, real simulator, real
+//! SQLite; no mocks of our own parts). Build the components first:
+//! `cargo xtask test` does.
+
+mod bad_input;
+mod contract;
+mod docs;
+mod end_to_end;
+mod sandbox;

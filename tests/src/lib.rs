@@ -1,1 +1,108 @@
-//! placeholder
+//! Shared fixtures for the integration tests: a simulator with a trusted
+//! Maskinporten client, a temporary store, a host wired like `folkhub serve`,
+//! and paths of built test components.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use folkhub_cli::host::Host;
+use folkhub_manifest::Config;
+use folkhub_sim::{Client, Simulator};
+use rsa::RsaPrivateKey;
+use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// A built test component (`cargo xtask build-connectors` builds them).
+pub fn component(name: &str) -> PathBuf {
+    let path = root().join("target/wasm32-wasip2/connector").join(format!("component_{}.wasm", name.replace('-', "_")));
+    assert!(path.exists(), "{} is missing: run `cargo xtask build-connectors` (or `cargo xtask test`)", path.display());
+    path
+}
+
+/// One RSA key for every test: generating one takes a moment.
+pub fn client_key() -> &'static RsaPrivateKey {
+    static KEY: OnceLock<RsaPrivateKey> = OnceLock::new();
+    KEY.get_or_init(|| RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("generating a test RSA key"))
+}
+
+pub const CLIENT_ID: &str = "folkhub-test";
+
+/// A running simulator, a temporary directory and a host configured for both.
+pub struct TestEnv {
+    pub sim: Simulator,
+    pub dir: tempfile::TempDir,
+    pub host: Host,
+}
+
+/// Settings for [`TestEnv::start`].
+pub struct Setup {
+    pub seed: u64,
+    pub count: usize,
+    pub call_timeout_ms: u64,
+    pub memory_limit_mib: u64,
+    /// Register the test client with the simulator's token endpoint.
+    pub trust_client: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup { seed: 7, count: 200, call_timeout_ms: 20_000, memory_limit_mib: 64, trust_client: true }
+    }
+}
+
+impl TestEnv {
+    pub async fn start(setup: Setup) -> TestEnv {
+        let key = client_key();
+        let clients = if setup.trust_client {
+            vec![Client { client_id: CLIENT_ID.into(), public_key: key.to_public_key(), scopes: vec![folkhub_sim::freg::SCOPE.into()] }]
+        } else {
+            vec![]
+        };
+        let sim = Simulator::start(folkhub_sim::Config { seed: setup.seed, count: setup.count, clients, ..Default::default() })
+            .await
+            .expect("starting the simulator");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key_file = dir.path().join("key.pem");
+        std::fs::write(&key_file, key.to_pkcs8_pem(LineEnding::LF).expect("pem").as_bytes()).expect("writing key");
+        let sim_url = sim.base_url();
+        let text = format!(
+            r#"
+[store]
+url = "sqlite://{db}"
+[registry]
+manifest = "{manifest}"
+[runtime]
+cache_dir = "{cache}"
+call_timeout_ms = {timeout}
+memory_limit_mib = {memory}
+
+[connectors.folkeregister]
+grant_hosts = ["{sim_url}"]
+allow_private_networks = true
+[connectors.folkeregister.config]
+base-url = "{sim_url}/folkeregisteret/offentlig-med-hjemmel/api/v1"
+[connectors.folkeregister.credentials]
+kind = "maskinporten"
+token_endpoint = "{sim_url}/maskinporten/token"
+audience = "{issuer}"
+client_id = "{CLIENT_ID}"
+key_file = "{key}"
+scope = "folkeregister:deling/offentligmedhjemmel"
+"#,
+            db = dir.path().join("folkhub.db").display(),
+            manifest = root().join("registry-manifest.toml").display(),
+            cache = root().join("target/test-cache").display(),
+            timeout = setup.call_timeout_ms,
+            memory = setup.memory_limit_mib,
+            issuer = sim.shared.issuer(),
+            key = key_file.display(),
+        );
+        let config = Config::parse(&text, "test folkhub.toml").expect("test config");
+        let host = Host::open(config).await.expect("opening the host");
+        TestEnv { sim, dir, host }
+    }
+}

@@ -1,1 +1,336 @@
-fn main() {}
+//! `cargo xtask demo | test | build-connectors | bench`.
+//!
+//! The two commands of the README: `demo` builds the connectors, starts the
+//! simulator and the host on SQLite, syncs and serves; `test` installs what
+//! the tests need and runs the whole suite.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build connectors, start the simulator and the host, sync, serve.
+    Demo {
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        /// Port of the simulator.
+        #[arg(long, default_value_t = 18081)]
+        sim_port: u16,
+    },
+    /// Install test prerequisites, build, and run the whole test suite.
+    Test,
+    /// Build every connector and test component for wasm32-wasip2.
+    BuildConnectors {
+        /// Copy built connectors into registry/artifacts and update their
+        /// sha256 in registry-manifest.toml (for a new release version).
+        #[arg(long)]
+        publish: bool,
+    },
+    /// Run the benchmarks.
+    Bench,
+    /// Regenerate docs/fields.md from the field catalogue.
+    Docs,
+}
+
+/// Connector crates: (connector id, crate name, wasm file stem).
+const CONNECTORS: &[(&str, &str)] = &[("folkeregister", "connector-folkeregister")];
+/// Test components (crate names), built beside the connectors.
+const TEST_COMPONENTS: &[&str] = &["component-loop", "component-memory-bomb", "component-denied-http", "component-newer-minor"];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(mut command: Command, what: &str) -> anyhow::Result<()> {
+    eprintln!("xtask: {what}");
+    let status = command.status().with_context(|| format!("starting: {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn ensure_wasm_target() -> anyhow::Result<()> {
+    let out = Command::new("rustc").args(["--print", "target-libdir", "--target", "wasm32-wasip2"]).output()?;
+    let libdir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && Path::new(&libdir).exists() {
+        return Ok(());
+    }
+    let mut c = Command::new("rustup");
+    c.args(["target", "add", "wasm32-wasip2"]);
+    run(c, "rustup target add wasm32-wasip2")
+}
+
+fn wasm_dir() -> PathBuf {
+    root().join("target/wasm32-wasip2/connector")
+}
+
+fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let out = Command::new("sha256sum").arg(path).output().context("running sha256sum")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.split_whitespace().next().unwrap_or_default().to_string())
+}
+
+fn crate_version(crate_name: &str) -> anyhow::Result<String> {
+    let dir = crate_name.strip_prefix("connector-").unwrap_or(crate_name);
+    let text = std::fs::read_to_string(root().join("connectors").join(dir).join("Cargo.toml"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("version = \"").and_then(|v| v.strip_suffix('"')).map(String::from))
+        .context("no version in the connector's Cargo.toml")
+}
+
+/// Sets the sha256 of one release in the manifest text.
+fn set_digest(manifest: &str, connector: &str, version: &str, digest: &str) -> Option<String> {
+    let mut out = Vec::new();
+    let (mut in_block, mut matches_connector, mut matches_version, mut done) = (false, false, false, false);
+    let mut block_start = 0;
+    for line in manifest.lines() {
+        if line.trim() == "[[release]]" {
+            in_block = true;
+            matches_connector = false;
+            matches_version = false;
+            block_start = out.len();
+        }
+        if in_block {
+            if line.trim() == format!("connector = \"{connector}\"") {
+                matches_connector = true;
+            }
+            if line.trim() == format!("version = \"{version}\"") {
+                matches_version = true;
+            }
+        }
+        out.push(line.to_string());
+        if in_block && matches_connector && matches_version && !done {
+            for l in out.iter_mut().skip(block_start) {
+                if l.trim_start().starts_with("sha256 = ") {
+                    *l = format!("sha256 = \"{digest}\"");
+                    done = true;
+                }
+            }
+        }
+    }
+    done.then(|| out.join("\n") + "\n")
+}
+
+fn build_connectors(publish: bool) -> anyhow::Result<()> {
+    ensure_wasm_target()?;
+    let mut c = cargo();
+    c.args(["build", "--target", "wasm32-wasip2", "--profile", "connector"]);
+    for (_, krate) in CONNECTORS {
+        c.args(["-p", krate]);
+    }
+    for krate in TEST_COMPONENTS {
+        c.args(["-p", krate]);
+    }
+    // A build script or outer cargo must not leak its flags into the guest build.
+    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
+        c.env_remove(var);
+    }
+    run(c, "cargo build --target wasm32-wasip2 --profile connector (connectors and test components)")?;
+    let manifest_path = root().join("registry-manifest.toml");
+    let mut manifest = std::fs::read_to_string(&manifest_path)?;
+    for (id, krate) in CONNECTORS {
+        let version = crate_version(krate)?;
+        let built = wasm_dir().join(format!("{}.wasm", krate.replace('-', "_")));
+        let artifact = root().join(format!("registry/artifacts/{id}-{version}.wasm"));
+        let built_digest = sha256_file(&built)?;
+        if publish || !artifact.exists() {
+            std::fs::create_dir_all(artifact.parent().context("artifact dir")?)?;
+            std::fs::copy(&built, &artifact)?;
+            manifest = set_digest(&manifest, id, &version, &built_digest)
+                .with_context(|| format!("registry-manifest.toml has no release {id} {version}; add it before publishing"))?;
+            eprintln!("xtask: published {id} {version} sha256 {built_digest}");
+        } else if sha256_file(&artifact)? != built_digest {
+            eprintln!(
+                "xtask: note: {id} {version} built from source differs from the published artifact; published releases never change — bump the version in connectors/{id}/Cargo.toml, add a release to registry-manifest.toml and run `cargo xtask build-connectors --publish`"
+            );
+        }
+    }
+    std::fs::write(&manifest_path, manifest)?;
+    Ok(())
+}
+
+fn apt_install_if_missing(binary: &str, package: &str) {
+    if Command::new("sh").args(["-c", &format!("command -v {binary}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success()) {
+        return;
+    }
+    eprintln!("xtask: installing {package} (for {binary})");
+    let sudo = if Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0") { "" } else { "sudo " };
+    let _ = Command::new("sh").args(["-c", &format!("{sudo}apt-get update -qq && {sudo}apt-get install -y -qq {package}")]).status();
+}
+
+fn test() -> anyhow::Result<()> {
+    ensure_wasm_target()?;
+    apt_install_if_missing("sha256sum", "coreutils");
+    build_connectors(false)?;
+    let mut c = cargo();
+    c.args(["test", "--workspace", "--exclude", "folkhub-connector-sdk"]);
+    for krate in TEST_COMPONENTS {
+        c.args(["--exclude", krate]);
+    }
+    run(c, "cargo test (host, simulator, connector mapping, integration)")
+}
+
+struct Guard(Vec<Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_for_port(port: u16, within: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("nothing listens on 127.0.0.1:{port} after {within:?}")
+}
+
+fn demo(port: u16, seed: u64, count: usize, sim_port: u16) -> anyhow::Result<()> {
+    build_connectors(false)?;
+    let mut c = cargo();
+    c.args(["build", "--release", "-p", "folkhub", "-p", "folkhub-sim"]);
+    run(c, "cargo build --release (folkhub, folkhub-sim)")?;
+    let bin = root().join("target/release");
+    let data = root().join("data/demo");
+    std::fs::create_dir_all(&data)?;
+    let key = data.join("maskinporten-key.pem");
+    if !key.exists() {
+        let mut c = Command::new(bin.join("folkhub"));
+        c.args(["credentials", "generate-key", "--out"]).arg(&key);
+        run(c, "folkhub credentials generate-key")?;
+    }
+    // A fresh demo store each time: the simulator's population is new too.
+    let _ = std::fs::remove_file(data.join("folkhub.db"));
+    let _ = std::fs::remove_file(data.join("folkhub.db-wal"));
+    let _ = std::fs::remove_file(data.join("folkhub.db-shm"));
+    let sim_url = format!("http://127.0.0.1:{sim_port}");
+    let config = data.join("folkhub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"# Written by `cargo xtask demo`.
+[store]
+url = "sqlite://{db}"
+[server]
+listen = "127.0.0.1:{port}"
+[registry]
+manifest = "{manifest}"
+[runtime]
+cache_dir = "{cache}"
+
+[connectors.folkeregister]
+grant_hosts = ["{sim_url}"]
+# The simulator runs on loopback, which connectors may only reach when allowed.
+allow_private_networks = true
+[connectors.folkeregister.config]
+base-url = "{sim_url}/folkeregisteret/offentlig-med-hjemmel/api/v1"
+[connectors.folkeregister.credentials]
+kind = "maskinporten"
+token_endpoint = "{sim_url}/maskinporten/token"
+audience = "{sim_url}/maskinporten/"
+client_id = "folkhub-demo"
+key_file = "{key}"
+scope = "folkeregister:deling/offentligmedhjemmel"
+"#,
+            db = data.join("folkhub.db").display(),
+            manifest = root().join("registry-manifest.toml").display(),
+            cache = root().join("data/cache").display(),
+            key = key.display(),
+        ),
+    )?;
+    let mut children = Guard(vec![]);
+    let public = key.with_extension("pub.pem");
+    let sim = Command::new(bin.join("folkhub-sim"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{sim_port}"), "--seed", &seed.to_string(), "--count", &count.to_string()])
+        .args(["--change-every", "5", "--trust-client"])
+        .arg(format!("folkhub-demo={}", public.display()))
+        .spawn()
+        .context("starting folkhub-sim")?;
+    children.0.push(sim);
+    wait_for_port(sim_port, Duration::from_secs(20))?;
+    let folkhub = |args: &[&str]| {
+        let mut c = Command::new(bin.join("folkhub"));
+        c.arg("--config").arg(&config).args(args);
+        c
+    };
+    run(folkhub(&["connectors", "install", "folkeregister"]), "folkhub connectors install folkeregister")?;
+    run(folkhub(&["sync", "folkeregister", "--full"]), "folkhub sync folkeregister --full")?;
+    let truth = Command::new(bin.join("folkhub-sim")).args(["population", "--seed", &seed.to_string(), "--count", &count.to_string()]).output()?;
+    let ids: Vec<String> = String::from_utf8_lossy(&truth.stdout)
+        .lines()
+        .take(3)
+        .filter_map(|l| l.split("\"ids\":[\"").nth(1).and_then(|r| r.split('"').next()).map(String::from))
+        .collect();
+    let server = folkhub(&["serve"]).spawn().context("starting folkhub serve")?;
+    children.0.push(server);
+    wait_for_port(port, Duration::from_secs(20))?;
+    let first = ids.first().cloned().unwrap_or_default();
+    println!("\nfolkhub demo is running: API on http://127.0.0.1:{port}, simulator on {sim_url} (one change every 5 s)\n");
+    println!("Try:");
+    println!("  curl -s http://127.0.0.1:{port}/v1/health");
+    for id in &ids {
+        println!("  curl -s http://127.0.0.1:{port}/v1/persons/{id}");
+    }
+    println!("  curl -s 'http://127.0.0.1:{port}/v1/persons/{first}?provenance=true'");
+    println!("  curl -s http://127.0.0.1:{port}/v1/persons/12345678901        # 400 invalid-id");
+    println!("  target/release/folkhub --config {} person get {first}", config.display());
+    println!("  target/release/folkhub --config {} sync folkeregister --changes   # pick up the simulator's changes", config.display());
+    println!("  target/release/folkhub-sim population --seed {seed} --count {count} | head -3   # the ground truth");
+    println!("\nCtrl-C stops everything.");
+    // Ctrl-C reaches the whole process group: the server and simulator stop
+    // with us. If the server exits on its own, stop the simulator too.
+    let status = children.0[1].wait()?;
+    drop(children);
+    if !status.success() {
+        bail!("folkhub serve exited with {status}");
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Task::Demo { port, seed, count, sim_port } => demo(port, seed, count, sim_port),
+        Task::Test => test(),
+        Task::BuildConnectors { publish } => build_connectors(publish),
+        Task::Bench => {
+            build_connectors(false)?;
+            let mut c = cargo();
+            c.args(["bench", "-p", "folkhub-tests", "--bench", "runtime"]);
+            run(c, "cargo bench")
+        }
+        Task::Docs => {
+            let mut c = cargo();
+            c.args(["test", "-p", "folkhub-tests", "--test", "all", "--", "docs::fields_md", "--exact"]).env("FOLKHUB_WRITE_DOCS", "1");
+            run(c, "regenerate docs/fields.md")
+        }
+    }
+}

@@ -1,1 +1,156 @@
-//! placeholder
+//! The HTTP API host apps query (axum, `/v1`, JSON).
+//!
+//! [`app`] builds the router from its dependencies so tests call it with
+//! `oneshot` or serve it on port 0; [`serve`] runs it until shutdown.
+//! Errors are [`ApiError`]: a stable machine-readable `code`, a message for
+//! humans, never internals (those are logged).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use folkhub_store::{PersonStore, StoredPerson};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// What the API reports about an installed connector.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectorStatus {
+    pub id: String,
+    pub version: String,
+    pub contract: String,
+    pub digest: String,
+    pub upstream: String,
+    /// Why it could not be loaded, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Dependencies of the API.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn PersonStore>,
+    pub connectors: Arc<Vec<ConnectorStatus>>,
+    /// Contract versions this host runs, e.g. `["1.0.0"]`.
+    pub contract_versions: Arc<Vec<String>>,
+}
+
+/// An error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into() }
+    }
+
+    fn internal(error: impl std::fmt::Display) -> ApiError {
+        tracing::error!("internal error: {error}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server failed to answer; the operator can find the cause in its log")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+    }
+}
+
+/// The JSON shape of a person, shared by the API and `folkhub person get --json`.
+pub fn person_json(person: &StoredPerson, provenance: bool) -> Value {
+    let mut fields = serde_json::Map::new();
+    let mut labels = serde_json::Map::new();
+    let mut sources = serde_json::Map::new();
+    let mut conflicts = Vec::new();
+    for (path, field) in &person.record.fields {
+        fields.insert(path.clone(), field.value.clone());
+        if !field.labels.is_empty() {
+            labels.insert(path.clone(), json!(field.labels));
+        }
+        if field.conflict {
+            conflicts.push(path.clone());
+        }
+        if provenance {
+            sources.insert(path.clone(), serde_json::to_value(&field.provenance).unwrap_or(Value::Null));
+        }
+    }
+    let mut out = json!({
+        "key": person.key,
+        "ids": person.ids,
+        "version": person.version,
+        "updated_at": person.updated_at,
+        "fields": fields,
+        "labels": labels,
+    });
+    if !conflicts.is_empty() {
+        out["conflicts"] = json!(conflicts);
+    }
+    if provenance {
+        out["provenance"] = Value::Object(sources);
+    }
+    out
+}
+
+#[derive(Debug, Deserialize)]
+struct PersonQuery {
+    #[serde(default)]
+    provenance: Option<String>,
+}
+
+fn flag(value: &Option<String>, name: &str) -> Result<bool, ApiError> {
+    match value.as_deref() {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid-parameter", format!("{name}={other}: use true or false"))),
+    }
+}
+
+async fn get_person(State(state): State<ApiState>, Path(id): Path<String>, Query(query): Query<PersonQuery>) -> Result<Json<Value>, ApiError> {
+    let provenance = flag(&query.provenance, "provenance")?;
+    let parsed = folkhub_core::ids::parse(&id).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-id", e.to_string()))?;
+    let person = state.store.person(&parsed.value).await.map_err(ApiError::internal)?;
+    match person {
+        Some(p) => Ok(Json(person_json(&p, provenance))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "person-not-found",
+            format!("no person with {} {} is in the store; it may not be synced yet", parsed.scheme, parsed.value),
+        )),
+    }
+}
+
+async fn health(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let persons = state.store.count_persons().await.map_err(ApiError::internal)?;
+    let degraded = state.connectors.iter().any(|c| c.error.is_some());
+    Ok(Json(json!({
+        "status": if degraded { "degraded" } else { "ok" },
+        "persons": persons,
+        "contract_versions": *state.contract_versions,
+        "connectors": *state.connectors,
+    })))
+}
+
+async fn fallback() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no-such-route", "no such route; see GET /v1/health and GET /v1/persons/{id}")
+}
+
+/// The router.
+pub fn app(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/persons/{id}", get(get_person))
+        .fallback(fallback)
+        .with_state(state)
+}
+
+/// Serves the API until `shutdown` resolves.
+pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+}

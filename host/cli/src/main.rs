@@ -1,2 +1,137 @@
-//! placeholder
-fn main() {}
+//! `folkhub`: parses arguments, loads config, and calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use folkhub_cli::commands;
+use folkhub_cli::host::Host;
+
+#[derive(Parser)]
+#[command(name = "folkhub", version, about = "Person records from the Nordic population registers, merged and served")]
+struct Cli {
+    /// Config file (default: ./folkhub.toml if it exists).
+    #[arg(long, global = true, env = "FOLKHUB_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve {
+        /// Listen address (overrides server.listen).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Sync from a connector.
+    Sync {
+        connector: String,
+        /// Follow the change feed, then refresh every other known person.
+        #[arg(long, conflicts_with = "changes")]
+        full: bool,
+        /// Follow the change feed from the stored cursor (default).
+        #[arg(long)]
+        changes: bool,
+    },
+    /// Read persons.
+    Person {
+        #[command(subcommand)]
+        command: PersonCommand,
+    },
+    /// Manage connector installations.
+    Connectors {
+        #[command(subcommand)]
+        command: ConnectorsCommand,
+    },
+    /// Credentials the host uses upstream.
+    Credentials {
+        #[command(subcommand)]
+        command: CredentialsCommand,
+    },
+    /// Contract versions this host supports.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum PersonCommand {
+    /// A person's merged record with provenance.
+    Get {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectorsCommand {
+    /// Connectors in the registry and what is installed.
+    List,
+    /// Verify, compile and activate a release.
+    Install {
+        connector: String,
+        /// Release version (default: newest).
+        #[arg(long)]
+        version: Option<String>,
+        /// Keep this version until an admin changes it.
+        #[arg(long)]
+        pin: bool,
+        #[arg(long, default_value = "installed from the CLI")]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CredentialsCommand {
+    /// Generate an RSA key pair for Maskinporten JWT grants.
+    GenerateKey {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Credentials { command: CredentialsCommand::GenerateKey { out } } => commands::credentials::generate_key(&out),
+        Command::Version => {
+            println!("folkhub {}", env!("CARGO_PKG_VERSION"));
+            for s in folkhub_runtime::SUPPORTED {
+                println!("  folkhub:connector {}.x up to {} — {:?} since {}", s.major, s.newest, s.support, s.since);
+            }
+            Ok(())
+        }
+        command => {
+            let host = Host::from_file(cli.config.as_deref()).await?;
+            match command {
+                Command::Serve { listen } => {
+                    let listen = listen.unwrap_or_else(|| host.config.server.listen.clone());
+                    commands::serve::run(&host, &listen).await
+                }
+                Command::Sync { connector, full, changes: _ } => commands::sync::run(&host, &connector, full, false).await.map(|_| ()),
+                Command::Person { command: PersonCommand::Get { id, json } } => commands::person::get(&host, &id, json).await,
+                Command::Connectors { command: ConnectorsCommand::List } => commands::connectors::list(&host).await,
+                Command::Connectors { command: ConnectorsCommand::Install { connector, version, pin, reason } } => {
+                    let actor = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+                    commands::connectors::install(&host, &connector, version.as_deref(), pin, &actor, &reason).await
+                }
+                Command::Credentials { .. } | Command::Version => Ok(()),
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FOLKHUB_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

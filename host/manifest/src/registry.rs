@@ -41,6 +41,9 @@ pub struct Release {
     pub fields: Vec<String>,
     /// What it can do: `lookup`, `batch-lookup`, `change-feed`, `search`.
     pub capabilities: Vec<String>,
+    /// ID schemes it looks up (`no-fnr`, `no-dnr`, `se-pnr`, ...).
+    #[serde(default)]
+    pub id_schemes: Vec<String>,
     /// How the host authenticates it upstream: `none`, `maskinporten`, `mtls`, `basic`.
     #[serde(default = "default_credentials")]
     pub credentials: String,
@@ -208,6 +211,11 @@ impl Release {
         for (i, capability) in self.capabilities.iter().enumerate() {
             if !KNOWN_CAPABILITIES.contains(&capability.as_str()) {
                 problem(&format!("capabilities[{i}]"), format!("{capability:?} is not one of {}", KNOWN_CAPABILITIES.join(", ")));
+            }
+        }
+        for (i, scheme) in self.id_schemes.iter().enumerate() {
+            if folkhub_core::IdScheme::from_name(scheme).is_none() {
+                problem(&format!("id_schemes[{i}]"), format!("{scheme:?} is not an ID scheme this host knows (no-fnr, no-dnr, se-pnr, se-snr, fi-hetu, ...)"));
             }
         }
         if !KNOWN_CREDENTIALS.contains(&self.credentials.as_str()) {

@@ -123,8 +123,11 @@ impl Runtime {
         }
         let component = Component::new(&self.engine, wasm)
             .map_err(|e| InstallError::Compile { connector: connector.into(), version: version.into(), message: format!("{e:#}") })?;
-        if let Some((path, sum_path)) = self.cache_paths(digest) {
-            self.store_cached(&component, &path, &sum_path)?;
+        if let Some((path, sum_path)) = self.cache_paths(digest)
+            && let Err(e) = self.store_cached(&component, &path, &sum_path)
+        {
+            // The component compiled; a cache that cannot be written only costs time.
+            tracing::warn!("{e}");
         }
         Ok(component)
     }
@@ -159,9 +162,13 @@ impl Runtime {
             std::fs::create_dir_all(dir).map_err(|e| cache_error(e.to_string()))?;
         }
         // Write to a temporary name and rename, so readers never see half a file.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let unique: u64 = rand::random();
+        let tmp = path.with_extension(format!("tmp{}-{unique:x}", std::process::id()));
+        let sum_tmp = sum_path.with_extension(format!("tmp{}-{unique:x}", std::process::id()));
         std::fs::write(&tmp, &bytes).map_err(|e| cache_error(e.to_string()))?;
-        std::fs::write(sum_path, hex::encode(Sha256::digest(&bytes))).map_err(|e| cache_error(e.to_string()))?;
+        std::fs::write(&sum_tmp, hex::encode(Sha256::digest(&bytes))).map_err(|e| cache_error(e.to_string()))?;
+        // Checksum first: a reader that sees the new artifact finds its checksum.
+        std::fs::rename(&sum_tmp, sum_path).map_err(|e| cache_error(e.to_string()))?;
         std::fs::rename(&tmp, path).map_err(|e| cache_error(e.to_string()))?;
         Ok(())
     }

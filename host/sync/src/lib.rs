@@ -1,1 +1,297 @@
-//! placeholder
+//! Sync jobs: bring what connectors report into the store.
+//!
+//! - [`changes`] reads a connector's change feed from its stored cursor, looks
+//!   up the persons each page names, and stores them **with the next cursor
+//!   in the same transaction**: a crash loses and repeats nothing.
+//! - [`full`] runs the feed to its head, then refreshes every other person
+//!   the store knows under the connector's ID schemes.
+//!
+//! Every run is written to the run log with its counts and errors.
+//! Retries: transient connector errors (rate limits, 5xx, malformed bodies)
+//! are retried with exponential backoff and jitter, honouring Retry-After;
+//! authorisation, bad input and retired upstream versions are not.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use folkhub_core::contract::{ConnectorError, LookupOutcome, LookupResult};
+use folkhub_runtime::{CallError, Connector};
+use folkhub_store::{ApplyReport, Batch, PersonStore, RunCounts, RunStatus};
+
+/// Progress of a running job, for progress bars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub done: u64,
+    /// Known total, when there is one.
+    pub total: Option<u64>,
+}
+
+/// Options for a run.
+pub struct Options<'a> {
+    /// IDs per lookup call (capped by the connector's max batch).
+    pub batch: usize,
+    /// Attempts per call for transient errors.
+    pub attempts: u32,
+    /// First backoff; doubles each attempt.
+    pub backoff: Duration,
+    pub progress: Option<&'a (dyn Fn(Progress) + Sync)>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options { batch: 500, attempts: 5, backoff: Duration::from_millis(200), progress: None }
+    }
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub run: i64,
+    pub status: RunStatus,
+    pub counts: RunCounts,
+    pub errors: Vec<String>,
+    pub identity_conflicts: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Store(#[from] folkhub_store::StoreError),
+}
+
+fn retry_delay(error: &CallError, attempt: u32, base: Duration) -> Option<Duration> {
+    let error = error.connector_error()?;
+    if !error.is_transient() {
+        return None;
+    }
+    let exponential = base * 2u32.saturating_pow(attempt.min(10));
+    let jitter = Duration::from_millis(rand_jitter(exponential.as_millis() as u64 / 4 + 1));
+    Some(match error {
+        ConnectorError::RateLimited(ms) => Duration::from_millis(u64::from(*ms)).max(exponential) + jitter,
+        _ => exponential + jitter,
+    })
+}
+
+fn rand_jitter(max: u64) -> u64 {
+    // Jitter needs no cryptographic randomness: the clock's nanoseconds do.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    u64::from(nanos) % max
+}
+
+async fn with_retries<T, F, Fut>(options: &Options<'_>, mut call: F) -> Result<T, CallError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, CallError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(error) => {
+                attempt += 1;
+                match retry_delay(&error, attempt - 1, options.backoff) {
+                    Some(delay) if attempt < options.attempts => {
+                        tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, "retrying after: {error}");
+                        tokio::time::sleep(delay).await;
+                    }
+                    _ => return Err(error),
+                }
+            }
+        }
+    }
+}
+
+struct Runner<'a> {
+    store: &'a dyn PersonStore,
+    connector: &'a Connector,
+    options: &'a Options<'a>,
+    counts: RunCounts,
+    errors: Vec<String>,
+    conflicts: Vec<String>,
+    reason: String,
+}
+
+impl Runner<'_> {
+    /// Looks up `ids` in batches and stores them; the last batch carries `cursor`.
+    async fn refresh(&mut self, ids: &[String], cursor: Option<String>) -> Result<(), CallError> {
+        let size = self.options.batch.max(1);
+        let chunks: Vec<&[String]> = ids.chunks(size).collect();
+        if chunks.is_empty() {
+            if let Some(cursor) = cursor {
+                self.store_batch(vec![], Some(cursor)).await;
+            }
+            return Ok(());
+        }
+        let last = chunks.len() - 1;
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let results = with_retries(self.options, || self.connector.lookup(chunk)).await?;
+            let persons = self.collect(results);
+            if !self.store_batch(persons, if i == last { cursor.clone() } else { None }).await {
+                // The cursor did not move: the page is read again next run,
+                // and re-applying what was stored changes nothing.
+                return Err(CallError::Host {
+                    connector: self.connector.id.clone(),
+                    version: self.connector.version.clone(),
+                    message: "the store refused a batch; stopped without moving the cursor".into(),
+                });
+            }
+            if let Some(report) = self.options.progress {
+                report(Progress { done: self.counts.fetched, total: None });
+            }
+        }
+        Ok(())
+    }
+
+    fn collect(&mut self, results: Vec<LookupResult>) -> Vec<folkhub_core::contract::FoundPerson> {
+        let mut persons = Vec::with_capacity(results.len());
+        for r in results {
+            match r.outcome {
+                LookupOutcome::Found(p) => {
+                    self.counts.fetched += 1;
+                    persons.push(p);
+                }
+                LookupOutcome::NotFound => self.counts.not_found += 1,
+                LookupOutcome::Failed(e) => {
+                    self.counts.errors += 1;
+                    self.errors.push(format!("{}: {e}", folkhub_runtime::state::person_hash(&r.requested)));
+                }
+            }
+        }
+        persons
+    }
+
+    /// Stores a batch; false when the store refused it (the error is recorded).
+    async fn store_batch(&mut self, persons: Vec<folkhub_core::contract::FoundPerson>, cursor: Option<String>) -> bool {
+        let batch = Batch {
+            source: self.connector.id.clone(),
+            release: self.connector.version.clone(),
+            retrieved: Utc::now(),
+            persons,
+            cursor,
+            reason: self.reason.clone(),
+        };
+        match self.store.apply(batch).await {
+            Ok(report) => {
+                self.count(report);
+                true
+            }
+            Err(e) => {
+                self.counts.errors += 1;
+                self.errors.push(format!("store: {e}"));
+                false
+            }
+        }
+    }
+
+    fn count(&mut self, report: ApplyReport) {
+        self.counts.changed += report.persons_changed;
+        self.counts.created += report.persons_created;
+        self.counts.unchanged += report.persons_unchanged;
+        self.conflicts.extend(report.identity_conflicts);
+    }
+
+    /// Follows the feed from the stored cursor to its head. Returns the IDs refreshed.
+    async fn follow_feed(&mut self) -> Result<BTreeSet<String>, CallError> {
+        let mut cursor = self.store.cursor(&self.connector.id).await.map_err(|e| CallError::Host {
+            connector: self.connector.id.clone(),
+            version: self.connector.version.clone(),
+            message: e.to_string(),
+        })?;
+        let mut refreshed = BTreeSet::new();
+        loop {
+            let page = with_retries(self.options, || self.connector.changes(cursor.as_deref())).await?;
+            self.counts.feed_events += page.changes.len() as u64;
+            let ids: Vec<String> = page.changes.iter().map(|c| c.id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+            self.refresh(&ids, Some(page.next_cursor.clone())).await?;
+            refreshed.extend(ids);
+            let moved = cursor.as_deref() != Some(page.next_cursor.as_str());
+            cursor = Some(page.next_cursor);
+            if page.caught_up || !moved {
+                break;
+            }
+        }
+        Ok(refreshed)
+    }
+}
+
+async fn run(
+    store: &dyn PersonStore,
+    connector: &Connector,
+    options: &Options<'_>,
+    job: &str,
+    full: bool,
+    schemes: &[&str],
+) -> Result<Summary, SyncError> {
+    let run = store.start_run(job, Some(&connector.id)).await?;
+    let mut runner = Runner {
+        store,
+        connector,
+        options,
+        counts: RunCounts::default(),
+        errors: vec![],
+        conflicts: vec![],
+        reason: format!("{job} ({} {})", connector.id, connector.version),
+    };
+    let mut outcome = runner.follow_feed().await;
+    if full && let Ok(done) = &outcome {
+        match store.active_ids(schemes).await {
+            Ok(known) => {
+                let rest: Vec<String> = known.into_iter().filter(|id| !done.contains(id)).collect();
+                if let Some(report) = options.progress {
+                    report(Progress { done: runner.counts.fetched, total: Some(runner.counts.fetched + rest.len() as u64) });
+                }
+                if let Err(e) = runner.refresh(&rest, None).await {
+                    outcome = Err(e);
+                }
+            }
+            Err(e) => runner.errors.push(format!("store: {e}")),
+        }
+    }
+    let status = match &outcome {
+        Err(e) => {
+            runner.errors.push(e.to_string());
+            RunStatus::Failed
+        }
+        Ok(_) if runner.errors.iter().any(|e| e.starts_with("store:")) => RunStatus::Failed,
+        Ok(_) if runner.counts.errors > 0 => RunStatus::Partial,
+        Ok(_) => RunStatus::Succeeded,
+    };
+    store.finish_run(run, status, &runner.counts, &runner.errors).await?;
+    Ok(Summary { run, status, counts: runner.counts, errors: runner.errors, identity_conflicts: runner.conflicts })
+}
+
+/// Follows the change feed from the stored cursor to its head.
+pub async fn changes(store: &dyn PersonStore, connector: &Connector, options: &Options<'_>) -> Result<Summary, SyncError> {
+    run(store, connector, options, "changes", false, &[]).await
+}
+
+/// Follows the feed, then refreshes every other known person of `schemes`.
+pub async fn full(store: &dyn PersonStore, connector: &Connector, schemes: &[&str], options: &Options<'_>) -> Result<Summary, SyncError> {
+    run(store, connector, options, "full", true, schemes).await
+}
+
+/// Looks up specific IDs now (e.g. a person an operator adds).
+pub async fn lookup(store: &dyn PersonStore, connector: &Connector, ids: &[String], options: &Options<'_>) -> Result<Summary, SyncError> {
+    let run_id = store.start_run("lookup", Some(&connector.id)).await?;
+    let mut runner = Runner {
+        store,
+        connector,
+        options,
+        counts: RunCounts::default(),
+        errors: vec![],
+        conflicts: vec![],
+        reason: format!("lookup ({} {})", connector.id, connector.version),
+    };
+    let outcome = runner.refresh(ids, None).await;
+    let status = match outcome {
+        Err(e) => {
+            runner.errors.push(e.to_string());
+            RunStatus::Failed
+        }
+        Ok(()) if runner.counts.errors > 0 => RunStatus::Partial,
+        Ok(()) => RunStatus::Succeeded,
+    };
+    store.finish_run(run_id, status, &runner.counts, &runner.errors).await?;
+    Ok(Summary { run: run_id, status, counts: runner.counts, errors: runner.errors, identity_conflicts: runner.conflicts })
+}

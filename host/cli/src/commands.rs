@@ -1,0 +1,7 @@
+//! One module per verb of the `folkhub` binary.
+
+pub mod connectors;
+pub mod credentials;
+pub mod person;
+pub mod serve;
+pub mod sync;

@@ -1,0 +1,61 @@
+//! `folkhub sync <connector> --full | --changes`.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::bail;
+use folkhub_store::RunStatus;
+use folkhub_sync::{Options, Progress};
+
+use crate::host::Host;
+
+pub async fn run(host: &Host, connector: &str, full: bool, quiet: bool) -> anyhow::Result<folkhub_sync::Summary> {
+    let connector = host.load(connector).await?;
+    let started = Instant::now();
+    let progress = move |p: Progress| {
+        let rate = p.done as f64 / started.elapsed().as_secs_f64().max(0.001);
+        let mut err = std::io::stderr();
+        let _ = match p.total {
+            Some(total) if total > 0 => {
+                let eta = (total.saturating_sub(p.done)) as f64 / rate.max(0.001);
+                write!(err, "\r  {} / {} persons ({:.0}/s, ETA {:.0}s)   ", p.done, total, rate, eta)
+            }
+            _ => write!(err, "\r  {} persons ({:.0}/s)   ", p.done, rate),
+        };
+    };
+    let options = Options { progress: if quiet { None } else { Some(&progress) }, ..Options::default() };
+    let summary = if full {
+        let schemes = host.schemes(&connector);
+        let schemes: Vec<&str> = schemes.iter().map(String::as_str).collect();
+        folkhub_sync::full(host.store(), &connector, &schemes, &options).await?
+    } else {
+        folkhub_sync::changes(host.store(), &connector, &options).await?
+    };
+    if !quiet {
+        eprintln!();
+        let c = &summary.counts;
+        println!(
+            "run {}: {} in {:.1}s — fetched {}, created {}, changed {}, unchanged {}, not found {}, feed events {}, errors {}",
+            summary.run,
+            summary.status.as_str(),
+            started.elapsed().as_secs_f64(),
+            c.fetched,
+            c.created,
+            c.changed,
+            c.unchanged,
+            c.not_found,
+            c.feed_events,
+            c.errors
+        );
+        for e in summary.errors.iter().take(10) {
+            println!("  error: {e}");
+        }
+        if !summary.identity_conflicts.is_empty() {
+            println!("  {} identity conflicts listed for review", summary.identity_conflicts.len());
+        }
+    }
+    if summary.status == RunStatus::Failed {
+        bail!("the sync failed: {}", summary.errors.last().map(String::as_str).unwrap_or("see `folkhub jobs`"));
+    }
+    Ok(summary)
+}

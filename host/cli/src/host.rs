@@ -1,0 +1,124 @@
+//! Wiring: config → manifest, store, runtime → loaded connectors.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use folkhub_core::MergeRules;
+use folkhub_manifest::{Config, Manifest, Release};
+use folkhub_runtime::{Connector, ConnectorSettings, Limits, Runtime};
+use folkhub_store::sqlite::SqliteStore;
+use folkhub_store::{Installation, PersonStore};
+
+/// Everything a command needs.
+pub struct Host {
+    pub config: Config,
+    pub manifest: Manifest,
+    pub store: Arc<SqliteStore>,
+    pub runtime: Runtime,
+}
+
+impl Host {
+    /// Opens the store and builds the runtime from a loaded config.
+    pub async fn open(config: Config) -> anyhow::Result<Host> {
+        let manifest = Manifest::load(&config.registry.manifest)?;
+        let mut rules = MergeRules::default();
+        for (group, sources) in &config.merge.groups {
+            rules.groups.insert(group.clone(), sources.clone());
+        }
+        let store = SqliteStore::open(&config.sqlite_path(), rules)
+            .await
+            .with_context(|| format!("opening the store {}", config.store.url))?;
+        let runtime = Runtime::new(Some(config.runtime.cache_dir.clone()), Limits::from_config(&config.runtime))?;
+        Ok(Host { config, manifest, store: Arc::new(store), runtime })
+    }
+
+    /// Opens with `folkhub.toml` (or the given file) and the environment.
+    pub async fn from_file(path: Option<&Path>) -> anyhow::Result<Host> {
+        Host::open(Config::load(path)?).await
+    }
+
+    fn settings(&self, connector: &str) -> anyhow::Result<ConnectorSettings> {
+        let c = self.config.connector(connector);
+        let credentials = match &c.credentials {
+            Some(creds) => Some(
+                folkhub_runtime::credentials::from_config(creds)
+                    .map_err(|e| anyhow::anyhow!("connectors.{connector}.credentials: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(ConnectorSettings {
+            granted_hosts: c.grant_hosts.clone(),
+            allow_private_networks: c.allow_private_networks,
+            config: c.config.clone(),
+            credentials,
+        })
+    }
+
+    /// Verifies and prepares a release without recording anything.
+    pub fn prepare(&self, release: &Release) -> anyhow::Result<Connector> {
+        let settings = self.settings(&release.connector)?;
+        Ok(self.runtime.prepare(release, &self.manifest.artifact_path(release), settings)?)
+    }
+
+    /// Installs a release: verifies digest and contract, compiles, links,
+    /// then records it. On any error nothing is recorded.
+    pub async fn install(&self, connector: &str, version: Option<&str>, pin: bool, actor: &str, reason: &str) -> anyhow::Result<Installation> {
+        let Some(release) = self.manifest.find(connector, version) else {
+            let known = self.manifest.releases_of(connector).iter().map(|r| r.version.clone()).collect::<Vec<_>>();
+            if known.is_empty() {
+                bail!("no connector {connector:?} in {}; known: {}", self.config.registry.manifest.display(), self.manifest.connectors().join(", "));
+            }
+            bail!("{connector} has no release {}; published: {}", version.unwrap_or("?"), known.join(", "));
+        };
+        let prepared = self.prepare(release)?;
+        let installation = Installation {
+            connector: release.connector.clone(),
+            version: release.version.clone(),
+            digest: prepared.digest.clone(),
+            contract: prepared.contract.to_string(),
+            pinned: pin,
+            installed_at: Utc::now(),
+            installed_by: actor.to_string(),
+        };
+        self.store.install(installation.clone(), reason).await?;
+        Ok(installation)
+    }
+
+    /// Loads the installed release of a connector.
+    pub async fn load(&self, connector: &str) -> anyhow::Result<Connector> {
+        let Some(installation) = self.store.installation(connector).await? else {
+            bail!("{connector} is not installed; run `folkhub connectors install {connector}`");
+        };
+        let Some(release) = self.manifest.find(connector, Some(&installation.version)) else {
+            bail!(
+                "{connector} {} is installed but no longer in {}; reinstall a published release",
+                installation.version,
+                self.config.registry.manifest.display()
+            );
+        };
+        if release.sha256 != installation.digest {
+            bail!(
+                "{connector} {}: registry-manifest.toml now gives sha256 {}, but {} was installed; a published release must not change (reinstall to accept it)",
+                installation.version,
+                release.sha256,
+                installation.digest
+            );
+        }
+        let prepared = self.prepare(release)?;
+        if let Some(warning) = &prepared.deprecation {
+            tracing::warn!(connector, "{warning}");
+        }
+        Ok(prepared)
+    }
+
+    /// The ID schemes a connector's installed release looks up.
+    pub fn schemes(&self, connector: &Connector) -> Vec<String> {
+        self.manifest.find(&connector.id, Some(&connector.version)).map(|r| r.id_schemes.clone()).unwrap_or_default()
+    }
+
+    pub fn store(&self) -> &dyn PersonStore {
+        self.store.as_ref()
+    }
+}
