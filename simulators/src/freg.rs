@@ -40,7 +40,11 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn meta<T>(v: &Version<T>, current: bool, next: Option<DateTime<Utc>>) -> serde_json::Map<String, Value> {
+fn meta<T>(
+    v: &Version<T>,
+    current: bool,
+    next: Option<DateTime<Utc>>,
+) -> serde_json::Map<String, Value> {
     let mut m = serde_json::Map::new();
     m.insert("erGjeldende".into(), json!(current));
     m.insert("ajourholdstidspunkt".into(), json!(ts(v.valid_from)));
@@ -53,7 +57,10 @@ fn meta<T>(v: &Version<T>, current: bool, next: Option<DateTime<Utc>>) -> serde_
 }
 
 /// Renders a versioned property: every version, the last one current.
-fn versions<T>(list: &[Version<T>], render: impl Fn(&T) -> Option<serde_json::Map<String, Value>>) -> Vec<Value> {
+fn versions<T>(
+    list: &[Version<T>],
+    render: impl Fn(&T) -> Option<serde_json::Map<String, Value>>,
+) -> Vec<Value> {
     let mut out = Vec::new();
     for (i, v) in list.iter().enumerate() {
         let current = i + 1 == list.len();
@@ -91,7 +98,12 @@ pub struct Parts {
 impl Parts {
     pub fn from_query(parts: &[String]) -> Parts {
         let relations = parts.iter().any(|p| {
-            p.split(',').any(|p| matches!(p.trim(), "relasjon-utvidet" | "familierelasjon" | "foreldreansvar" | "historikk"))
+            p.split(',').any(|p| {
+                matches!(
+                    p.trim(),
+                    "relasjon-utvidet" | "familierelasjon" | "foreldreansvar" | "historikk"
+                )
+            })
         });
         Parts { relations }
     }
@@ -107,7 +119,11 @@ pub fn document(population: &Population, p: &Person, parts: Parts) -> Value {
         .enumerate()
         .map(|(i, id)| {
             let current = i + 1 == id_count;
-            let kind = if id.starts_with(|c: char| c >= '4') { "dNummer" } else { "foedselsnummer" };
+            let kind = if id.starts_with(|c: char| c >= '4') {
+                "dNummer"
+            } else {
+                "foedselsnummer"
+            };
             json!({
                 "foedselsEllerDNummer": id,
                 "identifikatortype": kind,
@@ -144,7 +160,10 @@ pub fn document(population: &Population, p: &Person, parts: Parts) -> Value {
         })),
     );
     if let Some(d) = p.death {
-        doc.insert("doedsfall".into(), json!({"doedsdato": d.to_string(), "erGjeldende": true, "kilde": "synt"}));
+        doc.insert(
+            "doedsfall".into(),
+            json!({"doedsdato": d.to_string(), "erGjeldende": true, "kilde": "synt"}),
+        );
     }
     doc.insert(
         "sivilstand".into(),
@@ -166,11 +185,21 @@ pub fn document(population: &Population, p: &Person, parts: Parts) -> Value {
     );
     doc.insert(
         "statsborgerskap".into(),
-        Value::Array(p.citizenship.iter().map(|c| json!({"statsborgerskap": c, "erGjeldende": true})).collect()),
+        Value::Array(
+            p.citizenship
+                .iter()
+                .map(|c| json!({"statsborgerskap": c, "erGjeldende": true}))
+                .collect(),
+        ),
     );
     let grading = p.current_grading();
     if !p.grading.is_empty() {
-        doc.insert("adressebeskyttelse".into(), Value::Array(versions(&p.grading, |g| obj(json!({"graderingsnivaa": grading_code(*g)})))));
+        doc.insert(
+            "adressebeskyttelse".into(),
+            Value::Array(versions(&p.grading, |g| {
+                obj(json!({"graderingsnivaa": grading_code(*g)}))
+            })),
+        );
     }
     // Strengt fortrolig: the register sends no address data at all.
     if grading != Grading::StrengtFortrolig {
@@ -178,7 +207,12 @@ pub fn document(population: &Population, p: &Person, parts: Parts) -> Value {
             let a = a.as_ref()?;
             let poststed = json!({"postnummer": a.postal_code, "poststedsnavn": a.city});
             let mut m = match &a.kind {
-                AddressKind::Street { street, number, letter, street_code } => {
+                AddressKind::Street {
+                    street,
+                    number,
+                    letter,
+                    street_code,
+                } => {
                     let mut nummer = json!({"husnummer": number.to_string()});
                     if let Some(l) = letter {
                         nummer["husbokstav"] = json!(l.to_string());
@@ -258,33 +292,56 @@ fn parts_from(raw: Option<&str>) -> Parts {
 }
 
 /// Checks the bearer token; `Err` is the register's 401/403 answer.
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
-    let Some(token) = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) else {
-        return Err(error(StatusCode::UNAUTHORIZED, "FREG-001", "Mangler gyldig token (Authorization: Bearer)"));
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let Some(token) = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "FREG-001",
+            "Mangler gyldig token (Authorization: Bearer)",
+        )));
     };
     match shared.tokens.check(token) {
-        None => Err(error(StatusCode::UNAUTHORIZED, "FREG-001", "Ugyldig eller utløpt token")),
-        Some(scopes) if !scopes.iter().any(|s| s == SCOPE) => {
-            Err(error(StatusCode::FORBIDDEN, "FREG-003", "Tokenet gir ikke tilgang til rettighetspakken offentligmedhjemmel"))
-        }
+        None => Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "FREG-001",
+            "Ugyldig eller utløpt token",
+        ))),
+        Some(scopes) if !scopes.iter().any(|s| s == SCOPE) => Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "FREG-003",
+            "Tokenet gir ikke tilgang til rettighetspakken offentligmedhjemmel",
+        ))),
         Some(_) => Ok(()),
     }
 }
 
-fn guard(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+fn guard(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
     shared.count_request();
     if let Some(r) = fault_response(shared) {
-        return Err(r);
+        return Err(Box::new(r));
     }
     authorize(shared, headers)
 }
 
-pub async fn person(State(shared): State<Shared>, Path(id): Path<String>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+pub async fn person(
+    State(shared): State<Shared>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
     if let Err(r) = guard(&shared, &headers) {
-        return r;
+        return *r;
     }
     if folkhub_core::ids::parse_norwegian(&id).is_err() {
-        return error(StatusCode::BAD_REQUEST, "FREG-002", "Ugyldig fødsels- eller d-nummer");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "FREG-002",
+            "Ugyldig fødsels- eller d-nummer",
+        );
     }
     let population = shared.population.read().await;
     match population.find(&id) {
@@ -299,16 +356,31 @@ pub struct BulkRequest {
     foedsels_eller_d_nummer: Vec<String>,
 }
 
-pub async fn bulk(State(shared): State<Shared>, headers: HeaderMap, uri: axum::http::Uri, body: axum::body::Bytes) -> Response {
+pub async fn bulk(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    body: axum::body::Bytes,
+) -> Response {
     if let Err(r) = guard(&shared, &headers) {
-        return r;
+        return *r;
     }
     let request: BulkRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "FREG-002", &format!("Ugyldig forespørsel: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "FREG-002",
+                &format!("Ugyldig forespørsel: {e}"),
+            );
+        }
     };
     if request.foedsels_eller_d_nummer.len() > MAX_BULK {
-        return error(StatusCode::BAD_REQUEST, "FREG-002", &format!("For mange identifikatorer, maks {MAX_BULK}"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "FREG-002",
+            &format!("For mange identifikatorer, maks {MAX_BULK}"),
+        );
     }
     let parts = parts_from(uri.query());
     let population = shared.population.read().await;
@@ -332,12 +404,20 @@ pub struct FeedQuery {
     seq: Option<String>,
 }
 
-pub async fn feed(State(shared): State<Shared>, headers: HeaderMap, Query(q): Query<FeedQuery>) -> Response {
+pub async fn feed(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<FeedQuery>,
+) -> Response {
     if let Err(r) = guard(&shared, &headers) {
-        return r;
+        return *r;
     }
     let Some(seq) = q.seq.as_deref().and_then(|s| s.parse::<u64>().ok()) else {
-        return error(StatusCode::BAD_REQUEST, "FREG-002", "Parameteren seq mangler eller er ugyldig");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "FREG-002",
+            "Parameteren seq mangler eller er ugyldig",
+        );
     };
     let population = shared.population.read().await;
     let start = seq.max(1) as usize - 1;
@@ -359,7 +439,11 @@ pub async fn feed(State(shared): State<Shared>, headers: HeaderMap, Query(q): Qu
             })
         })
         .collect();
-    let etag = format!("\"{}-{}\"", seq, population.events.len().min(start + FEED_PAGE));
+    let etag = format!(
+        "\"{}-{}\"",
+        seq,
+        population.events.len().min(start + FEED_PAGE)
+    );
     if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
         return StatusCode::NOT_MODIFIED.into_response();
     }
@@ -368,7 +452,7 @@ pub async fn feed(State(shared): State<Shared>, headers: HeaderMap, Query(q): Qu
 
 pub async fn latest_sequence(State(shared): State<Shared>, headers: HeaderMap) -> Response {
     if let Err(r) = guard(&shared, &headers) {
-        return r;
+        return *r;
     }
     let population = shared.population.read().await;
     Json(json!(population.events.len())).into_response()
@@ -380,5 +464,8 @@ pub fn router() -> axum::Router<Shared> {
         .route(&format!("{BASE}/personer/bulkoppslag"), post(bulk))
         .route(&format!("{BASE}/personer/{{id}}"), get(person))
         .route(&format!("{BASE}/hendelser/feed"), get(feed))
-        .route(&format!("{BASE}/hendelser/siste/sekvensnummer"), get(latest_sequence))
+        .route(
+            &format!("{BASE}/hendelser/siste/sekvensnummer"),
+            get(latest_sequence),
+        )
 }

@@ -99,15 +99,33 @@ pub fn fault_response(shared: &Shared) -> Option<Response> {
             freg::error(status, "FREG-500", "Intern feil (simulert)")
         }
         Fault::RateLimited { retry_after_ms } => {
-            let mut r = freg::error(StatusCode::TOO_MANY_REQUESTS, "FREG-429", "For mange forespørsler");
+            let mut r = freg::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "FREG-429",
+                "For mange forespørsler",
+            );
             if let Ok(v) = retry_after_ms.to_string().parse() {
                 r.headers_mut().insert("retry-after", v);
             }
             r
         }
-        Fault::Truncated => (StatusCode::OK, [("content-type", "application/json")], "{\"oppslag\":[{\"foedselsEllerDNummer\":\"0").into_response(),
-        Fault::Html => (StatusCode::BAD_GATEWAY, [("content-type", "text/html")], "<html><body><h1>502 Bad Gateway</h1></body></html>").into_response(),
-        Fault::Gone => freg::error(StatusCode::GONE, "FREG-410", "Denne versjonen av APIet er faset ut"),
+        Fault::Truncated => (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            "{\"oppslag\":[{\"foedselsEllerDNummer\":\"0",
+        )
+            .into_response(),
+        Fault::Html => (
+            StatusCode::BAD_GATEWAY,
+            [("content-type", "text/html")],
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+        )
+            .into_response(),
+        Fault::Gone => freg::error(
+            StatusCode::GONE,
+            "FREG-410",
+            "Denne versjonen av APIet er faset ut",
+        ),
     })
 }
 
@@ -126,7 +144,13 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { seed: 42, count: 2000, changes: 0, clients: vec![], listen: SocketAddr::from(([127, 0, 0, 1], 0)) }
+        Config {
+            seed: 42,
+            count: 2000,
+            changes: 0,
+            clients: vec![],
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
     }
 }
 
@@ -165,7 +189,12 @@ impl Simulator {
                 })
                 .await;
         });
-        Ok(Simulator { addr, shared, shutdown: Some(tx), task: Some(task) })
+        Ok(Simulator {
+            addr,
+            shared,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
     }
 
     pub fn base_url(&self) -> String {
@@ -212,7 +241,8 @@ struct AdvanceQuery {
 async fn advance(State(shared): State<Shared>, Query(q): Query<AdvanceQuery>) -> Response {
     let mut population = shared.population.write().await;
     population.advance(q.changes.unwrap_or(1));
-    Json(json!({"changes_applied": population.changes_applied, "events": population.events.len()})).into_response()
+    Json(json!({"changes_applied": population.changes_applied, "events": population.events.len()}))
+        .into_response()
 }
 
 async fn faults(State(shared): State<Shared>, Json(faults): Json<Vec<Fault>>) -> Response {

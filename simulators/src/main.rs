@@ -9,7 +9,10 @@ use folkhub_sim::{Client, Config, Population, Simulator};
 use rsa::pkcs8::DecodePublicKey;
 
 #[derive(Parser)]
-#[command(name = "folkhub-sim", about = "Simulators of the Nordic population registers over a synthetic population")]
+#[command(
+    name = "folkhub-sim",
+    about = "Simulators of the Nordic population registers over a synthetic population"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,9 +51,15 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     match Cli::parse().command {
-        Command::Population { seed, count, changes } => {
+        Command::Population {
+            seed,
+            count,
+            changes,
+        } => {
             let mut population = Population::generate(seed, count);
             population.advance(changes);
             use std::io::Write;
@@ -60,26 +69,52 @@ async fn main() -> anyhow::Result<()> {
             }
             out.flush()?;
         }
-        Command::Serve { listen, seed, count, changes, trust_client, change_every } => {
+        Command::Serve {
+            listen,
+            seed,
+            count,
+            changes,
+            trust_client,
+            change_every,
+        } => {
             let mut clients = Vec::new();
             for spec in trust_client {
-                let (id, path) = spec.split_once('=').context("--trust-client takes CLIENT_ID=PUBLIC_KEY.pem")?;
-                let pem = std::fs::read_to_string(PathBuf::from(path)).with_context(|| format!("reading {path}"))?;
-                let public_key = rsa::RsaPublicKey::from_public_key_pem(&pem).with_context(|| format!("{path} is not a PEM public key"))?;
+                let (id, path) = spec
+                    .split_once('=')
+                    .context("--trust-client takes CLIENT_ID=PUBLIC_KEY.pem")?;
+                let pem = std::fs::read_to_string(PathBuf::from(path))
+                    .with_context(|| format!("reading {path}"))?;
+                let public_key = rsa::RsaPublicKey::from_public_key_pem(&pem)
+                    .with_context(|| format!("{path} is not a PEM public key"))?;
                 clients.push(Client {
                     client_id: id.to_string(),
                     public_key,
                     scopes: vec![folkhub_sim::freg::SCOPE.to_string()],
                 });
             }
-            let sim = Simulator::start(Config { seed, count, changes, clients, listen }).await?;
-            println!("folkhub-sim serving on {} (seed {seed}, {count} persons)", sim.base_url());
-            println!("  Folkeregisteret: {}{}", sim.base_url(), folkhub_sim::freg::BASE);
+            let sim = Simulator::start(Config {
+                seed,
+                count,
+                changes,
+                clients,
+                listen,
+            })
+            .await?;
+            println!(
+                "folkhub-sim serving on {} (seed {seed}, {count} persons)",
+                sim.base_url()
+            );
+            println!(
+                "  Folkeregisteret: {}{}",
+                sim.base_url(),
+                folkhub_sim::freg::BASE
+            );
             println!("  token endpoint:  {}", sim.token_url());
             if change_every > 0 {
                 let shared = sim.shared.clone();
                 tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(change_every));
+                    let mut tick =
+                        tokio::time::interval(std::time::Duration::from_secs(change_every));
                     tick.tick().await;
                     loop {
                         tick.tick().await;

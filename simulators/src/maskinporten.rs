@@ -44,7 +44,10 @@ pub struct Tokens {
 impl Tokens {
     /// No clients yet; tokens live `lifetime` seconds.
     pub fn new(lifetime: i64) -> Tokens {
-        Tokens { lifetime: Mutex::new(lifetime), ..Default::default() }
+        Tokens {
+            lifetime: Mutex::new(lifetime),
+            ..Default::default()
+        }
     }
 
     pub fn register(&self, client: Client) {
@@ -62,12 +65,17 @@ impl Tokens {
 
     /// Issues a token directly (for tests of the register endpoints).
     pub fn issue(&self, scopes: Vec<String>) -> String {
-        let token: String = rand::thread_rng().sample_iter(&rand::distributions::Alphanumeric).take(40).map(char::from).collect();
+        let token: String = rand::thread_rng()
+            .sample_iter(&rand::distributions::Alphanumeric)
+            .take(40)
+            .map(char::from)
+            .collect();
         let lifetime = self.lifetime.lock().map(|l| *l).unwrap_or(120);
         if let Ok(mut issued) = self.issued.lock() {
             issued.insert(token.clone(), (scopes, Utc::now().timestamp() + lifetime));
         }
-        self.issued_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.issued_count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         token
     }
 }
@@ -79,12 +87,22 @@ pub struct TokenForm {
 }
 
 fn oauth_error(code: &str, description: &str) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({"error": code, "error_description": description}))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": code, "error_description": description})),
+    )
+        .into_response()
 }
 
-pub async fn token(State(shared): State<Shared>, axum::Form(form): axum::Form<TokenForm>) -> Response {
+pub async fn token(
+    State(shared): State<Shared>,
+    axum::Form(form): axum::Form<TokenForm>,
+) -> Response {
     if form.grant_type.as_deref() != Some("urn:ietf:params:oauth:grant-type:jwt-bearer") {
-        return oauth_error("unsupported_grant_type", "grant_type must be urn:ietf:params:oauth:grant-type:jwt-bearer");
+        return oauth_error(
+            "unsupported_grant_type",
+            "grant_type must be urn:ietf:params:oauth:grant-type:jwt-bearer",
+        );
     }
     let Some(assertion) = form.assertion else {
         return oauth_error("invalid_request", "assertion is missing");
@@ -103,12 +121,18 @@ fn verify(shared: &Shared, assertion: &str) -> Result<(Vec<String>, i64), String
     let [header, claims, signature] = parts.as_slice() else {
         return Err("assertion is not a JWS compact serialisation".into());
     };
-    let decode = |s: &str| URL_SAFE_NO_PAD.decode(s).map_err(|e| format!("bad base64url: {e}"));
-    let header: Value = serde_json::from_slice(&decode(header)?).map_err(|e| format!("bad header: {e}"))?;
+    let decode = |s: &str| {
+        URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|e| format!("bad base64url: {e}"))
+    };
+    let header: Value =
+        serde_json::from_slice(&decode(header)?).map_err(|e| format!("bad header: {e}"))?;
     if header["alg"] != "RS256" {
         return Err(format!("alg {} not supported; use RS256", header["alg"]));
     }
-    let claims_json: Value = serde_json::from_slice(&decode(claims)?).map_err(|e| format!("bad claims: {e}"))?;
+    let claims_json: Value =
+        serde_json::from_slice(&decode(claims)?).map_err(|e| format!("bad claims: {e}"))?;
     let issuer = claims_json["iss"].as_str().ok_or("iss is missing")?;
     let client = shared
         .tokens
@@ -119,7 +143,8 @@ fn verify(shared: &Shared, assertion: &str) -> Result<(Vec<String>, i64), String
         .cloned()
         .ok_or_else(|| format!("client {issuer} is not registered"))?;
     let signed = format!("{}.{}", parts[0], parts[1]);
-    let signature = Signature::try_from(decode(signature)?.as_slice()).map_err(|e| format!("bad signature: {e}"))?;
+    let signature = Signature::try_from(decode(signature)?.as_slice())
+        .map_err(|e| format!("bad signature: {e}"))?;
     VerifyingKey::<Sha256>::new(client.public_key.clone())
         .verify(signed.as_bytes(), &signature)
         .map_err(|_| "signature does not verify with the registered key".to_string())?;
@@ -132,7 +157,12 @@ fn verify(shared: &Shared, assertion: &str) -> Result<(Vec<String>, i64), String
     if claims_json["aud"].as_str() != Some(shared.issuer().as_str()) {
         return Err(format!("aud must be {}", shared.issuer()));
     }
-    let requested: Vec<String> = claims_json["scope"].as_str().unwrap_or_default().split_whitespace().map(String::from).collect();
+    let requested: Vec<String> = claims_json["scope"]
+        .as_str()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
     if requested.is_empty() {
         return Err("scope is missing".into());
     }

@@ -20,7 +20,9 @@ use serde_json::{Value, json};
 
 /// When the synthetic population was "registered"; change times follow it.
 pub fn epoch() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 5, 8, 0, 0).single().unwrap_or_default()
+    Utc.with_ymd_and_hms(2026, 1, 5, 8, 0, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 /// The day the population's ages are computed for.
@@ -59,8 +61,16 @@ pub enum Civil {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum AddressKind {
-    Street { street: String, number: u32, letter: Option<char>, street_code: u32 },
-    Cadastral { farm: u32, holding: u32 },
+    Street {
+        street: String,
+        number: u32,
+        letter: Option<char>,
+        street_code: u32,
+    },
+    Cadastral {
+        farm: u32,
+        holding: u32,
+    },
     Unknown,
 }
 
@@ -171,25 +181,57 @@ struct Municipality {
 }
 
 const MUNICIPALITIES: &[Municipality] = &[
-    Municipality { number: "0301", city: "OSLO", postal_base: 150, postal_span: 1100 },
-    Municipality { number: "4601", city: "BERGEN", postal_base: 5003, postal_span: 260 },
-    Municipality { number: "5001", city: "TRONDHEIM", postal_base: 7010, postal_span: 90 },
-    Municipality { number: "1103", city: "STAVANGER", postal_base: 4005, postal_span: 90 },
-    Municipality { number: "5501", city: "TROMSØ", postal_base: 9006, postal_span: 30 },
-    Municipality { number: "3403", city: "HAMAR", postal_base: 2300, postal_span: 30 },
+    Municipality {
+        number: "0301",
+        city: "OSLO",
+        postal_base: 150,
+        postal_span: 1100,
+    },
+    Municipality {
+        number: "4601",
+        city: "BERGEN",
+        postal_base: 5003,
+        postal_span: 260,
+    },
+    Municipality {
+        number: "5001",
+        city: "TRONDHEIM",
+        postal_base: 7010,
+        postal_span: 90,
+    },
+    Municipality {
+        number: "1103",
+        city: "STAVANGER",
+        postal_base: 4005,
+        postal_span: 90,
+    },
+    Municipality {
+        number: "5501",
+        city: "TROMSØ",
+        postal_base: 9006,
+        postal_span: 30,
+    },
+    Municipality {
+        number: "3403",
+        city: "HAMAR",
+        postal_base: 2300,
+        postal_span: 30,
+    },
 ];
 
 const ADJECTIVES: &[&str] = &[
-    "VAKKER", "LUN", "MODIG", "STILLE", "GLAD", "RASK", "KLOK", "STERK", "ROLIG", "LYS", "MYK", "VILL", "TAPPER",
-    "EDEL", "BLID", "FRISK", "SNILL", "ÆRLIG", "KJEKK", "VARM", "KALD", "SKARP", "RUND", "TRYGG",
+    "VAKKER", "LUN", "MODIG", "STILLE", "GLAD", "RASK", "KLOK", "STERK", "ROLIG", "LYS", "MYK",
+    "VILL", "TAPPER", "EDEL", "BLID", "FRISK", "SNILL", "ÆRLIG", "KJEKK", "VARM", "KALD", "SKARP",
+    "RUND", "TRYGG",
 ];
 const NOUNS: &[&str] = &[
-    "BLOMST", "ELV", "FJELL", "SKOG", "BRO", "STJERNE", "BJØRK", "ØRN", "ULV", "REV", "HARE", "BØLGE", "STEIN", "TIND",
-    "DAL", "VIK", "ØY", "LYNG", "MOSE", "FOSS", "SKY", "STRAND", "KILDE", "EIK", "GRAN", "ROS", "LINNEA", "ASK",
+    "BLOMST", "ELV", "FJELL", "SKOG", "BRO", "STJERNE", "BJØRK", "ØRN", "ULV", "REV", "HARE",
+    "BØLGE", "STEIN", "TIND", "DAL", "VIK", "ØY", "LYNG", "MOSE", "FOSS", "SKY", "STRAND", "KILDE",
+    "EIK", "GRAN", "ROS", "LINNEA", "ASK",
 ];
 const STREET_PARTS: &[&str] = &[
-    "Test", "Bjørke", "Fjord", "Sol", "Granitt", "Kirke", "Skole", "Stasjons", "Hage", "Eike", "Mølle", "Sjø", "Bakke",
-    "Lind", "Havne", "Torv", "Løkke", "Berg", "Engel", "Åsen",
+    "Test", "Bjørke", "Fjord", "Sol", "Granitt", "Kirke", "Skole", "Stasjons", "Hage", "Eike",
+    "Mølle", "Sjø", "Bakke", "Lind", "Havne", "Torv", "Løkke", "Berg", "Engel", "Åsen",
 ];
 const STREET_SUFFIXES: &[&str] = &["veien", "gata", "vegen", "stien", "bakken"];
 const CITIZENSHIPS: &[&str] = &["NOR", "SWE", "DNK", "POL", "DEU", "SOM", "SYR", "LTU"];
@@ -239,19 +281,41 @@ impl Population {
         population
     }
 
-    fn push_event(&mut self, person: usize, id: String, kind: &'static str, recorded: DateTime<Utc>) {
+    fn push_event(
+        &mut self,
+        person: usize,
+        id: String,
+        kind: &'static str,
+        recorded: DateTime<Utc>,
+    ) {
         let sequence = self.events.len() as u64 + 1;
-        self.events.push(Event { sequence, person, id, kind, recorded });
+        self.events.push(Event {
+            sequence,
+            person,
+            id,
+            kind,
+            recorded,
+        });
     }
 
-    fn new_id(&mut self, rng: &mut StdRng, birth: NaiveDate, gender: Gender, d_number: bool) -> String {
+    fn new_id(
+        &mut self,
+        rng: &mut StdRng,
+        birth: NaiveDate,
+        gender: Gender,
+        d_number: bool,
+    ) -> String {
         let range = ids::norwegian_individual_range(birth.year());
         loop {
             let mut individual = rng.gen_range(range.clone());
             // The third individual digit is odd for men.
             let odd = individual % 2 == 1;
             if odd != (gender == Gender::Male) {
-                individual = if individual == *range.end() { individual - 1 } else { individual + 1 };
+                individual = if individual == *range.end() {
+                    individual - 1
+                } else {
+                    individual + 1
+                };
             }
             if let Some(id) = ids::make_norwegian(birth, individual, d_number, true)
                 && self.used_ids.insert(id.clone())
@@ -270,11 +334,18 @@ impl Population {
             AddressKind::Street {
                 street: format!("{part}{suffix}"),
                 number: rng.gen_range(1..120),
-                letter: if rng.gen_range(0..5) == 0 { Some((b'A' + rng.gen_range(0..4)) as char) } else { None },
+                letter: if rng.gen_range(0..5) == 0 {
+                    Some((b'A' + rng.gen_range(0..4)) as char)
+                } else {
+                    None
+                },
                 street_code: rng.gen_range(1000..30000),
             }
         } else if roll < 97 {
-            AddressKind::Cadastral { farm: rng.gen_range(1..300), holding: rng.gen_range(1..60) }
+            AddressKind::Cadastral {
+                farm: rng.gen_range(1..300),
+                holding: rng.gen_range(1..60),
+            }
         } else {
             AddressKind::Unknown
         };
@@ -297,28 +368,65 @@ impl Population {
     fn random_name(rng: &mut StdRng, family: &str) -> Name {
         Name {
             given: ADJECTIVES[rng.gen_range(0..ADJECTIVES.len())].to_string(),
-            middle: if rng.gen_range(0..6) == 0 { Some(NOUNS[rng.gen_range(0..NOUNS.len())].to_string()) } else { None },
+            middle: if rng.gen_range(0..6) == 0 {
+                Some(NOUNS[rng.gen_range(0..NOUNS.len())].to_string())
+            } else {
+                None
+            },
             family: family.to_string(),
         }
     }
 
-    fn make_person(&mut self, rng: &mut StdRng, birth: NaiveDate, gender: Gender, family: &str, address: Option<Address>, grading: Grading) -> usize {
+    fn make_person(
+        &mut self,
+        rng: &mut StdRng,
+        birth: NaiveDate,
+        gender: Gender,
+        family: &str,
+        address: Option<Address>,
+        grading: Grading,
+    ) -> usize {
         let d_number = rng.gen_range(0..100) < 4;
         let id = self.new_id(rng, birth, gender, d_number);
         let at = epoch() - Duration::days(30);
-        let citizenship = if d_number { vec![CITIZENSHIPS[rng.gen_range(1..CITIZENSHIPS.len())]] } else if rng.gen_range(0..20) == 0 { vec!["NOR", CITIZENSHIPS[rng.gen_range(1..CITIZENSHIPS.len())]] } else { vec!["NOR"] };
+        let citizenship = if d_number {
+            vec![CITIZENSHIPS[rng.gen_range(1..CITIZENSHIPS.len())]]
+        } else if rng.gen_range(0..20) == 0 {
+            vec!["NOR", CITIZENSHIPS[rng.gen_range(1..CITIZENSHIPS.len())]]
+        } else {
+            vec!["NOR"]
+        };
         let key = self.persons.len();
         self.persons.push(Person {
             key,
             ids: vec![id],
-            names: vec![Version { value: Self::random_name(rng, family), valid_from: at }],
+            names: vec![Version {
+                value: Self::random_name(rng, family),
+                valid_from: at,
+            }],
             birth,
             gender,
-            status: vec![Version { value: Status::Resident, valid_from: at }],
+            status: vec![Version {
+                value: Status::Resident,
+                valid_from: at,
+            }],
             death: None,
-            addresses: vec![Version { value: address, valid_from: at }],
-            grading: if grading == Grading::Ugradert { vec![] } else { vec![Version { value: grading, valid_from: at }] },
-            civil: vec![Version { value: Civil::Unmarried, valid_from: at }],
+            addresses: vec![Version {
+                value: address,
+                valid_from: at,
+            }],
+            grading: if grading == Grading::Ugradert {
+                vec![]
+            } else {
+                vec![Version {
+                    value: grading,
+                    valid_from: at,
+                }]
+            },
+            civil: vec![Version {
+                value: Civil::Unmarried,
+                valid_from: at,
+            }],
             spouse: None,
             citizenship,
             mother: None,
@@ -340,30 +448,59 @@ impl Population {
 
     fn random_date(rng: &mut StdRng, from_year: i32, to_year: i32) -> NaiveDate {
         let year = rng.gen_range(from_year..=to_year);
-        NaiveDate::from_ymd_opt(year, rng.gen_range(1..=12), rng.gen_range(1..=28)).unwrap_or_default()
+        NaiveDate::from_ymd_opt(year, rng.gen_range(1..=12), rng.gen_range(1..=28))
+            .unwrap_or_default()
     }
 
     fn generate_household(&mut self, rng: &mut StdRng, remaining: usize) {
-        let family = format!("{}", NOUNS[rng.gen_range(0..NOUNS.len())]);
+        let family = NOUNS[rng.gen_range(0..NOUNS.len())].to_string();
         let moved_in = Self::random_date(rng, 2000, 2025);
         let address = Self::random_address(rng, moved_in);
         let grading = Self::random_grading(rng);
         let couple = rng.gen_range(0..100) < 60 && remaining >= 2;
         let first_birth = Self::random_date(rng, 1950, 2000);
-        let first_gender = if rng.gen_bool(0.5) { Gender::Female } else { Gender::Male };
-        let first = self.make_person(rng, first_birth, first_gender, &family, Some(address.clone()), grading);
+        let first_gender = if rng.gen_bool(0.5) {
+            Gender::Female
+        } else {
+            Gender::Male
+        };
+        let first = self.make_person(
+            rng,
+            first_birth,
+            first_gender,
+            &family,
+            Some(address.clone()),
+            grading,
+        );
         let mut parents = vec![first];
         if couple {
-            let birth = Self::random_date(rng, first_birth.year() - 5, (first_birth.year() + 5).min(2002));
-            let gender = if first_gender == Gender::Female { Gender::Male } else { Gender::Female };
-            let second = self.make_person(rng, birth, gender, &family, Some(address.clone()), grading);
+            let birth = Self::random_date(
+                rng,
+                first_birth.year() - 5,
+                (first_birth.year() + 5).min(2002),
+            );
+            let gender = if first_gender == Gender::Female {
+                Gender::Male
+            } else {
+                Gender::Female
+            };
+            let second =
+                self.make_person(rng, birth, gender, &family, Some(address.clone()), grading);
             if rng.gen_range(0..100) < 70 {
                 self.marry(first, second, epoch() - Duration::days(30));
             }
             parents.push(second);
         }
-        let youngest_parent = parents.iter().map(|p| self.persons[*p].birth.year()).max().unwrap_or(1980);
-        let children = if couple { rng.gen_range(0..4) } else { rng.gen_range(0..2) };
+        let youngest_parent = parents
+            .iter()
+            .map(|p| self.persons[*p].birth.year())
+            .max()
+            .unwrap_or(1980);
+        let children = if couple {
+            rng.gen_range(0..4)
+        } else {
+            rng.gen_range(0..2)
+        };
         for _ in 0..children {
             if self.persons.len() >= self.persons.capacity() {
                 break;
@@ -374,8 +511,13 @@ impl Population {
                 break;
             }
             let birth = Self::random_date(rng, from, to);
-            let gender = if rng.gen_bool(0.5) { Gender::Female } else { Gender::Male };
-            let child = self.make_person(rng, birth, gender, &family, Some(address.clone()), grading);
+            let gender = if rng.gen_bool(0.5) {
+                Gender::Female
+            } else {
+                Gender::Male
+            };
+            let child =
+                self.make_person(rng, birth, gender, &family, Some(address.clone()), grading);
             self.link_child(child, &parents);
         }
         // Some adults are deceased or emigrated at generation time.
@@ -385,7 +527,10 @@ impl Population {
             if roll < 2 && self.persons[p].children.is_empty() {
                 let date = Self::random_date(rng, 2020, 2025);
                 self.set_deceased(p, date, at);
-            } else if roll < 4 && self.persons[p].children.is_empty() && self.persons[p].spouse.is_none() {
+            } else if roll < 4
+                && self.persons[p].children.is_empty()
+                && self.persons[p].spouse.is_none()
+            {
                 self.set_emigrated(p, at);
             }
         }
@@ -394,7 +539,10 @@ impl Population {
     fn marry(&mut self, a: usize, b: usize, at: DateTime<Utc>) {
         for (x, y) in [(a, b), (b, a)] {
             self.persons[x].spouse = Some(y);
-            self.persons[x].civil.push(Version { value: Civil::Married, valid_from: at });
+            self.persons[x].civil.push(Version {
+                value: Civil::Married,
+                valid_from: at,
+            });
         }
     }
 
@@ -411,18 +559,30 @@ impl Population {
     fn set_deceased(&mut self, key: usize, date: NaiveDate, at: DateTime<Utc>) {
         let person = &mut self.persons[key];
         person.death = Some(date);
-        person.status.push(Version { value: Status::Deceased, valid_from: at });
+        person.status.push(Version {
+            value: Status::Deceased,
+            valid_from: at,
+        });
         person.updated = at;
         if let Some(spouse) = person.spouse {
-            self.persons[spouse].civil.push(Version { value: Civil::Widowed, valid_from: at });
+            self.persons[spouse].civil.push(Version {
+                value: Civil::Widowed,
+                valid_from: at,
+            });
             self.persons[spouse].updated = at;
         }
     }
 
     fn set_emigrated(&mut self, key: usize, at: DateTime<Utc>) {
         let person = &mut self.persons[key];
-        person.status.push(Version { value: Status::Emigrated, valid_from: at });
-        person.addresses.push(Version { value: None, valid_from: at });
+        person.status.push(Version {
+            value: Status::Emigrated,
+            valid_from: at,
+        });
+        person.addresses.push(Version {
+            value: None,
+            valid_from: at,
+        });
         person.updated = at;
     }
 
@@ -437,7 +597,11 @@ impl Population {
     pub fn apply_next_change(&mut self) {
         let index = self.changes_applied;
         self.changes_applied += 1;
-        let mut rng = StdRng::seed_from_u64(self.seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(index));
+        let mut rng = StdRng::seed_from_u64(
+            self.seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(index),
+        );
         self.clock += Duration::minutes(37);
         let at = self.clock;
         let total: u32 = CHANGE_KINDS.iter().map(|(_, w)| w).sum();
@@ -464,20 +628,30 @@ impl Population {
         match kind {
             "move" => {
                 let mut household: Vec<usize> = vec![key];
-                if let Some(s) = self.persons[key].spouse.filter(|s| self.persons[*s].current_status() == Status::Resident) {
+                if let Some(s) = self.persons[key]
+                    .spouse
+                    .filter(|s| self.persons[*s].current_status() == Status::Resident)
+                {
                     household.push(s);
                 }
                 for c in self.persons[key].children.clone() {
-                    if self.persons[c].is_minor() && self.persons[c].current_status() == Status::Resident {
+                    if self.persons[c].is_minor()
+                        && self.persons[c].current_status() == Status::Resident
+                    {
                         household.push(c);
                     }
                 }
                 let address = Self::random_address(&mut rng, at.date_naive());
                 for p in household {
-                    if self.persons[p].address().is_none() && self.persons[p].current_grading() != Grading::StrengtFortrolig {
+                    if self.persons[p].address().is_none()
+                        && self.persons[p].current_grading() != Grading::StrengtFortrolig
+                    {
                         continue;
                     }
-                    self.persons[p].addresses.push(Version { value: Some(address.clone()), valid_from: at });
+                    self.persons[p].addresses.push(Version {
+                        value: Some(address.clone()),
+                        valid_from: at,
+                    });
                     self.persons[p].updated = at;
                     let pid = self.persons[p].id().to_string();
                     self.push_event(p, pid, "endringIBostedsadresse", at);
@@ -489,7 +663,10 @@ impl Population {
                 if rng.gen_bool(0.3) {
                     name.middle = Some(NOUNS[rng.gen_range(0..NOUNS.len())].to_string());
                 }
-                self.persons[key].names.push(Version { value: name, valid_from: at });
+                self.persons[key].names.push(Version {
+                    value: name,
+                    valid_from: at,
+                });
                 self.persons[key].updated = at;
                 self.push_event(key, id, "endringINavn", at);
             }
@@ -498,7 +675,9 @@ impl Population {
                 self.push_event(key, id, "personErDoed", at);
                 // Parental responsibility of minor children changes with a death.
                 for c in self.persons[key].children.clone() {
-                    if self.persons[c].is_minor() && self.persons[c].current_status() != Status::Deceased {
+                    if self.persons[c].is_minor()
+                        && self.persons[c].current_status() != Status::Deceased
+                    {
                         let cid = self.persons[c].id().to_string();
                         self.push_event(c, cid, "endringIForeldreansvar", at);
                     }
@@ -513,8 +692,15 @@ impl Population {
                 self.push_event(key, id, "personErUtflyttet", at);
             }
             "protection" => {
-                let grading = if rng.gen_bool(0.5) { Grading::Fortrolig } else { Grading::StrengtFortrolig };
-                self.persons[key].grading.push(Version { value: grading, valid_from: at });
+                let grading = if rng.gen_bool(0.5) {
+                    Grading::Fortrolig
+                } else {
+                    Grading::StrengtFortrolig
+                };
+                self.persons[key].grading.push(Version {
+                    value: grading,
+                    valid_from: at,
+                });
                 self.persons[key].updated = at;
                 self.push_event(key, id, "endringIAdressebeskyttelse", at);
             }
@@ -529,21 +715,44 @@ impl Population {
                 let family = person.name().family.clone();
                 let address = person.address().cloned();
                 let grading = person.current_grading();
-                let gender = if rng.gen_bool(0.5) { Gender::Female } else { Gender::Male };
+                let gender = if rng.gen_bool(0.5) {
+                    Gender::Female
+                } else {
+                    Gender::Male
+                };
                 let birth = at.date_naive();
                 let id_new = self.new_id(&mut rng, birth, gender, false);
                 let child = self.persons.len();
                 self.persons.push(Person {
                     key: child,
                     ids: vec![id_new.clone()],
-                    names: vec![Version { value: Self::random_name(&mut rng, &family), valid_from: at }],
+                    names: vec![Version {
+                        value: Self::random_name(&mut rng, &family),
+                        valid_from: at,
+                    }],
                     birth,
                     gender,
-                    status: vec![Version { value: Status::Resident, valid_from: at }],
+                    status: vec![Version {
+                        value: Status::Resident,
+                        valid_from: at,
+                    }],
                     death: None,
-                    addresses: vec![Version { value: address, valid_from: at }],
-                    grading: if grading == Grading::Ugradert { vec![] } else { vec![Version { value: grading, valid_from: at }] },
-                    civil: vec![Version { value: Civil::Unmarried, valid_from: at }],
+                    addresses: vec![Version {
+                        value: address,
+                        valid_from: at,
+                    }],
+                    grading: if grading == Grading::Ugradert {
+                        vec![]
+                    } else {
+                        vec![Version {
+                            value: grading,
+                            valid_from: at,
+                        }]
+                    },
+                    civil: vec![Version {
+                        value: Civil::Unmarried,
+                        valid_from: at,
+                    }],
                     spouse: None,
                     citizenship: vec!["NOR"],
                     mother: None,
@@ -577,7 +786,13 @@ impl Population {
                 // Relatives' documents name the person by the new ID.
                 let relatives: Vec<usize> = {
                     let p = &self.persons[key];
-                    p.children.iter().copied().chain(p.mother).chain(p.father).chain(p.spouse).collect()
+                    p.children
+                        .iter()
+                        .copied()
+                        .chain(p.mother)
+                        .chain(p.father)
+                        .chain(p.spouse)
+                        .collect()
                 };
                 for r in relatives {
                     self.persons[r].updated = at;
@@ -593,10 +808,15 @@ impl Population {
                     return;
                 }
                 // Marry the next unmarried adult resident of another family.
-                let partner = (1..self.persons.len()).map(|d| (key + d) % self.persons.len()).find(|&o| {
-                    let p = &self.persons[o];
-                    p.spouse.is_none() && !p.is_minor() && p.current_status() == Status::Resident && p.gender != self.persons[key].gender
-                });
+                let partner = (1..self.persons.len())
+                    .map(|d| (key + d) % self.persons.len())
+                    .find(|&o| {
+                        let p = &self.persons[o];
+                        p.spouse.is_none()
+                            && !p.is_minor()
+                            && p.current_status() == Status::Resident
+                            && p.gender != self.persons[key].gender
+                    });
                 let Some(partner) = partner else { return };
                 self.marry(key, partner, at);
                 for p in [key, partner] {
@@ -643,18 +863,40 @@ impl Population {
         }
         fields.insert("name.family".into(), json!(name.family));
         fields.insert("birth.date".into(), json!(p.birth.to_string()));
-        fields.insert("birth.country".into(), json!(if p.citizenship[0] == "NOR" { "NOR" } else { p.citizenship[0] }));
-        fields.insert("gender".into(), json!(match p.gender { Gender::Female => "female", Gender::Male => "male" }));
+        fields.insert(
+            "birth.country".into(),
+            json!(if p.citizenship[0] == "NOR" {
+                "NOR"
+            } else {
+                p.citizenship[0]
+            }),
+        );
+        fields.insert(
+            "gender".into(),
+            json!(match p.gender {
+                Gender::Female => "female",
+                Gender::Male => "male",
+            }),
+        );
         fields.insert(
             "status".into(),
-            json!(match p.current_status() { Status::Resident => "resident", Status::Emigrated => "emigrated", Status::Deceased => "deceased" }),
+            json!(match p.current_status() {
+                Status::Resident => "resident",
+                Status::Emigrated => "emigrated",
+                Status::Deceased => "deceased",
+            }),
         );
         if let Some(d) = p.death {
             fields.insert("death.date".into(), json!(d.to_string()));
         }
         fields.insert(
             "civil-status".into(),
-            json!(match p.current_civil() { Civil::Unmarried => "unmarried", Civil::Married => "married", Civil::Widowed => "widowed", Civil::Divorced => "divorced" }),
+            json!(match p.current_civil() {
+                Civil::Unmarried => "unmarried",
+                Civil::Married => "married",
+                Civil::Widowed => "widowed",
+                Civil::Divorced => "divorced",
+            }),
         );
         let mut citizenship: Vec<&str> = p.citizenship.clone();
         citizenship.sort();
@@ -669,7 +911,10 @@ impl Population {
             fields.insert("address.residential".into(), canonical_address(a));
             fields.insert("address.municipality".into(), json!(a.municipality));
             if !matches!(a.kind, AddressKind::Unknown) {
-                fields.insert("address.statistical-unit".into(), json!(format!("{}{:04}", a.municipality, a.statistical_unit)));
+                fields.insert(
+                    "address.statistical-unit".into(),
+                    json!(format!("{}{:04}", a.municipality, a.statistical_unit)),
+                );
             }
         }
         let family = self.family_relations(p);
@@ -678,9 +923,15 @@ impl Population {
         }
         let custody = self.parental_responsibility(p);
         if !custody.is_empty() {
-            fields.insert("relations.parental-responsibility".into(), Value::Array(custody));
+            fields.insert(
+                "relations.parental-responsibility".into(),
+                Value::Array(custody),
+            );
         }
-        Truth { ids: p.ids.clone(), fields }
+        Truth {
+            ids: p.ids.clone(),
+            fields,
+        }
     }
 
     /// Family relations as the canonical sorted list.
@@ -699,7 +950,9 @@ impl Population {
             out.push(("spouse".into(), self.persons[s].id().to_string()));
         }
         out.sort();
-        out.into_iter().map(|(role, id)| json!({"role": role, "id": id})).collect()
+        out.into_iter()
+            .map(|(role, id)| json!({"role": role, "id": id}))
+            .collect()
     }
 
     /// Parental responsibility of a minor: `joint` with each living parent
@@ -708,17 +961,31 @@ impl Population {
         if !p.is_minor() || p.current_status() == Status::Deceased {
             return vec![];
         }
-        let living: Vec<usize> = p.mother.into_iter().chain(p.father).filter(|k| self.persons[*k].current_status() != Status::Deceased).collect();
+        let living: Vec<usize> = p
+            .mother
+            .into_iter()
+            .chain(p.father)
+            .filter(|k| self.persons[*k].current_status() != Status::Deceased)
+            .collect();
         let mut out: Vec<(String, String)> = match living.as_slice() {
-            [a, b] => vec![("joint".to_string(), self.persons[*a].id().to_string()), ("joint".to_string(), self.persons[*b].id().to_string())],
+            [a, b] => vec![
+                ("joint".to_string(), self.persons[*a].id().to_string()),
+                ("joint".to_string(), self.persons[*b].id().to_string()),
+            ],
             [one] => vec![(
-                match self.persons[*one].gender { Gender::Female => "mother", Gender::Male => "father" }.to_string(),
+                match self.persons[*one].gender {
+                    Gender::Female => "mother",
+                    Gender::Male => "father",
+                }
+                .to_string(),
                 self.persons[*one].id().to_string(),
             )],
             _ => vec![],
         };
         out.sort();
-        out.into_iter().map(|(role, id)| json!({"role": role, "id": id})).collect()
+        out.into_iter()
+            .map(|(role, id)| json!({"role": role, "id": id}))
+            .collect()
     }
 }
 
@@ -735,7 +1002,12 @@ pub fn grading_label(g: Grading) -> &'static str {
 pub fn canonical_address(a: &Address) -> Value {
     let mut map = serde_json::Map::new();
     match &a.kind {
-        AddressKind::Street { street, number, letter, .. } => {
+        AddressKind::Street {
+            street,
+            number,
+            letter,
+            ..
+        } => {
             map.insert("kind".into(), json!("street"));
             map.insert("street".into(), json!(street));
             map.insert("house_number".into(), json!(number.to_string()));
@@ -774,6 +1046,7 @@ pub struct Truth {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -793,7 +1066,15 @@ mod tests {
         d.advance(200);
         assert_eq!(c.truth(), d.truth());
         assert!(c.events.len() > a.events.len());
-        assert!(a.persons.iter().any(|p| p.current_grading() == Grading::Fortrolig));
-        assert!(a.persons.iter().any(|p| p.ids[0].starts_with(|ch: char| ch >= '4')));
+        assert!(
+            a.persons
+                .iter()
+                .any(|p| p.current_grading() == Grading::Fortrolig)
+        );
+        assert!(
+            a.persons
+                .iter()
+                .any(|p| p.ids[0].starts_with(|ch: char| ch >= '4'))
+        );
     }
 }

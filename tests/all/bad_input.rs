@@ -10,19 +10,47 @@ use tower::ServiceExt;
 use folkhub_tests::{Setup, TestEnv};
 
 async fn get(app: axum::Router, uri: &str) -> (StatusCode, Value) {
-    let response = app.oneshot(Request::get(uri).body(Body::empty()).expect("request")).await.expect("response");
+    let response = app
+        .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+        .await
+        .expect("response");
     let status = response.status();
-    let bytes = response.into_body().collect().await.expect("body").to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_and_cli_explain_bad_ids() {
-    let env = TestEnv::start(Setup { seed: 11, count: 30, ..Setup::default() }).await;
-    env.host.install("folkeregister", None, false, "test", "api").await.expect("install");
+    let env = TestEnv::start(Setup {
+        seed: 11,
+        count: 30,
+        ..Setup::default()
+    })
+    .await;
+    env.host
+        .install("folkeregister", None, false, "test", "api")
+        .await
+        .expect("install");
     let connector = env.host.load("folkeregister").await.expect("load");
-    folkhub_sync::full(env.host.store(), &connector, &["no-fnr"], &folkhub_sync::Options::default()).await.expect("sync");
-    let state = folkhub_cli::commands::serve::state(&env.host).await.expect("state");
+    folkhub_sync::full(
+        env.host.store(),
+        &connector,
+        &["no-fnr"],
+        &folkhub_sync::Options::default(),
+    )
+    .await
+    .expect("sync");
+    let state = folkhub_cli::commands::serve::state(&env.host)
+        .await
+        .expect("state");
     let app = folkhub_api::app(state);
 
     let truth = env.sim.truth().await;
@@ -38,15 +66,38 @@ async fn api_and_cli_explain_bad_ids() {
     let mut wrong_check = id.clone().into_bytes();
     wrong_check[10] = b'0' + (wrong_check[10] - b'0' + 1) % 10;
     let wrong_check = String::from_utf8(wrong_check).expect("utf8");
-    for (bad, expect) in [(wrong_check.as_str(), "check digit"), ("0101011234", "check digit"), ("12345", "characters"), ("ABCDEFGHIJK", "")] {
+    for (bad, expect) in [
+        (wrong_check.as_str(), "check digit"),
+        ("0101011234", "check digit"),
+        ("12345", "characters"),
+        ("ABCDEFGHIJK", ""),
+    ] {
         let (status, body) = get(app.clone(), &format!("/v1/persons/{bad}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
         assert_eq!(body["error"]["code"], "invalid-id", "{bad}");
-        assert!(body["error"]["message"].as_str().expect("message").contains(expect), "{bad}: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .expect("message")
+                .contains(expect),
+            "{bad}: {body}"
+        );
     }
-    let unknown = folkhub_core::ids::make_norwegian(chrono::NaiveDate::from_ymd_opt(1990, 1, 1).expect("date"), 17, false, false)
-        .or_else(|| folkhub_core::ids::make_norwegian(chrono::NaiveDate::from_ymd_opt(1990, 1, 1).expect("date"), 18, false, false))
-        .expect("an id");
+    let unknown = folkhub_core::ids::make_norwegian(
+        chrono::NaiveDate::from_ymd_opt(1990, 1, 1).expect("date"),
+        17,
+        false,
+        false,
+    )
+    .or_else(|| {
+        folkhub_core::ids::make_norwegian(
+            chrono::NaiveDate::from_ymd_opt(1990, 1, 1).expect("date"),
+            18,
+            false,
+            false,
+        )
+    })
+    .expect("an id");
     let (status, body) = get(app.clone(), &format!("/v1/persons/{unknown}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(body["error"]["code"], "person-not-found");
@@ -55,9 +106,15 @@ async fn api_and_cli_explain_bad_ids() {
     assert_eq!(body["status"], "ok", "{body}");
     assert_eq!(body["persons"], 30);
 
-    let error = folkhub_cli::commands::person::get(&env.host, &wrong_check, false).await.expect_err("bad id");
+    let error = folkhub_cli::commands::person::get(&env.host, &wrong_check, false)
+        .await
+        .expect_err("bad id");
     assert!(error.to_string().contains("wrong check digit"), "{error}");
-    let error = folkhub_cli::commands::person::get(&env.host, "12x", false).await.expect_err("bad id");
+    let error = folkhub_cli::commands::person::get(&env.host, "12x", false)
+        .await
+        .expect_err("bad id");
     assert!(error.to_string().contains("'12x'"), "{error}");
-    folkhub_cli::commands::person::get(&env.host, &id, false).await.expect("a known person prints");
+    folkhub_cli::commands::person::get(&env.host, &id, false)
+        .await
+        .expect("a known person prints");
 }

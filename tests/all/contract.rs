@@ -8,44 +8,80 @@ fn released_wit_is_frozen() {
     // wit/released/ holds a copy of every released contract version. The
     // source of the newest released minor must not drift from its snapshot:
     // change the contract only by releasing a new minor (additions only).
-    let source = std::fs::read_to_string(root().join("wit/connector-v1/connector.wit")).expect("source");
+    let source =
+        std::fs::read_to_string(root().join("wit/connector-v1/connector.wit")).expect("source");
     let version = source
         .lines()
-        .find_map(|l| l.strip_prefix("package folkhub:connector@").and_then(|v| v.strip_suffix(';')))
+        .find_map(|l| {
+            l.strip_prefix("package folkhub:connector@")
+                .and_then(|v| v.strip_suffix(';'))
+        })
         .expect("package line");
     let snapshot = root().join(format!("wit/released/connector@{version}.wit"));
-    let frozen = std::fs::read_to_string(&snapshot).unwrap_or_else(|_| panic!("{} is missing: every released version is snapshotted", snapshot.display()));
-    assert_eq!(source, frozen, "wit/connector-v1 differs from the released {version}: released WIT never changes; add a new minor instead");
+    let frozen = std::fs::read_to_string(&snapshot).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing: every released version is snapshotted",
+            snapshot.display()
+        )
+    });
+    assert_eq!(
+        source, frozen,
+        "wit/connector-v1 differs from the released {version}: released WIT never changes; add a new minor instead"
+    );
 }
 
 #[test]
 fn registry_manifest_is_valid_and_artifacts_match_their_digests() {
-    let manifest = folkhub_manifest::Manifest::load(&root().join("registry-manifest.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let manifest = folkhub_manifest::Manifest::load(&root().join("registry-manifest.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(!manifest.releases.is_empty());
     for release in &manifest.releases {
         let bytes = std::fs::read(manifest.artifact_path(release)).expect("artifact");
-        assert_eq!(folkhub_runtime::engine::sha256_hex(&bytes), release.sha256, "{} {}", release.connector, release.version);
+        assert_eq!(
+            folkhub_runtime::engine::sha256_hex(&bytes),
+            release.sha256,
+            "{} {}",
+            release.connector,
+            release.version
+        );
     }
 }
 
 #[tokio::test]
 async fn every_published_release_describes_itself_as_its_manifest_says() {
-    let manifest = folkhub_manifest::Manifest::load(&root().join("registry-manifest.toml")).expect("manifest");
-    let runtime = folkhub_runtime::Runtime::new(None, folkhub_runtime::Limits::default()).expect("runtime");
+    let manifest =
+        folkhub_manifest::Manifest::load(&root().join("registry-manifest.toml")).expect("manifest");
+    let runtime =
+        folkhub_runtime::Runtime::new(None, folkhub_runtime::Limits::default()).expect("runtime");
     for release in &manifest.releases {
         let connector = runtime
-            .prepare(release, &manifest.artifact_path(release), folkhub_runtime::ConnectorSettings::default())
+            .prepare(
+                release,
+                &manifest.artifact_path(release),
+                folkhub_runtime::ConnectorSettings::default(),
+            )
             .unwrap_or_else(|e| panic!("{e}"));
         let d = connector.describe().await.expect("describe");
         assert_eq!(d.source, release.connector);
-        assert!(d.upstream_versions.contains(&release.upstream.version), "{:?}", d.upstream_versions);
+        assert!(
+            d.upstream_versions.contains(&release.upstream.version),
+            "{:?}",
+            d.upstream_versions
+        );
         let mut described = d.fields.clone();
         described.sort();
         let mut declared = release.fields.clone();
         declared.sort();
-        assert_eq!(described, declared, "{} {}: describe() and the manifest disagree on fields", release.connector, release.version);
+        assert_eq!(
+            described, declared,
+            "{} {}: describe() and the manifest disagree on fields",
+            release.connector, release.version
+        );
         for field in &d.fields {
-            assert!(folkhub_core::fields::lookup(field).is_some(), "{field} is not in the catalogue");
+            assert!(
+                folkhub_core::fields::lookup(field).is_some(),
+                "{field} is not in the catalogue"
+            );
         }
     }
 }

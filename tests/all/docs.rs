@@ -11,5 +11,8 @@ fn fields_md() {
         std::fs::write(&path, &generated).expect("write");
     }
     let written = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(written == generated, "docs/fields.md is out of date: run `cargo xtask docs`");
+    assert!(
+        written == generated,
+        "docs/fields.md is out of date: run `cargo xtask docs`"
+    );
 }

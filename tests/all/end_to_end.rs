@@ -21,14 +21,30 @@ async fn mismatches(store: &dyn PersonStore, truth: &[Truth]) -> Vec<String> {
         for old in &t.ids {
             let by_old = store.person(old).await.expect("store read").map(|p| p.key);
             if by_old != Some(person.key) {
-                out.push(format!("{old} (an earlier ID of {current}) resolves to {by_old:?}, not {}", person.key));
+                out.push(format!(
+                    "{old} (an earlier ID of {current}) resolves to {by_old:?}, not {}",
+                    person.key
+                ));
             }
         }
-        let got: BTreeMap<String, Value> = person.record.fields.iter().map(|(k, f)| (k.clone(), f.value.clone())).collect();
+        let got: BTreeMap<String, Value> = person
+            .record
+            .fields
+            .iter()
+            .map(|(k, f)| (k.clone(), f.value.clone()))
+            .collect();
         if got != t.fields {
-            for key in got.keys().chain(t.fields.keys()).collect::<std::collections::BTreeSet<_>>() {
+            for key in got
+                .keys()
+                .chain(t.fields.keys())
+                .collect::<std::collections::BTreeSet<_>>()
+            {
                 if got.get(key) != t.fields.get(key) {
-                    out.push(format!("{current} {key}: stored {:?}, truth {:?}", got.get(key), t.fields.get(key)));
+                    out.push(format!(
+                        "{current} {key}: stored {:?}, truth {:?}",
+                        got.get(key),
+                        t.fields.get(key)
+                    ));
                 }
             }
         }
@@ -38,68 +54,167 @@ async fn mismatches(store: &dyn PersonStore, truth: &[Truth]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_sync_then_change_feed_matches_the_truth_for_every_person() {
-    let env = TestEnv::start(Setup { seed: 42, count: 2000, ..Setup::default() }).await;
-    let installed = env.host.install("folkeregister", None, false, "test", "e2e").await.expect("install");
+    let env = TestEnv::start(Setup {
+        seed: 42,
+        count: 2000,
+        ..Setup::default()
+    })
+    .await;
+    let installed = env
+        .host
+        .install("folkeregister", None, false, "test", "e2e")
+        .await
+        .expect("install");
     assert_eq!(installed.contract, "1.0.0");
     let connector = env.host.load("folkeregister").await.expect("load");
     let options = Options::default();
 
-    let summary = folkhub_sync::full(env.host.store(), &connector, &["no-fnr", "no-dnr"], &options).await.expect("full sync");
+    let summary = folkhub_sync::full(
+        env.host.store(),
+        &connector,
+        &["no-fnr", "no-dnr"],
+        &options,
+    )
+    .await
+    .expect("full sync");
     assert_eq!(summary.status, RunStatus::Succeeded, "{:?}", summary.errors);
     assert_eq!(summary.counts.created, 2000);
     let truth = env.sim.truth().await;
     let wrong = mismatches(env.host.store(), &truth).await;
-    assert!(wrong.is_empty(), "{} mismatches after the full sync, first: {:#?}", wrong.len(), &wrong[..wrong.len().min(15)]);
+    assert!(
+        wrong.is_empty(),
+        "{} mismatches after the full sync, first: {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(15)]
+    );
     // One token for the whole sync: the host caches it.
-    assert_eq!(env.sim.shared.tokens.issued_count.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        env.sim
+            .shared
+            .tokens
+            .issued_count
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 
     // The register changes; the feed brings it in.
     env.sim.advance(400).await;
-    let summary = folkhub_sync::changes(env.host.store(), &connector, &options).await.expect("change sync");
+    let summary = folkhub_sync::changes(env.host.store(), &connector, &options)
+        .await
+        .expect("change sync");
     assert_eq!(summary.status, RunStatus::Succeeded, "{:?}", summary.errors);
     assert!(summary.counts.changed > 100, "{:?}", summary.counts);
-    assert!(summary.counts.created > 0, "births create persons: {:?}", summary.counts);
+    assert!(
+        summary.counts.created > 0,
+        "births create persons: {:?}",
+        summary.counts
+    );
     let truth = env.sim.truth().await;
     let wrong = mismatches(env.host.store(), &truth).await;
-    assert!(wrong.is_empty(), "{} mismatches after the change sync, first: {:#?}", wrong.len(), &wrong[..wrong.len().min(15)]);
+    assert!(
+        wrong.is_empty(),
+        "{} mismatches after the change sync, first: {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(15)]
+    );
 
     // Caught up: a second run reads no events and changes nothing.
-    let again = folkhub_sync::changes(env.host.store(), &connector, &options).await.expect("idle sync");
+    let again = folkhub_sync::changes(env.host.store(), &connector, &options)
+        .await
+        .expect("idle sync");
     assert_eq!((again.counts.feed_events, again.counts.changed), (0, 0));
 
     // Histories explain changes.
-    let someone = truth.iter().find(|t| t.ids.len() > 1).or(truth.first()).expect("a person");
-    let person = env.host.store().person(someone.ids.last().expect("id")).await.expect("read").expect("person");
-    assert!(!env.host.store().history(person.key).await.expect("history").is_empty());
+    let someone = truth
+        .iter()
+        .find(|t| t.ids.len() > 1)
+        .or(truth.first())
+        .expect("a person");
+    let person = env
+        .host
+        .store()
+        .person(someone.ids.last().expect("id"))
+        .await
+        .expect("read")
+        .expect("person");
+    assert!(
+        !env.host
+            .store()
+            .history(person.key)
+            .await
+            .expect("history")
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_are_retried_and_malformed_answers_change_nothing() {
-    let env = TestEnv::start(Setup { seed: 3, count: 150, ..Setup::default() }).await;
-    env.host.install("folkeregister", None, false, "test", "faults").await.expect("install");
+    let env = TestEnv::start(Setup {
+        seed: 3,
+        count: 150,
+        ..Setup::default()
+    })
+    .await;
+    env.host
+        .install("folkeregister", None, false, "test", "faults")
+        .await
+        .expect("install");
     let connector = env.host.load("folkeregister").await.expect("load");
-    let fast = Options { backoff: std::time::Duration::from_millis(5), ..Options::default() };
+    let fast = Options {
+        backoff: std::time::Duration::from_millis(5),
+        ..Options::default()
+    };
 
-    env.sim.shared.inject([Fault::RateLimited { retry_after_ms: 20 }, Fault::Status { status: 503 }]);
-    let summary = folkhub_sync::full(env.host.store(), &connector, &["no-fnr", "no-dnr"], &fast).await.expect("sync");
+    env.sim.shared.inject([
+        Fault::RateLimited { retry_after_ms: 20 },
+        Fault::Status { status: 503 },
+    ]);
+    let summary = folkhub_sync::full(env.host.store(), &connector, &["no-fnr", "no-dnr"], &fast)
+        .await
+        .expect("sync");
     assert_eq!(summary.status, RunStatus::Succeeded, "{:?}", summary.errors);
     assert_eq!(summary.counts.created, 150);
-    let cursor = env.host.store().cursor("folkeregister").await.expect("cursor");
+    let cursor = env
+        .host
+        .store()
+        .cursor("folkeregister")
+        .await
+        .expect("cursor");
 
     env.sim.advance(50).await;
     let before: Vec<_> = futures_snapshot(&env).await;
     // Truncated JSON and an HTML error page on every attempt: the run fails,
     // the cursor stays, and no stored record changes.
-    env.sim.shared.inject([Fault::Truncated, Fault::Html, Fault::Truncated, Fault::Html, Fault::Truncated]);
-    let summary = folkhub_sync::changes(env.host.store(), &connector, &fast).await.expect("sync");
+    env.sim.shared.inject([
+        Fault::Truncated,
+        Fault::Html,
+        Fault::Truncated,
+        Fault::Html,
+        Fault::Truncated,
+    ]);
+    let summary = folkhub_sync::changes(env.host.store(), &connector, &fast)
+        .await
+        .expect("sync");
     assert_eq!(summary.status, RunStatus::Failed);
     let message = summary.errors.join("\n");
-    assert!(message.contains("not valid JSON") || message.contains("unavailable"), "{message}");
-    assert_eq!(env.host.store().cursor("folkeregister").await.expect("cursor"), cursor);
+    assert!(
+        message.contains("not valid JSON") || message.contains("unavailable"),
+        "{message}"
+    );
+    assert_eq!(
+        env.host
+            .store()
+            .cursor("folkeregister")
+            .await
+            .expect("cursor"),
+        cursor
+    );
     assert_eq!(futures_snapshot(&env).await, before);
 
     // Once the register answers again, the feed catches up.
-    let summary = folkhub_sync::changes(env.host.store(), &connector, &fast).await.expect("sync");
+    let summary = folkhub_sync::changes(env.host.store(), &connector, &fast)
+        .await
+        .expect("sync");
     assert_eq!(summary.status, RunStatus::Succeeded, "{:?}", summary.errors);
     let runs = env.host.store().runs(10).await.expect("runs");
     assert_eq!(runs.len(), 3);
@@ -108,7 +223,13 @@ async fn rate_limits_are_retried_and_malformed_answers_change_nothing() {
 
 async fn futures_snapshot(env: &TestEnv) -> Vec<(i64, i64)> {
     let mut out = Vec::new();
-    for id in env.host.store().active_ids(&["no-fnr", "no-dnr"]).await.expect("ids") {
+    for id in env
+        .host
+        .store()
+        .active_ids(&["no-fnr", "no-dnr"])
+        .await
+        .expect("ids")
+    {
         if let Some(p) = env.host.store().person(&id).await.expect("read") {
             out.push((p.key, p.version));
         }
@@ -118,27 +239,76 @@ async fn futures_snapshot(env: &TestEnv) -> Vec<(i64, i64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_credentials_are_an_unauthorized_error_not_a_trap() {
-    let env = TestEnv::start(Setup { seed: 5, count: 20, trust_client: false, ..Setup::default() }).await;
-    env.host.install("folkeregister", None, false, "test", "auth").await.expect("install");
+    let env = TestEnv::start(Setup {
+        seed: 5,
+        count: 20,
+        trust_client: false,
+        ..Setup::default()
+    })
+    .await;
+    env.host
+        .install("folkeregister", None, false, "test", "auth")
+        .await
+        .expect("install");
     let connector = env.host.load("folkeregister").await.expect("load");
-    let error = connector.lookup(&["03851598730".to_string()]).await.expect_err("no token");
+    let error = connector
+        .lookup(&["03851598730".to_string()])
+        .await
+        .expect_err("no token");
     // The host could not get a token, so the request never left; the
     // connector reports the register as unreachable with the reason.
     let text = error.to_string();
-    assert!(text.contains("credentials") || text.contains("Unauthorized") || text.contains("refused"), "{text}");
+    assert!(
+        text.contains("credentials") || text.contains("Unauthorized") || text.contains("refused"),
+        "{text}"
+    );
     assert_eq!(error.kind(), "connector-error", "{text}");
 
     // With a token lacking the scope the register itself answers 403.
-    let token = env.sim.shared.tokens.issue(vec!["folkeregister:deling/privat".into()]);
-    let release = env.host.manifest.find("folkeregister", None).expect("release").clone();
+    let token = env
+        .sim
+        .shared
+        .tokens
+        .issue(vec!["folkeregister:deling/privat".into()]);
+    let release = env
+        .host
+        .manifest
+        .find("folkeregister", None)
+        .expect("release")
+        .clone();
     let mut settings = folkhub_runtime::ConnectorSettings {
         granted_hosts: vec![env.sim.base_url()],
         allow_private_networks: true,
         ..Default::default()
     };
-    settings.config.insert("base-url".into(), format!("{}/folkeregisteret/offentlig-med-hjemmel/api/v1", env.sim.base_url()));
-    settings.credentials = Some(std::sync::Arc::new(folkhub_runtime::credentials::StaticBearer(token)));
-    let connector = env.host.runtime.prepare(&release, &env.host.manifest.artifact_path(&release), settings).expect("prepare");
-    let error = connector.lookup(&["03851598730".to_string()]).await.expect_err("wrong scope");
-    assert!(matches!(error.connector_error(), Some(folkhub_core::contract::ConnectorError::Unauthorized(_))), "{error}");
+    settings.config.insert(
+        "base-url".into(),
+        format!(
+            "{}/folkeregisteret/offentlig-med-hjemmel/api/v1",
+            env.sim.base_url()
+        ),
+    );
+    settings.credentials = Some(std::sync::Arc::new(
+        folkhub_runtime::credentials::StaticBearer(token),
+    ));
+    let connector = env
+        .host
+        .runtime
+        .prepare(
+            &release,
+            &env.host.manifest.artifact_path(&release),
+            settings,
+        )
+        .expect("prepare");
+    let error = connector
+        .lookup(&["03851598730".to_string()])
+        .await
+        .expect_err("wrong scope");
+    assert!(
+        matches!(
+            error.connector_error(),
+            Some(folkhub_core::contract::ConnectorError::Unauthorized(_))
+        ),
+        "{error}"
+    );
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! All integration tests, one binary (real wasm, real simulator, real
 //! SQLite; no mocks of our own parts). Build the components first:
 //! `cargo xtask test` does.

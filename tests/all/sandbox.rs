@@ -16,7 +16,10 @@ fn release(name: &str, path: &Path, contract: &str) -> Release {
         contract: contract.into(),
         artifact: path.display().to_string(),
         sha256: folkhub_runtime::engine::sha256_hex(&bytes),
-        upstream: folkhub_manifest::registry::Upstream { system: "test".into(), version: "0".into() },
+        upstream: folkhub_manifest::registry::Upstream {
+            system: "test".into(),
+            version: "0".into(),
+        },
         outbound_hosts: vec!["https://registry.example".into()],
         fields: vec![],
         capabilities: vec!["lookup".into()],
@@ -30,7 +33,11 @@ fn release(name: &str, path: &Path, contract: &str) -> Release {
 }
 
 fn runtime(timeout: Duration, memory_mib: usize) -> Runtime {
-    let limits = Limits { call_timeout: timeout, memory_limit_bytes: memory_mib << 20, ..Limits::default() };
+    let limits = Limits {
+        call_timeout: timeout,
+        memory_limit_bytes: memory_mib << 20,
+        ..Limits::default()
+    };
     Runtime::new(None, limits).expect("runtime")
 }
 
@@ -38,23 +45,55 @@ fn runtime(timeout: Duration, memory_mib: usize) -> Runtime {
 async fn an_endless_loop_is_stopped_at_the_deadline_and_the_next_call_is_served() {
     let rt = runtime(Duration::from_millis(500), 64);
     let path = component("loop");
-    let connector = rt.prepare(&release("loop", &path, "1.0.0"), &path, ConnectorSettings::default()).expect("prepare");
+    let connector = rt
+        .prepare(
+            &release("loop", &path, "1.0.0"),
+            &path,
+            ConnectorSettings::default(),
+        )
+        .expect("prepare");
     let start = Instant::now();
-    let error = connector.lookup(&["spin".into()]).await.expect_err("must be stopped");
+    let error = connector
+        .lookup(&["spin".into()])
+        .await
+        .expect_err("must be stopped");
     assert!(matches!(error, CallError::Timeout { .. }), "{error}");
-    assert!(start.elapsed() < Duration::from_secs(5), "stopped after {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "stopped after {:?}",
+        start.elapsed()
+    );
     assert!(error.to_string().contains("deadline"), "{error}");
     // A fresh instance for the next call: it answers.
-    assert_eq!(connector.lookup(&["quick".into()]).await.expect("next call").len(), 0);
+    assert_eq!(
+        connector
+            .lookup(&["quick".into()])
+            .await
+            .expect("next call")
+            .len(),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_bomb_is_stopped_at_its_cap() {
     let rt = runtime(Duration::from_secs(10), 16);
     let path = component("memory-bomb");
-    let connector = rt.prepare(&release("bomb", &path, "1.0.0"), &path, ConnectorSettings::default()).expect("prepare");
-    let error = connector.lookup(&["x".into()]).await.expect_err("must be stopped");
-    assert!(matches!(error, CallError::MemoryLimit { limit_mib: 16, .. }), "{error}");
+    let connector = rt
+        .prepare(
+            &release("bomb", &path, "1.0.0"),
+            &path,
+            ConnectorSettings::default(),
+        )
+        .expect("prepare");
+    let error = connector
+        .lookup(&["x".into()])
+        .await
+        .expect_err("must be stopped");
+    assert!(
+        matches!(error, CallError::MemoryLimit { limit_mib: 16, .. }),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,52 +102,117 @@ async fn a_host_that_was_not_granted_is_denied() {
     let path = component("denied-http");
     // The release requests https://registry.example; the operator granted
     // nothing, so neither it nor anything else is reachable.
-    let connector = rt.prepare(&release("nosy", &path, "1.0.0"), &path, ConnectorSettings::default()).expect("prepare");
-    for url in ["https://registry.example/x", "http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:1/"] {
-        let error = connector.lookup(&[url.into()]).await.expect_err("must be denied");
-        assert!(matches!(error.connector_error(), Some(ConnectorError::Denied(_))), "{url}: {error}");
+    let connector = rt
+        .prepare(
+            &release("nosy", &path, "1.0.0"),
+            &path,
+            ConnectorSettings::default(),
+        )
+        .expect("prepare");
+    for url in [
+        "https://registry.example/x",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://127.0.0.1:1/",
+    ] {
+        let error = connector
+            .lookup(&[url.into()])
+            .await
+            .expect_err("must be denied");
+        assert!(
+            matches!(error.connector_error(), Some(ConnectorError::Denied(_))),
+            "{url}: {error}"
+        );
     }
     // Granted but resolving to loopback without allow_private_networks: refused too.
-    let settings = ConnectorSettings { granted_hosts: vec!["http://localhost:9".into()], ..Default::default() };
+    let settings = ConnectorSettings {
+        granted_hosts: vec!["http://localhost:9".into()],
+        ..Default::default()
+    };
     let mut r = release("nosy", &path, "1.0.0");
     r.outbound_hosts = vec!["http://localhost:9".into()];
     let connector = rt.prepare(&r, &path, settings).expect("prepare");
-    let error = connector.lookup(&["http://localhost:9/".into()]).await.expect_err("must be denied");
-    assert!(matches!(error.connector_error(), Some(ConnectorError::Denied(m)) if m.contains("private")), "{error}");
+    let error = connector
+        .lookup(&["http://localhost:9/".into()])
+        .await
+        .expect_err("must be denied");
+    assert!(
+        matches!(error.connector_error(), Some(ConnectorError::Denied(m)) if m.contains("private")),
+        "{error}"
+    );
 }
 
 #[tokio::test]
 async fn a_component_built_on_a_newer_minor_is_refused_naming_both_versions() {
     let rt = runtime(Duration::from_secs(10), 64);
     let path = component("newer-minor");
-    let error = rt.prepare(&release("newer", &path, "1.1.0"), &path, ConnectorSettings::default()).expect_err("must be refused");
+    let error = rt
+        .prepare(
+            &release("newer", &path, "1.1.0"),
+            &path,
+            ConnectorSettings::default(),
+        )
+        .expect_err("must be refused");
     let text = error.to_string();
     assert!(matches!(error, InstallError::Contract { .. }), "{text}");
-    assert!(text.contains("needs host API 1.1") && text.contains("this host has 1.0"), "{text}");
+    assert!(
+        text.contains("needs host API 1.1") && text.contains("this host has 1.0"),
+        "{text}"
+    );
     // A manifest that lies about the contract version is refused too.
-    let error = rt.prepare(&release("newer", &path, "1.0.0"), &path, ConnectorSettings::default()).expect_err("must be refused");
+    let error = rt
+        .prepare(
+            &release("newer", &path, "1.0.0"),
+            &path,
+            ConnectorSettings::default(),
+        )
+        .expect_err("must be refused");
     assert!(error.to_string().contains("manifest must agree"), "{error}");
 }
 
 #[tokio::test]
 async fn a_tampered_artifact_is_refused_and_nothing_changes() {
-    let env = folkhub_tests::TestEnv::start(folkhub_tests::Setup { count: 10, ..Default::default() }).await;
-    env.host.install("folkeregister", None, true, "test", "first").await.expect("install");
+    let env = folkhub_tests::TestEnv::start(folkhub_tests::Setup {
+        count: 10,
+        ..Default::default()
+    })
+    .await;
+    env.host
+        .install("folkeregister", None, true, "test", "first")
+        .await
+        .expect("install");
     // Copy the manifest and artifact, then flip one byte of the artifact.
     let dir = env.dir.path();
-    let published = env.host.manifest.find("folkeregister", None).expect("release").clone();
+    let published = env
+        .host
+        .manifest
+        .find("folkeregister", None)
+        .expect("release")
+        .clone();
     let mut bytes = std::fs::read(env.host.manifest.artifact_path(&published)).expect("artifact");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x5a;
     let tampered = dir.join("tampered.wasm");
     std::fs::write(&tampered, &bytes).expect("write");
-    let error = env.host.runtime.prepare(&published, &tampered, ConnectorSettings::default()).expect_err("must be refused");
+    let error = env
+        .host
+        .runtime
+        .prepare(&published, &tampered, ConnectorSettings::default())
+        .expect_err("must be refused");
     assert!(matches!(error, InstallError::Digest { .. }), "{error}");
     assert!(error.to_string().contains("tampered"), "{error}");
-    let installed = folkhub_store::PersonStore::installation(env.host.store(), "folkeregister").await.expect("read").expect("installed");
+    let installed = folkhub_store::PersonStore::installation(env.host.store(), "folkeregister")
+        .await
+        .expect("read")
+        .expect("installed");
     assert_eq!(installed.digest, published.sha256);
     assert!(installed.pinned);
-    assert_eq!(folkhub_store::PersonStore::audit(env.host.store(), "folkeregister").await.expect("audit").len(), 1);
+    assert_eq!(
+        folkhub_store::PersonStore::audit(env.host.store(), "folkeregister")
+            .await
+            .expect("audit")
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -117,15 +221,34 @@ async fn precompiled_components_are_cached_by_digest_and_engine() {
     let rt = Runtime::new(Some(dir.path().to_path_buf()), Limits::default()).expect("runtime");
     let path = component("loop");
     let r = release("loop", &path, "1.0.0");
-    rt.prepare(&r, &path, ConnectorSettings::default()).expect("first prepare compiles");
-    let cached: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    assert!(cached.iter().any(|n| n.starts_with(&r.sha256) && n.ends_with(".cwasm")), "{cached:?}");
+    rt.prepare(&r, &path, ConnectorSettings::default())
+        .expect("first prepare compiles");
+    let cached: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        cached
+            .iter()
+            .any(|n| n.starts_with(&r.sha256) && n.ends_with(".cwasm")),
+        "{cached:?}"
+    );
     // A corrupted cache entry is detected and recompiled, not loaded.
     for name in &cached {
         if name.ends_with(".cwasm") {
             std::fs::write(dir.path().join(name), b"garbage").expect("corrupt");
         }
     }
-    let connector = rt.prepare(&r, &path, ConnectorSettings::default()).expect("recompiles");
-    assert_eq!(connector.lookup(&["quick".into()]).await.expect("works").len(), 0);
+    let connector = rt
+        .prepare(&r, &path, ConnectorSettings::default())
+        .expect("recompiles");
+    assert_eq!(
+        connector
+            .lookup(&["quick".into()])
+            .await
+            .expect("works")
+            .len(),
+        0
+    );
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Shared fixtures for the integration tests: a simulator with a trusted
 //! Maskinporten client, a temporary store, a host wired like `folkhub serve`,
 //! and paths of built test components.
@@ -13,20 +14,31 @@ use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// A built test component (`cargo xtask build-connectors` builds them).
 pub fn component(name: &str) -> PathBuf {
-    let path = root().join("target/wasm32-wasip2/connector").join(format!("component_{}.wasm", name.replace('-', "_")));
-    assert!(path.exists(), "{} is missing: run `cargo xtask build-connectors` (or `cargo xtask test`)", path.display());
+    let path = root()
+        .join("target/wasm32-wasip2/connector")
+        .join(format!("component_{}.wasm", name.replace('-', "_")));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask build-connectors` (or `cargo xtask test`)",
+        path.display()
+    );
     path
 }
 
 /// One RSA key for every test: generating one takes a moment.
 pub fn client_key() -> &'static RsaPrivateKey {
     static KEY: OnceLock<RsaPrivateKey> = OnceLock::new();
-    KEY.get_or_init(|| RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("generating a test RSA key"))
+    KEY.get_or_init(|| {
+        RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("generating a test RSA key")
+    })
 }
 
 pub const CLIENT_ID: &str = "folkhub-test";
@@ -50,7 +62,13 @@ pub struct Setup {
 
 impl Default for Setup {
     fn default() -> Self {
-        Setup { seed: 7, count: 200, call_timeout_ms: 20_000, memory_limit_mib: 64, trust_client: true }
+        Setup {
+            seed: 7,
+            count: 200,
+            call_timeout_ms: 20_000,
+            memory_limit_mib: 64,
+            trust_client: true,
+        }
     }
 }
 
@@ -58,16 +76,29 @@ impl TestEnv {
     pub async fn start(setup: Setup) -> TestEnv {
         let key = client_key();
         let clients = if setup.trust_client {
-            vec![Client { client_id: CLIENT_ID.into(), public_key: key.to_public_key(), scopes: vec![folkhub_sim::freg::SCOPE.into()] }]
+            vec![Client {
+                client_id: CLIENT_ID.into(),
+                public_key: key.to_public_key(),
+                scopes: vec![folkhub_sim::freg::SCOPE.into()],
+            }]
         } else {
             vec![]
         };
-        let sim = Simulator::start(folkhub_sim::Config { seed: setup.seed, count: setup.count, clients, ..Default::default() })
-            .await
-            .expect("starting the simulator");
+        let sim = Simulator::start(folkhub_sim::Config {
+            seed: setup.seed,
+            count: setup.count,
+            clients,
+            ..Default::default()
+        })
+        .await
+        .expect("starting the simulator");
         let dir = tempfile::tempdir().expect("temp dir");
         let key_file = dir.path().join("key.pem");
-        std::fs::write(&key_file, key.to_pkcs8_pem(LineEnding::LF).expect("pem").as_bytes()).expect("writing key");
+        std::fs::write(
+            &key_file,
+            key.to_pkcs8_pem(LineEnding::LF).expect("pem").as_bytes(),
+        )
+        .expect("writing key");
         let sim_url = sim.base_url();
         let text = format!(
             r#"

@@ -50,10 +50,18 @@ enum Task {
 /// Connector crates: (connector id, crate name, wasm file stem).
 const CONNECTORS: &[(&str, &str)] = &[("folkeregister", "connector-folkeregister")];
 /// Test components (crate names), built beside the connectors.
-const TEST_COMPONENTS: &[&str] = &["component-loop", "component-memory-bomb", "component-denied-http", "component-newer-minor"];
+const TEST_COMPONENTS: &[&str] = &[
+    "component-loop",
+    "component-memory-bomb",
+    "component-denied-http",
+    "component-newer-minor",
+];
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn cargo() -> Command {
@@ -64,7 +72,9 @@ fn cargo() -> Command {
 
 fn run(mut command: Command, what: &str) -> anyhow::Result<()> {
     eprintln!("xtask: {what}");
-    let status = command.status().with_context(|| format!("starting: {what}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("starting: {what}"))?;
     if !status.success() {
         bail!("{what} failed ({status})");
     }
@@ -72,7 +82,9 @@ fn run(mut command: Command, what: &str) -> anyhow::Result<()> {
 }
 
 fn ensure_wasm_target() -> anyhow::Result<()> {
-    let out = Command::new("rustc").args(["--print", "target-libdir", "--target", "wasm32-wasip2"]).output()?;
+    let out = Command::new("rustc")
+        .args(["--print", "target-libdir", "--target", "wasm32-wasip2"])
+        .output()?;
     let libdir = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if out.status.success() && Path::new(&libdir).exists() {
         return Ok(());
@@ -87,23 +99,35 @@ fn wasm_dir() -> PathBuf {
 }
 
 fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let out = Command::new("sha256sum").arg(path).output().context("running sha256sum")?;
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .context("running sha256sum")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text.split_whitespace().next().unwrap_or_default().to_string())
+    Ok(text
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string())
 }
 
 fn crate_version(crate_name: &str) -> anyhow::Result<String> {
     let dir = crate_name.strip_prefix("connector-").unwrap_or(crate_name);
     let text = std::fs::read_to_string(root().join("connectors").join(dir).join("Cargo.toml"))?;
     text.lines()
-        .find_map(|l| l.strip_prefix("version = \"").and_then(|v| v.strip_suffix('"')).map(String::from))
+        .find_map(|l| {
+            l.strip_prefix("version = \"")
+                .and_then(|v| v.strip_suffix('"'))
+                .map(String::from)
+        })
         .context("no version in the connector's Cargo.toml")
 }
 
 /// Sets the sha256 of one release in the manifest text.
 fn set_digest(manifest: &str, connector: &str, version: &str, digest: &str) -> Option<String> {
     let mut out = Vec::new();
-    let (mut in_block, mut matches_connector, mut matches_version, mut done) = (false, false, false, false);
+    let (mut in_block, mut matches_connector, mut matches_version, mut done) =
+        (false, false, false, false);
     let mut block_start = 0;
     for line in manifest.lines() {
         if line.trim() == "[[release]]" {
@@ -136,7 +160,13 @@ fn set_digest(manifest: &str, connector: &str, version: &str, digest: &str) -> O
 fn build_connectors(publish: bool) -> anyhow::Result<()> {
     ensure_wasm_target()?;
     let mut c = cargo();
-    c.args(["build", "--target", "wasm32-wasip2", "--profile", "connector"]);
+    c.args([
+        "build",
+        "--target",
+        "wasm32-wasip2",
+        "--profile",
+        "connector",
+    ]);
     for (_, krate) in CONNECTORS {
         c.args(["-p", krate]);
     }
@@ -147,7 +177,10 @@ fn build_connectors(publish: bool) -> anyhow::Result<()> {
     for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
         c.env_remove(var);
     }
-    run(c, "cargo build --target wasm32-wasip2 --profile connector (connectors and test components)")?;
+    run(
+        c,
+        "cargo build --target wasm32-wasip2 --profile connector (connectors and test components)",
+    )?;
     let manifest_path = root().join("registry-manifest.toml");
     let mut manifest = std::fs::read_to_string(&manifest_path)?;
     for (id, krate) in CONNECTORS {
@@ -158,8 +191,11 @@ fn build_connectors(publish: bool) -> anyhow::Result<()> {
         if publish || !artifact.exists() {
             std::fs::create_dir_all(artifact.parent().context("artifact dir")?)?;
             std::fs::copy(&built, &artifact)?;
-            manifest = set_digest(&manifest, id, &version, &built_digest)
-                .with_context(|| format!("registry-manifest.toml has no release {id} {version}; add it before publishing"))?;
+            manifest = set_digest(&manifest, id, &version, &built_digest).with_context(|| {
+                format!(
+                    "registry-manifest.toml has no release {id} {version}; add it before publishing"
+                )
+            })?;
             eprintln!("xtask: published {id} {version} sha256 {built_digest}");
         } else if sha256_file(&artifact)? != built_digest {
             eprintln!(
@@ -172,12 +208,30 @@ fn build_connectors(publish: bool) -> anyhow::Result<()> {
 }
 
 fn apt_install_if_missing(binary: &str, package: &str) {
-    if Command::new("sh").args(["-c", &format!("command -v {binary}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success()) {
+    if Command::new("sh")
+        .args(["-c", &format!("command -v {binary}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
         return;
     }
     eprintln!("xtask: installing {package} (for {binary})");
-    let sudo = if Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0") { "" } else { "sudo " };
-    let _ = Command::new("sh").args(["-c", &format!("{sudo}apt-get update -qq && {sudo}apt-get install -y -qq {package}")]).status();
+    let sudo = if Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    {
+        ""
+    } else {
+        "sudo "
+    };
+    let _ = Command::new("sh")
+        .args([
+            "-c",
+            &format!("{sudo}apt-get update -qq && {sudo}apt-get install -y -qq {package}"),
+        ])
+        .status();
 }
 
 fn test() -> anyhow::Result<()> {
@@ -189,7 +243,10 @@ fn test() -> anyhow::Result<()> {
     for krate in TEST_COMPONENTS {
         c.args(["--exclude", krate]);
     }
-    run(c, "cargo test (host, simulator, connector mapping, integration)")
+    run(
+        c,
+        "cargo test (host, simulator, connector mapping, integration)",
+    )
 }
 
 struct Guard(Vec<Child>);
@@ -270,7 +327,15 @@ scope = "folkeregister:deling/offentligmedhjemmel"
     let mut children = Guard(vec![]);
     let public = key.with_extension("pub.pem");
     let sim = Command::new(bin.join("folkhub-sim"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{sim_port}"), "--seed", &seed.to_string(), "--count", &count.to_string()])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{sim_port}"),
+            "--seed",
+            &seed.to_string(),
+            "--count",
+            &count.to_string(),
+        ])
         .args(["--change-every", "5", "--trust-client"])
         .arg(format!("folkhub-demo={}", public.display()))
         .spawn()
@@ -282,19 +347,42 @@ scope = "folkeregister:deling/offentligmedhjemmel"
         c.arg("--config").arg(&config).args(args);
         c
     };
-    run(folkhub(&["connectors", "install", "folkeregister"]), "folkhub connectors install folkeregister")?;
-    run(folkhub(&["sync", "folkeregister", "--full"]), "folkhub sync folkeregister --full")?;
-    let truth = Command::new(bin.join("folkhub-sim")).args(["population", "--seed", &seed.to_string(), "--count", &count.to_string()]).output()?;
+    run(
+        folkhub(&["connectors", "install", "folkeregister"]),
+        "folkhub connectors install folkeregister",
+    )?;
+    run(
+        folkhub(&["sync", "folkeregister", "--full"]),
+        "folkhub sync folkeregister --full",
+    )?;
+    let truth = Command::new(bin.join("folkhub-sim"))
+        .args([
+            "population",
+            "--seed",
+            &seed.to_string(),
+            "--count",
+            &count.to_string(),
+        ])
+        .output()?;
     let ids: Vec<String> = String::from_utf8_lossy(&truth.stdout)
         .lines()
         .take(3)
-        .filter_map(|l| l.split("\"ids\":[\"").nth(1).and_then(|r| r.split('"').next()).map(String::from))
+        .filter_map(|l| {
+            l.split("\"ids\":[\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .map(String::from)
+        })
         .collect();
-    let server = folkhub(&["serve"]).spawn().context("starting folkhub serve")?;
+    let server = folkhub(&["serve"])
+        .spawn()
+        .context("starting folkhub serve")?;
     children.0.push(server);
     wait_for_port(port, Duration::from_secs(20))?;
     let first = ids.first().cloned().unwrap_or_default();
-    println!("\nfolkhub demo is running: API on http://127.0.0.1:{port}, simulator on {sim_url} (one change every 5 s)\n");
+    println!(
+        "\nfolkhub demo is running: API on http://127.0.0.1:{port}, simulator on {sim_url} (one change every 5 s)\n"
+    );
     println!("Try:");
     println!("  curl -s http://127.0.0.1:{port}/v1/health");
     for id in &ids {
@@ -302,9 +390,17 @@ scope = "folkeregister:deling/offentligmedhjemmel"
     }
     println!("  curl -s 'http://127.0.0.1:{port}/v1/persons/{first}?provenance=true'");
     println!("  curl -s http://127.0.0.1:{port}/v1/persons/12345678901        # 400 invalid-id");
-    println!("  target/release/folkhub --config {} person get {first}", config.display());
-    println!("  target/release/folkhub --config {} sync folkeregister --changes   # pick up the simulator's changes", config.display());
-    println!("  target/release/folkhub-sim population --seed {seed} --count {count} | head -3   # the ground truth");
+    println!(
+        "  target/release/folkhub --config {} person get {first}",
+        config.display()
+    );
+    println!(
+        "  target/release/folkhub --config {} sync folkeregister --changes   # pick up the simulator's changes",
+        config.display()
+    );
+    println!(
+        "  target/release/folkhub-sim population --seed {seed} --count {count} | head -3   # the ground truth"
+    );
     println!("\nCtrl-C stops everything.");
     // Ctrl-C reaches the whole process group: the server and simulator stop
     // with us. If the server exits on its own, stop the simulator too.
@@ -318,7 +414,12 @@ scope = "folkeregister:deling/offentligmedhjemmel"
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Task::Demo { port, seed, count, sim_port } => demo(port, seed, count, sim_port),
+        Task::Demo {
+            port,
+            seed,
+            count,
+            sim_port,
+        } => demo(port, seed, count, sim_port),
         Task::Test => test(),
         Task::BuildConnectors { publish } => build_connectors(publish),
         Task::Bench => {
@@ -329,7 +430,17 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Docs => {
             let mut c = cargo();
-            c.args(["test", "-p", "folkhub-tests", "--test", "all", "--", "docs::fields_md", "--exact"]).env("FOLKHUB_WRITE_DOCS", "1");
+            c.args([
+                "test",
+                "-p",
+                "folkhub-tests",
+                "--test",
+                "all",
+                "--",
+                "docs::fields_md",
+                "--exact",
+            ])
+            .env("FOLKHUB_WRITE_DOCS", "1");
             run(c, "regenerate docs/fields.md")
         }
     }

@@ -15,15 +15,19 @@ pub mod mapping;
 mod component {
     use super::mapping;
     use folkhub_connector_sdk::{
-        ChangePage, ConnectorError, Description, LookupOutcome, LookupResult, bindings, config_or, http, log,
+        ChangePage, ConnectorError, Description, LookupOutcome, LookupResult, bindings, config_or,
+        http, log,
     };
 
-    const PRODUCTION: &str = "https://folkeregisteret.api.skatteetaten.no/folkeregisteret/offentlig-med-hjemmel/api/v1";
+    const PRODUCTION: &str =
+        "https://folkeregisteret.api.skatteetaten.no/folkeregisteret/offentlig-med-hjemmel/api/v1";
 
     struct Folkeregister;
 
     fn base_url() -> String {
-        config_or("base-url", PRODUCTION).trim_end_matches('/').to_string()
+        config_or("base-url", PRODUCTION)
+            .trim_end_matches('/')
+            .to_string()
     }
 
     fn parts_query() -> String {
@@ -48,23 +52,34 @@ mod component {
         fn lookup_batch(ids: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
             let mut results = Vec::with_capacity(ids.len());
             for chunk in ids.chunks(mapping::MAX_BATCH) {
-                let url = format!("{}/personer/bulkoppslag?{}&somBestilt=true", base_url(), parts_query());
+                let url = format!(
+                    "{}/personer/bulkoppslag?{}&somBestilt=true",
+                    base_url(),
+                    parts_query()
+                );
                 let body = serde_json::json!({ "foedselsEllerDNummer": chunk });
                 let response = http::post_json(&url, &[("accept", "application/json")], &body)?;
                 if response.status == 404 {
-                    return Err(ConnectorError::UpstreamUnavailable(format!("{url} answered 404: is base-url right?")));
+                    return Err(ConnectorError::UpstreamUnavailable(format!(
+                        "{url} answered 404: is base-url right?"
+                    )));
                 }
                 let json = http::json(&response, "bulkoppslag")?;
                 let mut warnings = Vec::new();
-                let mapped = mapping::map_bulk(&json, &mut warnings).map_err(ConnectorError::MalformedResponse)?;
+                let mapped = mapping::map_bulk(&json, &mut warnings)
+                    .map_err(ConnectorError::MalformedResponse)?;
                 for warning in &warnings {
                     log::warn(warning, &[]);
                 }
                 for (requested, outcome) in mapped {
                     let outcome = match outcome {
-                        mapping::Outcome::Found(person) => LookupOutcome::Found(person.into_record()),
+                        mapping::Outcome::Found(person) => {
+                            LookupOutcome::Found(person.into_record())
+                        }
                         mapping::Outcome::NotFound => LookupOutcome::NotFound,
-                        mapping::Outcome::Invalid(message) => LookupOutcome::Failed(ConnectorError::BadInput(message)),
+                        mapping::Outcome::Invalid(message) => {
+                            LookupOutcome::Failed(ConnectorError::BadInput(message))
+                        }
                     };
                     results.push(LookupResult { requested, outcome });
                 }
@@ -75,14 +90,18 @@ mod component {
         fn changes(cursor: Option<String>) -> Result<ChangePage, ConnectorError> {
             let seq = match cursor.as_deref() {
                 None => 1,
-                Some(c) => c
-                    .parse::<u64>()
-                    .map_err(|_| ConnectorError::BadInput(format!("cursor {c:?} is not a Folkeregisteret sequence number")))?,
+                Some(c) => c.parse::<u64>().map_err(|_| {
+                    ConnectorError::BadInput(format!(
+                        "cursor {c:?} is not a Folkeregisteret sequence number"
+                    ))
+                })?,
             };
             let url = format!("{}/hendelser/feed?seq={seq}", base_url());
             let response = http::get(&url, &[("accept", "application/json")])?;
             if response.status == 404 {
-                return Err(ConnectorError::UpstreamUnavailable(format!("{url} answered 404: is base-url right?")));
+                return Err(ConnectorError::UpstreamUnavailable(format!(
+                    "{url} answered 404: is base-url right?"
+                )));
             }
             let json = http::json(&response, "hendelser/feed")?;
             let page = mapping::map_feed(&json, seq).map_err(ConnectorError::MalformedResponse)?;

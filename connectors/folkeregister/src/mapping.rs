@@ -59,16 +59,32 @@ pub struct Person {
 
 impl Person {
     pub fn field(&self, path: &str) -> Option<&Value> {
-        self.fields.iter().find(|f| f.path == path).map(|f| &f.value)
+        self.fields
+            .iter()
+            .find(|f| f.path == path)
+            .map(|f| &f.value)
     }
 
     pub fn into_record(self) -> PersonRecord {
         PersonRecord {
-            ids: self.ids.into_iter().map(|(scheme, value, active)| PersonId { scheme, value, active }).collect(),
+            ids: self
+                .ids
+                .into_iter()
+                .map(|(scheme, value, active)| PersonId {
+                    scheme,
+                    value,
+                    active,
+                })
+                .collect(),
             fields: self
                 .fields
                 .into_iter()
-                .map(|f| Field { path: f.path.to_string(), value: f.value.to_string(), labels: f.labels, effective: f.effective })
+                .map(|f| Field {
+                    path: f.path.to_string(),
+                    value: f.value.to_string(),
+                    labels: f.labels,
+                    effective: f.effective,
+                })
                 .collect(),
             upstream_version: UPSTREAM_VERSION.to_string(),
         }
@@ -95,10 +111,11 @@ fn is_current(v: &Value) -> bool {
 /// latest `gyldighetstidspunkt`.
 fn current<'a>(doc: &'a Value, property: &str) -> Option<&'a Value> {
     match doc.get(property)? {
-        Value::Array(versions) => versions
-            .iter()
-            .filter(|v| is_current(v))
-            .max_by(|a, b| text(a, "gyldighetstidspunkt").unwrap_or("").cmp(text(b, "gyldighetstidspunkt").unwrap_or(""))),
+        Value::Array(versions) => versions.iter().filter(|v| is_current(v)).max_by(|a, b| {
+            text(a, "gyldighetstidspunkt")
+                .unwrap_or("")
+                .cmp(text(b, "gyldighetstidspunkt").unwrap_or(""))
+        }),
         // doedsfall and falskIdentitet are single objects in v1.5.
         single @ Value::Object(_) => is_current(single).then_some(single),
         _ => None,
@@ -127,7 +144,9 @@ fn number_text(v: &Value, key: &str) -> Option<String> {
 }
 
 fn effective(v: &Value) -> Option<String> {
-    text(v, "gyldighetstidspunkt").or_else(|| text(v, "ajourholdstidspunkt")).map(String::from)
+    text(v, "gyldighetstidspunkt")
+        .or_else(|| text(v, "ajourholdstidspunkt"))
+        .map(String::from)
 }
 
 fn code(raw: &str, table: &[(&str, &str)], what: &str, warnings: &mut Vec<String>) -> String {
@@ -214,7 +233,10 @@ fn address(v: &Value) -> Option<(Value, Option<String>, Option<String>)> {
         unit = text(road, "bruksenhetsnummer");
     } else if let Some(cadastral) = v.get("matrikkeladresse").filter(|r| r.is_object()) {
         out.insert("kind".into(), json!("cadastral"));
-        let number = cadastral.get("matrikkelnummer").cloned().unwrap_or(Value::Null);
+        let number = cadastral
+            .get("matrikkelnummer")
+            .cloned()
+            .unwrap_or(Value::Null);
         if let Some(farm) = number_text(&number, "gaardsnummer") {
             out.insert("farm".into(), json!(farm));
         }
@@ -268,12 +290,16 @@ pub fn map_person(doc: &Value, warnings: &mut Vec<String>) -> Result<Person, Str
     let mut ids = Vec::new();
     if let Some(Value::Array(list)) = doc.get("identifikasjonsnummer") {
         for item in list {
-            let Some(value) = text(item, "foedselsEllerDNummer") else { continue };
+            let Some(value) = text(item, "foedselsEllerDNummer") else {
+                continue;
+            };
             let scheme = match text(item, "identifikatortype") {
                 Some("dNummer") => "no-dnr",
                 Some("foedselsnummer") | None => "no-fnr",
                 Some(other) => {
-                    warnings.push(format!("unknown identifikatortype {other:?}; kept as no-fnr"));
+                    warnings.push(format!(
+                        "unknown identifikatortype {other:?}; kept as no-fnr"
+                    ));
                     "no-fnr"
                 }
             };
@@ -291,13 +317,23 @@ pub fn map_person(doc: &Value, warnings: &mut Vec<String>) -> Result<Person, Str
     let own_ids: Vec<String> = ids.iter().map(|(_, v, _)| v.clone()).collect();
 
     let mut fields = Vec::new();
-    let mut push = |path: &'static str, value: Value, labels: Vec<String>, effective: Option<String>| {
-        fields.push(Mapped { path, value, labels, effective });
-    };
+    let mut push =
+        |path: &'static str, value: Value, labels: Vec<String>, effective: Option<String>| {
+            fields.push(Mapped {
+                path,
+                value,
+                labels,
+                effective,
+            });
+        };
 
     if let Some(name) = current(doc, "navn") {
         let eff = effective(name);
-        for (key, path) in [("fornavn", "name.given"), ("mellomnavn", "name.middle"), ("etternavn", "name.family")] {
+        for (key, path) in [
+            ("fornavn", "name.given"),
+            ("mellomnavn", "name.middle"),
+            ("etternavn", "name.family"),
+        ] {
             if let Some(v) = text(name, key) {
                 push(path, json!(v), vec![], eff.clone());
             }
@@ -312,20 +348,35 @@ pub fn map_person(doc: &Value, warnings: &mut Vec<String>) -> Result<Person, Str
         }
     }
     if let Some(gender) = current(doc, "kjoenn").and_then(|g| text(g, "kjoenn")) {
-        push("gender", json!(code(gender, GENDER, "kjoenn", warnings)), vec![], None);
+        push(
+            "gender",
+            json!(code(gender, GENDER, "kjoenn", warnings)),
+            vec![],
+            None,
+        );
     }
-    if let Some(status) = current(doc, "status") {
-        if let Some(s) = text(status, "status") {
-            push("status", json!(code(s, STATUS, "status", warnings)), vec![], effective(status));
-        }
+    if let Some(status) = current(doc, "status")
+        && let Some(s) = text(status, "status")
+    {
+        push(
+            "status",
+            json!(code(s, STATUS, "status", warnings)),
+            vec![],
+            effective(status),
+        );
     }
     if let Some(date) = current(doc, "doedsfall").and_then(|d| text(d, "doedsdato")) {
         push("death.date", json!(date), vec![], None);
     }
-    if let Some(civil) = current(doc, "sivilstand") {
-        if let Some(s) = text(civil, "sivilstand") {
-            push("civil-status", json!(code(s, CIVIL, "sivilstand", warnings)), vec![], effective(civil));
-        }
+    if let Some(civil) = current(doc, "sivilstand")
+        && let Some(s) = text(civil, "sivilstand")
+    {
+        push(
+            "civil-status",
+            json!(code(s, CIVIL, "sivilstand", warnings)),
+            vec![],
+            effective(civil),
+        );
     }
     let mut citizenship: Vec<String> = all_current(doc, "statsborgerskap")
         .into_iter()
@@ -342,14 +393,15 @@ pub fn map_person(doc: &Value, warnings: &mut Vec<String>) -> Result<Person, Str
     let person_grading = current(doc, "adressebeskyttelse")
         .and_then(|g| text(g, "graderingsnivaa"))
         .map(|g| code(g, GRADING, "graderingsnivaa", warnings));
-    if let Some(g) = &person_grading {
-        if g != "UGRADERT" {
-            push("protection.level", json!(g), vec![], None);
-        }
+    if let Some(g) = &person_grading
+        && g != "UGRADERT"
+    {
+        push("protection.level", json!(g), vec![], None);
     }
     let labels_for = |v: &Value, warnings: &mut Vec<String>| -> Vec<String> {
         let mut labels = Vec::new();
-        let own = text(v, "adressegradering").map(|g| code(g, GRADING, "adressegradering", warnings));
+        let own =
+            text(v, "adressegradering").map(|g| code(g, GRADING, "adressegradering", warnings));
         for g in [own, person_grading.clone()].into_iter().flatten() {
             if g != "UGRADERT" && !labels.contains(&g) {
                 labels.push(g);
@@ -385,7 +437,10 @@ pub fn map_person(doc: &Value, warnings: &mut Vec<String>) -> Result<Person, Str
         .filter_map(|r| {
             let id = text(r, "relatertPerson")?;
             let role = text(r, "relatertPersonsRolle")?;
-            Some((code(role, ROLE, "relatertPersonsRolle", warnings), id.to_string()))
+            Some((
+                code(role, ROLE, "relatertPersonsRolle", warnings),
+                id.to_string(),
+            ))
         })
         .collect();
     if !family.is_empty() {
@@ -399,13 +454,21 @@ pub fn map_person(doc: &Value, warnings: &mut Vec<String>) -> Result<Person, Str
         .filter_map(|r| {
             let responsible = text(r, "ansvarlig")?;
             let kind = text(r, "ansvar").unwrap_or("ukjent");
-            Some((code(kind, CUSTODY, "ansvar", warnings), responsible.to_string()))
+            Some((
+                code(kind, CUSTODY, "ansvar", warnings),
+                responsible.to_string(),
+            ))
         })
         .collect();
     if !custody.is_empty() {
         custody.sort();
         custody.dedup();
-        push("relations.parental-responsibility", relations(&custody), vec![], None);
+        push(
+            "relations.parental-responsibility",
+            relations(&custody),
+            vec![],
+            None,
+        );
     }
     let mut guardians: Vec<(String, String)> = all_current(doc, "vergemaalEllerFremtidsfullmakt")
         .into_iter()
@@ -418,9 +481,17 @@ pub fn map_person(doc: &Value, warnings: &mut Vec<String>) -> Result<Person, Str
         .collect();
     if !guardians.is_empty() {
         guardians.sort();
-        push("relations.guardianship", relations(&guardians), vec![], None);
+        push(
+            "relations.guardianship",
+            relations(&guardians),
+            vec![],
+            None,
+        );
     }
-    let mut sami: Vec<String> = all_current(doc, "brukAvSamiskSpraak").into_iter().filter_map(|s| text(s, "spraak").map(String::from)).collect();
+    let mut sami: Vec<String> = all_current(doc, "brukAvSamiskSpraak")
+        .into_iter()
+        .filter_map(|s| text(s, "spraak").map(String::from))
+        .collect();
     if !sami.is_empty() {
         sami.sort();
         push("language.sami", json!(sami), vec![], None);
@@ -429,21 +500,37 @@ pub fn map_person(doc: &Value, warnings: &mut Vec<String>) -> Result<Person, Str
 }
 
 fn relations(list: &[(String, String)]) -> Value {
-    Value::Array(list.iter().map(|(role, id)| json!({"role": role, "id": id})).collect())
+    Value::Array(
+        list.iter()
+            .map(|(role, id)| json!({"role": role, "id": id}))
+            .collect(),
+    )
 }
 
 /// Maps a `PersonBulkoppslagResponse`.
-pub fn map_bulk(body: &Value, warnings: &mut Vec<String>) -> Result<Vec<(String, Outcome)>, String> {
-    let list = body.get("oppslag").and_then(Value::as_array).ok_or("bulkoppslag answer has no `oppslag` array")?;
+pub fn map_bulk(
+    body: &Value,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<(String, Outcome)>, String> {
+    let list = body
+        .get("oppslag")
+        .and_then(Value::as_array)
+        .ok_or("bulkoppslag answer has no `oppslag` array")?;
     let mut out = Vec::with_capacity(list.len());
     for item in list {
-        let requested = text(item, "foedselsEllerDNummer").ok_or("an oppslag has no foedselsEllerDNummer")?.to_string();
+        let requested = text(item, "foedselsEllerDNummer")
+            .ok_or("an oppslag has no foedselsEllerDNummer")?
+            .to_string();
         let outcome = if let Some(doc) = item.get("folkeregisterperson").filter(|d| d.is_object()) {
             Outcome::Found(map_person(doc, warnings).map_err(|e| format!("{requested}: {e}"))?)
         } else {
             let message = item
                 .get("feilmelding")
-                .and_then(|f| f.get("feilmelding").and_then(Value::as_str).or_else(|| f.as_str()))
+                .and_then(|f| {
+                    f.get("feilmelding")
+                        .and_then(Value::as_str)
+                        .or_else(|| f.as_str())
+                })
                 .unwrap_or("")
                 .to_string();
             if message.to_lowercase().contains("ugyldig") {
@@ -472,7 +559,12 @@ impl FeedPage {
             changes: self
                 .changes
                 .into_iter()
-                .map(|(id, event, seq, recorded)| Change { id, event, position: seq.to_string(), recorded })
+                .map(|(id, event, seq, recorded)| Change {
+                    id,
+                    event,
+                    position: seq.to_string(),
+                    recorded,
+                })
                 .collect(),
             next_cursor: self.next.to_string(),
             caught_up: self.caught_up,
@@ -482,21 +574,37 @@ impl FeedPage {
 
 /// Maps a `hendelser/feed` page read from sequence number `from`.
 pub fn map_feed(body: &Value, from: u64) -> Result<FeedPage, String> {
-    let list = body.as_array().ok_or("the feed answer is not a JSON array")?;
+    let list = body
+        .as_array()
+        .ok_or("the feed answer is not a JSON array")?;
     let mut changes = Vec::with_capacity(list.len());
     let mut next = from;
     for item in list {
-        let seq = item.get("sekvensnummer").and_then(Value::as_u64).ok_or("a feed entry has no sekvensnummer")?;
+        let seq = item
+            .get("sekvensnummer")
+            .and_then(Value::as_u64)
+            .ok_or("a feed entry has no sekvensnummer")?;
         let event = item.get("hendelse").ok_or("a feed entry has no hendelse")?;
-        let id = text(event, "folkeregisteridentifikator").ok_or("a hendelse has no folkeregisteridentifikator")?;
+        let id = text(event, "folkeregisteridentifikator")
+            .ok_or("a hendelse has no folkeregisteridentifikator")?;
         let kind = text(event, "hendelsetype").unwrap_or("ukjent");
-        changes.push((id.to_string(), kind.to_string(), seq, text(event, "ajourholdstidspunkt").map(String::from)));
+        changes.push((
+            id.to_string(),
+            kind.to_string(),
+            seq,
+            text(event, "ajourholdstidspunkt").map(String::from),
+        ));
         next = next.max(seq + 1);
     }
-    Ok(FeedPage { caught_up: list.len() < FEED_PAGE, changes, next })
+    Ok(FeedPage {
+        caught_up: list.len() < FEED_PAGE,
+        changes,
+        next,
+    })
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -515,10 +623,19 @@ mod tests {
         assert_eq!(home["street"], "Fjordgata");
         assert_eq!(home["house_letter"], "B");
         assert_eq!(p.field("address.municipality"), Some(&json!("4601")));
-        assert_eq!(p.field("address.statistical-unit"), Some(&json!("46010305")));
+        assert_eq!(
+            p.field("address.statistical-unit"),
+            Some(&json!("46010305"))
+        );
         assert_eq!(p.field("status"), Some(&json!("resident")));
         assert_eq!(p.field("gender"), Some(&json!("female")));
-        assert_eq!(p.ids, vec![("no-dnr".into(), "43851500119".into(), false), ("no-fnr".into(), "03851598730".into(), true)]);
+        assert_eq!(
+            p.ids,
+            vec![
+                ("no-dnr".into(), "43851500119".into(), false),
+                ("no-fnr".into(), "03851598730".into(), true)
+            ]
+        );
         assert!(w.is_empty(), "{w:?}");
         let rel = p.field("relations.parental-responsibility").unwrap();
         assert_eq!(rel, &json!([{"role": "joint", "id": "20036914700"}]));
@@ -532,11 +649,19 @@ mod tests {
         assert_eq!(home["kind"], "cadastral");
         assert_eq!(home["farm"], "12");
         assert_eq!(p.field("protection.level"), Some(&json!("FORTROLIG")));
-        let labels = &p.fields.iter().find(|f| f.path == "address.residential").unwrap().labels;
+        let labels = &p
+            .fields
+            .iter()
+            .find(|f| f.path == "address.residential")
+            .unwrap()
+            .labels;
         assert_eq!(labels, &vec!["FORTROLIG".to_string()]);
 
         let p = map_person(&fixture("person-strengt-fortrolig.json"), &mut w).unwrap();
-        assert_eq!(p.field("protection.level"), Some(&json!("STRENGT_FORTROLIG")));
+        assert_eq!(
+            p.field("protection.level"),
+            Some(&json!("STRENGT_FORTROLIG"))
+        );
         assert!(p.field("address.residential").is_none());
         assert!(p.field("address.municipality").is_none());
         assert_eq!(p.field("death.date"), Some(&json!("2024-02-03")));

@@ -17,34 +17,68 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
 
     /// Maps the status to the contract's errors; `Ok` for 2xx and 404
     /// (callers decide what 404 means).
     pub fn check(self) -> Result<Response, ConnectorError> {
-        let snippet = || String::from_utf8_lossy(&self.body[..self.body.len().min(300)]).into_owned();
+        let snippet =
+            || String::from_utf8_lossy(&self.body[..self.body.len().min(300)]).into_owned();
         match self.status {
             200..=299 | 304 | 404 => Ok(self),
-            401 | 403 => Err(ConnectorError::Unauthorized(format!("HTTP {}: {}", self.status, snippet()))),
-            410 => Err(ConnectorError::UpstreamVersionGone(format!("HTTP 410: {}", snippet()))),
+            401 | 403 => Err(ConnectorError::Unauthorized(format!(
+                "HTTP {}: {}",
+                self.status,
+                snippet()
+            ))),
+            410 => Err(ConnectorError::UpstreamVersionGone(format!(
+                "HTTP 410: {}",
+                snippet()
+            ))),
             429 => {
                 // Folkeregisteret sends Retry-After in milliseconds; a plain
                 // HTTP Retry-After is seconds. Values under 1000 are read as seconds.
-                let raw: u32 = self.header("retry-after").and_then(|v| v.trim().parse().ok()).unwrap_or(1000);
-                let ms = if raw < 1000 { raw.saturating_mul(1000) } else { raw };
+                let raw: u32 = self
+                    .header("retry-after")
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(1000);
+                let ms = if raw < 1000 {
+                    raw.saturating_mul(1000)
+                } else {
+                    raw
+                };
                 Err(ConnectorError::RateLimited(ms))
             }
-            400 | 422 => Err(ConnectorError::BadInput(format!("HTTP {}: {}", self.status, snippet()))),
-            500..=599 => Err(ConnectorError::UpstreamUnavailable(format!("HTTP {}: {}", self.status, snippet()))),
-            other => Err(ConnectorError::Other(format!("unexpected HTTP {other}: {}", snippet()))),
+            400 | 422 => Err(ConnectorError::BadInput(format!(
+                "HTTP {}: {}",
+                self.status,
+                snippet()
+            ))),
+            500..=599 => Err(ConnectorError::UpstreamUnavailable(format!(
+                "HTTP {}: {}",
+                self.status,
+                snippet()
+            ))),
+            other => Err(ConnectorError::Other(format!(
+                "unexpected HTTP {other}: {}",
+                snippet()
+            ))),
         }
     }
 }
 
 /// Sends a request and reads the whole response.
 #[cfg(target_arch = "wasm32")]
-pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<Response, ConnectorError> {
+pub fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Response, ConnectorError> {
     use wasip2::http::outgoing_handler;
     use wasip2::http::types::{ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
 
@@ -53,7 +87,9 @@ pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8
     } else if let Some(rest) = url.strip_prefix("http://") {
         (Scheme::Http, rest)
     } else {
-        return Err(ConnectorError::BadInput(format!("URL {url} must start with http:// or https://")));
+        return Err(ConnectorError::BadInput(format!(
+            "URL {url} must start with http:// or https://"
+        )));
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -75,15 +111,21 @@ pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8
     let _ = request.set_scheme(Some(&scheme));
     let _ = request.set_authority(Some(authority));
     let _ = request.set_path_with_query(Some(path));
-    let outgoing = request.body().map_err(|_| ConnectorError::Other("request body taken twice".into()))?;
+    let outgoing = request
+        .body()
+        .map_err(|_| ConnectorError::Other("request body taken twice".into()))?;
     let future = outgoing_handler::handle(request, None).map_err(|e| map_error(e, url))?;
     {
-        let stream = outgoing.write().map_err(|_| ConnectorError::Other("request body stream unavailable".into()))?;
+        let stream = outgoing
+            .write()
+            .map_err(|_| ConnectorError::Other("request body stream unavailable".into()))?;
         if let Some(bytes) = body {
             for chunk in bytes.chunks(4096) {
-                stream
-                    .blocking_write_and_flush(chunk)
-                    .map_err(|e| ConnectorError::UpstreamUnavailable(format!("writing the request to {url}: {e:?}")))?;
+                stream.blocking_write_and_flush(chunk).map_err(|e| {
+                    ConnectorError::UpstreamUnavailable(format!(
+                        "writing the request to {url}: {e:?}"
+                    ))
+                })?;
             }
         }
     }
@@ -99,8 +141,12 @@ pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8
         .map_err(|e: ErrorCode| map_error(e, url))?;
     let status = response.status();
     let headers = response.headers().entries();
-    let incoming = response.consume().map_err(|_| ConnectorError::Other("response body taken twice".into()))?;
-    let stream = incoming.stream().map_err(|_| ConnectorError::Other("response body stream unavailable".into()))?;
+    let incoming = response
+        .consume()
+        .map_err(|_| ConnectorError::Other("response body taken twice".into()))?;
+    let stream = incoming
+        .stream()
+        .map_err(|_| ConnectorError::Other("response body stream unavailable".into()))?;
     let mut body = Vec::new();
     loop {
         match stream.blocking_read(64 * 1024) {
@@ -111,34 +157,59 @@ pub fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8
                 // connections here; the error text says which.
                 let detail = e.to_debug_string();
                 drop(stream);
-                return Err(if detail.contains("BodySize") || detail.contains("body size") {
-                    ConnectorError::Denied(format!("the response from {url} is larger than the host allows ({detail})"))
-                } else {
-                    ConnectorError::MalformedResponse(format!("the response from {url} broke off: {detail}"))
-                });
+                return Err(
+                    if detail.contains("BodySize") || detail.contains("body size") {
+                        ConnectorError::Denied(format!(
+                            "the response from {url} is larger than the host allows ({detail})"
+                        ))
+                    } else {
+                        ConnectorError::MalformedResponse(format!(
+                            "the response from {url} broke off: {detail}"
+                        ))
+                    },
+                );
             }
         }
     }
     drop(stream);
-    Ok(Response { status, headers, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 #[cfg(target_arch = "wasm32")]
 fn map_error(e: wasip2::http::types::ErrorCode, url: &str) -> ConnectorError {
     use wasip2::http::types::ErrorCode as E;
     match e {
-        E::HttpRequestDenied => ConnectorError::Denied(format!("the host did not allow a request to {url}: ask the operator to grant it")),
-        E::DestinationIpProhibited => ConnectorError::Denied(format!("{url} resolves to a private or reserved address that was not granted")),
-        E::HttpResponseBodySize(_) => ConnectorError::Denied(format!("the response from {url} is larger than the host allows")),
-        E::ConnectionTimeout | E::HttpResponseTimeout | E::ConnectionReadTimeout => ConnectorError::UpstreamUnavailable(format!("{url} timed out")),
+        E::HttpRequestDenied => ConnectorError::Denied(format!(
+            "the host did not allow a request to {url}: ask the operator to grant it"
+        )),
+        E::DestinationIpProhibited => ConnectorError::Denied(format!(
+            "{url} resolves to a private or reserved address that was not granted"
+        )),
+        E::HttpResponseBodySize(_) => ConnectorError::Denied(format!(
+            "the response from {url} is larger than the host allows"
+        )),
+        E::ConnectionTimeout | E::HttpResponseTimeout | E::ConnectionReadTimeout => {
+            ConnectorError::UpstreamUnavailable(format!("{url} timed out"))
+        }
         other => ConnectorError::UpstreamUnavailable(format!("{url}: {other:?}")),
     }
 }
 
 /// Native builds (unit tests of mapping code) cannot make requests.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn send(_method: &str, url: &str, _headers: &[(&str, &str)], _body: Option<&[u8]>) -> Result<Response, ConnectorError> {
-    Err(ConnectorError::Other(format!("HTTP to {url} is only available inside the folkhub host")))
+pub fn send(
+    _method: &str,
+    url: &str,
+    _headers: &[(&str, &str)],
+    _body: Option<&[u8]>,
+) -> Result<Response, ConnectorError> {
+    Err(ConnectorError::Other(format!(
+        "HTTP to {url} is only available inside the folkhub host"
+    )))
 }
 
 /// GET with headers, checked.
@@ -147,7 +218,11 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> Result<Response, ConnectorErr
 }
 
 /// POST a JSON body, checked.
-pub fn post_json(url: &str, headers: &[(&str, &str)], body: &serde_json::Value) -> Result<Response, ConnectorError> {
+pub fn post_json(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &serde_json::Value,
+) -> Result<Response, ConnectorError> {
     let mut all: Vec<(&str, &str)> = vec![("content-type", "application/json")];
     all.extend_from_slice(headers);
     send("POST", url, &all, Some(body.to_string().as_bytes()))?.check()
@@ -156,7 +231,10 @@ pub fn post_json(url: &str, headers: &[(&str, &str)], body: &serde_json::Value) 
 /// Parses a JSON body, or says why it could not.
 pub fn json(response: &Response, what: &str) -> Result<serde_json::Value, ConnectorError> {
     serde_json::from_slice(&response.body).map_err(|e| {
-        let start = String::from_utf8_lossy(&response.body[..response.body.len().min(120)]).into_owned();
-        ConnectorError::MalformedResponse(format!("{what}: not valid JSON ({e}); the body starts with {start:?}"))
+        let start =
+            String::from_utf8_lossy(&response.body[..response.body.len().min(120)]).into_owned();
+        ConnectorError::MalformedResponse(format!(
+            "{what}: not valid JSON ({e}); the body starts with {start:?}"
+        ))
     })
 }

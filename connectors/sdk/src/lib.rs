@@ -21,11 +21,12 @@ pub mod bindings {
     });
 }
 
+pub use bindings::export_connector;
 pub use bindings::exports::folkhub::connector::source::{
-    Change, ChangePage, ConnectorError, Description, Field, LookupOutcome, LookupResult, PersonId, PersonRecord,
+    Change, ChangePage, ConnectorError, Description, Field, LookupOutcome, LookupResult, PersonId,
+    PersonRecord,
 };
 pub use bindings::folkhub::connector::host::Level;
-pub use bindings::export_connector;
 
 pub mod http;
 
@@ -44,15 +45,21 @@ pub mod log {
     }
 
     fn write(level: host::Level, message: &str, fields: &[(&str, &str)]) {
-        let fields: Vec<(String, String)> = fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let fields: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         host::log(level, message, &fields);
     }
 }
 
 /// An operator-set configuration value, or a `bad-input` error naming the key.
 pub fn config(key: &str) -> Result<String, ConnectorError> {
-    bindings::folkhub::connector::host::config(key)
-        .ok_or_else(|| ConnectorError::Other(format!("the operator has not set `{key}` in [connectors.<id>.config]")))
+    bindings::folkhub::connector::host::config(key).ok_or_else(|| {
+        ConnectorError::Other(format!(
+            "the operator has not set `{key}` in [connectors.<id>.config]"
+        ))
+    })
 }
 
 /// An optional configuration value.
@@ -61,6 +68,16 @@ pub fn config_or(key: &str, default: &str) -> String {
 }
 
 /// Builds a field from a path and a JSON value.
-pub fn field(path: &str, value: serde_json::Value, labels: &[String], effective: Option<String>) -> Field {
-    Field { path: path.to_string(), value: value.to_string(), labels: labels.to_vec(), effective }
+pub fn field(
+    path: &str,
+    value: serde_json::Value,
+    labels: &[String],
+    effective: Option<String>,
+) -> Field {
+    Field {
+        path: path.to_string(),
+        value: value.to_string(),
+        labels: labels.to_vec(),
+        effective,
+    }
 }

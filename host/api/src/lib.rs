@@ -48,18 +48,30 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     fn internal(error: impl std::fmt::Display) -> ApiError {
         tracing::error!("internal error: {error}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server failed to answer; the operator can find the cause in its log")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed to answer; the operator can find the cause in its log",
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
     }
 }
 
@@ -78,7 +90,10 @@ pub fn person_json(person: &StoredPerson, provenance: bool) -> Value {
             conflicts.push(path.clone());
         }
         if provenance {
-            sources.insert(path.clone(), serde_json::to_value(&field.provenance).unwrap_or(Value::Null));
+            sources.insert(
+                path.clone(),
+                serde_json::to_value(&field.provenance).unwrap_or(Value::Null),
+            );
         }
     }
     let mut out = json!({
@@ -108,26 +123,46 @@ fn flag(value: &Option<String>, name: &str) -> Result<bool, ApiError> {
     match value.as_deref() {
         None | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") | Some("") => Ok(true),
-        Some(other) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid-parameter", format!("{name}={other}: use true or false"))),
+        Some(other) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-parameter",
+            format!("{name}={other}: use true or false"),
+        )),
     }
 }
 
-async fn get_person(State(state): State<ApiState>, Path(id): Path<String>, Query(query): Query<PersonQuery>) -> Result<Json<Value>, ApiError> {
+async fn get_person(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(query): Query<PersonQuery>,
+) -> Result<Json<Value>, ApiError> {
     let provenance = flag(&query.provenance, "provenance")?;
-    let parsed = folkhub_core::ids::parse(&id).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-id", e.to_string()))?;
-    let person = state.store.person(&parsed.value).await.map_err(ApiError::internal)?;
+    let parsed = folkhub_core::ids::parse(&id)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-id", e.to_string()))?;
+    let person = state
+        .store
+        .person(&parsed.value)
+        .await
+        .map_err(ApiError::internal)?;
     match person {
         Some(p) => Ok(Json(person_json(&p, provenance))),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "person-not-found",
-            format!("no person with {} {} is in the store; it may not be synced yet", parsed.scheme, parsed.value),
+            format!(
+                "no person with {} {} is in the store; it may not be synced yet",
+                parsed.scheme, parsed.value
+            ),
         )),
     }
 }
 
 async fn health(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let persons = state.store.count_persons().await.map_err(ApiError::internal)?;
+    let persons = state
+        .store
+        .count_persons()
+        .await
+        .map_err(ApiError::internal)?;
     let degraded = state.connectors.iter().any(|c| c.error.is_some());
     Ok(Json(json!({
         "status": if degraded { "degraded" } else { "ok" },
@@ -138,7 +173,11 @@ async fn health(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> 
 }
 
 async fn fallback() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no-such-route", "no such route; see GET /v1/health and GET /v1/persons/{id}")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no-such-route",
+        "no such route; see GET /v1/health and GET /v1/persons/{id}",
+    )
 }
 
 /// The router.
@@ -151,6 +190,12 @@ pub fn app(state: ApiState) -> Router {
 }
 
 /// Serves the API until `shutdown` resolves.
-pub async fn serve(listener: tokio::net::TcpListener, state: ApiState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

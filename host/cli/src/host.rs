@@ -30,8 +30,16 @@ impl Host {
         let store = SqliteStore::open(&config.sqlite_path(), rules)
             .await
             .with_context(|| format!("opening the store {}", config.store.url))?;
-        let runtime = Runtime::new(Some(config.runtime.cache_dir.clone()), Limits::from_config(&config.runtime))?;
-        Ok(Host { config, manifest, store: Arc::new(store), runtime })
+        let runtime = Runtime::new(
+            Some(config.runtime.cache_dir.clone()),
+            Limits::from_config(&config.runtime),
+        )?;
+        Ok(Host {
+            config,
+            manifest,
+            store: Arc::new(store),
+            runtime,
+        })
     }
 
     /// Opens with `folkhub.toml` (or the given file) and the environment.
@@ -59,18 +67,40 @@ impl Host {
     /// Verifies and prepares a release without recording anything.
     pub fn prepare(&self, release: &Release) -> anyhow::Result<Connector> {
         let settings = self.settings(&release.connector)?;
-        Ok(self.runtime.prepare(release, &self.manifest.artifact_path(release), settings)?)
+        Ok(self
+            .runtime
+            .prepare(release, &self.manifest.artifact_path(release), settings)?)
     }
 
     /// Installs a release: verifies digest and contract, compiles, links,
     /// then records it. On any error nothing is recorded.
-    pub async fn install(&self, connector: &str, version: Option<&str>, pin: bool, actor: &str, reason: &str) -> anyhow::Result<Installation> {
+    pub async fn install(
+        &self,
+        connector: &str,
+        version: Option<&str>,
+        pin: bool,
+        actor: &str,
+        reason: &str,
+    ) -> anyhow::Result<Installation> {
         let Some(release) = self.manifest.find(connector, version) else {
-            let known = self.manifest.releases_of(connector).iter().map(|r| r.version.clone()).collect::<Vec<_>>();
+            let known = self
+                .manifest
+                .releases_of(connector)
+                .iter()
+                .map(|r| r.version.clone())
+                .collect::<Vec<_>>();
             if known.is_empty() {
-                bail!("no connector {connector:?} in {}; known: {}", self.config.registry.manifest.display(), self.manifest.connectors().join(", "));
+                bail!(
+                    "no connector {connector:?} in {}; known: {}",
+                    self.config.registry.manifest.display(),
+                    self.manifest.connectors().join(", ")
+                );
             }
-            bail!("{connector} has no release {}; published: {}", version.unwrap_or("?"), known.join(", "));
+            bail!(
+                "{connector} has no release {}; published: {}",
+                version.unwrap_or("?"),
+                known.join(", ")
+            );
         };
         let prepared = self.prepare(release)?;
         let installation = Installation {
@@ -115,7 +145,10 @@ impl Host {
 
     /// The ID schemes a connector's installed release looks up.
     pub fn schemes(&self, connector: &Connector) -> Vec<String> {
-        self.manifest.find(&connector.id, Some(&connector.version)).map(|r| r.id_schemes.clone()).unwrap_or_default()
+        self.manifest
+            .find(&connector.id, Some(&connector.version))
+            .map(|r| r.id_schemes.clone())
+            .unwrap_or_default()
     }
 
     pub fn store(&self) -> &dyn PersonStore {

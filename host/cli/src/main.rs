@@ -8,7 +8,11 @@ use folkhub_cli::commands;
 use folkhub_cli::host::Host;
 
 #[derive(Parser)]
-#[command(name = "folkhub", version, about = "Person records from the Nordic population registers, merged and served")]
+#[command(
+    name = "folkhub",
+    version,
+    about = "Person records from the Nordic population registers, merged and served"
+)]
 struct Cli {
     /// Config file (default: ./folkhub.toml if it exists).
     #[arg(long, global = true, env = "FOLKHUB_CONFIG")]
@@ -93,11 +97,16 @@ enum CredentialsCommand {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Credentials { command: CredentialsCommand::GenerateKey { out } } => commands::credentials::generate_key(&out),
+        Command::Credentials {
+            command: CredentialsCommand::GenerateKey { out },
+        } => commands::credentials::generate_key(&out),
         Command::Version => {
             println!("folkhub {}", env!("CARGO_PKG_VERSION"));
             for s in folkhub_runtime::SUPPORTED {
-                println!("  folkhub:connector {}.x up to {} — {:?} since {}", s.major, s.newest, s.support, s.since);
+                println!(
+                    "  folkhub:connector {}.x up to {} — {:?} since {}",
+                    s.major, s.newest, s.support, s.since
+                );
             }
             Ok(())
         }
@@ -108,12 +117,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let listen = listen.unwrap_or_else(|| host.config.server.listen.clone());
                     commands::serve::run(&host, &listen).await
                 }
-                Command::Sync { connector, full, changes: _ } => commands::sync::run(&host, &connector, full, false).await.map(|_| ()),
-                Command::Person { command: PersonCommand::Get { id, json } } => commands::person::get(&host, &id, json).await,
-                Command::Connectors { command: ConnectorsCommand::List } => commands::connectors::list(&host).await,
-                Command::Connectors { command: ConnectorsCommand::Install { connector, version, pin, reason } } => {
+                Command::Sync {
+                    connector,
+                    full,
+                    changes: _,
+                } => commands::sync::run(&host, &connector, full, false)
+                    .await
+                    .map(|_| ()),
+                Command::Person {
+                    command: PersonCommand::Get { id, json },
+                } => commands::person::get(&host, &id, json).await,
+                Command::Connectors {
+                    command: ConnectorsCommand::List,
+                } => commands::connectors::list(&host).await,
+                Command::Connectors {
+                    command:
+                        ConnectorsCommand::Install {
+                            connector,
+                            version,
+                            pin,
+                            reason,
+                        },
+                } => {
                     let actor = std::env::var("USER").unwrap_or_else(|_| "cli".into());
-                    commands::connectors::install(&host, &connector, version.as_deref(), pin, &actor, &reason).await
+                    commands::connectors::install(
+                        &host,
+                        &connector,
+                        version.as_deref(),
+                        pin,
+                        &actor,
+                        &reason,
+                    )
+                    .await
                 }
                 Command::Credentials { .. } | Command::Version => Ok(()),
             }
@@ -124,7 +159,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FOLKHUB_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FOLKHUB_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()).await {

@@ -31,7 +31,12 @@ pub enum ConnectorError {
 impl ConnectorError {
     /// Is a later retry of the same call likely to succeed?
     pub fn is_transient(&self) -> bool {
-        matches!(self, ConnectorError::RateLimited(_) | ConnectorError::UpstreamUnavailable(_) | ConnectorError::MalformedResponse(_))
+        matches!(
+            self,
+            ConnectorError::RateLimited(_)
+                | ConnectorError::UpstreamUnavailable(_)
+                | ConnectorError::MalformedResponse(_)
+        )
     }
 }
 

@@ -57,36 +57,246 @@ macro_rules! field {
 
 /// The catalogue, in documentation order.
 pub const CATALOGUE: &[FieldDef] = &[
-    field!("name.given", "name", Text, false, ["folkeregister", "spar", "dvv"], "Given name(s) as registered (FREG fornavn, SPAR Fornamn, VTJ etunimet)."),
-    field!("name.middle", "name", Text, false, ["folkeregister", "spar"], "Middle name (FREG mellomnavn, SPAR Mellannamn)."),
-    field!("name.family", "name", Text, false, ["folkeregister", "spar", "dvv"], "Family name (FREG etternavn, SPAR Efternamn, VTJ sukunimi)."),
-    field!("birth.date", "birth", Date, false, ["folkeregister", "spar", "dvv"], "Date of birth."),
-    field!("birth.country", "birth", Code, false, ["folkeregister"], "Country of birth, ISO 3166 alpha-3 as the register gives it."),
-    field!("gender", "birth", Code, false, ["folkeregister", "spar", "dvv"], "`female` or `male` as registered."),
-    field!("status", "status", Code, false, ["folkeregister", "spar", "dvv"], "Registration status: `resident`, `emigrated`, `deceased`, `missing`, `ceased`, `inactive`, `not-resident`, `birth-registered`, `temporary`, `active`; unknown register codes are kept as sent."),
-    field!("death.date", "status", Date, false, ["folkeregister", "spar", "dvv"], "Date of death."),
-    field!("civil-status", "family", Code, false, ["folkeregister", "spar", "dvv"], "Civil status: `unknown`, `unmarried`, `married`, `widowed`, `divorced`, `separated`, `registered-partner`, `separated-partner`, `divorced-partner`, `surviving-partner`; unknown codes kept as sent."),
-    field!("citizenship", "citizenship", TextList, false, ["folkeregister", "spar", "dvv"], "Citizenships, ISO 3166 alpha-3, sorted."),
-    field!("address.residential", "address", Address, true, ["folkeregister", "spar", "dvv"], "Registered home address (FREG bostedsadresse, SPAR Folkbokforingsadress, VTJ vakinainen osoite)."),
-    field!("address.temporary", "address", Address, true, ["folkeregister", "dvv"], "Temporary address (FREG oppholdsadresse, VTJ tilapäinen osoite)."),
-    field!("address.postal", "address", Address, true, ["folkeregister", "spar", "dvv"], "Postal address when it differs from the home address."),
-    field!("address.municipality", "address", Code, true, ["folkeregister", "spar", "dvv"], "Municipality number of the home address (NO kommunenummer, SE kommunkod, FI kotikunta)."),
-    field!("address.statistical-unit", "address", Code, true, ["folkeregister"], "NO grunnkrets (8 digits: kommunenummer + 4)."),
-    field!("address.district", "district", Code, true, ["kartverket"], "City district code (SSB Klass 103, e.g. 030101 Gamle Oslo)."),
-    field!("protection.level", "protection", Code, false, ["folkeregister"], "NO address protection: `UGRADERT`, `KLIENTADRESSE`, `FORTROLIG`, `STRENGT_FORTROLIG`, `STRENGT_FORTROLIG_UTLAND`."),
-    field!("protection.se-secrecy", "protection", Flag, false, ["spar"], "SE sekretessmarkering."),
-    field!("protection.se-protected-registration", "protection", Flag, false, ["spar"], "SE skyddad folkbokföring."),
-    field!("protection.fi-non-disclosure", "protection", Flag, false, ["dvv"], "FI turvakielto."),
-    field!("relations.family", "relations", Relations, false, ["folkeregister", "spar", "dvv"], "Family relations: role `mother`, `father`, `co-mother`, `child`, `spouse`, `sibling` (FREG familierelasjon). Sorted by role, then id."),
-    field!("relations.parental-responsibility", "relations", Relations, false, ["folkeregister", "spar", "dvv"], "Who has parental responsibility for this person: role `joint`, `mother`, `father`, `co-mother`, `other`, `unknown`, with the guardian's id."),
-    field!("relations.guardianship", "relations", Relations, false, ["folkeregister", "dvv"], "Guardianship (vergemål, edunvalvonta): the guardian's id with role = the scope."),
-    field!("language.sami", "language", TextList, false, ["folkeregister"], "Sami languages the person uses with public bodies (FREG brukAvSamiskSpraak)."),
-    field!("language.preferred", "contact", Code, false, ["krr", "dvv"], "Preferred language (KRR spraak, VTJ äidinkieli)."),
-    field!("contact.email", "contact", Text, false, ["krr"], "E-mail address in KRR."),
-    field!("contact.mobile", "contact", Text, false, ["krr"], "Mobile phone number in KRR."),
-    field!("contact.reservation", "contact", Flag, false, ["krr"], "True when the person has reserved against digital communication."),
-    field!("contact.notification-status", "contact", Code, false, ["krr"], "KRR varslingsstatus: `can-notify`, `cannot-notify`."),
-    field!("contact.digital-mailbox", "contact", Text, false, ["krr"], "Digital mailbox address (KRR digital_post)."),
+    field!(
+        "name.given",
+        "name",
+        Text,
+        false,
+        ["folkeregister", "spar", "dvv"],
+        "Given name(s) as registered (FREG fornavn, SPAR Fornamn, VTJ etunimet)."
+    ),
+    field!(
+        "name.middle",
+        "name",
+        Text,
+        false,
+        ["folkeregister", "spar"],
+        "Middle name (FREG mellomnavn, SPAR Mellannamn)."
+    ),
+    field!(
+        "name.family",
+        "name",
+        Text,
+        false,
+        ["folkeregister", "spar", "dvv"],
+        "Family name (FREG etternavn, SPAR Efternamn, VTJ sukunimi)."
+    ),
+    field!(
+        "birth.date",
+        "birth",
+        Date,
+        false,
+        ["folkeregister", "spar", "dvv"],
+        "Date of birth."
+    ),
+    field!(
+        "birth.country",
+        "birth",
+        Code,
+        false,
+        ["folkeregister"],
+        "Country of birth, ISO 3166 alpha-3 as the register gives it."
+    ),
+    field!(
+        "gender",
+        "birth",
+        Code,
+        false,
+        ["folkeregister", "spar", "dvv"],
+        "`female` or `male` as registered."
+    ),
+    field!(
+        "status",
+        "status",
+        Code,
+        false,
+        ["folkeregister", "spar", "dvv"],
+        "Registration status: `resident`, `emigrated`, `deceased`, `missing`, `ceased`, `inactive`, `not-resident`, `birth-registered`, `temporary`, `active`; unknown register codes are kept as sent."
+    ),
+    field!(
+        "death.date",
+        "status",
+        Date,
+        false,
+        ["folkeregister", "spar", "dvv"],
+        "Date of death."
+    ),
+    field!(
+        "civil-status",
+        "family",
+        Code,
+        false,
+        ["folkeregister", "spar", "dvv"],
+        "Civil status: `unknown`, `unmarried`, `married`, `widowed`, `divorced`, `separated`, `registered-partner`, `separated-partner`, `divorced-partner`, `surviving-partner`; unknown codes kept as sent."
+    ),
+    field!(
+        "citizenship",
+        "citizenship",
+        TextList,
+        false,
+        ["folkeregister", "spar", "dvv"],
+        "Citizenships, ISO 3166 alpha-3, sorted."
+    ),
+    field!(
+        "address.residential",
+        "address",
+        Address,
+        true,
+        ["folkeregister", "spar", "dvv"],
+        "Registered home address (FREG bostedsadresse, SPAR Folkbokforingsadress, VTJ vakinainen osoite)."
+    ),
+    field!(
+        "address.temporary",
+        "address",
+        Address,
+        true,
+        ["folkeregister", "dvv"],
+        "Temporary address (FREG oppholdsadresse, VTJ tilapäinen osoite)."
+    ),
+    field!(
+        "address.postal",
+        "address",
+        Address,
+        true,
+        ["folkeregister", "spar", "dvv"],
+        "Postal address when it differs from the home address."
+    ),
+    field!(
+        "address.municipality",
+        "address",
+        Code,
+        true,
+        ["folkeregister", "spar", "dvv"],
+        "Municipality number of the home address (NO kommunenummer, SE kommunkod, FI kotikunta)."
+    ),
+    field!(
+        "address.statistical-unit",
+        "address",
+        Code,
+        true,
+        ["folkeregister"],
+        "NO grunnkrets (8 digits: kommunenummer + 4)."
+    ),
+    field!(
+        "address.district",
+        "district",
+        Code,
+        true,
+        ["kartverket"],
+        "City district code (SSB Klass 103, e.g. 030101 Gamle Oslo)."
+    ),
+    field!(
+        "protection.level",
+        "protection",
+        Code,
+        false,
+        ["folkeregister"],
+        "NO address protection: `UGRADERT`, `KLIENTADRESSE`, `FORTROLIG`, `STRENGT_FORTROLIG`, `STRENGT_FORTROLIG_UTLAND`."
+    ),
+    field!(
+        "protection.se-secrecy",
+        "protection",
+        Flag,
+        false,
+        ["spar"],
+        "SE sekretessmarkering."
+    ),
+    field!(
+        "protection.se-protected-registration",
+        "protection",
+        Flag,
+        false,
+        ["spar"],
+        "SE skyddad folkbokföring."
+    ),
+    field!(
+        "protection.fi-non-disclosure",
+        "protection",
+        Flag,
+        false,
+        ["dvv"],
+        "FI turvakielto."
+    ),
+    field!(
+        "relations.family",
+        "relations",
+        Relations,
+        false,
+        ["folkeregister", "spar", "dvv"],
+        "Family relations: role `mother`, `father`, `co-mother`, `child`, `spouse`, `sibling` (FREG familierelasjon). Sorted by role, then id."
+    ),
+    field!(
+        "relations.parental-responsibility",
+        "relations",
+        Relations,
+        false,
+        ["folkeregister", "spar", "dvv"],
+        "Who has parental responsibility for this person: role `joint`, `mother`, `father`, `co-mother`, `other`, `unknown`, with the guardian's id."
+    ),
+    field!(
+        "relations.guardianship",
+        "relations",
+        Relations,
+        false,
+        ["folkeregister", "dvv"],
+        "Guardianship (vergemål, edunvalvonta): the guardian's id with role = the scope."
+    ),
+    field!(
+        "language.sami",
+        "language",
+        TextList,
+        false,
+        ["folkeregister"],
+        "Sami languages the person uses with public bodies (FREG brukAvSamiskSpraak)."
+    ),
+    field!(
+        "language.preferred",
+        "contact",
+        Code,
+        false,
+        ["krr", "dvv"],
+        "Preferred language (KRR spraak, VTJ äidinkieli)."
+    ),
+    field!(
+        "contact.email",
+        "contact",
+        Text,
+        false,
+        ["krr"],
+        "E-mail address in KRR."
+    ),
+    field!(
+        "contact.mobile",
+        "contact",
+        Text,
+        false,
+        ["krr"],
+        "Mobile phone number in KRR."
+    ),
+    field!(
+        "contact.reservation",
+        "contact",
+        Flag,
+        false,
+        ["krr"],
+        "True when the person has reserved against digital communication."
+    ),
+    field!(
+        "contact.notification-status",
+        "contact",
+        Code,
+        false,
+        ["krr"],
+        "KRR varslingsstatus: `can-notify`, `cannot-notify`."
+    ),
+    field!(
+        "contact.digital-mailbox",
+        "contact",
+        Text,
+        false,
+        ["krr"],
+        "Digital mailbox address (KRR digital_post)."
+    ),
 ];
 
 /// Looks a path up in the catalogue.
@@ -131,6 +341,7 @@ for a label does not see them; for `STRENGT_FORTROLIG` the register itself sends
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -99,14 +99,29 @@ pub enum IdError {
     #[error("the ID is empty")]
     Empty,
     #[error("'{input}' has {found} characters; {expected}")]
-    Length { input: String, found: usize, expected: &'static str },
+    Length {
+        input: String,
+        found: usize,
+        expected: &'static str,
+    },
     #[error("'{input}' contains '{character}' at position {position}; {expected}")]
-    Character { input: String, character: char, position: usize, expected: &'static str },
+    Character {
+        input: String,
+        character: char,
+        position: usize,
+        expected: &'static str,
+    },
     #[error("'{input}' encodes the date {date}, which does not exist")]
     Date { input: String, date: String },
     #[error("'{input}' has a wrong check digit: expected {expected}, found {found}")]
-    CheckDigit { input: String, expected: String, found: String },
-    #[error("'{input}' uses the century sign '{sign}', which HETU does not define (use + - Y X W V U A B C D E F)")]
+    CheckDigit {
+        input: String,
+        expected: String,
+        found: String,
+    },
+    #[error(
+        "'{input}' uses the century sign '{sign}', which HETU does not define (use + - Y X W V U A B C D E F)"
+    )]
     CenturySign { input: String, sign: char },
     #[error("'{input}' is not a Norwegian, Swedish or Finnish person ID: {reason}")]
     Unrecognised { input: String, reason: String },
@@ -159,8 +174,10 @@ pub fn parse(input: &str) -> Result<PersonId, IdError> {
             }
         }
         n => {
-            if let Some((position, character)) =
-                chars.iter().enumerate().find(|(_, c)| !c.is_ascii_alphanumeric() && !matches!(c, '-' | '+'))
+            if let Some((position, character)) = chars
+                .iter()
+                .enumerate()
+                .find(|(_, c)| !c.is_ascii_alphanumeric() && !matches!(c, '-' | '+'))
             {
                 return Err(IdError::Character {
                     input: trimmed.to_string(),
@@ -208,13 +225,21 @@ const NO_K2_WEIGHTS: [u32; 10] = [5, 4, 3, 2, 7, 6, 5, 4, 3, 2];
 
 /// Computes the classic (pre-2032) first control digit, `None` when it would be 10.
 pub fn norwegian_k1(first_nine: &[u32]) -> Option<u32> {
-    let sum: u32 = first_nine.iter().zip(NO_K1_WEIGHTS).map(|(d, w)| d * w).sum();
+    let sum: u32 = first_nine
+        .iter()
+        .zip(NO_K1_WEIGHTS)
+        .map(|(d, w)| d * w)
+        .sum();
     mod11_digit(sum)
 }
 
 /// Computes the second control digit over the first ten digits, `None` when it would be 10.
 pub fn norwegian_k2(first_ten: &[u32]) -> Option<u32> {
-    let sum: u32 = first_ten.iter().zip(NO_K2_WEIGHTS).map(|(d, w)| d * w).sum();
+    let sum: u32 = first_ten
+        .iter()
+        .zip(NO_K2_WEIGHTS)
+        .map(|(d, w)| d * w)
+        .sum();
     mod11_digit(sum)
 }
 
@@ -243,15 +268,24 @@ pub fn parse_norwegian(input: &str) -> Result<PersonId, IdError> {
     // From 2032 new numbers may use any k1 with (sum + k1) mod 11 in {0,1,2,3};
     // the classic rule is the {0} case, so this accepts both.
     if !matches!((k1_sum + d[9]) % 11, 0..=3) {
-        let expected = norwegian_k1(&d[..9]).map_or("none (the first nine digits give 10)".to_string(), |k| k.to_string());
-        return Err(IdError::CheckDigit { input: input.to_string(), expected, found: d[9].to_string() });
+        let expected = norwegian_k1(&d[..9])
+            .map_or("none (the first nine digits give 10)".to_string(), |k| {
+                k.to_string()
+            });
+        return Err(IdError::CheckDigit {
+            input: input.to_string(),
+            expected,
+            found: d[9].to_string(),
+        });
     }
     match norwegian_k2(&d[..10]) {
         Some(k2) if k2 == d[10] => {}
         expected => {
             return Err(IdError::CheckDigit {
                 input: input.to_string(),
-                expected: expected.map_or("none (the first ten digits give 10)".to_string(), |k| k.to_string()),
+                expected: expected.map_or("none (the first ten digits give 10)".to_string(), |k| {
+                    k.to_string()
+                }),
                 found: d[10].to_string(),
             });
         }
@@ -264,7 +298,12 @@ pub fn parse_norwegian(input: &str) -> Result<PersonId, IdError> {
 
     if d[0] >= 8 {
         // FH-number: random digits, no date.
-        return Ok(PersonId { scheme: IdScheme::NoFhnr, value: input.to_string(), birth_date: None, synthetic: false });
+        return Ok(PersonId {
+            scheme: IdScheme::NoFhnr,
+            value: input.to_string(),
+            birth_date: None,
+            synthetic: false,
+        });
     }
     let mut scheme = IdScheme::NoFnr;
     let mut synthetic = false;
@@ -296,7 +335,12 @@ pub fn parse_norwegian(input: &str) -> Result<PersonId, IdError> {
             date: format!("{day:02}.{month:02}.{year2:02} (individual number {individual:03})"),
         });
     }
-    Ok(PersonId { scheme, value: input.to_string(), birth_date, synthetic })
+    Ok(PersonId {
+        scheme,
+        value: input.to_string(),
+        birth_date,
+        synthetic,
+    })
 }
 
 fn norwegian_century(year2: u32, individual: u32) -> Option<i32> {
@@ -312,7 +356,12 @@ fn norwegian_century(year2: u32, individual: u32) -> Option<i32> {
 /// Builds a valid Norwegian ID from a date, individual number and kind.
 /// Returns `None` when this individual number gives no valid check digits
 /// (about one in six do); try the next one.
-pub fn make_norwegian(date: NaiveDate, individual: u32, d_number: bool, synthetic_plus80: bool) -> Option<String> {
+pub fn make_norwegian(
+    date: NaiveDate,
+    individual: u32,
+    d_number: bool,
+    synthetic_plus80: bool,
+) -> Option<String> {
     let day = date.day() + if d_number { 40 } else { 0 };
     let month = date.month() + if synthetic_plus80 { 80 } else { 0 };
     let year2 = (date.year() % 100) as u32;
@@ -368,7 +417,10 @@ pub fn parse_swedish_at(input: &str, today: NaiveDate) -> Result<PersonId, IdErr
             });
         }
     };
-    let d = digits(&body, "a Swedish ID has digits and one - or + before the last four")?;
+    let d = digits(
+        &body,
+        "a Swedish ID has digits and one - or + before the last four",
+    )?;
     let (century, ten): (Option<i32>, &[u32]) = if d.len() == 12 {
         (Some((d[0] * 1000 + d[1] * 100) as i32), &d[2..])
     } else {
@@ -376,7 +428,11 @@ pub fn parse_swedish_at(input: &str, today: NaiveDate) -> Result<PersonId, IdErr
     };
     let expected = luhn_digit(&ten[..9]);
     if expected != ten[9] {
-        return Err(IdError::CheckDigit { input: input.to_string(), expected: expected.to_string(), found: ten[9].to_string() });
+        return Err(IdError::CheckDigit {
+            input: input.to_string(),
+            expected: expected.to_string(),
+            found: ten[9].to_string(),
+        });
     }
     let year2 = (ten[0] * 10 + ten[1]) as i32;
     let month = ten[2] * 10 + ten[3];
@@ -391,7 +447,8 @@ pub fn parse_swedish_at(input: &str, today: NaiveDate) -> Result<PersonId, IdErr
         None => {
             // The person is at most 99 years old with '-', 100 or more with '+'.
             let mut year = today.year() - today.year() % 100 + year2;
-            let birthday_passed = |y: i32| NaiveDate::from_ymd_opt(y, month, day.max(1)).is_some_and(|b| b <= today);
+            let birthday_passed =
+                |y: i32| NaiveDate::from_ymd_opt(y, month, day.max(1)).is_some_and(|b| b <= today);
             if !birthday_passed(year) && year > today.year() - 1 || year > today.year() {
                 year -= 100;
             }
@@ -402,10 +459,24 @@ pub fn parse_swedish_at(input: &str, today: NaiveDate) -> Result<PersonId, IdErr
         }
     };
     let Some(birth_date) = NaiveDate::from_ymd_opt(year, month, day) else {
-        return Err(IdError::Date { input: input.to_string(), date: format!("{year:04}-{month:02}-{day:02}") });
+        return Err(IdError::Date {
+            input: input.to_string(),
+            date: format!("{year:04}-{month:02}-{day:02}"),
+        });
     };
-    let value = format!("{year:04}{}", ten[2..].iter().map(|d| char::from_digit(*d, 10).unwrap_or('0')).collect::<String>());
-    Ok(PersonId { scheme, value, birth_date: Some(birth_date), synthetic: false })
+    let value = format!(
+        "{year:04}{}",
+        ten[2..]
+            .iter()
+            .map(|d| char::from_digit(*d, 10).unwrap_or('0'))
+            .collect::<String>()
+    );
+    Ok(PersonId {
+        scheme,
+        value,
+        birth_date: Some(birth_date),
+        synthetic: false,
+    })
 }
 
 /// [`parse_swedish_at`] with today's date.
@@ -416,9 +487,19 @@ pub fn parse_swedish(input: &str) -> Result<PersonId, IdError> {
 /// Builds a 12-digit Swedish ID from a date and three-digit birth number.
 pub fn make_swedish(date: NaiveDate, birth_number: u32, samordning: bool) -> String {
     let day = date.day() + if samordning { 60 } else { 0 };
-    let ten = format!("{:02}{:02}{day:02}{birth_number:03}", date.year() % 100, date.month());
+    let ten = format!(
+        "{:02}{:02}{day:02}{birth_number:03}",
+        date.year() % 100,
+        date.month()
+    );
     let d: Vec<u32> = ten.chars().filter_map(|c| c.to_digit(10)).collect();
-    format!("{}{:02}{:02}{day:02}{birth_number:03}{}", date.year() / 100, date.year() % 100, date.month(), luhn_digit(&d))
+    format!(
+        "{}{:02}{:02}{day:02}{birth_number:03}{}",
+        date.year() / 100,
+        date.year() % 100,
+        date.month(),
+        luhn_digit(&d)
+    )
 }
 
 /// The 10-digit display form `YYMMDD-NNNC` (`+` from the year the person turns 100).
@@ -447,43 +528,91 @@ pub fn parse_finnish(input: &str) -> Result<PersonId, IdError> {
     let upper = input.to_ascii_uppercase();
     let chars: Vec<char> = upper.chars().collect();
     if chars.len() != 11 {
-        return Err(IdError::Length { input: input.to_string(), found: chars.len(), expected: "a HETU has 11 characters: DDMMYY, a century sign, NNN and a check character" });
+        return Err(IdError::Length {
+            input: input.to_string(),
+            found: chars.len(),
+            expected: "a HETU has 11 characters: DDMMYY, a century sign, NNN and a check character",
+        });
     }
     let date_part: String = chars[..6].iter().collect();
     let number_part: String = chars[7..10].iter().collect();
     digits(&date_part, "a HETU starts with six digits DDMMYY")?;
-    let individual = digits(&number_part, "a HETU has three digits after the century sign").map_err(|e| match e {
-        IdError::Character { input, character, position, expected } => IdError::Character { input, character, position: position + 7, expected },
+    let individual = digits(
+        &number_part,
+        "a HETU has three digits after the century sign",
+    )
+    .map_err(|e| match e {
+        IdError::Character {
+            input,
+            character,
+            position,
+            expected,
+        } => IdError::Character {
+            input,
+            character,
+            position: position + 7,
+            expected,
+        },
         other => other,
     })?;
     let sign = chars[6];
     let Some(century) = hetu_century(sign) else {
-        return Err(IdError::CenturySign { input: input.to_string(), sign });
+        return Err(IdError::CenturySign {
+            input: input.to_string(),
+            sign,
+        });
     };
     let number: u64 = format!("{date_part}{number_part}").parse().unwrap_or(0);
     let expected = HETU_CHECK[(number % 31) as usize] as char;
     if chars[10] != expected {
-        return Err(IdError::CheckDigit { input: input.to_string(), expected: expected.to_string(), found: chars[10].to_string() });
+        return Err(IdError::CheckDigit {
+            input: input.to_string(),
+            expected: expected.to_string(),
+            found: chars[10].to_string(),
+        });
     }
     let day: u32 = date_part[0..2].parse().unwrap_or(0);
     let month: u32 = date_part[2..4].parse().unwrap_or(0);
     let year = century + date_part[4..6].parse::<i32>().unwrap_or(0);
     let Some(birth_date) = NaiveDate::from_ymd_opt(year, month, day) else {
-        return Err(IdError::Date { input: input.to_string(), date: format!("{year:04}-{month:02}-{day:02}") });
+        return Err(IdError::Date {
+            input: input.to_string(),
+            date: format!("{year:04}-{month:02}-{day:02}"),
+        });
     };
     let individual = individual[0] * 100 + individual[1] * 10 + individual[2];
-    Ok(PersonId { scheme: IdScheme::FiHetu, value: upper, birth_date: Some(birth_date), synthetic: individual >= 900 })
+    Ok(PersonId {
+        scheme: IdScheme::FiHetu,
+        value: upper,
+        birth_date: Some(birth_date),
+        synthetic: individual >= 900,
+    })
 }
 
 /// Builds a HETU from a date and individual number (century sign `-` or `A`).
 pub fn make_finnish(date: NaiveDate, individual: u32) -> String {
-    let sign = if date.year() >= 2000 { 'A' } else if date.year() >= 1900 { '-' } else { '+' };
-    let dd = format!("{:02}{:02}{:02}", date.day(), date.month(), date.year() % 100);
+    let sign = if date.year() >= 2000 {
+        'A'
+    } else if date.year() >= 1900 {
+        '-'
+    } else {
+        '+'
+    };
+    let dd = format!(
+        "{:02}{:02}{:02}",
+        date.day(),
+        date.month(),
+        date.year() % 100
+    );
     let number: u64 = format!("{dd}{individual:03}").parse().unwrap_or(0);
-    format!("{dd}{sign}{individual:03}{}", HETU_CHECK[(number % 31) as usize] as char)
+    format!(
+        "{dd}{sign}{individual:03}{}",
+        HETU_CHECK[(number % 31) as usize] as char
+    )
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -508,10 +637,22 @@ mod tests {
 
     #[test]
     fn norwegian_errors_say_what_is_wrong() {
-        assert!(matches!(parse("20036914701"), Err(IdError::CheckDigit { .. })));
-        assert!(matches!(parse_norwegian("2003691470"), Err(IdError::Length { found: 10, .. })));
-        assert!(matches!(parse_norwegian("2003691470A"), Err(IdError::Character { position: 11, .. })));
-        assert!(matches!(parse("abc"), Err(IdError::Length { .. }) | Err(IdError::Character { .. })));
+        assert!(matches!(
+            parse("20036914701"),
+            Err(IdError::CheckDigit { .. })
+        ));
+        assert!(matches!(
+            parse_norwegian("2003691470"),
+            Err(IdError::Length { found: 10, .. })
+        ));
+        assert!(matches!(
+            parse_norwegian("2003691470A"),
+            Err(IdError::Character { position: 11, .. })
+        ));
+        assert!(matches!(
+            parse("abc"),
+            Err(IdError::Length { .. }) | Err(IdError::Character { .. })
+        ));
         let message = parse("20036914701").unwrap_err().to_string();
         assert!(message.contains("check digit"), "{message}");
     }
@@ -523,10 +664,19 @@ mod tests {
             let birth = date(year, (i % 12) as u32 + 1, (i % 28) as u32 + 1);
             for individual in norwegian_individual_range(year).step_by(37) {
                 for (dnr, synth) in [(false, false), (true, false), (false, true)] {
-                    let Some(id) = make_norwegian(birth, individual, dnr, synth) else { continue };
+                    let Some(id) = make_norwegian(birth, individual, dnr, synth) else {
+                        continue;
+                    };
                     let parsed = parse(&id).unwrap_or_else(|e| panic!("{id}: {e}"));
                     assert_eq!(parsed.birth_date, Some(birth), "{id}");
-                    assert_eq!(parsed.scheme, if dnr { IdScheme::NoDnr } else { IdScheme::NoFnr });
+                    assert_eq!(
+                        parsed.scheme,
+                        if dnr {
+                            IdScheme::NoDnr
+                        } else {
+                            IdScheme::NoFnr
+                        }
+                    );
                     made += 1;
                     // Changing the second check digit is always caught.
                     let mut bytes = id.clone().into_bytes();
@@ -556,7 +706,10 @@ mod tests {
         assert_eq!(parse_swedish_at(&s, today).unwrap().scheme, IdScheme::SeSnr);
         let mut bad = id.clone().into_bytes();
         bad[11] = b'0' + (bad[11] - b'0' + 1) % 10;
-        assert!(matches!(parse_swedish_at(std::str::from_utf8(&bad).unwrap(), today), Err(IdError::CheckDigit { .. })));
+        assert!(matches!(
+            parse_swedish_at(std::str::from_utf8(&bad).unwrap(), today),
+            Err(IdError::CheckDigit { .. })
+        ));
     }
 
     #[test]
@@ -565,8 +718,14 @@ mod tests {
             let p = parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
             assert_eq!(p.scheme, IdScheme::FiHetu);
         }
-        assert!(matches!(parse_finnish("010280G952L"), Err(IdError::CenturySign { sign: 'G', .. })));
-        assert!(matches!(parse_finnish("010280-952M"), Err(IdError::CheckDigit { .. })));
+        assert!(matches!(
+            parse_finnish("010280G952L"),
+            Err(IdError::CenturySign { sign: 'G', .. })
+        ));
+        assert!(matches!(
+            parse_finnish("010280-952M"),
+            Err(IdError::CheckDigit { .. })
+        ));
         let made = make_finnish(date(2005, 7, 9), 905);
         assert_eq!(parse(&made).unwrap().birth_date, Some(date(2005, 7, 9)));
     }

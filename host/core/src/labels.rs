@@ -29,7 +29,11 @@ impl Protection {
     /// Reads a label; FREG's camelCase grading (`strengtFortrolig`) and the
     /// canonical upper-case form are both accepted.
     pub fn from_label(label: &str) -> Option<Self> {
-        let normal: String = label.chars().filter(|c| *c != '_').collect::<String>().to_ascii_lowercase();
+        let normal: String = label
+            .chars()
+            .filter(|c| *c != '_')
+            .collect::<String>()
+            .to_ascii_lowercase();
         Some(match normal.as_str() {
             "ugradert" => Protection::Ugradert,
             "klientadresse" => Protection::Klientadresse,
@@ -68,13 +72,23 @@ pub fn merge(a: &[String], b: &[String]) -> Vec<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn stricter_wins() {
-        let merged = merge(&["FORTROLIG".into()], &["strengtFortrolig".into(), SE_SECRECY.into()]);
-        assert_eq!(merged, vec!["SEKRETESSMARKERING".to_string(), "STRENGT_FORTROLIG".to_string()]);
+        let merged = merge(
+            &["FORTROLIG".into()],
+            &["strengtFortrolig".into(), SE_SECRECY.into()],
+        );
+        assert_eq!(
+            merged,
+            vec![
+                "SEKRETESSMARKERING".to_string(),
+                "STRENGT_FORTROLIG".to_string()
+            ]
+        );
         assert!(merge(&["UGRADERT".into()], &[]).is_empty());
         assert!(Protection::Fortrolig < Protection::StrengtFortrolig);
     }

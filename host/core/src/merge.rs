@@ -26,8 +26,21 @@ impl Default for MergeRules {
     fn default() -> Self {
         let nordic = ["folkeregister", "spar", "dvv"];
         let mut groups = BTreeMap::new();
-        for group in ["name", "birth", "status", "family", "citizenship", "address", "protection", "relations", "language"] {
-            groups.insert(group.to_string(), nordic.iter().map(|s| s.to_string()).collect());
+        for group in [
+            "name",
+            "birth",
+            "status",
+            "family",
+            "citizenship",
+            "address",
+            "protection",
+            "relations",
+            "language",
+        ] {
+            groups.insert(
+                group.to_string(),
+                nordic.iter().map(|s| s.to_string()).collect(),
+            );
         }
         groups.insert("contact".into(), vec!["krr".into(), "dvv".into()]);
         groups.insert("district".into(), vec!["kartverket".into()]);
@@ -108,7 +121,10 @@ impl MergedRecord {
 
     /// Field values only, as a JSON object.
     pub fn values(&self) -> serde_json::Map<String, Value> {
-        self.fields.iter().map(|(k, f)| (k.clone(), f.value.clone())).collect()
+        self.fields
+            .iter()
+            .map(|(k, f)| (k.clone(), f.value.clone()))
+            .collect()
     }
 }
 
@@ -134,7 +150,10 @@ pub fn merge(rules: &MergeRules, candidates: &BTreeMap<String, Vec<Candidate>>) 
                 && c.effective == best.effective
                 && c.value != best.value
         });
-        let order = rules.groups.get(group).map_or_else(|| "any source".to_string(), |o| o.join(" > "));
+        let order = rules
+            .groups
+            .get(group)
+            .map_or_else(|| "any source".to_string(), |o| o.join(" > "));
         let rule = format!("group {group}: {order}, then newest effective time");
         record.fields.insert(
             path.clone(),
@@ -151,7 +170,11 @@ pub fn merge(rules: &MergeRules, candidates: &BTreeMap<String, Vec<Candidate>>) 
                     retrieved: best.retrieved,
                     alternatives: with_value[1..]
                         .iter()
-                        .map(|c| Alternative { source: c.source.clone(), value: c.value.clone(), retrieved: c.retrieved })
+                        .map(|c| Alternative {
+                            source: c.source.clone(),
+                            value: c.value.clone(),
+                            retrieved: c.retrieved,
+                        })
                         .collect(),
                 },
             },
@@ -172,6 +195,7 @@ pub fn merge(rules: &MergeRules, candidates: &BTreeMap<String, Vec<Candidate>>) 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -193,7 +217,10 @@ mod tests {
         let mut c = BTreeMap::new();
         c.insert(
             "name.family".to_string(),
-            vec![candidate("spar", json!("Svensson"), Some("2025-01-01T00:00:00Z")), candidate("folkeregister", json!("Hansen"), None)],
+            vec![
+                candidate("spar", json!("Svensson"), Some("2025-01-01T00:00:00Z")),
+                candidate("folkeregister", json!("Hansen"), None),
+            ],
         );
         let r = merge(&MergeRules::default(), &c);
         let f = &r.fields["name.family"];
@@ -205,8 +232,17 @@ mod tests {
     #[test]
     fn retracted_values_do_not_win_and_equal_rank_disagreement_is_a_conflict() {
         let mut c = BTreeMap::new();
-        c.insert("death.date".to_string(), vec![candidate("folkeregister", Value::Null, None)]);
-        c.insert("contact.email".to_string(), vec![candidate("x", json!("a@x"), None), candidate("y", json!("b@y"), None)]);
+        c.insert(
+            "death.date".to_string(),
+            vec![candidate("folkeregister", Value::Null, None)],
+        );
+        c.insert(
+            "contact.email".to_string(),
+            vec![
+                candidate("x", json!("a@x"), None),
+                candidate("y", json!("b@y"), None),
+            ],
+        );
         let r = merge(&MergeRules::default(), &c);
         assert!(!r.fields.contains_key("death.date"));
         assert!(r.fields["contact.email"].conflict);
@@ -215,11 +251,23 @@ mod tests {
     #[test]
     fn location_fields_carry_protection() {
         let mut c = BTreeMap::new();
-        c.insert("protection.level".to_string(), vec![candidate("folkeregister", json!("FORTROLIG"), None)]);
-        c.insert("address.residential".to_string(), vec![candidate("folkeregister", json!({"kind": "street"}), None)]);
-        c.insert("name.given".to_string(), vec![candidate("folkeregister", json!("KARI"), None)]);
+        c.insert(
+            "protection.level".to_string(),
+            vec![candidate("folkeregister", json!("FORTROLIG"), None)],
+        );
+        c.insert(
+            "address.residential".to_string(),
+            vec![candidate("folkeregister", json!({"kind": "street"}), None)],
+        );
+        c.insert(
+            "name.given".to_string(),
+            vec![candidate("folkeregister", json!("KARI"), None)],
+        );
         let r = merge(&MergeRules::default(), &c);
-        assert_eq!(r.fields["address.residential"].labels, vec!["FORTROLIG".to_string()]);
+        assert_eq!(
+            r.fields["address.residential"].labels,
+            vec!["FORTROLIG".to_string()]
+        );
         assert!(r.fields["name.given"].labels.is_empty());
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Invalid, Problem, toml_problem};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where person data lives.
@@ -114,19 +114,25 @@ pub enum Credentials {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { url: "sqlite://data/folkhub.db".into() }
+        StoreConfig {
+            url: "sqlite://data/folkhub.db".into(),
+        }
     }
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: "127.0.0.1:8080".into() }
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+        }
     }
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        RegistryConfig { manifest: PathBuf::from("registry-manifest.toml") }
+        RegistryConfig {
+            manifest: PathBuf::from("registry-manifest.toml"),
+        }
     }
 }
 
@@ -143,19 +149,6 @@ impl Default for RuntimeConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            store: StoreConfig::default(),
-            server: ServerConfig::default(),
-            registry: RegistryConfig::default(),
-            runtime: RuntimeConfig::default(),
-            connectors: BTreeMap::new(),
-            merge: MergeConfig::default(),
-        }
-    }
-}
-
 impl Config {
     /// Defaults, then the file if it exists (an explicit path must exist),
     /// then the environment.
@@ -167,13 +160,19 @@ impl Config {
         let mut config = if path.exists() {
             let text = std::fs::read_to_string(&path).map_err(|e| Invalid {
                 file: path.display().to_string(),
-                problems: vec![Problem { path: String::new(), message: format!("cannot read it: {e}") }],
+                problems: vec![Problem {
+                    path: String::new(),
+                    message: format!("cannot read it: {e}"),
+                }],
             })?;
             Self::parse(&text, &path.display().to_string())?
         } else if required {
             return Err(Invalid {
                 file: path.display().to_string(),
-                problems: vec![Problem { path: String::new(), message: "the file does not exist".into() }],
+                problems: vec![Problem {
+                    path: String::new(),
+                    message: "the file does not exist".into(),
+                }],
             });
         } else {
             Config::default()
@@ -188,11 +187,21 @@ impl Config {
                 let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
                 format!("line {line}")
             });
-            Invalid { file: file.to_string(), problems: vec![toml_problem(&span.unwrap_or_default(), &e)] }
+            Invalid {
+                file: file.to_string(),
+                problems: vec![toml_problem(&span.unwrap_or_default(), &e)],
+            }
         })?;
         let mut problems = Vec::new();
         config.validate(&mut problems);
-        if problems.is_empty() { Ok(config) } else { Err(Invalid { file: file.to_string(), problems }) }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(Invalid {
+                file: file.to_string(),
+                problems,
+            })
+        }
     }
 
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
@@ -212,19 +221,37 @@ impl Config {
 
     fn validate(&self, problems: &mut Vec<Problem>) {
         if !self.store.url.starts_with("sqlite:") {
-            problems.push(Problem { path: "store.url".into(), message: format!("{:?}: only sqlite://PATH is supported by this build", self.store.url) });
+            problems.push(Problem {
+                path: "store.url".into(),
+                message: format!(
+                    "{:?}: only sqlite://PATH is supported by this build",
+                    self.store.url
+                ),
+            });
         }
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(Problem { path: "server.listen".into(), message: format!("{:?} is not IP:PORT", self.server.listen) });
+            problems.push(Problem {
+                path: "server.listen".into(),
+                message: format!("{:?} is not IP:PORT", self.server.listen),
+            });
         }
         if self.runtime.call_timeout_ms == 0 {
-            problems.push(Problem { path: "runtime.call_timeout_ms".into(), message: "must be more than 0".into() });
+            problems.push(Problem {
+                path: "runtime.call_timeout_ms".into(),
+                message: "must be more than 0".into(),
+            });
         }
         if self.runtime.memory_limit_mib < 2 {
-            problems.push(Problem { path: "runtime.memory_limit_mib".into(), message: "must be at least 2".into() });
+            problems.push(Problem {
+                path: "runtime.memory_limit_mib".into(),
+                message: "must be at least 2".into(),
+            });
         }
         if self.runtime.max_concurrency == 0 {
-            problems.push(Problem { path: "runtime.max_concurrency".into(), message: "must be at least 1".into() });
+            problems.push(Problem {
+                path: "runtime.max_concurrency".into(),
+                message: "must be at least 1".into(),
+            });
         }
         for (id, c) in &self.connectors {
             for (i, host) in c.grant_hosts.iter().enumerate() {
@@ -238,14 +265,22 @@ impl Config {
         }
         for (group, sources) in &self.merge.groups {
             if sources.is_empty() {
-                problems.push(Problem { path: format!("merge.groups.{group}"), message: "lists no source; remove it to keep the default".into() });
+                problems.push(Problem {
+                    path: format!("merge.groups.{group}"),
+                    message: "lists no source; remove it to keep the default".into(),
+                });
             }
         }
     }
 
     /// The SQLite file path of `store.url`.
     pub fn sqlite_path(&self) -> PathBuf {
-        PathBuf::from(self.store.url.trim_start_matches("sqlite://").trim_start_matches("sqlite:"))
+        PathBuf::from(
+            self.store
+                .url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:"),
+        )
     }
 
     /// Settings of one connector (empty when the operator set none).
@@ -255,6 +290,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -282,7 +318,10 @@ scope = "folkeregister:deling/offentligmedhjemmel"
         .unwrap();
         assert_eq!(c.server.listen, "127.0.0.1:9999");
         assert_eq!(c.runtime.call_timeout_ms, 30_000);
-        assert!(matches!(c.connector("folkeregister").credentials, Some(Credentials::Maskinporten { .. })));
+        assert!(matches!(
+            c.connector("folkeregister").credentials,
+            Some(Credentials::Maskinporten { .. })
+        ));
         let mut c = c;
         c.apply_env(|k| (k == "FOLKHUB_LISTEN").then(|| "127.0.0.1:1".to_string()));
         assert_eq!(c.server.listen, "127.0.0.1:1");
@@ -290,9 +329,22 @@ scope = "folkeregister:deling/offentligmedhjemmel"
 
     #[test]
     fn errors_name_the_key() {
-        let e = Config::parse("[server]\nlisten = \"nowhere\"\n[runtime]\nmax_concurrency = 0\n", "f.toml").unwrap_err().to_string();
-        assert!(e.contains("server.listen") && e.contains("runtime.max_concurrency"), "{e}");
-        let e = Config::parse("[server]\nlisen = \"x\"\n", "f.toml").unwrap_err().to_string();
-        assert!(e.contains("unknown field `lisen`") && e.contains("line 2"), "{e}");
+        let e = Config::parse(
+            "[server]\nlisten = \"nowhere\"\n[runtime]\nmax_concurrency = 0\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("server.listen") && e.contains("runtime.max_concurrency"),
+            "{e}"
+        );
+        let e = Config::parse("[server]\nlisen = \"x\"\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown field `lisen`") && e.contains("line 2"),
+            "{e}"
+        );
     }
 }

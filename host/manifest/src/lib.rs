@@ -35,5 +35,8 @@ pub struct Invalid {
 
 /// Turns a toml deserialisation error into a problem at `path`.
 pub(crate) fn toml_problem(path: &str, error: &toml::de::Error) -> Problem {
-    Problem { path: path.to_string(), message: error.message().trim().to_string() }
+    Problem {
+        path: path.to_string(),
+        message: error.message().trim().to_string(),
+    }
 }

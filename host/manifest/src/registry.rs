@@ -115,7 +115,10 @@ impl Manifest {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| Invalid {
             file: file.clone(),
-            problems: vec![Problem { path: String::new(), message: format!("cannot read it: {e}") }],
+            problems: vec![Problem {
+                path: String::new(),
+                message: format!("cannot read it: {e}"),
+            }],
         })?;
         let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::parse(&text, &file, root)
@@ -123,11 +126,17 @@ impl Manifest {
 
     /// Parses and validates manifest text; every problem is reported.
     pub fn parse(text: &str, file: &str, root: PathBuf) -> Result<Manifest, Invalid> {
-        let invalid = |problems| Invalid { file: file.to_string(), problems };
+        let invalid = |problems| Invalid {
+            file: file.to_string(),
+            problems,
+        };
         let raw: Raw = toml::from_str(text).map_err(|e| invalid(vec![toml_problem("", &e)]))?;
         let mut problems = Vec::new();
         if raw.schema.is_some_and(|s| s != 1) {
-            problems.push(Problem { path: "schema".into(), message: "only schema 1 is known to this host".into() });
+            problems.push(Problem {
+                path: "schema".into(),
+                message: "only schema 1 is known to this host".into(),
+            });
         }
         let mut releases = Vec::new();
         for (i, value) in raw.release.into_iter().enumerate() {
@@ -149,12 +158,20 @@ impl Manifest {
                 });
             }
         }
-        if problems.is_empty() { Ok(Manifest { releases, root }) } else { Err(invalid(problems)) }
+        if problems.is_empty() {
+            Ok(Manifest { releases, root })
+        } else {
+            Err(invalid(problems))
+        }
     }
 
     /// Every release of a connector, oldest version first.
     pub fn releases_of(&self, connector: &str) -> Vec<&Release> {
-        let mut list: Vec<&Release> = self.releases.iter().filter(|r| r.connector == connector).collect();
+        let mut list: Vec<&Release> = self
+            .releases
+            .iter()
+            .filter(|r| r.connector == connector)
+            .collect();
         list.sort_by_key(|r| semver(&r.version));
         list
     }
@@ -170,7 +187,12 @@ impl Manifest {
 
     /// Connector ids, sorted.
     pub fn connectors(&self) -> Vec<String> {
-        self.releases.iter().map(|r| r.connector.clone()).collect::<BTreeSet<_>>().into_iter().collect()
+        self.releases
+            .iter()
+            .map(|r| r.connector.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
     }
 
     /// Absolute path of a release's artifact.
@@ -181,45 +203,104 @@ impl Manifest {
 
 impl Release {
     fn validate(&self, path: &str, problems: &mut Vec<Problem>) {
-        let mut problem = |key: &str, message: String| problems.push(Problem { path: format!("{path}.{key}"), message });
-        if self.connector.is_empty() || !self.connector.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-            problem("connector", format!("{:?} must be lower-case letters, digits and '-'", self.connector));
+        let mut problem = |key: &str, message: String| {
+            problems.push(Problem {
+                path: format!("{path}.{key}"),
+                message,
+            })
+        };
+        if self.connector.is_empty()
+            || !self
+                .connector
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            problem(
+                "connector",
+                format!(
+                    "{:?} must be lower-case letters, digits and '-'",
+                    self.connector
+                ),
+            );
         }
         if semver(&self.version).is_none() {
-            problem("version", format!("{:?} is not MAJOR.MINOR.PATCH", self.version));
+            problem(
+                "version",
+                format!("{:?} is not MAJOR.MINOR.PATCH", self.version),
+            );
         }
         if semver(&self.contract).is_none() {
-            problem("contract", format!("{:?} is not MAJOR.MINOR.PATCH (the folkhub:connector version the artifact exports)", self.contract));
+            problem(
+                "contract",
+                format!(
+                    "{:?} is not MAJOR.MINOR.PATCH (the folkhub:connector version the artifact exports)",
+                    self.contract
+                ),
+            );
         }
-        if self.sha256.len() != 64 || !self.sha256.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
-            problem("sha256", "must be 64 lower-case hex digits (sha256sum of the artifact)".into());
+        if self.sha256.len() != 64
+            || !self
+                .sha256
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        {
+            problem(
+                "sha256",
+                "must be 64 lower-case hex digits (sha256sum of the artifact)".into(),
+            );
         }
         if self.artifact.is_empty() {
             problem("artifact", "must name the component file".into());
         }
         for (i, host) in self.outbound_hosts.iter().enumerate() {
             let templated = host.starts_with('{') && host.ends_with('}');
-            if !templated && !(host.starts_with("https://") || host.starts_with("http://")) {
-                problem(&format!("outbound_hosts[{i}]"), format!("{host:?} must be an origin like https://host[:port] or a {{config-key}} template"));
+            if !(templated || host.starts_with("https://") || host.starts_with("http://")) {
+                problem(
+                    &format!("outbound_hosts[{i}]"),
+                    format!(
+                        "{host:?} must be an origin like https://host[:port] or a {{config-key}} template"
+                    ),
+                );
             }
         }
         for (i, field) in self.fields.iter().enumerate() {
             if folkhub_core::fields::lookup(field).is_none() {
-                problem(&format!("fields[{i}]"), format!("{field:?} is not in the field catalogue (docs/fields.md)"));
+                problem(
+                    &format!("fields[{i}]"),
+                    format!("{field:?} is not in the field catalogue (docs/fields.md)"),
+                );
             }
         }
         for (i, capability) in self.capabilities.iter().enumerate() {
             if !KNOWN_CAPABILITIES.contains(&capability.as_str()) {
-                problem(&format!("capabilities[{i}]"), format!("{capability:?} is not one of {}", KNOWN_CAPABILITIES.join(", ")));
+                problem(
+                    &format!("capabilities[{i}]"),
+                    format!(
+                        "{capability:?} is not one of {}",
+                        KNOWN_CAPABILITIES.join(", ")
+                    ),
+                );
             }
         }
         for (i, scheme) in self.id_schemes.iter().enumerate() {
             if folkhub_core::IdScheme::from_name(scheme).is_none() {
-                problem(&format!("id_schemes[{i}]"), format!("{scheme:?} is not an ID scheme this host knows (no-fnr, no-dnr, se-pnr, se-snr, fi-hetu, ...)"));
+                problem(
+                    &format!("id_schemes[{i}]"),
+                    format!(
+                        "{scheme:?} is not an ID scheme this host knows (no-fnr, no-dnr, se-pnr, se-snr, fi-hetu, ...)"
+                    ),
+                );
             }
         }
         if !KNOWN_CREDENTIALS.contains(&self.credentials.as_str()) {
-            problem("credentials", format!("{:?} is not one of {}", self.credentials, KNOWN_CREDENTIALS.join(", ")));
+            problem(
+                "credentials",
+                format!(
+                    "{:?} is not one of {}",
+                    self.credentials,
+                    KNOWN_CREDENTIALS.join(", ")
+                ),
+            );
         }
         if self.cost_per_call < 0.0 || !self.cost_per_call.is_finite() {
             problem("cost_per_call", "must be zero or more".into());
@@ -228,21 +309,36 @@ impl Release {
             if b.upgrade_deadline >= b.upstream_sunset {
                 problem(
                     "breaking.upgrade_deadline",
-                    format!("{} must fall before breaking.upstream_sunset {}", b.upgrade_deadline, b.upstream_sunset),
+                    format!(
+                        "{} must fall before breaking.upstream_sunset {}",
+                        b.upgrade_deadline, b.upstream_sunset
+                    ),
                 );
             }
             if !["warn", "disable", "auto-upgrade"].contains(&b.deadline_action.as_str()) {
-                problem("breaking.deadline_action", format!("{:?} is not one of warn, disable, auto-upgrade", b.deadline_action));
+                problem(
+                    "breaking.deadline_action",
+                    format!(
+                        "{:?} is not one of warn, disable, auto-upgrade",
+                        b.deadline_action
+                    ),
+                );
             }
             if b.migration.trim().is_empty() {
-                problem("breaking.migration", "must tell the admin what to do".into());
+                problem(
+                    "breaking.migration",
+                    "must tell the admin what to do".into(),
+                );
             }
         }
     }
 
     /// The requested outbound origins with `{key}` templates resolved from
     /// the operator's config values; unresolved templates are dropped.
-    pub fn requested_origins(&self, config: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    pub fn requested_origins(
+        &self,
+        config: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<String> {
         self.outbound_hosts
             .iter()
             .filter_map(|h| {
@@ -269,7 +365,11 @@ pub fn origin_of(url: &str) -> Option<String> {
         "http" => "80",
         _ => return None,
     };
-    let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty()) && !authority.ends_with(']') {
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty())
+        && !authority.ends_with(']')
+    {
         authority
     } else {
         format!("{authority}:{default_port}")
@@ -278,6 +378,7 @@ pub fn origin_of(url: &str) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -302,10 +403,16 @@ published = 2026-11-01
         let m = Manifest::parse(GOOD, "m.toml", PathBuf::new()).unwrap();
         assert_eq!(m.releases.len(), 1);
         let mut cfg = std::collections::BTreeMap::new();
-        cfg.insert("base-url".to_string(), "http://127.0.0.1:9000/x/y".to_string());
+        cfg.insert(
+            "base-url".to_string(),
+            "http://127.0.0.1:9000/x/y".to_string(),
+        );
         assert_eq!(
             m.releases[0].requested_origins(&cfg),
-            vec!["https://folkeregisteret.api.skatteetaten.no:443".to_string(), "http://127.0.0.1:9000".to_string()]
+            vec![
+                "https://folkeregisteret.api.skatteetaten.no:443".to_string(),
+                "http://127.0.0.1:9000".to_string()
+            ]
         );
     }
 
@@ -314,7 +421,10 @@ published = 2026-11-01
         let bad = GOOD
             .replace("version = \"1.0.0\"", "version = \"1.0\"")
             .replace("\"name.given\"", "\"name.nickname\"")
-            .replace("credentials = \"maskinporten\"", "credentials = \"magic\"\ncolour = \"red\"");
+            .replace(
+                "credentials = \"maskinporten\"",
+                "credentials = \"magic\"\ncolour = \"red\"",
+            );
         let bad = format!(
             "{bad}\n[[release]]\nconnector = \"x\"\nversion = \"1.0.0\"\n{}",
             "contract = \"1.0.0\"\nartifact = \"b.wasm\"\nsha256 = \"xyz\"\nupstream = { system = \"X\", version = \"1\" }\noutbound_hosts = [\"ftp://x\"]\nfields = []\ncapabilities = [\"teleport\"]\npublished = 2026-11-01\n[release.breaking]\nupstream_sunset = 2026-01-01\nupgrade_deadline = 2026-02-01\ndeadline_action = \"panic\"\nmigration = \"\"\n"
@@ -323,7 +433,10 @@ published = 2026-11-01
         let text = err.to_string();
         // The first release fails to deserialise (unknown key), the second
         // deserialises and fails six checks.
-        assert!(text.contains("release[0]: unknown field `colour`"), "{text}");
+        assert!(
+            text.contains("release[0]: unknown field `colour`"),
+            "{text}"
+        );
         for expected in [
             "release[1].sha256",
             "release[1].outbound_hosts[0]",
@@ -338,8 +451,14 @@ published = 2026-11-01
 
     #[test]
     fn origins() {
-        assert_eq!(origin_of("HTTPS://Example.com/x").as_deref(), Some("https://example.com:443"));
-        assert_eq!(origin_of("http://[::1]:8080/").as_deref(), Some("http://[::1]:8080"));
+        assert_eq!(
+            origin_of("HTTPS://Example.com/x").as_deref(),
+            Some("https://example.com:443")
+        );
+        assert_eq!(
+            origin_of("http://[::1]:8080/").as_deref(),
+            Some("http://[::1]:8080")
+        );
         assert_eq!(origin_of("http://user@x/"), None);
         assert_eq!(origin_of("ftp://x"), None);
     }

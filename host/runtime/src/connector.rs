@@ -49,7 +49,11 @@ pub struct Connector {
 
 impl std::fmt::Debug for Connector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connector").field("id", &self.id).field("version", &self.version).field("contract", &self.contract).finish()
+        f.debug_struct("Connector")
+            .field("id", &self.id)
+            .field("version", &self.version)
+            .field("contract", &self.contract)
+            .finish()
     }
 }
 
@@ -64,7 +68,12 @@ impl Runtime {
     /// Verifies the artifact against the release, reads and checks its
     /// contract version, compiles (or loads precompiled) and links it.
     /// Nothing is recorded anywhere; the caller decides what to keep.
-    pub fn prepare(&self, release: &Release, artifact: &Path, settings: ConnectorSettings) -> Result<Connector, InstallError> {
+    pub fn prepare(
+        &self,
+        release: &Release,
+        artifact: &Path,
+        settings: ConnectorSettings,
+    ) -> Result<Connector, InstallError> {
         let (connector, version) = (release.connector.clone(), release.version.clone());
         let wasm = std::fs::read(artifact).map_err(|source| InstallError::Read {
             connector: connector.clone(),
@@ -74,13 +83,27 @@ impl Runtime {
         })?;
         let digest = sha256_hex(&wasm);
         if digest != release.sha256 {
-            return Err(InstallError::Digest { connector, version, expected: release.sha256.clone(), actual: digest });
+            return Err(InstallError::Digest {
+                connector,
+                version,
+                expected: release.sha256.clone(),
+                actual: digest,
+            });
         }
         let component = self.component(&connector, &version, &wasm, &digest)?;
-        let contract_error = |message: String| InstallError::Contract { connector: connector.clone(), version: version.clone(), message };
-        let contract = negotiate::exported_version(&self.engine, &component).map_err(contract_error)?;
-        let declared = ContractVersion::parse(&release.contract)
-            .ok_or_else(|| contract_error(format!("registry-manifest.toml gives contract {:?}, not MAJOR.MINOR.PATCH", release.contract)))?;
+        let contract_error = |message: String| InstallError::Contract {
+            connector: connector.clone(),
+            version: version.clone(),
+            message,
+        };
+        let contract =
+            negotiate::exported_version(&self.engine, &component).map_err(contract_error)?;
+        let declared = ContractVersion::parse(&release.contract).ok_or_else(|| {
+            contract_error(format!(
+                "registry-manifest.toml gives contract {:?}, not MAJOR.MINOR.PATCH",
+                release.contract
+            ))
+        })?;
         if declared != contract {
             return Err(contract_error(format!(
                 "registry-manifest.toml says it was built against folkhub:connector {declared}, but the artifact exports {contract}; the manifest must agree with the artifact"
@@ -89,13 +112,28 @@ impl Runtime {
         let major = negotiate::check(contract).map_err(contract_error)?;
         let deprecation = match major.support {
             Support::Supported => None,
-            Support::Deprecated { removal } => Some(format!("folkhub:connector {} is deprecated on this host and will be removed on {removal}", major.major)),
+            Support::Deprecated { removal } => Some(format!(
+                "folkhub:connector {} is deprecated on this host and will be removed on {removal}",
+                major.major
+            )),
         };
-        let link_error = |e: wasmtime::Error| InstallError::Link { connector: connector.clone(), version: version.clone(), message: format!("{e:#}") };
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(link_error)?;
+        let link_error = |e: wasmtime::Error| InstallError::Link {
+            connector: connector.clone(),
+            version: version.clone(),
+            message: format!("{e:#}"),
+        };
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(link_error)?;
         let pre = v1::ConnectorPre::new(instance_pre).map_err(link_error)?;
         let requested = release.requested_origins(&settings.config);
-        let policy = HttpPolicy::new(&requested, &settings.granted_hosts, settings.allow_private_networks, self.limits.max_response_bytes);
+        let policy = HttpPolicy::new(
+            &requested,
+            &settings.granted_hosts,
+            settings.allow_private_networks,
+            self.limits.max_response_bytes,
+        );
         let context = Arc::new(CallContext {
             connector: connector.clone(),
             version: version.clone(),
@@ -146,13 +184,20 @@ impl Connector {
             max_hostcalls: self.limits.max_hostcalls,
             connector: Arc::from(self.id.as_str()),
         };
-        let mut store = Store::new(&self.engine, HostState::new(self.context.clone(), hooks, hostcalls));
+        let mut store = Store::new(
+            &self.engine,
+            HostState::new(self.context.clone(), hooks, hostcalls),
+        );
         store.limiter(|state| &mut state.limiter);
         // Check every tick: yield to tokio (so timeouts and other tasks run)
         // until the deadline, then interrupt.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline { Err(wasmtime::Error::new(Trap::Interrupt).context(Stopped)) } else { Ok(UpdateDeadline::Yield(1)) }
+            if Instant::now() >= deadline {
+                Err(wasmtime::Error::new(Trap::Interrupt).context(Stopped))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
         });
         store
     }
@@ -161,16 +206,34 @@ impl Connector {
         let (connector, version) = (self.id.clone(), self.version.clone());
         if let Some(store) = store {
             if store.data().limiter.memory_exceeded {
-                return CallError::MemoryLimit { connector, version, limit_mib: (self.limits.memory_limit_bytes >> 20) as u64 };
+                return CallError::MemoryLimit {
+                    connector,
+                    version,
+                    limit_mib: (self.limits.memory_limit_bytes >> 20) as u64,
+                };
             }
             if store.data().hostcall_limit_hit {
-                return CallError::HostcallLimit { connector, version, limit: self.limits.max_hostcalls };
+                return CallError::HostcallLimit {
+                    connector,
+                    version,
+                    limit: self.limits.max_hostcalls,
+                };
             }
         }
-        if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) || error.downcast_ref::<Stopped>().is_some() {
-            return CallError::Timeout { connector, version, deadline_ms: self.limits.call_timeout.as_millis() as u64 };
+        if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
+            || error.downcast_ref::<Stopped>().is_some()
+        {
+            return CallError::Timeout {
+                connector,
+                version,
+                deadline_ms: self.limits.call_timeout.as_millis() as u64,
+            };
         }
-        CallError::Trap { connector, version, message: format!("{error:#}") }
+        CallError::Trap {
+            connector,
+            version,
+            message: format!("{error:#}"),
+        }
     }
 
     async fn run<R>(
@@ -178,7 +241,9 @@ impl Connector {
         call: impl for<'a> FnOnce(
             &'a mut Store<HostState>,
             v1::Connector,
-        ) -> std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>,
+        ) -> std::pin::Pin<
+            Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>,
+        >,
     ) -> Result<R, CallError>
     where
         R: Send,
@@ -210,12 +275,23 @@ impl Connector {
     }
 
     fn connector_error(&self, error: core::ConnectorError) -> CallError {
-        CallError::Connector { connector: self.id.clone(), version: self.version.clone(), error }
+        CallError::Connector {
+            connector: self.id.clone(),
+            version: self.version.clone(),
+            error,
+        }
     }
 
     pub async fn describe(&self) -> Result<core::Description, CallError> {
         let d = self
-            .run(|store, instance| Box::pin(async move { instance.folkhub_connector_source().call_describe(store).await }))
+            .run(|store, instance| {
+                Box::pin(async move {
+                    instance
+                        .folkhub_connector_source()
+                        .call_describe(store)
+                        .await
+                })
+            })
             .await?;
         Ok(v1::description(d))
     }
@@ -224,7 +300,14 @@ impl Connector {
     pub async fn lookup(&self, ids: &[String]) -> Result<Vec<core::LookupResult>, CallError> {
         let ids = ids.to_vec();
         let result = self
-            .run(move |store, instance| Box::pin(async move { instance.folkhub_connector_source().call_lookup_batch(store, &ids).await }))
+            .run(move |store, instance| {
+                Box::pin(async move {
+                    instance
+                        .folkhub_connector_source()
+                        .call_lookup_batch(store, &ids)
+                        .await
+                })
+            })
             .await?;
         match result {
             Ok(list) => Ok(v1::lookup_results(list)),
@@ -237,7 +320,12 @@ impl Connector {
         let cursor = cursor.map(String::from);
         let result = self
             .run(move |store, instance| {
-                Box::pin(async move { instance.folkhub_connector_source().call_changes(store, cursor.as_deref()).await })
+                Box::pin(async move {
+                    instance
+                        .folkhub_connector_source()
+                        .call_changes(store, cursor.as_deref())
+                        .await
+                })
             })
             .await?;
         match result {

@@ -22,14 +22,18 @@ use tokio::sync::Mutex;
 
 /// Something that yields an `Authorization` header value.
 pub trait CredentialSource: Send + Sync {
-    fn authorization(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>>;
+    fn authorization(
+        &self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>>;
 }
 
 /// A fixed bearer token.
 pub struct StaticBearer(pub String);
 
 impl CredentialSource for StaticBearer {
-    fn authorization(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
+    fn authorization(
+        &self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
         Box::pin(async move { Ok(format!("Bearer {}", self.0)) })
     }
 }
@@ -49,7 +53,10 @@ pub struct Maskinporten {
 
 impl std::fmt::Debug for Maskinporten {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Maskinporten").field("client_id", &self.client_id).field("scope", &self.scope).finish_non_exhaustive()
+        f.debug_struct("Maskinporten")
+            .field("client_id", &self.client_id)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
     }
 }
 
@@ -57,14 +64,27 @@ impl std::fmt::Debug for Maskinporten {
 pub fn read_private_key(path: &Path) -> Result<RsaPrivateKey, String> {
     use rsa::pkcs1::DecodeRsaPrivateKey;
     use rsa::pkcs8::DecodePrivateKey;
-    let pem = std::fs::read_to_string(path).map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
     RsaPrivateKey::from_pkcs8_pem(&pem)
         .or_else(|_| RsaPrivateKey::from_pkcs1_pem(&pem))
-        .map_err(|e| format!("{} is not a PEM RSA private key (PKCS#8 or PKCS#1): {e}", path.display()))
+        .map_err(|e| {
+            format!(
+                "{} is not a PEM RSA private key (PKCS#8 or PKCS#1): {e}",
+                path.display()
+            )
+        })
 }
 
 impl Maskinporten {
-    pub fn new(token_endpoint: String, audience: String, client_id: String, scope: String, key_id: Option<String>, key: RsaPrivateKey) -> Maskinporten {
+    pub fn new(
+        token_endpoint: String,
+        audience: String,
+        client_id: String,
+        scope: String,
+        key_id: Option<String>,
+        key: RsaPrivateKey,
+    ) -> Maskinporten {
         Maskinporten {
             token_endpoint,
             audience,
@@ -92,19 +112,39 @@ impl Maskinporten {
             "exp": now + 100,
             "jti": format!("{jti:032x}"),
         });
-        let signing_input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
-        let signature = self.key.sign_with_rng(&mut rand::thread_rng(), signing_input.as_bytes());
-        Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes())))
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = self
+            .key
+            .sign_with_rng(&mut rand::thread_rng(), signing_input.as_bytes());
+        Ok(format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature.to_bytes())
+        ))
     }
 
     async fn fetch(&self) -> Result<(String, Duration), String> {
         let grant = self.grant()?;
-        let body = format!("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={grant}");
-        let uri: http::Uri = self.token_endpoint.parse().map_err(|e| format!("token_endpoint {:?}: {e}", self.token_endpoint))?;
-        let host = uri.authority().map(|a| a.to_string()).ok_or("token_endpoint has no host")?;
+        let body = format!(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={grant}"
+        );
+        let uri: http::Uri = self
+            .token_endpoint
+            .parse()
+            .map_err(|e| format!("token_endpoint {:?}: {e}", self.token_endpoint))?;
+        let host = uri
+            .authority()
+            .map(|a| a.to_string())
+            .ok_or("token_endpoint has no host")?;
         let request = http::Request::post(uri)
             .header(http::header::HOST, host)
-            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
             .header(http::header::ACCEPT, "application/json")
             .body(Full::new(Bytes::from(body)).map_err(|never| match never {}))
             .map_err(|e| e.to_string())?;
@@ -122,10 +162,19 @@ impl Maskinporten {
             .into_body()
             .collect()
             .await
-            .map_err(|e| format!("token endpoint {}: reading the answer: {e:?}", self.token_endpoint))?
+            .map_err(|e| {
+                format!(
+                    "token endpoint {}: reading the answer: {e:?}",
+                    self.token_endpoint
+                )
+            })?
             .to_bytes();
-        let answer: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|_| format!("token endpoint {} answered {status} with a non-JSON body", self.token_endpoint))?;
+        let answer: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
+            format!(
+                "token endpoint {} answered {status} with a non-JSON body",
+                self.token_endpoint
+            )
+        })?;
         if !status.is_success() {
             return Err(format!(
                 "token endpoint {} refused the grant ({status}): {} {}",
@@ -134,14 +183,19 @@ impl Maskinporten {
                 answer["error_description"].as_str().unwrap_or("")
             ));
         }
-        let token = answer["access_token"].as_str().ok_or("the token answer has no access_token")?.to_string();
+        let token = answer["access_token"]
+            .as_str()
+            .ok_or("the token answer has no access_token")?
+            .to_string();
         let lifetime = answer["expires_in"].as_u64().unwrap_or(60);
         Ok((token, Duration::from_secs(lifetime)))
     }
 }
 
 impl CredentialSource for Maskinporten {
-    fn authorization(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
+    fn authorization(
+        &self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
         Box::pin(async move {
             let mut cached = self.cached.lock().await;
             if let Some((token, expires)) = cached.as_ref()
@@ -150,7 +204,8 @@ impl CredentialSource for Maskinporten {
                 return Ok(format!("Bearer {token}"));
             }
             let (token, lifetime) = self.fetch().await?;
-            self.fetched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.fetched
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             *cached = Some((token.clone(), Instant::now() + lifetime));
             Ok(format!("Bearer {token}"))
         })
@@ -158,12 +213,28 @@ impl CredentialSource for Maskinporten {
 }
 
 /// Builds the credential source the operator configured.
-pub fn from_config(credentials: &folkhub_manifest::Credentials) -> Result<Arc<dyn CredentialSource>, String> {
+pub fn from_config(
+    credentials: &folkhub_manifest::Credentials,
+) -> Result<Arc<dyn CredentialSource>, String> {
     Ok(match credentials {
         folkhub_manifest::Credentials::Bearer { token } => Arc::new(StaticBearer(token.clone())),
-        folkhub_manifest::Credentials::Maskinporten { token_endpoint, audience, client_id, key_file, scope, key_id } => {
+        folkhub_manifest::Credentials::Maskinporten {
+            token_endpoint,
+            audience,
+            client_id,
+            key_file,
+            scope,
+            key_id,
+        } => {
             let key = read_private_key(key_file)?;
-            Arc::new(Maskinporten::new(token_endpoint.clone(), audience.clone(), client_id.clone(), scope.clone(), key_id.clone(), key))
+            Arc::new(Maskinporten::new(
+                token_endpoint.clone(),
+                audience.clone(),
+                client_id.clone(),
+                scope.clone(),
+                key_id.clone(),
+                key,
+            ))
         }
     })
 }

@@ -83,13 +83,21 @@ impl Runtime {
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
         let stop = stop_ticker.clone();
-        std::thread::Builder::new().name("folkhub-epoch".into()).spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(TICK);
-                ticker_engine.increment_epoch();
-            }
-        })?;
-        Ok(Runtime { engine, linker, cache_dir, limits, stop_ticker })
+        std::thread::Builder::new()
+            .name("folkhub-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })?;
+        Ok(Runtime {
+            engine,
+            linker,
+            cache_dir,
+            limits,
+            stop_ticker,
+        })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -103,26 +111,40 @@ impl Runtime {
     /// A hex key of this engine's compatibility (wasmtime version, target, settings).
     pub fn engine_key(&self) -> String {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
         format!("{:016x}", hasher.finish())
     }
 
     fn cache_paths(&self, digest: &str) -> Option<(PathBuf, PathBuf)> {
         let dir = self.cache_dir.as_ref()?;
         let stem = format!("{digest}-{}", self.engine_key());
-        Some((dir.join(format!("{stem}.cwasm")), dir.join(format!("{stem}.cwasm.sha256"))))
+        Some((
+            dir.join(format!("{stem}.cwasm")),
+            dir.join(format!("{stem}.cwasm.sha256")),
+        ))
     }
 
     /// Compiles a component, or loads it precompiled from the cache.
     /// `digest` is the sha256 of `wasm`, already verified by the caller.
-    pub fn component(&self, connector: &str, version: &str, wasm: &[u8], digest: &str) -> Result<Component, InstallError> {
+    pub fn component(
+        &self,
+        connector: &str,
+        version: &str,
+        wasm: &[u8],
+        digest: &str,
+    ) -> Result<Component, InstallError> {
         if let Some((path, sum_path)) = self.cache_paths(digest)
             && let Some(component) = self.load_cached(&path, &sum_path)
         {
             return Ok(component);
         }
-        let component = Component::new(&self.engine, wasm)
-            .map_err(|e| InstallError::Compile { connector: connector.into(), version: version.into(), message: format!("{e:#}") })?;
+        let component = Component::new(&self.engine, wasm).map_err(|e| InstallError::Compile {
+            connector: connector.into(),
+            version: version.into(),
+            message: format!("{e:#}"),
+        })?;
         if let Some((path, sum_path)) = self.cache_paths(digest)
             && let Err(e) = self.store_cached(&component, &path, &sum_path)
         {
@@ -155,9 +177,19 @@ impl Runtime {
         }
     }
 
-    fn store_cached(&self, component: &Component, path: &Path, sum_path: &Path) -> Result<(), InstallError> {
-        let cache_error = |message: String| InstallError::Cache { path: path.display().to_string(), message };
-        let bytes = component.serialize().map_err(|e| cache_error(e.to_string()))?;
+    fn store_cached(
+        &self,
+        component: &Component,
+        path: &Path,
+        sum_path: &Path,
+    ) -> Result<(), InstallError> {
+        let cache_error = |message: String| InstallError::Cache {
+            path: path.display().to_string(),
+            message,
+        };
+        let bytes = component
+            .serialize()
+            .map_err(|e| cache_error(e.to_string()))?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| cache_error(e.to_string()))?;
         }
@@ -166,7 +198,8 @@ impl Runtime {
         let tmp = path.with_extension(format!("tmp{}-{unique:x}", std::process::id()));
         let sum_tmp = sum_path.with_extension(format!("tmp{}-{unique:x}", std::process::id()));
         std::fs::write(&tmp, &bytes).map_err(|e| cache_error(e.to_string()))?;
-        std::fs::write(&sum_tmp, hex::encode(Sha256::digest(&bytes))).map_err(|e| cache_error(e.to_string()))?;
+        std::fs::write(&sum_tmp, hex::encode(Sha256::digest(&bytes)))
+            .map_err(|e| cache_error(e.to_string()))?;
         // Checksum first: a reader that sees the new artifact finds its checksum.
         std::fs::rename(&sum_tmp, sum_path).map_err(|e| cache_error(e.to_string()))?;
         std::fs::rename(&tmp, path).map_err(|e| cache_error(e.to_string()))?;

@@ -43,7 +43,9 @@ impl ContractVersion {
 pub enum Support {
     Supported,
     /// Still loads, warns, and shows the removal date.
-    Deprecated { removal: &'static str },
+    Deprecated {
+        removal: &'static str,
+    },
 }
 
 /// A contract major this host runs.
@@ -60,7 +62,11 @@ pub struct SupportedMajor {
 /// Every contract major this host supports.
 pub const SUPPORTED: &[SupportedMajor] = &[SupportedMajor {
     major: 1,
-    newest: ContractVersion { major: 1, minor: 0, patch: 0 },
+    newest: ContractVersion {
+        major: 1,
+        minor: 0,
+        patch: 0,
+    },
     support: Support::Supported,
     since: "2026-11-22",
 }];
@@ -73,13 +79,18 @@ pub fn exported_version(engine: &Engine, component: &Component) -> Result<Contra
     let ty = component.component_type();
     let mut found = Vec::new();
     for (name, item) in ty.exports(engine) {
-        if let Some(version) = name.strip_prefix(SOURCE_INTERFACE).and_then(|rest| rest.strip_prefix('@')) {
+        if let Some(version) = name
+            .strip_prefix(SOURCE_INTERFACE)
+            .and_then(|rest| rest.strip_prefix('@'))
+        {
             if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
-                return Err(format!("it exports {name} but not as an interface instance"));
+                return Err(format!(
+                    "it exports {name} but not as an interface instance"
+                ));
             }
-            found.push(
-                ContractVersion::parse(version).ok_or_else(|| format!("it exports {name}, whose version is not MAJOR.MINOR.PATCH"))?,
-            );
+            found.push(ContractVersion::parse(version).ok_or_else(|| {
+                format!("it exports {name}, whose version is not MAJOR.MINOR.PATCH")
+            })?);
         }
     }
     match found.as_slice() {
@@ -88,7 +99,11 @@ pub fn exported_version(engine: &Engine, component: &Component) -> Result<Contra
             let names: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
             Err(format!(
                 "it does not export {SOURCE_INTERFACE}@<version>, so it is not a folkhub connector (it exports: {})",
-                if names.is_empty() { "nothing".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    names.join(", ")
+                }
             ))
         }
         _ => Err(format!("it exports {SOURCE_INTERFACE} more than once")),
@@ -122,6 +137,7 @@ pub fn check(version: ContractVersion) -> Result<&'static SupportedMajor, String
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -130,7 +146,10 @@ mod tests {
         assert!(check(ContractVersion::parse("1.0.0").unwrap()).is_ok());
         assert!(check(ContractVersion::parse("1.0.7").unwrap()).is_ok());
         let e = check(ContractVersion::parse("1.1.0").unwrap()).unwrap_err();
-        assert!(e.contains("needs host API 1.1") && e.contains("this host has 1.0"), "{e}");
+        assert!(
+            e.contains("needs host API 1.1") && e.contains("this host has 1.0"),
+            "{e}"
+        );
         let e = check(ContractVersion::parse("2.0.0").unwrap()).unwrap_err();
         assert!(e.contains("2.0.0") && e.contains("1.0.0"), "{e}");
         let e = check(ContractVersion::parse("0.9.0").unwrap()).unwrap_err();

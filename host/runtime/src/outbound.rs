@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::HeaderName;
 use http_body_util::BodyExt;
-use wasmtime_wasi_http::{Error as HttpError, ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttpHooks};
+use wasmtime_wasi_http::{
+    Error as HttpError, ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttpHooks,
+};
 
 use crate::credentials::CredentialSource;
 
@@ -38,9 +40,20 @@ pub struct HttpPolicy {
 
 impl HttpPolicy {
     /// Intersects what the release requests with what the operator granted.
-    pub fn new(requested: &[String], granted: &[String], allow_private_networks: bool, max_response_bytes: u64) -> HttpPolicy {
-        let granted: BTreeSet<String> = granted.iter().filter_map(|g| folkhub_manifest::registry::origin_of(g)).collect();
-        let requested: BTreeSet<String> = requested.iter().filter_map(|r| folkhub_manifest::registry::origin_of(r)).collect();
+    pub fn new(
+        requested: &[String],
+        granted: &[String],
+        allow_private_networks: bool,
+        max_response_bytes: u64,
+    ) -> HttpPolicy {
+        let granted: BTreeSet<String> = granted
+            .iter()
+            .filter_map(|g| folkhub_manifest::registry::origin_of(g))
+            .collect();
+        let requested: BTreeSet<String> = requested
+            .iter()
+            .filter_map(|r| folkhub_manifest::registry::origin_of(r))
+            .collect();
         HttpPolicy {
             allowed: requested.intersection(&granted).cloned().collect(),
             requested_not_granted: requested.difference(&granted).cloned().collect(),
@@ -86,7 +99,8 @@ impl WasiHttpHooks for PolicyHooks {
     fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
         // The guest may not set credentials itself; the host adds them.
         Arc::new(|name: &HeaderName| {
-            *name == http::header::AUTHORIZATION || wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
+            *name == http::header::AUTHORIZATION
+                || wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
         })
     }
 
@@ -95,8 +109,17 @@ impl WasiHttpHooks for PolicyHooks {
         mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), HttpError>> + Send>), HttpError>> + Send>
-    {
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<WasiBody>,
+                        Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+                    ),
+                    HttpError,
+                >,
+            > + Send,
+    > {
         let _ = fut;
         let policy = self.policy.clone();
         let credentials = self.credentials.clone();
@@ -121,11 +144,28 @@ impl WasiHttpHooks for PolicyHooks {
                 return Err(HttpError::HttpRequestDenied);
             }
             // Resolve here and refuse private ranges unless allowed.
-            let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string();
-            let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
-            let addresses: Vec<IpAddr> = match tokio::net::lookup_host((host.as_str(), port)).await {
+            let host = uri
+                .host()
+                .unwrap_or_default()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let port = uri
+                .port_u16()
+                .unwrap_or(if uri.scheme_str() == Some("https") {
+                    443
+                } else {
+                    80
+                });
+            let addresses: Vec<IpAddr> = match tokio::net::lookup_host((host.as_str(), port)).await
+            {
                 Ok(list) => list.map(|a| a.ip()).collect(),
-                Err(_) => return Err(HttpError::DnsError { rcode: None, info_code: None }),
+                Err(_) => {
+                    return Err(HttpError::DnsError {
+                        rcode: None,
+                        info_code: None,
+                    });
+                }
             };
             if !policy.allow_private_networks && addresses.iter().any(|ip| is_private(*ip)) {
                 tracing::warn!(connector = %connector, %origin, "outbound request denied: resolves to a private address");
@@ -140,8 +180,11 @@ impl WasiHttpHooks for PolicyHooks {
                     tracing::warn!(connector = %connector, "credentials unavailable: {e}");
                     HttpError::InternalError(Some(format!("credentials unavailable: {e}")))
                 })?;
-                let header = http::HeaderValue::from_str(&value).map_err(|_| HttpError::InternalError(Some("bad credential header".into())))?;
-                request.headers_mut().insert(http::header::AUTHORIZATION, header);
+                let header = http::HeaderValue::from_str(&value)
+                    .map_err(|_| HttpError::InternalError(Some("bad credential header".into())))?;
+                request
+                    .headers_mut()
+                    .insert(http::header::AUTHORIZATION, header);
             }
             let clamp = |d: Option<Duration>| Some(d.map_or(remaining, |d| d.min(remaining)));
             let options = RequestOptions {
@@ -149,15 +192,30 @@ impl WasiHttpHooks for PolicyHooks {
                 first_byte_timeout: clamp(options.and_then(|o| o.first_byte_timeout)),
                 between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout)),
             };
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let (response, io) =
+                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
             let limit = policy.max_response_bytes;
-            if let Some(length) = response.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+            if let Some(length) = response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
                 && length > limit
             {
                 return Err(HttpError::HttpResponseBodySize(Some(length)));
             }
-            let response = response.map(|body| CappedBody { inner: body.boxed_unsync(), seen: 0, limit }.boxed_unsync());
-            Ok((response, Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>))
+            let response = response.map(|body| {
+                CappedBody {
+                    inner: body.boxed_unsync(),
+                    seen: 0,
+                    limit,
+                }
+                .boxed_unsync()
+            });
+            Ok((
+                response,
+                Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+            ))
         })
     }
 }
@@ -173,13 +231,18 @@ impl http_body::Body for CappedBody {
     type Data = Bytes;
     type Error = HttpError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Bytes>, HttpError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, HttpError>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.seen += data.len() as u64;
                     if self.seen > self.limit {
-                        return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(self.seen)))));
+                        return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(
+                            self.seen,
+                        )))));
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -190,6 +253,7 @@ impl http_body::Body for CappedBody {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

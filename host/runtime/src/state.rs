@@ -34,15 +34,28 @@ pub struct Limiter {
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_limit {
             self.memory_exceeded = true;
-            return Err(wasmtime::Error::msg(format!("memory limit of {} bytes reached", self.memory_limit)));
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit of {} bytes reached",
+                self.memory_limit
+            )));
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 
@@ -70,8 +83,15 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(context: Arc<CallContext>, hooks: PolicyHooks, hostcalls: Arc<AtomicU64>) -> HostState {
-        let limiter = Limiter { memory_limit: context.memory_limit_bytes, memory_exceeded: false };
+    pub fn new(
+        context: Arc<CallContext>,
+        hooks: PolicyHooks,
+        hostcalls: Arc<AtomicU64>,
+    ) -> HostState {
+        let limiter = Limiter {
+            memory_limit: context.memory_limit_bytes,
+            memory_exceeded: false,
+        };
         HostState {
             // No preopens, no environment, no arguments, no sockets: the
             // builder starts empty and we add nothing.
@@ -90,7 +110,10 @@ impl HostState {
         let n = self.hostcalls.fetch_add(1, Ordering::Relaxed) + 1;
         if n > self.context.max_hostcalls {
             self.hostcall_limit_hit = true;
-            return Err(wasmtime::Error::msg(format!("more than {} host calls", self.context.max_hostcalls)));
+            return Err(wasmtime::Error::msg(format!(
+                "more than {} host calls",
+                self.context.max_hostcalls
+            )));
         }
         Ok(())
     }
@@ -98,13 +121,20 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for HostState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
     }
 }
 
@@ -115,22 +145,43 @@ pub fn person_hash(id: &str) -> String {
 }
 
 impl host::Host for HostState {
-    fn log(&mut self, level: host::Level, message: String, fields: Vec<(String, String)>) -> wasmtime::Result<()> {
+    fn log(
+        &mut self,
+        level: host::Level,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) -> wasmtime::Result<()> {
         self.count_hostcall()?;
         let message: String = message.chars().take(2000).collect();
         let fields: Vec<String> = fields
             .into_iter()
             .take(32)
-            .map(|(k, v)| if k == "person" { format!("{k}={}", person_hash(&v)) } else { format!("{k}={v}") })
+            .map(|(k, v)| {
+                if k == "person" {
+                    format!("{k}={}", person_hash(&v))
+                } else {
+                    format!("{k}={v}")
+                }
+            })
             .collect();
         let fields = fields.join(" ");
         let (connector, release) = (&self.context.connector, &self.context.version);
         match level {
-            host::Level::Trace => tracing::trace!(connector = %connector, release = %release, %fields, "{message}"),
-            host::Level::Debug => tracing::debug!(connector = %connector, release = %release, %fields, "{message}"),
-            host::Level::Info => tracing::info!(connector = %connector, release = %release, %fields, "{message}"),
-            host::Level::Warn => tracing::warn!(connector = %connector, release = %release, %fields, "{message}"),
-            host::Level::Error => tracing::error!(connector = %connector, release = %release, %fields, "{message}"),
+            host::Level::Trace => {
+                tracing::trace!(connector = %connector, release = %release, %fields, "{message}")
+            }
+            host::Level::Debug => {
+                tracing::debug!(connector = %connector, release = %release, %fields, "{message}")
+            }
+            host::Level::Info => {
+                tracing::info!(connector = %connector, release = %release, %fields, "{message}")
+            }
+            host::Level::Warn => {
+                tracing::warn!(connector = %connector, release = %release, %fields, "{message}")
+            }
+            host::Level::Error => {
+                tracing::error!(connector = %connector, release = %release, %fields, "{message}")
+            }
         }
         Ok(())
     }

@@ -41,6 +41,12 @@ pub trait PersonStore: Send + Sync {
     async fn audit(&self, connector: &str) -> Result<Vec<AuditEntry>, StoreError>;
 
     async fn start_run(&self, job: &str, connector: Option<&str>) -> Result<i64, StoreError>;
-    async fn finish_run(&self, id: i64, status: RunStatus, counts: &RunCounts, errors: &[String]) -> Result<(), StoreError>;
+    async fn finish_run(
+        &self,
+        id: i64,
+        status: RunStatus,
+        counts: &RunCounts,
+        errors: &[String],
+    ) -> Result<(), StoreError>;
     async fn runs(&self, limit: u32) -> Result<Vec<JobRun>, StoreError>;
 }

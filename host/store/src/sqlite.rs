@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use folkhub_core::MergedRecord;
 use folkhub_core::contract::FoundPerson;
 use folkhub_core::merge::{self, Candidate, MergeRules};
-use folkhub_core::MergedRecord;
 use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
@@ -18,7 +18,11 @@ use tokio::sync::Mutex;
 
 use crate::*;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../migrations/sqlite/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../migrations/sqlite/0001_initial.sql"),
+)];
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -38,22 +42,33 @@ fn ts(t: DateTime<Utc>) -> String {
 fn parse_ts(text: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| StoreError::Corrupt { what: format!("timestamp {text:?}"), message: e.to_string() })
+        .map_err(|e| StoreError::Corrupt {
+            what: format!("timestamp {text:?}"),
+            message: e.to_string(),
+        })
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt { what: what.to_string(), message: e.to_string() }
+    StoreError::Corrupt {
+        what: what.to_string(),
+        message: e.to_string(),
+    }
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and migrates it.
     pub async fn open(path: &Path, rules: MergeRules) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?;
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
         }
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-            .map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?
+            .map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -63,8 +78,15 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Open { path: path.display().to_string(), message: e.to_string() })?;
-        let store = SqliteStore { pool, rules, writer: Mutex::new(()) };
+            .map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        let store = SqliteStore {
+            pool,
+            rules,
+            writer: Mutex::new(()),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -75,50 +97,71 @@ impl SqliteStore {
             .execute(&self.pool)
             .await?;
         for (version, name, sql) in MIGRATIONS {
-            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM folkhub_migrations WHERE version = ?")
-                .bind(version)
-                .fetch_optional(&self.pool)
-                .await?;
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM folkhub_migrations WHERE version = ?")
+                    .bind(version)
+                    .fetch_optional(&self.pool)
+                    .await?;
             if done.is_some() {
                 continue;
             }
             let mut tx = self.pool.begin().await?;
             sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO folkhub_migrations (version, name, applied_at) VALUES (?, ?, ?)")
-                .bind(version)
-                .bind(name)
-                .bind(ts(now()))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO folkhub_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            )
+            .bind(version)
+            .bind(name)
+            .bind(ts(now()))
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
         }
         Ok(())
     }
 
     async fn person_key(&self, id: &str) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT person_id FROM identifiers WHERE value = ?").bind(id).fetch_optional(&self.pool).await?)
+        Ok(
+            sqlx::query_scalar("SELECT person_id FROM identifiers WHERE value = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 }
 
 /// Finds or creates the person a record belongs to, and links its IDs.
-async fn resolve(tx: &mut Transaction<'_, Sqlite>, source: &str, person: &FoundPerson, at: &str, report: &mut ApplyReport) -> Result<(i64, bool), StoreError> {
+async fn resolve(
+    tx: &mut Transaction<'_, Sqlite>,
+    source: &str,
+    person: &FoundPerson,
+    at: &str,
+    report: &mut ApplyReport,
+) -> Result<(i64, bool), StoreError> {
     let mut owners: BTreeMap<String, i64> = BTreeMap::new();
     for id in &person.ids {
-        if let Some(owner) = sqlx::query_scalar::<_, i64>("SELECT person_id FROM identifiers WHERE value = ?")
-            .bind(&id.value)
-            .fetch_optional(&mut **tx)
-            .await?
+        if let Some(owner) =
+            sqlx::query_scalar::<_, i64>("SELECT person_id FROM identifiers WHERE value = ?")
+                .bind(&id.value)
+                .fetch_optional(&mut **tx)
+                .await?
         {
             owners.insert(id.value.clone(), owner);
         }
     }
     // Prefer the person that holds the active ID; else any holder.
     let active = person.ids.iter().find(|i| i.active).or(person.ids.first());
-    let chosen = active.and_then(|a| owners.get(&a.value).copied()).or_else(|| owners.values().next().copied());
+    let chosen = active
+        .and_then(|a| owners.get(&a.value).copied())
+        .or_else(|| owners.values().next().copied());
     let (key, created) = match chosen {
         Some(key) => (key, false),
         None => {
-            let key: i64 = sqlx::query_scalar("INSERT INTO persons (created_at) VALUES (?) RETURNING id").bind(at).fetch_one(&mut **tx).await?;
+            let key: i64 =
+                sqlx::query_scalar("INSERT INTO persons (created_at) VALUES (?) RETURNING id")
+                    .bind(at)
+                    .fetch_one(&mut **tx)
+                    .await?;
             (key, true)
         }
     };
@@ -160,7 +203,10 @@ struct Current {
     effective: Option<String>,
 }
 
-async fn load_candidates(tx: &mut Transaction<'_, Sqlite>, key: i64) -> Result<BTreeMap<String, Vec<Candidate>>, StoreError> {
+async fn load_candidates(
+    tx: &mut Transaction<'_, Sqlite>,
+    key: i64,
+) -> Result<BTreeMap<String, Vec<Candidate>>, StoreError> {
     let rows = sqlx::query(
         "SELECT source, path, value, labels, release, upstream_version, effective_at, retrieved_at FROM current_observations WHERE person_id = ?",
     )
@@ -208,7 +254,13 @@ fn diff(before: &MergedRecord, after: &MergedRecord) -> serde_json::Map<String, 
 }
 
 impl SqliteStore {
-    async fn apply_person(&self, tx: &mut Transaction<'_, Sqlite>, batch: &Batch, person: &FoundPerson, report: &mut ApplyReport) -> Result<(), StoreError> {
+    async fn apply_person(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        batch: &Batch,
+        person: &FoundPerson,
+        report: &mut ApplyReport,
+    ) -> Result<(), StoreError> {
         let at = ts(batch.retrieved);
         let (key, created) = resolve(tx, &batch.source, person, &at, report).await?;
         if created {
@@ -221,7 +273,16 @@ impl SqliteStore {
             .await?;
         let mut current: BTreeMap<String, Current> = rows
             .into_iter()
-            .map(|r| (r.get::<String, _>("path"), Current { value: r.get("value"), labels: r.get("labels"), effective: r.get("effective_at") }))
+            .map(|r| {
+                (
+                    r.get::<String, _>("path"),
+                    Current {
+                        value: r.get("value"),
+                        labels: r.get("labels"),
+                        effective: r.get("effective_at"),
+                    },
+                )
+            })
             .collect();
         let mut changed = false;
         let mut seen = BTreeSet::new();
@@ -291,12 +352,14 @@ impl SqliteStore {
             .bind(&at)
             .execute(&mut **tx)
             .await?;
-            sqlx::query("DELETE FROM current_observations WHERE person_id = ? AND source = ? AND path = ?")
-                .bind(key)
-                .bind(&batch.source)
-                .bind(path)
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(
+                "DELETE FROM current_observations WHERE person_id = ? AND source = ? AND path = ?",
+            )
+            .bind(key)
+            .bind(&batch.source)
+            .bind(path)
+            .execute(&mut **tx)
+            .await?;
         }
         sqlx::query("INSERT INTO source_refresh (person_id, source, retrieved_at) VALUES (?, ?, ?) ON CONFLICT (person_id, source) DO UPDATE SET retrieved_at = excluded.retrieved_at")
             .bind(key)
@@ -310,11 +373,18 @@ impl SqliteStore {
         }
         let candidates = load_candidates(tx, key).await?;
         let merged = merge::merge(&self.rules, &candidates);
-        let previous = sqlx::query("SELECT record, version FROM merged WHERE person_id = ?").bind(key).fetch_optional(&mut **tx).await?;
+        let previous = sqlx::query("SELECT record, version FROM merged WHERE person_id = ?")
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
         let (before, version) = match previous {
             Some(row) => {
                 let text: String = row.get("record");
-                (serde_json::from_str::<MergedRecord>(&text).map_err(|e| corrupt("merged record", e))?, row.get::<i64, _>("version"))
+                (
+                    serde_json::from_str::<MergedRecord>(&text)
+                        .map_err(|e| corrupt("merged record", e))?,
+                    row.get::<i64, _>("version"),
+                )
             }
             None => (MergedRecord::default(), 0),
         };
@@ -366,7 +436,8 @@ impl PersonStore for SqliteStore {
         let mut tx = self.pool.begin().await?;
         let mut report = ApplyReport::default();
         for person in &batch.persons {
-            self.apply_person(&mut tx, &batch, person, &mut report).await?;
+            self.apply_person(&mut tx, &batch, person, &mut report)
+                .await?;
         }
         if let Some(cursor) = &batch.cursor {
             sqlx::query("INSERT INTO cursors (connector, cursor, updated_at) VALUES (?, ?, ?) ON CONFLICT (connector) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at")
@@ -381,7 +452,9 @@ impl PersonStore for SqliteStore {
     }
 
     async fn person(&self, id: &str) -> Result<Option<StoredPerson>, StoreError> {
-        let Some(key) = self.person_key(id).await? else { return Ok(None) };
+        let Some(key) = self.person_key(id).await? else {
+            return Ok(None);
+        };
         let ids = sqlx::query("SELECT scheme, value, active FROM identifiers WHERE person_id = ? ORDER BY active DESC, first_seen")
             .bind(key)
             .fetch_all(&self.pool)
@@ -389,7 +462,11 @@ impl PersonStore for SqliteStore {
             .into_iter()
             .map(|r| StoredId { scheme: r.get("scheme"), value: r.get("value"), active: r.get("active") })
             .collect();
-        let Some(row) = sqlx::query("SELECT record, version, updated_at FROM merged WHERE person_id = ?").bind(key).fetch_optional(&self.pool).await?
+        let Some(row) =
+            sqlx::query("SELECT record, version, updated_at FROM merged WHERE person_id = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?
         else {
             return Ok(None);
         };
@@ -406,17 +483,21 @@ impl PersonStore for SqliteStore {
     async fn active_ids(&self, schemes: &[&str]) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
         for scheme in schemes {
-            let mut list: Vec<String> = sqlx::query_scalar("SELECT value FROM identifiers WHERE scheme = ? AND active = 1 ORDER BY value")
-                .bind(scheme)
-                .fetch_all(&self.pool)
-                .await?;
+            let mut list: Vec<String> = sqlx::query_scalar(
+                "SELECT value FROM identifiers WHERE scheme = ? AND active = 1 ORDER BY value",
+            )
+            .bind(scheme)
+            .fetch_all(&self.pool)
+            .await?;
             out.append(&mut list);
         }
         Ok(out)
     }
 
     async fn count_persons(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM merged").fetch_one(&self.pool).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM merged")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(n as u64)
     }
 
@@ -432,7 +513,8 @@ impl PersonStore for SqliteStore {
                     person: r.get("person_id"),
                     changed_at: parse_ts(r.get::<&str, _>("changed_at"))?,
                     version: r.get("version"),
-                    diff: serde_json::from_str(r.get::<&str, _>("diff")).map_err(|e| corrupt("history diff", e))?,
+                    diff: serde_json::from_str(r.get::<&str, _>("diff"))
+                        .map_err(|e| corrupt("history diff", e))?,
                     reason: r.get("reason"),
                 })
             })
@@ -440,16 +522,26 @@ impl PersonStore for SqliteStore {
     }
 
     async fn cursor(&self, connector: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT cursor FROM cursors WHERE connector = ?").bind(connector).fetch_optional(&self.pool).await?)
+        Ok(
+            sqlx::query_scalar("SELECT cursor FROM cursors WHERE connector = ?")
+                .bind(connector)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     async fn installation(&self, connector: &str) -> Result<Option<Installation>, StoreError> {
-        let row = sqlx::query("SELECT * FROM installations WHERE connector = ?").bind(connector).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM installations WHERE connector = ?")
+            .bind(connector)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(installation_from).transpose()
     }
 
     async fn installations(&self) -> Result<Vec<Installation>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM installations ORDER BY connector").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM installations ORDER BY connector")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(installation_from).collect()
     }
 
@@ -502,7 +594,10 @@ impl PersonStore for SqliteStore {
     }
 
     async fn audit(&self, connector: &str) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM installation_audit WHERE connector = ? ORDER BY id").bind(connector).fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM installation_audit WHERE connector = ? ORDER BY id")
+            .bind(connector)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(AuditEntry {
@@ -530,21 +625,32 @@ impl PersonStore for SqliteStore {
             .await?)
     }
 
-    async fn finish_run(&self, id: i64, status: RunStatus, counts: &RunCounts, errors: &[String]) -> Result<(), StoreError> {
+    async fn finish_run(
+        &self,
+        id: i64,
+        status: RunStatus,
+        counts: &RunCounts,
+        errors: &[String],
+    ) -> Result<(), StoreError> {
         let _w = self.writer.lock().await;
-        sqlx::query("UPDATE job_runs SET finished_at = ?, status = ?, counts = ?, errors = ? WHERE id = ?")
-            .bind(ts(now()))
-            .bind(status.as_str())
-            .bind(serde_json::to_string(counts).map_err(|e| corrupt("run counts", e))?)
-            .bind(serde_json::to_string(errors).map_err(|e| corrupt("run errors", e))?)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE job_runs SET finished_at = ?, status = ?, counts = ?, errors = ? WHERE id = ?",
+        )
+        .bind(ts(now()))
+        .bind(status.as_str())
+        .bind(serde_json::to_string(counts).map_err(|e| corrupt("run counts", e))?)
+        .bind(serde_json::to_string(errors).map_err(|e| corrupt("run errors", e))?)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     async fn runs(&self, limit: u32) -> Result<Vec<JobRun>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM job_runs ORDER BY id DESC LIMIT ?").bind(limit).fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM job_runs ORDER BY id DESC LIMIT ?")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 let finished: Option<String> = r.get("finished_at");
@@ -564,38 +670,93 @@ impl PersonStore for SqliteStore {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use folkhub_core::observation::{Observation, SourceId};
 
     fn person(ids: &[(&str, bool)], fields: &[(&str, Value)]) -> FoundPerson {
         FoundPerson {
-            ids: ids.iter().map(|(v, a)| SourceId { scheme: "no-fnr".into(), value: v.to_string(), active: *a }).collect(),
-            fields: fields.iter().map(|(p, v)| Observation { path: p.to_string(), value: v.clone(), labels: vec![], effective: None }).collect(),
+            ids: ids
+                .iter()
+                .map(|(v, a)| SourceId {
+                    scheme: "no-fnr".into(),
+                    value: v.to_string(),
+                    active: *a,
+                })
+                .collect(),
+            fields: fields
+                .iter()
+                .map(|(p, v)| Observation {
+                    path: p.to_string(),
+                    value: v.clone(),
+                    labels: vec![],
+                    effective: None,
+                })
+                .collect(),
             upstream_version: "v1".into(),
         }
     }
 
     fn batch(persons: Vec<FoundPerson>, cursor: Option<&str>) -> Batch {
-        Batch { source: "folkeregister".into(), release: "1.0.0".into(), retrieved: Utc::now(), persons, cursor: cursor.map(String::from), reason: "test".into() }
+        Batch {
+            source: "folkeregister".into(),
+            release: "1.0.0".into(),
+            retrieved: Utc::now(),
+            persons,
+            cursor: cursor.map(String::from),
+            reason: "test".into(),
+        }
     }
 
     #[tokio::test]
     async fn apply_merge_retract_history_and_id_change() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("s.db"), MergeRules::default()).await.unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db"), MergeRules::default())
+            .await
+            .unwrap();
         let r = store
-            .apply(batch(vec![person(&[("43851500119", true)], &[("name.given", json!("KARI")), ("death.date", json!("2020-01-01"))])], Some("5")))
+            .apply(batch(
+                vec![person(
+                    &[("43851500119", true)],
+                    &[
+                        ("name.given", json!("KARI")),
+                        ("death.date", json!("2020-01-01")),
+                    ],
+                )],
+                Some("5"),
+            ))
             .await
             .unwrap();
         assert_eq!(r.persons_created, 1);
-        assert_eq!(store.cursor("folkeregister").await.unwrap().as_deref(), Some("5"));
+        assert_eq!(
+            store.cursor("folkeregister").await.unwrap().as_deref(),
+            Some("5")
+        );
         // Same data again: unchanged, no new observations.
-        let r = store.apply(batch(vec![person(&[("43851500119", true)], &[("name.given", json!("KARI")), ("death.date", json!("2020-01-01"))])], None)).await.unwrap();
+        let r = store
+            .apply(batch(
+                vec![person(
+                    &[("43851500119", true)],
+                    &[
+                        ("name.given", json!("KARI")),
+                        ("death.date", json!("2020-01-01")),
+                    ],
+                )],
+                None,
+            ))
+            .await
+            .unwrap();
         assert_eq!((r.persons_unchanged, r.observations_added), (1, 0));
         // The D-number gets a fødselsnummer; death retracted; name changed.
         let r = store
-            .apply(batch(vec![person(&[("43851500119", false), ("03851598730", true)], &[("name.given", json!("KARIANNE"))])], Some("9")))
+            .apply(batch(
+                vec![person(
+                    &[("43851500119", false), ("03851598730", true)],
+                    &[("name.given", json!("KARIANNE"))],
+                )],
+                Some("9"),
+            ))
             .await
             .unwrap();
         assert_eq!(r.persons_changed, 1);
@@ -608,7 +769,10 @@ mod tests {
         let history = store.history(by_new.key).await.unwrap();
         assert_eq!(history.len(), 2);
         assert_eq!(history[1].diff["name.given"]["from"], json!("KARI"));
-        assert_eq!(store.active_ids(&["no-fnr"]).await.unwrap(), vec!["03851598730".to_string()]);
+        assert_eq!(
+            store.active_ids(&["no-fnr"]).await.unwrap(),
+            vec!["03851598730".to_string()]
+        );
     }
 
     #[tokio::test]
@@ -616,7 +780,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         {
-            let store = SqliteStore::open(&path, MergeRules::default()).await.unwrap();
+            let store = SqliteStore::open(&path, MergeRules::default())
+                .await
+                .unwrap();
             let inst = Installation {
                 connector: "folkeregister".into(),
                 version: "1.0.0".into(),
@@ -627,13 +793,32 @@ mod tests {
                 installed_by: "admin".into(),
             };
             store.install(inst, "first install").await.unwrap();
-            let run = store.start_run("sync", Some("folkeregister")).await.unwrap();
-            store.finish_run(run, RunStatus::Succeeded, &RunCounts { fetched: 3, ..Default::default() }, &[]).await.unwrap();
+            let run = store
+                .start_run("sync", Some("folkeregister"))
+                .await
+                .unwrap();
+            store
+                .finish_run(
+                    run,
+                    RunStatus::Succeeded,
+                    &RunCounts {
+                        fetched: 3,
+                        ..Default::default()
+                    },
+                    &[],
+                )
+                .await
+                .unwrap();
         }
-        let store = SqliteStore::open(&path, MergeRules::default()).await.unwrap();
+        let store = SqliteStore::open(&path, MergeRules::default())
+            .await
+            .unwrap();
         let inst = store.installation("folkeregister").await.unwrap().unwrap();
         assert!(inst.pinned);
-        assert_eq!(store.audit("folkeregister").await.unwrap()[0].action, "install");
+        assert_eq!(
+            store.audit("folkeregister").await.unwrap()[0].action,
+            "install"
+        );
         assert_eq!(store.runs(10).await.unwrap()[0].counts.fetched, 3);
     }
 }

@@ -40,7 +40,12 @@ pub struct Options<'a> {
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Options { batch: 500, attempts: 5, backoff: Duration::from_millis(200), progress: None }
+        Options {
+            batch: 500,
+            attempts: 5,
+            backoff: Duration::from_millis(200),
+            progress: None,
+        }
     }
 }
 
@@ -68,14 +73,19 @@ fn retry_delay(error: &CallError, attempt: u32, base: Duration) -> Option<Durati
     let exponential = base * 2u32.saturating_pow(attempt.min(10));
     let jitter = Duration::from_millis(rand_jitter(exponential.as_millis() as u64 / 4 + 1));
     Some(match error {
-        ConnectorError::RateLimited(ms) => Duration::from_millis(u64::from(*ms)).max(exponential) + jitter,
+        ConnectorError::RateLimited(ms) => {
+            Duration::from_millis(u64::from(*ms)).max(exponential) + jitter
+        }
         _ => exponential + jitter,
     })
 }
 
 fn rand_jitter(max: u64) -> u64 {
     // Jitter needs no cryptographic randomness: the clock's nanoseconds do.
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     u64::from(nanos) % max
 }
 
@@ -92,7 +102,11 @@ where
                 attempt += 1;
                 match retry_delay(&error, attempt - 1, options.backoff) {
                     Some(delay) if attempt < options.attempts => {
-                        tracing::warn!(attempt, delay_ms = delay.as_millis() as u64, "retrying after: {error}");
+                        tracing::warn!(
+                            attempt,
+                            delay_ms = delay.as_millis() as u64,
+                            "retrying after: {error}"
+                        );
                         tokio::time::sleep(delay).await;
                     }
                     _ => return Err(error),
@@ -127,7 +141,10 @@ impl Runner<'_> {
         for (i, chunk) in chunks.into_iter().enumerate() {
             let results = with_retries(self.options, || self.connector.lookup(chunk)).await?;
             let persons = self.collect(results);
-            if !self.store_batch(persons, if i == last { cursor.clone() } else { None }).await {
+            if !self
+                .store_batch(persons, if i == last { cursor.clone() } else { None })
+                .await
+            {
                 // The cursor did not move: the page is read again next run,
                 // and re-applying what was stored changes nothing.
                 return Err(CallError::Host {
@@ -137,7 +154,10 @@ impl Runner<'_> {
                 });
             }
             if let Some(report) = self.options.progress {
-                report(Progress { done: self.counts.fetched, total: None });
+                report(Progress {
+                    done: self.counts.fetched,
+                    total: None,
+                });
             }
         }
         Ok(())
@@ -154,7 +174,10 @@ impl Runner<'_> {
                 LookupOutcome::NotFound => self.counts.not_found += 1,
                 LookupOutcome::Failed(e) => {
                     self.counts.errors += 1;
-                    self.errors.push(format!("{}: {e}", folkhub_runtime::state::person_hash(&r.requested)));
+                    self.errors.push(format!(
+                        "{}: {e}",
+                        folkhub_runtime::state::person_hash(&r.requested)
+                    ));
                 }
             }
         }
@@ -162,7 +185,11 @@ impl Runner<'_> {
     }
 
     /// Stores a batch; false when the store refused it (the error is recorded).
-    async fn store_batch(&mut self, persons: Vec<folkhub_core::contract::FoundPerson>, cursor: Option<String>) -> bool {
+    async fn store_batch(
+        &mut self,
+        persons: Vec<folkhub_core::contract::FoundPerson>,
+        cursor: Option<String>,
+    ) -> bool {
         let batch = Batch {
             source: self.connector.id.clone(),
             release: self.connector.version.clone(),
@@ -193,16 +220,27 @@ impl Runner<'_> {
 
     /// Follows the feed from the stored cursor to its head. Returns the IDs refreshed.
     async fn follow_feed(&mut self) -> Result<BTreeSet<String>, CallError> {
-        let mut cursor = self.store.cursor(&self.connector.id).await.map_err(|e| CallError::Host {
-            connector: self.connector.id.clone(),
-            version: self.connector.version.clone(),
-            message: e.to_string(),
-        })?;
+        let mut cursor =
+            self.store
+                .cursor(&self.connector.id)
+                .await
+                .map_err(|e| CallError::Host {
+                    connector: self.connector.id.clone(),
+                    version: self.connector.version.clone(),
+                    message: e.to_string(),
+                })?;
         let mut refreshed = BTreeSet::new();
         loop {
-            let page = with_retries(self.options, || self.connector.changes(cursor.as_deref())).await?;
+            let page =
+                with_retries(self.options, || self.connector.changes(cursor.as_deref())).await?;
             self.counts.feed_events += page.changes.len() as u64;
-            let ids: Vec<String> = page.changes.iter().map(|c| c.id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+            let ids: Vec<String> = page
+                .changes
+                .iter()
+                .map(|c| c.id.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
             self.refresh(&ids, Some(page.next_cursor.clone())).await?;
             refreshed.extend(ids);
             let moved = cursor.as_deref() != Some(page.next_cursor.as_str());
@@ -239,7 +277,10 @@ async fn run(
             Ok(known) => {
                 let rest: Vec<String> = known.into_iter().filter(|id| !done.contains(id)).collect();
                 if let Some(report) = options.progress {
-                    report(Progress { done: runner.counts.fetched, total: Some(runner.counts.fetched + rest.len() as u64) });
+                    report(Progress {
+                        done: runner.counts.fetched,
+                        total: Some(runner.counts.fetched + rest.len() as u64),
+                    });
                 }
                 if let Err(e) = runner.refresh(&rest, None).await {
                     outcome = Err(e);
@@ -257,22 +298,44 @@ async fn run(
         Ok(_) if runner.counts.errors > 0 => RunStatus::Partial,
         Ok(_) => RunStatus::Succeeded,
     };
-    store.finish_run(run, status, &runner.counts, &runner.errors).await?;
-    Ok(Summary { run, status, counts: runner.counts, errors: runner.errors, identity_conflicts: runner.conflicts })
+    store
+        .finish_run(run, status, &runner.counts, &runner.errors)
+        .await?;
+    Ok(Summary {
+        run,
+        status,
+        counts: runner.counts,
+        errors: runner.errors,
+        identity_conflicts: runner.conflicts,
+    })
 }
 
 /// Follows the change feed from the stored cursor to its head.
-pub async fn changes(store: &dyn PersonStore, connector: &Connector, options: &Options<'_>) -> Result<Summary, SyncError> {
+pub async fn changes(
+    store: &dyn PersonStore,
+    connector: &Connector,
+    options: &Options<'_>,
+) -> Result<Summary, SyncError> {
     run(store, connector, options, "changes", false, &[]).await
 }
 
 /// Follows the feed, then refreshes every other known person of `schemes`.
-pub async fn full(store: &dyn PersonStore, connector: &Connector, schemes: &[&str], options: &Options<'_>) -> Result<Summary, SyncError> {
+pub async fn full(
+    store: &dyn PersonStore,
+    connector: &Connector,
+    schemes: &[&str],
+    options: &Options<'_>,
+) -> Result<Summary, SyncError> {
     run(store, connector, options, "full", true, schemes).await
 }
 
 /// Looks up specific IDs now (e.g. a person an operator adds).
-pub async fn lookup(store: &dyn PersonStore, connector: &Connector, ids: &[String], options: &Options<'_>) -> Result<Summary, SyncError> {
+pub async fn lookup(
+    store: &dyn PersonStore,
+    connector: &Connector,
+    ids: &[String],
+    options: &Options<'_>,
+) -> Result<Summary, SyncError> {
     let run_id = store.start_run("lookup", Some(&connector.id)).await?;
     let mut runner = Runner {
         store,
@@ -292,6 +355,14 @@ pub async fn lookup(store: &dyn PersonStore, connector: &Connector, ids: &[Strin
         Ok(()) if runner.counts.errors > 0 => RunStatus::Partial,
         Ok(()) => RunStatus::Succeeded,
     };
-    store.finish_run(run_id, status, &runner.counts, &runner.errors).await?;
-    Ok(Summary { run: run_id, status, counts: runner.counts, errors: runner.errors, identity_conflicts: runner.conflicts })
+    store
+        .finish_run(run_id, status, &runner.counts, &runner.errors)
+        .await?;
+    Ok(Summary {
+        run: run_id,
+        status,
+        counts: runner.counts,
+        errors: runner.errors,
+        identity_conflicts: runner.conflicts,
+    })
 }

@@ -4,7 +4,10 @@ use crate::host::Host;
 
 pub async fn list(host: &Host) -> anyhow::Result<()> {
     let installed = folkhub_store::PersonStore::installations(host.store.as_ref()).await?;
-    println!("{:<16} {:<10} {:<10} {:<8} {:<16} {}", "CONNECTOR", "INSTALLED", "NEWEST", "PINNED", "UPSTREAM", "CONTRACT");
+    println!(
+        "{:<16} {:<10} {:<10} {:<8} {:<16} CONTRACT",
+        "CONNECTOR", "INSTALLED", "NEWEST", "PINNED", "UPSTREAM"
+    );
     for id in host.manifest.connectors() {
         let newest = host.manifest.find(&id, None);
         let current = installed.iter().find(|i| i.connector == id);
@@ -18,15 +21,29 @@ pub async fn list(host: &Host) -> anyhow::Result<()> {
             id,
             current.map_or("-", |i| i.version.as_str()),
             newest.map_or("-", |r| r.version.as_str()),
-            if current.is_some_and(|i| i.pinned) { "yes" } else { "no" },
+            if current.is_some_and(|i| i.pinned) {
+                "yes"
+            } else {
+                "no"
+            },
             upstream,
-            current.map_or_else(|| newest.map(|r| r.contract.clone()).unwrap_or_default(), |i| i.contract.clone()),
+            current.map_or_else(
+                || newest.map(|r| r.contract.clone()).unwrap_or_default(),
+                |i| i.contract.clone()
+            ),
         );
     }
     Ok(())
 }
 
-pub async fn install(host: &Host, connector: &str, version: Option<&str>, pin: bool, actor: &str, reason: &str) -> anyhow::Result<()> {
+pub async fn install(
+    host: &Host,
+    connector: &str,
+    version: Option<&str>,
+    pin: bool,
+    actor: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
     let installation = host.install(connector, version, pin, actor, reason).await?;
     println!(
         "installed {} {} (contract {}, sha256 {}){}",
@@ -39,7 +56,9 @@ pub async fn install(host: &Host, connector: &str, version: Option<&str>, pin: b
     let connector = host.load(connector).await?;
     let allowed = connector.allowed_origins();
     if allowed.is_empty() {
-        println!("  warning: no outbound host is both requested by the release and granted in folkhub.toml; it cannot reach its register");
+        println!(
+            "  warning: no outbound host is both requested by the release and granted in folkhub.toml; it cannot reach its register"
+        );
     } else {
         println!("  may reach: {}", allowed.join(", "));
     }

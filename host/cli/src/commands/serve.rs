@@ -17,7 +17,11 @@ pub async fn state(host: &Host) -> anyhow::Result<ApiState> {
             .find(&installation.connector, Some(&installation.version))
             .map(|r| format!("{} {}", r.upstream.system, r.upstream.version))
             .unwrap_or_default();
-        let error = host.load(&installation.connector).await.err().map(|e| format!("{e:#}"));
+        let error = host
+            .load(&installation.connector)
+            .await
+            .err()
+            .map(|e| format!("{e:#}"));
         connectors.push(ConnectorStatus {
             id: installation.connector,
             version: installation.version,
@@ -30,14 +34,24 @@ pub async fn state(host: &Host) -> anyhow::Result<ApiState> {
     Ok(ApiState {
         store: host.store.clone() as Arc<dyn PersonStore>,
         connectors: Arc::new(connectors),
-        contract_versions: Arc::new(folkhub_runtime::SUPPORTED.iter().map(|s| s.newest.to_string()).collect()),
+        contract_versions: Arc::new(
+            folkhub_runtime::SUPPORTED
+                .iter()
+                .map(|s| s.newest.to_string())
+                .collect(),
+        ),
     })
 }
 
 pub async fn run(host: &Host, listen: &str) -> anyhow::Result<()> {
     let state = state(host).await?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    println!("folkhub API on http://{}/v1 (Ctrl-C stops)", listener.local_addr()?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    println!(
+        "folkhub API on http://{}/v1 (Ctrl-C stops)",
+        listener.local_addr()?
+    );
     folkhub_api::serve(listener, state, async {
         let _ = tokio::signal::ctrl_c().await;
     })

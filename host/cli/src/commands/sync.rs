@@ -9,7 +9,12 @@ use folkhub_sync::{Options, Progress};
 
 use crate::host::Host;
 
-pub async fn run(host: &Host, connector: &str, full: bool, quiet: bool) -> anyhow::Result<folkhub_sync::Summary> {
+pub async fn run(
+    host: &Host,
+    connector: &str,
+    full: bool,
+    quiet: bool,
+) -> anyhow::Result<folkhub_sync::Summary> {
     let connector = host.load(connector).await?;
     let started = Instant::now();
     let progress = move |p: Progress| {
@@ -18,12 +23,19 @@ pub async fn run(host: &Host, connector: &str, full: bool, quiet: bool) -> anyho
         let _ = match p.total {
             Some(total) if total > 0 => {
                 let eta = (total.saturating_sub(p.done)) as f64 / rate.max(0.001);
-                write!(err, "\r  {} / {} persons ({:.0}/s, ETA {:.0}s)   ", p.done, total, rate, eta)
+                write!(
+                    err,
+                    "\r  {} / {} persons ({:.0}/s, ETA {:.0}s)   ",
+                    p.done, total, rate, eta
+                )
             }
             _ => write!(err, "\r  {} persons ({:.0}/s)   ", p.done, rate),
         };
     };
-    let options = Options { progress: if quiet { None } else { Some(&progress) }, ..Options::default() };
+    let options = Options {
+        progress: if quiet { None } else { Some(&progress) },
+        ..Options::default()
+    };
     let summary = if full {
         let schemes = host.schemes(&connector);
         let schemes: Vec<&str> = schemes.iter().map(String::as_str).collect();
@@ -51,11 +63,21 @@ pub async fn run(host: &Host, connector: &str, full: bool, quiet: bool) -> anyho
             println!("  error: {e}");
         }
         if !summary.identity_conflicts.is_empty() {
-            println!("  {} identity conflicts listed for review", summary.identity_conflicts.len());
+            println!(
+                "  {} identity conflicts listed for review",
+                summary.identity_conflicts.len()
+            );
         }
     }
     if summary.status == RunStatus::Failed {
-        bail!("the sync failed: {}", summary.errors.last().map(String::as_str).unwrap_or("see `folkhub jobs`"));
+        bail!(
+            "the sync failed: {}",
+            summary
+                .errors
+                .last()
+                .map(String::as_str)
+                .unwrap_or("see `folkhub jobs`")
+        );
     }
     Ok(summary)
 }

@@ -39,7 +39,12 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|t| t.with_timezone(&Utc))
-        .or_else(|| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc()))
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc())
+        })
 }
 
 /// Converts a record; a field whose value is not JSON makes the record
@@ -48,12 +53,28 @@ pub fn person(record: source::PersonRecord) -> Result<core::FoundPerson, core::C
     let mut fields = Vec::with_capacity(record.fields.len());
     for f in record.fields {
         let value = serde_json::from_str(&f.value).map_err(|e| {
-            core::ConnectorError::MalformedResponse(format!("field {} is not JSON ({e}): {:?}", f.path, f.value))
+            core::ConnectorError::MalformedResponse(format!(
+                "field {} is not JSON ({e}): {:?}",
+                f.path, f.value
+            ))
         })?;
-        fields.push(Observation { path: f.path, value, labels: f.labels, effective: f.effective.as_deref().and_then(parse_time) });
+        fields.push(Observation {
+            path: f.path,
+            value,
+            labels: f.labels,
+            effective: f.effective.as_deref().and_then(parse_time),
+        });
     }
     Ok(core::FoundPerson {
-        ids: record.ids.into_iter().map(|i| SourceId { scheme: i.scheme, value: i.value, active: i.active }).collect(),
+        ids: record
+            .ids
+            .into_iter()
+            .map(|i| SourceId {
+                scheme: i.scheme,
+                value: i.value,
+                active: i.active,
+            })
+            .collect(),
         fields,
         upstream_version: record.upstream_version,
     })
@@ -80,7 +101,12 @@ pub fn change_page(page: source::ChangePage) -> core::ChangePage {
         changes: page
             .changes
             .into_iter()
-            .map(|c| core::Change { id: c.id, event: c.event, position: c.position, recorded: c.recorded })
+            .map(|c| core::Change {
+                id: c.id,
+                event: c.event,
+                position: c.position,
+                recorded: c.recorded,
+            })
             .collect(),
         next_cursor: page.next_cursor,
         caught_up: page.caught_up,

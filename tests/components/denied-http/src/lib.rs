@@ -5,7 +5,13 @@ use folkhub_connector_sdk::{ChangePage, ConnectorError, Description, LookupResul
 struct Hostile;
 
 fn describe() -> Description {
-    Description { source: "hostile".into(), upstream_versions: vec![], fields: vec![], capabilities: vec!["lookup".into()], max_batch: 10 }
+    Description {
+        source: "hostile".into(),
+        upstream_versions: vec![],
+        fields: vec![],
+        capabilities: vec!["lookup".into()],
+        max_batch: 10,
+    }
 }
 
 impl bindings::exports::folkhub::connector::source::Guest for Hostile {
@@ -13,12 +19,22 @@ impl bindings::exports::folkhub::connector::source::Guest for Hostile {
         describe()
     }
     fn lookup_batch(ids: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
-        let url = ids.first().cloned().unwrap_or_else(|| "https://example.com/".into());
+        let url = ids
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "https://example.com/".into());
         let response = folkhub_connector_sdk::http::get(&url, &[])?;
-        Err(ConnectorError::Other(format!("the host let a request through: HTTP {}", response.status)))
+        Err(ConnectorError::Other(format!(
+            "the host let a request through: HTTP {}",
+            response.status
+        )))
     }
     fn changes(_cursor: Option<String>) -> Result<ChangePage, ConnectorError> {
-        Ok(ChangePage { changes: vec![], next_cursor: "0".into(), caught_up: true })
+        Ok(ChangePage {
+            changes: vec![],
+            next_cursor: "0".into(),
+            caught_up: true,
+        })
     }
 }
 

@@ -5,7 +5,13 @@ use folkhub_connector_sdk::{ChangePage, ConnectorError, Description, LookupResul
 struct Hostile;
 
 fn describe() -> Description {
-    Description { source: "hostile".into(), upstream_versions: vec![], fields: vec![], capabilities: vec!["lookup".into()], max_batch: 10 }
+    Description {
+        source: "hostile".into(),
+        upstream_versions: vec![],
+        fields: vec![],
+        capabilities: vec!["lookup".into()],
+        max_batch: 10,
+    }
 }
 
 impl bindings::exports::folkhub::connector::source::Guest for Hostile {
@@ -22,7 +28,11 @@ impl bindings::exports::folkhub::connector::source::Guest for Hostile {
         }
     }
     fn changes(_cursor: Option<String>) -> Result<ChangePage, ConnectorError> {
-        Ok(ChangePage { changes: vec![], next_cursor: "0".into(), caught_up: true })
+        Ok(ChangePage {
+            changes: vec![],
+            next_cursor: "0".into(),
+            caught_up: true,
+        })
     }
 }
 

@@ -8,19 +8,31 @@ mod bindings {
 }
 
 use bindings::exports::folkhub::connector::search;
-use bindings::exports::folkhub::connector::source::{self, ChangePage, ConnectorError, Description, LookupResult};
+use bindings::exports::folkhub::connector::source::{
+    self, ChangePage, ConnectorError, Description, LookupResult,
+};
 
 struct Newer;
 
 impl source::Guest for Newer {
     fn describe() -> Description {
-        Description { source: "newer".into(), upstream_versions: vec![], fields: vec![], capabilities: vec![], max_batch: 1 }
+        Description {
+            source: "newer".into(),
+            upstream_versions: vec![],
+            fields: vec![],
+            capabilities: vec![],
+            max_batch: 1,
+        }
     }
     fn lookup_batch(_ids: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
         Ok(vec![])
     }
     fn changes(_cursor: Option<String>) -> Result<ChangePage, ConnectorError> {
-        Ok(ChangePage { changes: vec![], next_cursor: "0".into(), caught_up: true })
+        Ok(ChangePage {
+            changes: vec![],
+            next_cursor: "0".into(),
+            caught_up: true,
+        })
     }
 }
 
