@@ -55,6 +55,7 @@ const TEST_COMPONENTS: &[&str] = &[
     "component-memory-bomb",
     "component-denied-http",
     "component-newer-minor",
+    "component-mapping-bench",
 ];
 
 fn root() -> PathBuf {

@@ -11,7 +11,7 @@ pub mod mapping;
 
 // The export glue only exists in the component; native builds (unit tests
 // of the mapping) do not link it.
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component {
     use super::mapping;
     use folkhub_connector_sdk::{

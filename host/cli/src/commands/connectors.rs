@@ -5,7 +5,7 @@ use crate::host::Host;
 pub async fn list(host: &Host) -> anyhow::Result<()> {
     let installed = folkhub_store::PersonStore::installations(host.store.as_ref()).await?;
     println!(
-        "{:<16} {:<10} {:<10} {:<8} {:<16} CONTRACT",
+        "{:<16} {:<10} {:<10} {:<8} {:<20} CONTRACT",
         "CONNECTOR", "INSTALLED", "NEWEST", "PINNED", "UPSTREAM"
     );
     for id in host.manifest.connectors() {
@@ -17,7 +17,7 @@ pub async fn list(host: &Host) -> anyhow::Result<()> {
             .map(|r| format!("{} {}", r.upstream.system, r.upstream.version))
             .unwrap_or_default();
         println!(
-            "{:<16} {:<10} {:<10} {:<8} {:<16} {}",
+            "{:<16} {:<10} {:<10} {:<8} {:<20} {}",
             id,
             current.map_or("-", |i| i.version.as_str()),
             newest.map_or("-", |r| r.version.as_str()),
