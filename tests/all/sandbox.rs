@@ -252,3 +252,21 @@ async fn precompiled_components_are_cached_by_digest_and_engine() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_over_the_size_cap_and_too_many_host_calls_are_stopped() {
+    use folkhub_tests::{Setup, TestEnv};
+    // A bulk answer for 200 persons is far more than 2 KB.
+    let env = TestEnv::start(Setup { count: 200, max_response_bytes: 2048, ..Setup::default() }).await;
+    env.host.install("folkeregister", None, false, "test", "caps").await.expect("install");
+    let connector = env.host.load("folkeregister").await.expect("load");
+    let ids: Vec<String> = env.sim.truth().await.iter().map(|t| t.ids.last().expect("id").clone()).collect();
+    let error = connector.lookup(&ids).await.expect_err("over the cap");
+    assert!(matches!(error.connector_error(), Some(ConnectorError::Denied(m)) if m.contains("larger than the host allows")), "{error}");
+    // The connector asks for two config values before any request: a cap of one stops it.
+    let env = TestEnv::start(Setup { count: 5, max_hostcalls: 1, ..Setup::default() }).await;
+    env.host.install("folkeregister", None, false, "test", "caps").await.expect("install");
+    let connector = env.host.load("folkeregister").await.expect("load");
+    let error = connector.lookup(&ids[..1]).await.expect_err("over the cap");
+    assert!(matches!(error, CallError::HostcallLimit { limit: 1, .. }), "{error}");
+}

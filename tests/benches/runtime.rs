@@ -91,6 +91,12 @@ fn benches(c: &mut Criterion) {
         b.iter(|| rt.block_on(connector.lookup(&ids)).unwrap())
     });
 
+    let unpooled = Runtime::new(None, Limits { pooling: false, ..Limits::default() }).unwrap();
+    let unpooled_connector = unpooled.prepare(&release("loop", &quick), &quick, ConnectorSettings::default()).unwrap();
+    c.bench_function("fresh instance + lookup-batch (small component, no HTTP, no pooling)", |b| {
+        b.iter(|| rt.block_on(unpooled_connector.lookup(&ids)).unwrap())
+    });
+
     let manifest = folkhub_manifest::Manifest::load(&folkhub_tests::root().join("registry-manifest.toml")).unwrap();
     let freg = manifest.find("folkeregister", None).unwrap();
     let freg_connector = runtime.prepare(freg, &manifest.artifact_path(freg), ConnectorSettings::default()).unwrap();
@@ -109,6 +115,10 @@ fn benches(c: &mut Criterion) {
     group.sample_size(20).measurement_time(Duration::from_secs(8));
     group.bench_function("wasm (incl. instance, copy in/out, conversion)", |b| b.iter(|| rt.block_on(mapper.lookup(&input)).unwrap()));
     group.bench_function("native", |b| b.iter(|| native_mapping(&body)));
+    let discard = vec![body.clone(), "discard".to_string()];
+    group.bench_function("wasm, results not copied out (guest work only)", |b| {
+        b.iter(|| rt.block_on(mapper.lookup(&discard)).unwrap())
+    });
     group.finish();
 
     let wasm = std::fs::read(manifest.artifact_path(freg)).unwrap();

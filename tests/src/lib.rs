@@ -56,6 +56,8 @@ pub struct Setup {
     pub count: usize,
     pub call_timeout_ms: u64,
     pub memory_limit_mib: u64,
+    pub max_response_bytes: u64,
+    pub max_hostcalls: u64,
     /// Register the test client with the simulator's token endpoint.
     pub trust_client: bool,
 }
@@ -67,6 +69,8 @@ impl Default for Setup {
             count: 200,
             call_timeout_ms: 20_000,
             memory_limit_mib: 64,
+            max_response_bytes: 32 << 20,
+            max_hostcalls: 100_000,
             trust_client: true,
         }
     }
@@ -110,6 +114,8 @@ manifest = "{manifest}"
 cache_dir = "{cache}"
 call_timeout_ms = {timeout}
 memory_limit_mib = {memory}
+max_response_bytes = {max_response}
+max_hostcalls = {max_hostcalls}
 
 [connectors.folkeregister]
 grant_hosts = ["{sim_url}"]
@@ -129,6 +135,8 @@ scope = "folkeregister:deling/offentligmedhjemmel"
             cache = root().join("target/test-cache").display(),
             timeout = setup.call_timeout_ms,
             memory = setup.memory_limit_mib,
+            max_response = setup.max_response_bytes,
+            max_hostcalls = setup.max_hostcalls,
             issuer = sim.shared.issuer(),
             key = key_file.display(),
         );

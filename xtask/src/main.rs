@@ -95,6 +95,17 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
     run(c, "rustup target add wasm32-wasip2")
 }
 
+fn reproducible_flags() -> String {
+    let cargo_home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo"));
+    [
+        format!("--remap-path-prefix={}=/folkhub", root().display()),
+        format!("--remap-path-prefix={}=/cargo", cargo_home.display()),
+    ]
+    .join("\x1f")
+}
+
 fn wasm_dir() -> PathBuf {
     root().join("target/wasm32-wasip2/connector")
 }
@@ -160,28 +171,30 @@ fn set_digest(manifest: &str, connector: &str, version: &str, digest: &str) -> O
 
 fn build_connectors(publish: bool) -> anyhow::Result<()> {
     ensure_wasm_target()?;
-    let mut c = cargo();
-    c.args([
-        "build",
-        "--target",
-        "wasm32-wasip2",
-        "--profile",
-        "connector",
-    ]);
-    for (_, krate) in CONNECTORS {
-        c.args(["-p", krate]);
+    // Two invocations: the mapping benchmark component uses a connector as a
+    // library without its export glue, and cargo unifies features within one
+    // build. Test components go first: building a connector as their
+    // dependency also writes its (glue-less) .wasm, which the connector build
+    // then replaces with the real one.
+    let groups: [(&str, Vec<&str>); 2] = [
+        ("test components", TEST_COMPONENTS.to_vec()),
+        ("connectors", CONNECTORS.iter().map(|(_, k)| *k).collect()),
+    ];
+    for (what, crates) in groups {
+        let mut c = cargo();
+        c.args(["build", "--target", "wasm32-wasip2", "--profile", "connector"]);
+        for krate in crates {
+            c.args(["-p", krate]);
+        }
+        // An outer cargo must not leak its flags into the guest build, and
+        // the checkout and cargo home paths must not end up in the artifact:
+        // the same source then gives the same bytes on any machine.
+        for var in ["RUSTFLAGS", "CARGO_BUILD_TARGET"] {
+            c.env_remove(var);
+        }
+        c.env("CARGO_ENCODED_RUSTFLAGS", reproducible_flags());
+        run(c, &format!("cargo build --target wasm32-wasip2 --profile connector ({what})"))?;
     }
-    for krate in TEST_COMPONENTS {
-        c.args(["-p", krate]);
-    }
-    // A build script or outer cargo must not leak its flags into the guest build.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET"] {
-        c.env_remove(var);
-    }
-    run(
-        c,
-        "cargo build --target wasm32-wasip2 --profile connector (connectors and test components)",
-    )?;
     let manifest_path = root().join("registry-manifest.toml");
     let mut manifest = std::fs::read_to_string(&manifest_path)?;
     for (id, krate) in CONNECTORS {

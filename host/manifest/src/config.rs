@@ -64,6 +64,8 @@ pub struct RuntimeConfig {
     pub max_hostcalls: u64,
     /// Calls of one connector running at once.
     pub max_concurrency: usize,
+    /// Reuse instance memory and stacks between calls (wasmtime's pooling allocator).
+    pub pooling: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -145,6 +147,7 @@ impl Default for RuntimeConfig {
             max_response_bytes: 32 * 1024 * 1024,
             max_hostcalls: 100_000,
             max_concurrency: 4,
+            pooling: true,
         }
     }
 }

@@ -17,6 +17,9 @@ use crate::state::HostState;
 /// How often the epoch advances. Deadlines are counted in these ticks.
 pub const TICK: Duration = Duration::from_millis(10);
 
+/// Instances alive at once across all connectors when pooling.
+pub const POOL_SLOTS: u32 = 64;
+
 /// Per-call limits every connector runs under.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -25,6 +28,8 @@ pub struct Limits {
     pub max_response_bytes: u64,
     pub max_hostcalls: u64,
     pub max_concurrency: usize,
+    /// Use wasmtime's pooling allocator.
+    pub pooling: bool,
 }
 
 impl Default for Limits {
@@ -35,6 +40,7 @@ impl Default for Limits {
             max_response_bytes: 32 << 20,
             max_hostcalls: 100_000,
             max_concurrency: 4,
+            pooling: true,
         }
     }
 }
@@ -47,6 +53,7 @@ impl Limits {
             max_response_bytes: runtime.max_response_bytes,
             max_hostcalls: runtime.max_hostcalls,
             max_concurrency: runtime.max_concurrency,
+            pooling: runtime.pooling,
         }
     }
 }
@@ -73,6 +80,18 @@ impl Runtime {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        if limits.pooling {
+            // Reuse instance slots, memories and async stacks between calls
+            // instead of mapping fresh ones each time (see docs/benchmarks.md).
+            let mut pool = wasmtime::PoolingAllocationConfig::default();
+            pool.total_component_instances(POOL_SLOTS)
+                .total_core_instances(POOL_SLOTS * 8)
+                .total_memories(POOL_SLOTS * 2)
+                .total_tables(POOL_SLOTS * 8)
+                .total_stacks(POOL_SLOTS)
+                .max_memory_size(limits.memory_limit_bytes);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
         let engine = Engine::new(&config)?;
         let mut linker = Linker::<HostState>::new(&engine);
         // Standard WASI (p2) over an empty context, and wasi:http through our hooks.
