@@ -396,12 +396,37 @@ impl Population {
         } else {
             vec!["NOR"]
         };
+        self.push_person(
+            vec![id],
+            Self::random_name(rng, family),
+            birth,
+            gender,
+            address,
+            grading,
+            citizenship,
+            at,
+        )
+    }
+
+    /// Adds a resident, unmarried person and returns its key.
+    #[allow(clippy::too_many_arguments)]
+    fn push_person(
+        &mut self,
+        ids: Vec<String>,
+        name: Name,
+        birth: NaiveDate,
+        gender: Gender,
+        address: Option<Address>,
+        grading: Grading,
+        citizenship: Vec<&'static str>,
+        at: DateTime<Utc>,
+    ) -> usize {
         let key = self.persons.len();
         self.persons.push(Person {
             key,
-            ids: vec![id],
+            ids,
             names: vec![Version {
-                value: Self::random_name(rng, family),
+                value: name,
                 valid_from: at,
             }],
             birth,
@@ -722,44 +747,17 @@ impl Population {
                 };
                 let birth = at.date_naive();
                 let id_new = self.new_id(&mut rng, birth, gender, false);
-                let child = self.persons.len();
-                self.persons.push(Person {
-                    key: child,
-                    ids: vec![id_new.clone()],
-                    names: vec![Version {
-                        value: Self::random_name(&mut rng, &family),
-                        valid_from: at,
-                    }],
+                let name = Self::random_name(&mut rng, &family);
+                let child = self.push_person(
+                    vec![id_new.clone()],
+                    name,
                     birth,
                     gender,
-                    status: vec![Version {
-                        value: Status::Resident,
-                        valid_from: at,
-                    }],
-                    death: None,
-                    addresses: vec![Version {
-                        value: address,
-                        valid_from: at,
-                    }],
-                    grading: if grading == Grading::Ugradert {
-                        vec![]
-                    } else {
-                        vec![Version {
-                            value: grading,
-                            valid_from: at,
-                        }]
-                    },
-                    civil: vec![Version {
-                        value: Civil::Unmarried,
-                        valid_from: at,
-                    }],
-                    spouse: None,
-                    citizenship: vec!["NOR"],
-                    mother: None,
-                    father: None,
-                    children: vec![],
-                    updated: at,
-                });
+                    address,
+                    grading,
+                    vec!["NOR"],
+                    at,
+                );
                 self.link_child(child, &[key, spouse]);
                 self.push_event(child, id_new, "personErOpprettet", at);
                 for parent in [key, spouse] {

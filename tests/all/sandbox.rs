@@ -1,36 +1,10 @@
 //! Hostile components: the sandbox stops them and keeps serving.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use folkhub_core::contract::ConnectorError;
-use folkhub_manifest::Release;
 use folkhub_runtime::{CallError, ConnectorSettings, InstallError, Limits, Runtime};
-use folkhub_tests::component;
-
-fn release(name: &str, path: &Path, contract: &str) -> Release {
-    let bytes = std::fs::read(path).expect("component");
-    Release {
-        connector: name.into(),
-        version: "0.1.0".into(),
-        contract: contract.into(),
-        artifact: path.display().to_string(),
-        sha256: folkhub_runtime::engine::sha256_hex(&bytes),
-        upstream: folkhub_manifest::registry::Upstream {
-            system: "test".into(),
-            version: "0".into(),
-        },
-        outbound_hosts: vec!["https://registry.example".into()],
-        fields: vec![],
-        capabilities: vec!["lookup".into()],
-        id_schemes: vec![],
-        credentials: "none".into(),
-        cost_per_call: 0.0,
-        published: chrono::NaiveDate::from_ymd_opt(2026, 11, 22).expect("date"),
-        notes: String::new(),
-        breaking: None,
-    }
-}
+use folkhub_tests::{component, test_release};
 
 fn runtime(timeout: Duration, memory_mib: usize) -> Runtime {
     let limits = Limits {
@@ -47,7 +21,7 @@ async fn an_endless_loop_is_stopped_at_the_deadline_and_the_next_call_is_served(
     let path = component("loop");
     let connector = rt
         .prepare(
-            &release("loop", &path, "1.0.0"),
+            &test_release("loop", &path, "1.0.0"),
             &path,
             ConnectorSettings::default(),
         )
@@ -81,7 +55,7 @@ async fn a_memory_bomb_is_stopped_at_its_cap() {
     let path = component("memory-bomb");
     let connector = rt
         .prepare(
-            &release("bomb", &path, "1.0.0"),
+            &test_release("bomb", &path, "1.0.0"),
             &path,
             ConnectorSettings::default(),
         )
@@ -104,7 +78,7 @@ async fn a_host_that_was_not_granted_is_denied() {
     // nothing, so neither it nor anything else is reachable.
     let connector = rt
         .prepare(
-            &release("nosy", &path, "1.0.0"),
+            &test_release("nosy", &path, "1.0.0"),
             &path,
             ConnectorSettings::default(),
         )
@@ -128,7 +102,7 @@ async fn a_host_that_was_not_granted_is_denied() {
         granted_hosts: vec!["http://localhost:9".into()],
         ..Default::default()
     };
-    let mut r = release("nosy", &path, "1.0.0");
+    let mut r = test_release("nosy", &path, "1.0.0");
     r.outbound_hosts = vec!["http://localhost:9".into()];
     let connector = rt.prepare(&r, &path, settings).expect("prepare");
     let error = connector
@@ -147,7 +121,7 @@ async fn a_component_built_on_a_newer_minor_is_refused_naming_both_versions() {
     let path = component("newer-minor");
     let error = rt
         .prepare(
-            &release("newer", &path, "1.1.0"),
+            &test_release("newer", &path, "1.1.0"),
             &path,
             ConnectorSettings::default(),
         )
@@ -161,7 +135,7 @@ async fn a_component_built_on_a_newer_minor_is_refused_naming_both_versions() {
     // A manifest that lies about the contract version is refused too.
     let error = rt
         .prepare(
-            &release("newer", &path, "1.0.0"),
+            &test_release("newer", &path, "1.0.0"),
             &path,
             ConnectorSettings::default(),
         )
@@ -220,7 +194,7 @@ async fn precompiled_components_are_cached_by_digest_and_engine() {
     let dir = tempfile::tempdir().expect("dir");
     let rt = Runtime::new(Some(dir.path().to_path_buf()), Limits::default()).expect("runtime");
     let path = component("loop");
-    let r = release("loop", &path, "1.0.0");
+    let r = test_release("loop", &path, "1.0.0");
     rt.prepare(&r, &path, ConnectorSettings::default())
         .expect("first prepare compiles");
     let cached: Vec<_> = std::fs::read_dir(dir.path())
@@ -257,16 +231,44 @@ async fn precompiled_components_are_cached_by_digest_and_engine() {
 async fn responses_over_the_size_cap_and_too_many_host_calls_are_stopped() {
     use folkhub_tests::{Setup, TestEnv};
     // A bulk answer for 200 persons is far more than 2 KB.
-    let env = TestEnv::start(Setup { count: 200, max_response_bytes: 2048, ..Setup::default() }).await;
-    env.host.install("folkeregister", None, false, "test", "caps").await.expect("install");
+    let env = TestEnv::start(Setup {
+        count: 200,
+        max_response_bytes: 2048,
+        ..Setup::default()
+    })
+    .await;
+    env.host
+        .install("folkeregister", None, false, "test", "caps")
+        .await
+        .expect("install");
     let connector = env.host.load("folkeregister").await.expect("load");
-    let ids: Vec<String> = env.sim.truth().await.iter().map(|t| t.ids.last().expect("id").clone()).collect();
+    let ids: Vec<String> = env
+        .sim
+        .truth()
+        .await
+        .iter()
+        .map(|t| t.ids.last().expect("id").clone())
+        .collect();
     let error = connector.lookup(&ids).await.expect_err("over the cap");
-    assert!(matches!(error.connector_error(), Some(ConnectorError::Denied(m)) if m.contains("larger than the host allows")), "{error}");
+    assert!(
+        matches!(error.connector_error(), Some(ConnectorError::Denied(m)) if m.contains("larger than the host allows")),
+        "{error}"
+    );
     // The connector asks for two config values before any request: a cap of one stops it.
-    let env = TestEnv::start(Setup { count: 5, max_hostcalls: 1, ..Setup::default() }).await;
-    env.host.install("folkeregister", None, false, "test", "caps").await.expect("install");
+    let env = TestEnv::start(Setup {
+        count: 5,
+        max_hostcalls: 1,
+        ..Setup::default()
+    })
+    .await;
+    env.host
+        .install("folkeregister", None, false, "test", "caps")
+        .await
+        .expect("install");
     let connector = env.host.load("folkeregister").await.expect("load");
     let error = connector.lookup(&ids[..1]).await.expect_err("over the cap");
-    assert!(matches!(error, CallError::HostcallLimit { limit: 1, .. }), "{error}");
+    assert!(
+        matches!(error, CallError::HostcallLimit { limit: 1, .. }),
+        "{error}"
+    );
 }

@@ -12,31 +12,9 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use folkhub_core::contract::{FoundPerson, LookupOutcome};
 use folkhub_core::observation::{Observation, SourceId};
-use folkhub_manifest::Release;
 use folkhub_runtime::{ConnectorSettings, Limits, Runtime};
 use folkhub_sim::freg::{Parts, document};
 use folkhub_sim::population::Population;
-
-fn release(name: &str, path: &std::path::Path) -> Release {
-    let bytes = std::fs::read(path).expect("component");
-    Release {
-        connector: name.into(),
-        version: "0.1.0".into(),
-        contract: "1.0.0".into(),
-        artifact: path.display().to_string(),
-        sha256: folkhub_runtime::engine::sha256_hex(&bytes),
-        upstream: folkhub_manifest::registry::Upstream { system: "bench".into(), version: "0".into() },
-        outbound_hosts: vec![],
-        fields: vec![],
-        capabilities: vec![],
-        id_schemes: vec![],
-        credentials: "none".into(),
-        cost_per_call: 0.0,
-        published: chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap(),
-        notes: String::new(),
-        breaking: None,
-    }
-}
 
 /// A bulkoppslag answer for 1,000 synthetic persons.
 fn bulk_body() -> String {
@@ -61,7 +39,15 @@ fn native_mapping(body: &str) -> usize {
         if let connector_folkeregister::mapping::Outcome::Found(p) = outcome {
             // Same boundary work as the host does: values travel as JSON text.
             let person = FoundPerson {
-                ids: p.ids.into_iter().map(|(scheme, value, active)| SourceId { scheme, value, active }).collect(),
+                ids: p
+                    .ids
+                    .into_iter()
+                    .map(|(scheme, value, active)| SourceId {
+                        scheme,
+                        value,
+                        active,
+                    })
+                    .collect(),
                 fields: p
                     .fields
                     .into_iter()
@@ -81,39 +67,87 @@ fn native_mapping(body: &str) -> usize {
 }
 
 fn benches(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let runtime = Runtime::new(None, Limits::default()).unwrap();
 
     let quick = folkhub_tests::component("loop");
-    let connector = runtime.prepare(&release("loop", &quick), &quick, ConnectorSettings::default()).unwrap();
+    let connector = runtime
+        .prepare(
+            &folkhub_tests::test_release("loop", &quick, "1.0.0"),
+            &quick,
+            ConnectorSettings::default(),
+        )
+        .unwrap();
     let ids = vec!["quick".to_string()];
-    c.bench_function("fresh instance + lookup-batch (small component, no HTTP)", |b| {
-        b.iter(|| rt.block_on(connector.lookup(&ids)).unwrap())
-    });
+    c.bench_function(
+        "fresh instance + lookup-batch (small component, no HTTP)",
+        |b| b.iter(|| rt.block_on(connector.lookup(&ids)).unwrap()),
+    );
 
-    let unpooled = Runtime::new(None, Limits { pooling: false, ..Limits::default() }).unwrap();
-    let unpooled_connector = unpooled.prepare(&release("loop", &quick), &quick, ConnectorSettings::default()).unwrap();
-    c.bench_function("fresh instance + lookup-batch (small component, no HTTP, no pooling)", |b| {
-        b.iter(|| rt.block_on(unpooled_connector.lookup(&ids)).unwrap())
-    });
+    let unpooled = Runtime::new(
+        None,
+        Limits {
+            pooling: false,
+            ..Limits::default()
+        },
+    )
+    .unwrap();
+    let unpooled_connector = unpooled
+        .prepare(
+            &folkhub_tests::test_release("loop", &quick, "1.0.0"),
+            &quick,
+            ConnectorSettings::default(),
+        )
+        .unwrap();
+    c.bench_function(
+        "fresh instance + lookup-batch (small component, no HTTP, no pooling)",
+        |b| b.iter(|| rt.block_on(unpooled_connector.lookup(&ids)).unwrap()),
+    );
 
-    let manifest = folkhub_manifest::Manifest::load(&folkhub_tests::root().join("registry-manifest.toml")).unwrap();
+    let manifest =
+        folkhub_manifest::Manifest::load(&folkhub_tests::root().join("registry-manifest.toml"))
+            .unwrap();
     let freg = manifest.find("folkeregister", None).unwrap();
-    let freg_connector = runtime.prepare(freg, &manifest.artifact_path(freg), ConnectorSettings::default()).unwrap();
+    let freg_connector = runtime
+        .prepare(
+            freg,
+            &manifest.artifact_path(freg),
+            ConnectorSettings::default(),
+        )
+        .unwrap();
     c.bench_function("fresh instance + describe (folkeregister component)", |b| {
         b.iter(|| rt.block_on(freg_connector.describe()).unwrap())
     });
 
     let body = bulk_body();
     let bench_path = folkhub_tests::component("mapping-bench");
-    let mapper = runtime.prepare(&release("mapping-bench", &bench_path), &bench_path, ConnectorSettings::default()).unwrap();
+    let mapper = runtime
+        .prepare(
+            &folkhub_tests::test_release("mapping-bench", &bench_path, "1.0.0"),
+            &bench_path,
+            ConnectorSettings::default(),
+        )
+        .unwrap();
     let input = vec![body.clone()];
     let check = rt.block_on(mapper.lookup(&input)).unwrap();
-    assert_eq!(check.iter().filter(|r| matches!(r.outcome, LookupOutcome::Found(_))).count(), 1000);
+    assert_eq!(
+        check
+            .iter()
+            .filter(|r| matches!(r.outcome, LookupOutcome::Found(_)))
+            .count(),
+        1000
+    );
     assert_eq!(native_mapping(&body), 1000);
     let mut group = c.benchmark_group("map 1000 Folkeregisteret documents");
-    group.sample_size(20).measurement_time(Duration::from_secs(8));
-    group.bench_function("wasm (incl. instance, copy in/out, conversion)", |b| b.iter(|| rt.block_on(mapper.lookup(&input)).unwrap()));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(8));
+    group.bench_function("wasm (incl. instance, copy in/out, conversion)", |b| {
+        b.iter(|| rt.block_on(mapper.lookup(&input)).unwrap())
+    });
     group.bench_function("native", |b| b.iter(|| native_mapping(&body)));
     let discard = vec![body.clone(), "discard".to_string()];
     group.bench_function("wasm, results not copied out (guest work only)", |b| {
@@ -124,12 +158,24 @@ fn benches(c: &mut Criterion) {
     let wasm = std::fs::read(manifest.artifact_path(freg)).unwrap();
     let cache = tempfile::tempdir().unwrap();
     let cached_runtime = Runtime::new(Some(cache.path().to_path_buf()), Limits::default()).unwrap();
-    cached_runtime.component("folkeregister", "1.0.0", &wasm, &freg.sha256).unwrap();
+    cached_runtime
+        .component("folkeregister", "1.0.0", &wasm, &freg.sha256)
+        .unwrap();
     let mut group = c.benchmark_group("load folkeregister component");
     group.sample_size(10);
-    group.bench_function("compile (Cranelift)", |b| b.iter(|| runtime.component("folkeregister", "1.0.0", &wasm, &freg.sha256).unwrap()));
+    group.bench_function("compile (Cranelift)", |b| {
+        b.iter(|| {
+            runtime
+                .component("folkeregister", "1.0.0", &wasm, &freg.sha256)
+                .unwrap()
+        })
+    });
     group.bench_function("precompiled (cache)", |b| {
-        b.iter(|| cached_runtime.component("folkeregister", "1.0.0", &wasm, &freg.sha256).unwrap())
+        b.iter(|| {
+            cached_runtime
+                .component("folkeregister", "1.0.0", &wasm, &freg.sha256)
+                .unwrap()
+        })
     });
     group.finish();
 }

@@ -33,6 +33,31 @@ pub fn component(name: &str) -> PathBuf {
     path
 }
 
+/// A release entry for a component outside the registry (test components).
+pub fn test_release(name: &str, path: &Path, contract: &str) -> folkhub_manifest::Release {
+    let bytes = std::fs::read(path).expect("component");
+    folkhub_manifest::Release {
+        connector: name.into(),
+        version: "0.1.0".into(),
+        contract: contract.into(),
+        artifact: path.display().to_string(),
+        sha256: folkhub_runtime::engine::sha256_hex(&bytes),
+        upstream: folkhub_manifest::registry::Upstream {
+            system: "test".into(),
+            version: "0".into(),
+        },
+        outbound_hosts: vec!["https://registry.example".into()],
+        fields: vec![],
+        capabilities: vec!["lookup".into()],
+        id_schemes: vec![],
+        credentials: "none".into(),
+        cost_per_call: 0.0,
+        published: chrono::NaiveDate::from_ymd_opt(2026, 11, 22).expect("date"),
+        notes: String::new(),
+        breaking: None,
+    }
+}
+
 /// One RSA key for every test: generating one takes a moment.
 pub fn client_key() -> &'static RsaPrivateKey {
     static KEY: OnceLock<RsaPrivateKey> = OnceLock::new();

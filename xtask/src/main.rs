@@ -98,7 +98,9 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
 fn reproducible_flags() -> String {
     let cargo_home = std::env::var("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
+        });
     [
         format!("--remap-path-prefix={}=/folkhub", root().display()),
         format!("--remap-path-prefix={}=/cargo", cargo_home.display()),
@@ -182,7 +184,13 @@ fn build_connectors(publish: bool) -> anyhow::Result<()> {
     ];
     for (what, crates) in groups {
         let mut c = cargo();
-        c.args(["build", "--target", "wasm32-wasip2", "--profile", "connector"]);
+        c.args([
+            "build",
+            "--target",
+            "wasm32-wasip2",
+            "--profile",
+            "connector",
+        ]);
         for krate in crates {
             c.args(["-p", krate]);
         }
@@ -193,7 +201,10 @@ fn build_connectors(publish: bool) -> anyhow::Result<()> {
             c.env_remove(var);
         }
         c.env("CARGO_ENCODED_RUSTFLAGS", reproducible_flags());
-        run(c, &format!("cargo build --target wasm32-wasip2 --profile connector ({what})"))?;
+        run(
+            c,
+            &format!("cargo build --target wasm32-wasip2 --profile connector ({what})"),
+        )?;
     }
     let manifest_path = root().join("registry-manifest.toml");
     let mut manifest = std::fs::read_to_string(&manifest_path)?;
@@ -253,14 +264,54 @@ fn test() -> anyhow::Result<()> {
     apt_install_if_missing("sha256sum", "coreutils");
     build_connectors(false)?;
     let mut c = cargo();
-    c.args(["test", "--workspace", "--exclude", "folkhub-connector-sdk"]);
+    // Doc tests are left out: the crates document with prose, not doctests.
+    c.args([
+        "test",
+        "--workspace",
+        "--lib",
+        "--bins",
+        "--tests",
+        "--exclude",
+        "folkhub-connector-sdk",
+    ]);
     for krate in TEST_COMPONENTS {
         c.args(["--exclude", krate]);
     }
-    run(
-        c,
-        "cargo test (host, simulator, connector mapping, integration)",
-    )
+    eprintln!("xtask: cargo test (host, simulator, connector mapping, integration)");
+    c.stdout(Stdio::piped());
+    let mut child = c.spawn().context("starting cargo test")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    if let Some(stdout) = child.stdout.take() {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                for part in rest.split(';') {
+                    let words: Vec<&str> = part.split_whitespace().collect();
+                    let number = |i: usize| {
+                        words
+                            .get(i)
+                            .and_then(|w| w.parse::<u64>().ok())
+                            .unwrap_or(0)
+                    };
+                    match words.as_slice() {
+                        [_, _, "passed"] => passed += number(1),
+                        [_, "passed"] => passed += number(0),
+                        [_, "failed"] => failed += number(0),
+                        [_, "ignored"] => ignored += number(0),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("\nfolkhub: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        bail!("cargo test failed ({status})");
+    }
+    Ok(())
 }
 
 struct Guard(Vec<Child>);

@@ -126,7 +126,24 @@ struct Runner<'a> {
     reason: String,
 }
 
-impl Runner<'_> {
+impl<'a> Runner<'a> {
+    fn new(
+        store: &'a dyn PersonStore,
+        connector: &'a Connector,
+        options: &'a Options<'a>,
+        job: &str,
+    ) -> Runner<'a> {
+        Runner {
+            store,
+            connector,
+            options,
+            counts: RunCounts::default(),
+            errors: vec![],
+            conflicts: vec![],
+            reason: format!("{job} ({} {})", connector.id, connector.version),
+        }
+    }
+
     /// Looks up `ids` in batches and stores them; the last batch carries `cursor`.
     async fn refresh(&mut self, ids: &[String], cursor: Option<String>) -> Result<(), CallError> {
         let size = self.options.batch.max(1);
@@ -262,15 +279,7 @@ async fn run(
     schemes: &[&str],
 ) -> Result<Summary, SyncError> {
     let run = store.start_run(job, Some(&connector.id)).await?;
-    let mut runner = Runner {
-        store,
-        connector,
-        options,
-        counts: RunCounts::default(),
-        errors: vec![],
-        conflicts: vec![],
-        reason: format!("{job} ({} {})", connector.id, connector.version),
-    };
+    let mut runner = Runner::new(store, connector, options, job);
     let mut outcome = runner.follow_feed().await;
     if full && let Ok(done) = &outcome {
         match store.active_ids(schemes).await {
@@ -337,15 +346,7 @@ pub async fn lookup(
     options: &Options<'_>,
 ) -> Result<Summary, SyncError> {
     let run_id = store.start_run("lookup", Some(&connector.id)).await?;
-    let mut runner = Runner {
-        store,
-        connector,
-        options,
-        counts: RunCounts::default(),
-        errors: vec![],
-        conflicts: vec![],
-        reason: format!("lookup ({} {})", connector.id, connector.version),
-    };
+    let mut runner = Runner::new(store, connector, options, "lookup");
     let outcome = runner.refresh(ids, None).await;
     let status = match outcome {
         Err(e) => {

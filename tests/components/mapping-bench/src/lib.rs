@@ -4,20 +4,32 @@
 //! native side of the benchmark runs the same mapping compiled natively.
 
 use connector_folkeregister::mapping;
-use folkhub_connector_sdk::{ChangePage, ConnectorError, Description, LookupOutcome, LookupResult, bindings};
+use folkhub_connector_sdk::{
+    ChangePage, ConnectorError, Description, LookupOutcome, LookupResult, bindings,
+};
 
 struct Bench;
 
 impl bindings::exports::folkhub::connector::source::Guest for Bench {
     fn describe() -> Description {
-        Description { source: "mapping-bench".into(), upstream_versions: vec![], fields: vec![], capabilities: vec![], max_batch: 1 }
+        Description {
+            source: "mapping-bench".into(),
+            upstream_versions: vec![],
+            fields: vec![],
+            capabilities: vec![],
+            max_batch: 1,
+        }
     }
 
     fn lookup_batch(ids: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
-        let Some(body) = ids.first() else { return Ok(vec![]) };
-        let json: serde_json::Value = serde_json::from_str(body).map_err(|e| ConnectorError::MalformedResponse(e.to_string()))?;
+        let Some(body) = ids.first() else {
+            return Ok(vec![]);
+        };
+        let json: serde_json::Value = serde_json::from_str(body)
+            .map_err(|e| ConnectorError::MalformedResponse(e.to_string()))?;
         let mut warnings = Vec::new();
-        let mapped = mapping::map_bulk(&json, &mut warnings).map_err(ConnectorError::MalformedResponse)?;
+        let mapped =
+            mapping::map_bulk(&json, &mut warnings).map_err(ConnectorError::MalformedResponse)?;
         // A second argument "discard" maps and converts but returns nothing,
         // which separates the guest's own work from copying results out.
         let discard = ids.get(1).is_some_and(|a| a == "discard");
@@ -28,7 +40,9 @@ impl bindings::exports::folkhub::connector::source::Guest for Bench {
                 outcome: match outcome {
                     mapping::Outcome::Found(p) => LookupOutcome::Found(p.into_record()),
                     mapping::Outcome::NotFound => LookupOutcome::NotFound,
-                    mapping::Outcome::Invalid(m) => LookupOutcome::Failed(ConnectorError::BadInput(m)),
+                    mapping::Outcome::Invalid(m) => {
+                        LookupOutcome::Failed(ConnectorError::BadInput(m))
+                    }
                 },
             })
             .collect();
@@ -36,7 +50,11 @@ impl bindings::exports::folkhub::connector::source::Guest for Bench {
     }
 
     fn changes(_cursor: Option<String>) -> Result<ChangePage, ConnectorError> {
-        Ok(ChangePage { changes: vec![], next_cursor: "0".into(), caught_up: true })
+        Ok(ChangePage {
+            changes: vec![],
+            next_cursor: "0".into(),
+            caught_up: true,
+        })
     }
 }
 
