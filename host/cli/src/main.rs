@@ -111,6 +111,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         command => {
+            // Check what can be checked before opening anything.
+            if let Command::Person {
+                command: PersonCommand::Get { id, .. },
+            } = &command
+            {
+                commands::person::parse_id(id)?;
+            }
             let host = Host::from_file(cli.config.as_deref()).await?;
             match command {
                 Command::Serve { listen } => {

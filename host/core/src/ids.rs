@@ -123,6 +123,11 @@ pub enum IdError {
         "'{input}' uses the century sign '{sign}', which HETU does not define (use + - Y X W V U A B C D E F)"
     )]
     CenturySign { input: String, sign: char },
+    #[error("{detail} (read as {reading}; prefix no:, se: or fi: to choose)")]
+    Reading {
+        reading: &'static str,
+        detail: Box<IdError>,
+    },
     #[error("'{input}' is not a Norwegian, Swedish or Finnish person ID: {reason}")]
     Unrecognised { input: String, reason: String },
 }
@@ -148,7 +153,10 @@ pub fn parse(input: &str) -> Result<PersonId, IdError> {
     let all_digits = chars.iter().all(|c| c.is_ascii_digit());
     match chars.len() {
         11 if all_digits => parse_norwegian(trimmed),
-        10 | 12 if all_digits => parse_swedish(trimmed),
+        10 | 12 if all_digits => parse_swedish(trimmed).map_err(|e| IdError::Reading {
+            reading: "a Swedish personnummer (10 or 12 digits)",
+            detail: Box::new(e),
+        }),
         11 | 13 if matches!(chars[chars.len() - 5], '-' | '+') && chars.len() == 13 => {
             parse_swedish(trimmed)
         }

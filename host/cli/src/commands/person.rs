@@ -4,13 +4,17 @@ use anyhow::bail;
 
 use crate::host::Host;
 
-pub async fn get(host: &Host, id: &str, json: bool) -> anyhow::Result<()> {
-    let parsed = match folkhub_core::ids::parse(id) {
-        Ok(p) => p,
-        Err(e) => bail!(
+/// Parses an ID from the command line, or says what is wrong and what to give.
+pub fn parse_id(id: &str) -> anyhow::Result<folkhub_core::PersonId> {
+    folkhub_core::ids::parse(id).map_err(|e| {
+        anyhow::anyhow!(
             "{e}\nGive a Norwegian fødselsnummer/D-number (11 digits), a Swedish personnummer or a Finnish HETU."
-        ),
-    };
+        )
+    })
+}
+
+pub async fn get(host: &Host, id: &str, json: bool) -> anyhow::Result<()> {
+    let parsed = parse_id(id)?;
     let Some(person) = host.store().person(&parsed.value).await? else {
         bail!(
             "no person with {} {} is in the store; run `folkhub sync <connector> --full` first",
