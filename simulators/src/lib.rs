@@ -4,6 +4,7 @@
 //! - [`population`]: the deterministic synthetic population, its change
 //!   stream and the ground truth a correct merge must produce.
 //! - [`freg`]: Folkeregisteret "offentlig med hjemmel" v1 (REST/JSON).
+//! - [`krr`]: KRR, contact and reservation register, REST v1 and v2.
 //! - [`maskinporten`]: the token endpoint that issues the bearer tokens the
 //!   registers check.
 //!
@@ -13,6 +14,7 @@
 //! of them.
 
 pub mod freg;
+pub mod krr;
 pub mod maskinporten;
 pub mod population;
 
@@ -264,6 +266,7 @@ async fn stats(State(shared): State<Shared>) -> Response {
 pub fn router(shared: Shared) -> axum::Router {
     use axum::routing::{get, post};
     freg::router()
+        .merge(krr::router())
         .route("/maskinporten/token", post(maskinporten::token))
         .route("/sim/advance", post(advance))
         .route("/sim/faults", post(faults))

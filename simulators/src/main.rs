@@ -31,7 +31,7 @@ enum Command {
         /// Changes applied before serving.
         #[arg(long, default_value_t = 0)]
         changes: u64,
-        /// Trust a client: `CLIENT_ID=PUBLIC_KEY.pem` (scopes: all Folkeregisteret packages).
+        /// Trust a client: `CLIENT_ID=PUBLIC_KEY.pem` (scopes: Folkeregisteret offentlig med hjemmel, KRR contact and mailbox).
         #[arg(long = "trust-client")]
         trust_client: Vec<String>,
         /// Apply one change every this many seconds (0: never).
@@ -89,7 +89,11 @@ async fn main() -> anyhow::Result<()> {
                 clients.push(Client {
                     client_id: id.to_string(),
                     public_key,
-                    scopes: vec![folkhub_sim::freg::SCOPE.to_string()],
+                    scopes: vec![
+                        folkhub_sim::freg::SCOPE.to_string(),
+                        folkhub_sim::krr::SCOPE_CONTACT.to_string(),
+                        folkhub_sim::krr::SCOPE_MAILBOX.to_string(),
+                    ],
                 });
             }
             let sim = Simulator::start(Config {
@@ -109,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
                 sim.base_url(),
                 folkhub_sim::freg::BASE
             );
+            println!("  KRR:             {}/rest/v1/personer", sim.base_url());
             println!("  token endpoint:  {}", sim.token_url());
             if change_every > 0 {
                 let shared = sim.shared.clone();

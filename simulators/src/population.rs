@@ -152,6 +152,59 @@ impl Person {
     }
 }
 
+/// A person's entry in KRR (the Norwegian contact and reservation register).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum KrrStatus {
+    Active,
+    Deleted,
+    NotRegistered,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Contact {
+    pub status: KrrStatus,
+    pub reserved: bool,
+    pub email: Option<String>,
+    pub mobile: Option<String>,
+    /// (postkasseadresse, leverandør org.nr)
+    pub mailbox: Option<(String, String)>,
+    pub language: &'static str,
+    /// When the person last confirmed the contact details.
+    pub verified: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+}
+
+impl Contact {
+    fn not_registered(at: DateTime<Utc>) -> Contact {
+        Contact {
+            status: KrrStatus::NotRegistered,
+            reserved: false,
+            email: None,
+            mobile: None,
+            mailbox: None,
+            language: "nb",
+            verified: at,
+            updated: at,
+        }
+    }
+
+    /// KRR's varslingsstatus: active, not reserved, reachable, and
+    /// confirmed within the last 18 months.
+    pub fn can_notify(&self) -> bool {
+        self.status == KrrStatus::Active
+            && !self.reserved
+            && (self.email.is_some() || self.mobile.is_some())
+            && self.verified > epoch() - Duration::days(548)
+    }
+}
+
+/// One entry of KRR's change log.
+#[derive(Debug, Clone, Serialize)]
+pub struct KrrChange {
+    pub number: u64,
+    pub person: usize,
+}
+
 /// One event in the register's feed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
@@ -169,6 +222,10 @@ pub struct Population {
     pub persons: Vec<Person>,
     pub events: Vec<Event>,
     pub changes_applied: u64,
+    /// KRR entry per person (same index as `persons`).
+    pub contacts: Vec<Contact>,
+    /// KRR's change log, oldest first.
+    pub krr_changes: Vec<KrrChange>,
     clock: DateTime<Utc>,
     used_ids: std::collections::HashSet<String>,
 }
@@ -247,6 +304,7 @@ const CHANGE_KINDS: &[(&str, u32)] = &[
     ("id-change", 8),
     ("marriage", 8),
     ("touch", 7),
+    ("contact", 12),
 ];
 
 impl Population {
@@ -257,6 +315,8 @@ impl Population {
             seed,
             persons: Vec::with_capacity(count),
             events: Vec::new(),
+            contacts: Vec::new(),
+            krr_changes: Vec::new(),
             changes_applied: 0,
             clock: epoch(),
             used_ids: Default::default(),
@@ -273,12 +333,87 @@ impl Population {
                 person.spouse = None;
             }
         }
+        population.contacts = (0..population.persons.len())
+            .map(|key| population.generate_contact(key))
+            .collect();
         let created = epoch() - Duration::days(30);
         for key in 0..population.persons.len() {
             let id = population.persons[key].id().to_string();
             population.push_event(key, id, "personErOpprettet", created);
         }
         population
+    }
+
+    /// A KRR entry drawn from its own seeded generator, so adding KRR did
+    /// not change the rest of the population.
+    fn generate_contact(&self, key: usize) -> Contact {
+        let mut rng = StdRng::seed_from_u64(self.seed ^ 0x4b52_5200_0000_0000 ^ key as u64);
+        let person = &self.persons[key];
+        let at = epoch() - Duration::days(rng.gen_range(40..2000));
+        let age = today().year() - person.birth.year();
+        if age < 13 {
+            return Contact::not_registered(at);
+        }
+        if person.current_status() == Status::Deceased {
+            return Contact {
+                status: KrrStatus::Deleted,
+                ..Contact::not_registered(at)
+            };
+        }
+        let roll = rng.gen_range(0..100);
+        if roll < 7 {
+            return Contact::not_registered(at);
+        }
+        if roll < 11 {
+            return Contact {
+                status: KrrStatus::Deleted,
+                ..Contact::not_registered(at)
+            };
+        }
+        let name = person.name();
+        let email = (rng.gen_range(0..10) < 9).then(|| contact_email(name, key, 0));
+        let mobile =
+            (rng.gen_range(0..10) < 8).then(|| format!("+474{:07}", rng.gen_range(0..10_000_000)));
+        let mailbox = (rng.gen_range(0..10) < 3).then(|| {
+            let provider = if rng.gen_bool(0.7) {
+                "984661185"
+            } else {
+                "922020175"
+            };
+            (
+                format!(
+                    "{}#{:04}",
+                    ascii(&name.given).to_lowercase(),
+                    rng.gen_range(0..10_000)
+                ),
+                provider.to_string(),
+            )
+        });
+        let language = match rng.gen_range(0..20) {
+            0..=15 => "nb",
+            16..=18 => "nn",
+            _ => "en",
+        };
+        let verified = if rng.gen_range(0..20) == 0 {
+            epoch() - Duration::days(700)
+        } else {
+            at
+        };
+        Contact {
+            status: KrrStatus::Active,
+            reserved: rng.gen_range(0..100) < 9,
+            email,
+            mobile,
+            mailbox,
+            language,
+            verified,
+            updated: at,
+        }
+    }
+
+    fn push_krr_change(&mut self, person: usize) {
+        let number = self.krr_changes.len() as u64 + 1;
+        self.krr_changes.push(KrrChange { number, person });
     }
 
     fn push_event(
@@ -698,6 +833,13 @@ impl Population {
             "death" => {
                 self.set_deceased(key, at.date_naive(), at);
                 self.push_event(key, id, "personErDoed", at);
+                if self.contacts[key].status != KrrStatus::NotRegistered {
+                    self.contacts[key] = Contact {
+                        status: KrrStatus::Deleted,
+                        ..Contact::not_registered(at)
+                    };
+                    self.push_krr_change(key);
+                }
                 // Parental responsibility of minor children changes with a death.
                 for c in self.persons[key].children.clone() {
                     if self.persons[c].is_minor()
@@ -758,6 +900,7 @@ impl Population {
                     vec!["NOR"],
                     at,
                 );
+                self.contacts.push(Contact::not_registered(at));
                 self.link_child(child, &[key, spouse]);
                 self.push_event(child, id_new, "personErOpprettet", at);
                 for parent in [key, spouse] {
@@ -781,6 +924,9 @@ impl Population {
                 self.persons[key].ids.push(new_id.clone());
                 self.persons[key].updated = at;
                 self.push_event(key, new_id, "endringIIdentifikasjonsnummer", at);
+                if self.contacts[key].status != KrrStatus::NotRegistered {
+                    self.push_krr_change(key);
+                }
                 // Relatives' documents name the person by the new ID.
                 let relatives: Vec<usize> = {
                     let p = &self.persons[key];
@@ -822,6 +968,24 @@ impl Population {
                     let pid = self.persons[p].id().to_string();
                     self.push_event(p, pid, "endringISivilstand", at);
                 }
+            }
+            "contact" => {
+                // A change in KRR only; Folkeregisteret does not see it.
+                let contact = &mut self.contacts[key];
+                if contact.status != KrrStatus::Active {
+                    return;
+                }
+                match rng.gen_range(0..4) {
+                    0 => contact.reserved = !contact.reserved,
+                    1 => contact.mobile = Some(format!("+479{:07}", rng.gen_range(0..10_000_000))),
+                    _ => {
+                        contact.email =
+                            Some(contact_email(self.persons[key].name(), key, index + 1))
+                    }
+                }
+                contact.updated = at;
+                contact.verified = at;
+                self.push_krr_change(key);
             }
             _ => {
                 self.persons[key].updated = at;
@@ -926,6 +1090,26 @@ impl Population {
                 Value::Array(custody),
             );
         }
+        let contact = &self.contacts[p.key];
+        if contact.status == KrrStatus::Active {
+            fields.insert("contact.reservation".into(), json!(contact.reserved));
+            let status = if contact.can_notify() {
+                "can-notify"
+            } else {
+                "cannot-notify"
+            };
+            fields.insert("contact.notification-status".into(), json!(status));
+            if let Some(e) = &contact.email {
+                fields.insert("contact.email".into(), json!(e));
+            }
+            if let Some(m) = &contact.mobile {
+                fields.insert("contact.mobile".into(), json!(m));
+            }
+            if let Some((address, _)) = &contact.mailbox {
+                fields.insert("contact.digital-mailbox".into(), json!(address));
+            }
+            fields.insert("language.preferred".into(), json!(contact.language));
+        }
         Truth {
             ids: p.ids.clone(),
             fields,
@@ -984,6 +1168,28 @@ impl Population {
         out.into_iter()
             .map(|(role, id)| json!({"role": role, "id": id}))
             .collect()
+    }
+}
+
+/// Letters a mail address can hold.
+fn ascii(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            'Æ' | 'æ' => 'a',
+            'Ø' | 'ø' => 'o',
+            'Å' | 'å' => 'a',
+            c => c,
+        })
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect()
+}
+
+fn contact_email(name: &Name, key: usize, variant: u64) -> String {
+    let base = format!("{}.{}", ascii(&name.given), ascii(&name.family)).to_lowercase();
+    if variant == 0 {
+        format!("{base}.{key}@example.invalid")
+    } else {
+        format!("{base}.{key}.{variant}@example.invalid")
     }
 }
 

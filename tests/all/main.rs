@@ -7,4 +7,5 @@ mod bad_input;
 mod contract;
 mod docs;
 mod end_to_end;
+mod krr;
 mod sandbox;

@@ -108,7 +108,11 @@ impl TestEnv {
             vec![Client {
                 client_id: CLIENT_ID.into(),
                 public_key: key.to_public_key(),
-                scopes: vec![folkhub_sim::freg::SCOPE.into()],
+                scopes: vec![
+                    folkhub_sim::freg::SCOPE.into(),
+                    folkhub_sim::krr::SCOPE_CONTACT.into(),
+                    folkhub_sim::krr::SCOPE_MAILBOX.into(),
+                ],
             }]
         } else {
             vec![]
@@ -154,6 +158,19 @@ audience = "{issuer}"
 client_id = "{CLIENT_ID}"
 key_file = "{key}"
 scope = "folkeregister:deling/offentligmedhjemmel"
+
+[connectors.krr]
+grant_hosts = ["{sim_url}"]
+allow_private_networks = true
+[connectors.krr.config]
+base-url = "{sim_url}/rest/v1"
+[connectors.krr.credentials]
+kind = "maskinporten"
+token_endpoint = "{sim_url}/maskinporten/token"
+audience = "{issuer}"
+client_id = "{CLIENT_ID}"
+key_file = "{key}"
+scope = "krr:global/kontaktinformasjon.read krr:global/digitalpost.read"
 "#,
             db = dir.path().join("folkhub.db").display(),
             manifest = root().join("registry-manifest.toml").display(),

@@ -48,7 +48,10 @@ enum Task {
 }
 
 /// Connector crates: (connector id, crate name, wasm file stem).
-const CONNECTORS: &[(&str, &str)] = &[("folkeregister", "connector-folkeregister")];
+const CONNECTORS: &[(&str, &str)] = &[
+    ("folkeregister", "connector-folkeregister"),
+    ("krr", "connector-krr"),
+];
 /// Test components (crate names), built beside the connectors.
 const TEST_COMPONENTS: &[&str] = &[
     "component-loop",
@@ -382,6 +385,19 @@ audience = "{sim_url}/maskinporten/"
 client_id = "folkhub-demo"
 key_file = "{key}"
 scope = "folkeregister:deling/offentligmedhjemmel"
+
+[connectors.krr]
+grant_hosts = ["{sim_url}"]
+allow_private_networks = true
+[connectors.krr.config]
+base-url = "{sim_url}/rest/v1"
+[connectors.krr.credentials]
+kind = "maskinporten"
+token_endpoint = "{sim_url}/maskinporten/token"
+audience = "{sim_url}/maskinporten/"
+client_id = "folkhub-demo"
+key_file = "{key}"
+scope = "krr:global/kontaktinformasjon.read krr:global/digitalpost.read"
 "#,
             db = data.join("folkhub.db").display(),
             manifest = root().join("registry-manifest.toml").display(),
@@ -412,14 +428,18 @@ scope = "folkeregister:deling/offentligmedhjemmel"
         c.arg("--config").arg(&config).args(args);
         c
     };
-    run(
-        folkhub(&["connectors", "install", "folkeregister"]),
-        "folkhub connectors install folkeregister",
-    )?;
-    run(
-        folkhub(&["sync", "folkeregister", "--full"]),
-        "folkhub sync folkeregister --full",
-    )?;
+    // Folkeregisteret first: its full sync finds the population; KRR's then
+    // looks up everyone the store knows.
+    for connector in ["folkeregister", "krr"] {
+        run(
+            folkhub(&["connectors", "install", connector]),
+            &format!("folkhub connectors install {connector}"),
+        )?;
+        run(
+            folkhub(&["sync", connector, "--full"]),
+            &format!("folkhub sync {connector} --full"),
+        )?;
+    }
     let truth = Command::new(bin.join("folkhub-sim"))
         .args([
             "population",
@@ -461,6 +481,10 @@ scope = "folkeregister:deling/offentligmedhjemmel"
     );
     println!(
         "  target/release/folkhub --config {} sync folkeregister --changes   # pick up the simulator's changes",
+        config.display()
+    );
+    println!(
+        "  target/release/folkhub --config {} sync krr --changes",
         config.display()
     );
     println!(

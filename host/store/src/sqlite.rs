@@ -172,11 +172,14 @@ async fn resolve(
                 report.identity_conflicts.push(id.value.clone());
             }
             Some(_) => {
-                sqlx::query("UPDATE identifiers SET active = ?, updated_at = ? WHERE value = ? AND active <> ?")
+                // Only the register that announced an ID says whether it is
+                // still in use; another source naming it changes nothing.
+                sqlx::query("UPDATE identifiers SET active = ?, updated_at = ? WHERE value = ? AND active <> ? AND source = ?")
                     .bind(id.active)
                     .bind(at)
                     .bind(&id.value)
                     .bind(id.active)
+                    .bind(source)
                     .execute(&mut **tx)
                     .await?;
             }

@@ -1,0 +1,89 @@
+//! KRR connector: the WIT glue. The wire format and its mapping live in
+//! [`mapping`], pure and unit-tested natively.
+//!
+//! Operator config: `base-url` (default: production `https://kontaktregisteret.no/rest/v1`).
+//! Credentials: a Maskinporten token with `krr:global/kontaktinformasjon.read`
+//! and, for digital mailboxes, `krr:global/digitalpost.read`, added by the host.
+
+pub mod mapping;
+
+// The export glue only exists in the component; native builds (unit tests
+// of the mapping) do not link it.
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
+mod component {
+    use super::mapping;
+    use folkhub_connector_sdk::{
+        ChangePage, ConnectorError, Description, LookupOutcome, LookupResult, bindings, config_or,
+        http,
+    };
+
+    const PRODUCTION: &str = "https://kontaktregisteret.no/rest/v1";
+
+    struct Krr;
+
+    fn base_url() -> String {
+        config_or("base-url", PRODUCTION)
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    impl bindings::exports::folkhub::connector::source::Guest for Krr {
+        fn describe() -> Description {
+            Description {
+                source: "krr".into(),
+                upstream_versions: vec![mapping::UPSTREAM_VERSION.into()],
+                fields: mapping::FIELDS.iter().map(|f| f.to_string()).collect(),
+                capabilities: vec!["lookup".into(), "batch-lookup".into(), "change-feed".into()],
+                max_batch: mapping::MAX_BATCH as u32,
+            }
+        }
+
+        fn lookup_batch(ids: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
+            let mut results = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(mapping::MAX_BATCH) {
+                let url = format!("{}/personer", base_url());
+                let body = serde_json::json!({ "personidentifikatorer": chunk });
+                let response = http::post_json(&url, &[("accept", "application/json")], &body)?;
+                if response.status == 404 {
+                    return Err(ConnectorError::UpstreamUnavailable(format!(
+                        "{url} answered 404: is base-url right?"
+                    )));
+                }
+                let json = http::json(&response, "personer")?;
+                let mapped =
+                    mapping::map_persons(&json).map_err(ConnectorError::MalformedResponse)?;
+                for id in chunk {
+                    let outcome = match mapped.iter().find(|p| &p.id == id) {
+                        Some(person) => LookupOutcome::Found(person.clone().into_record()),
+                        None => LookupOutcome::NotFound,
+                    };
+                    results.push(LookupResult {
+                        requested: id.clone(),
+                        outcome,
+                    });
+                }
+            }
+            Ok(results)
+        }
+
+        fn changes(cursor: Option<String>) -> Result<ChangePage, ConnectorError> {
+            let from = match cursor.as_deref() {
+                None => 1,
+                Some(c) => c.parse::<u64>().map_err(|_| {
+                    ConnectorError::BadInput(format!("cursor {c:?} is not a KRR change number"))
+                })?,
+            };
+            let url = format!("{}/endringer?fraEndringsNummer={from}", base_url());
+            let response = http::get(&url, &[("accept", "application/json")])?;
+            if response.status == 404 {
+                return Err(ConnectorError::UpstreamUnavailable(format!(
+                    "{url} answered 404: is base-url right?"
+                )));
+            }
+            let json = http::json(&response, "endringer")?;
+            mapping::map_changes(&json, from).map_err(ConnectorError::MalformedResponse)
+        }
+    }
+
+    folkhub_connector_sdk::export_connector!(Krr);
+}
