@@ -737,4 +737,88 @@ mod tests {
         let made = make_finnish(date(2005, 7, 9), 905);
         assert_eq!(parse(&made).unwrap().birth_date, Some(date(2005, 7, 9)));
     }
+
+    /// Generate → validate round trips over many dates and numbers, and every
+    /// single-digit change of a generated ID is caught (SE and FI; NO above).
+    #[test]
+    fn swedish_and_finnish_round_trips_catch_single_digit_changes() {
+        let today = date(2026, 11, 22);
+        let mut checked = 0;
+        for (i, year) in (1925..2025).step_by(3).enumerate() {
+            let birth = date(year, (i % 12) as u32 + 1, (i * 7 % 28) as u32 + 1);
+            for number in (2..999).step_by(97) {
+                for samordning in [false, true] {
+                    let id = make_swedish(birth, number, samordning);
+                    let parsed =
+                        parse_swedish_at(&id, today).unwrap_or_else(|e| panic!("{id}: {e}"));
+                    assert_eq!(parsed.birth_date, Some(birth));
+                    assert_eq!(
+                        parse_swedish_at(&swedish_display(&id, today), today)
+                            .unwrap()
+                            .value,
+                        id
+                    );
+                    // Luhn catches every single-digit change in the last ten digits.
+                    for pos in 2..12 {
+                        let mut bytes = id.clone().into_bytes();
+                        bytes[pos] = b'0' + (bytes[pos] - b'0' + 1) % 10;
+                        let changed = String::from_utf8(bytes).unwrap();
+                        if let Ok(p) = parse_swedish_at(&changed, today) {
+                            panic!("{changed} (from {id}) was accepted as {}", p.value);
+                        }
+                    }
+                    checked += 1;
+                }
+                let hetu = make_finnish(birth, number);
+                assert_eq!(
+                    parse(&format!("fi:{hetu}")).unwrap().birth_date,
+                    Some(birth),
+                    "{hetu}"
+                );
+                for pos in [0, 1, 2, 3, 4, 5, 7, 8, 9] {
+                    let mut chars: Vec<char> = hetu.chars().collect();
+                    chars[pos] =
+                        char::from_digit((chars[pos].to_digit(10).unwrap() + 1) % 10, 10).unwrap();
+                    let changed: String = chars.into_iter().collect();
+                    assert!(
+                        parse_finnish(&changed).is_err(),
+                        "{changed} (from {hetu}) was accepted"
+                    );
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 1000, "{checked}");
+    }
+
+    #[test]
+    fn norwegian_kinds() {
+        // Builds an ID from nine digits, or None when a check digit would be 10.
+        let finish = |nine: &str| -> Option<String> {
+            let mut d: Vec<u32> = nine.chars().filter_map(|c| c.to_digit(10)).collect();
+            d.push(norwegian_k1(&d)?);
+            d.push(norwegian_k2(&d)?);
+            Some(d.iter().filter_map(|x| char::from_digit(*x, 10)).collect())
+        };
+        // H-number: month + 40.
+        let h = (100..200)
+            .find_map(|n| finish(&format!("1244800{n:02}").chars().take(9).collect::<String>()))
+            .unwrap();
+        let p = parse(&h).unwrap_or_else(|e| panic!("{h}: {e}"));
+        assert_eq!(
+            (p.scheme, p.birth_date),
+            (IdScheme::NoHnr, Some(date(1980, 4, 12))),
+            "{h}"
+        );
+        // FH-numbers start with 8 or 9 and carry no date.
+        let fh = (0..1000)
+            .find_map(|n| finish(&format!("8{:08}", 12_345_000 + n)))
+            .unwrap();
+        let p = parse(&fh).unwrap();
+        assert_eq!((p.scheme, p.birth_date), (IdScheme::NoFhnr, None));
+        assert!(matches!(
+            parse("31028012345"),
+            Err(IdError::CheckDigit { .. }) | Err(IdError::Date { .. })
+        ));
+    }
 }
