@@ -103,8 +103,18 @@ fn benches(c: &mut Criterion) {
         )
         .unwrap();
     c.bench_function(
-        "fresh instance + lookup-batch (small component, no HTTP, no pooling)",
+        "fresh instance + lookup-batch (small component, no HTTP, without pooling)",
         |b| b.iter(|| rt.block_on(unpooled_connector.lookup(&ids)).unwrap()),
+    );
+
+    // Again, in the other order: a pair alone is sensitive to its order.
+    c.bench_function(
+        "fresh instance + lookup-batch (small component, no HTTP, without pooling, again)",
+        |b| b.iter(|| rt.block_on(unpooled_connector.lookup(&ids)).unwrap()),
+    );
+    c.bench_function(
+        "fresh instance + lookup-batch (small component, no HTTP, again)",
+        |b| b.iter(|| rt.block_on(connector.lookup(&ids)).unwrap()),
     );
 
     let manifest =

@@ -425,6 +425,8 @@ scope = "krr:global/kontaktinformasjon.read krr:global/digitalpost.read"
     wait_for_port(sim_port, Duration::from_secs(20))?;
     let folkhub = |args: &[&str]| {
         let mut c = Command::new(bin.join("folkhub"));
+        // See docs/operator-guide.md: library backtraces cost ~10 µs per connector call.
+        c.env("RUST_LIB_BACKTRACE", "0");
         c.arg("--config").arg(&config).args(args);
         c
     };
@@ -515,6 +517,9 @@ fn main() -> anyhow::Result<()> {
             build_connectors(false)?;
             let mut c = cargo();
             c.args(["bench", "-p", "folkhub-tests", "--bench", "runtime"]);
+            // wasmtime 48 captures a backtrace whenever a Store is dropped if
+            // library backtraces are on; that is ~10 µs per call.
+            c.env("RUST_LIB_BACKTRACE", "0");
             run(c, "cargo bench")
         }
         Task::Docs => {
