@@ -25,9 +25,7 @@ mod component {
     struct Folkeregister;
 
     fn base_url() -> String {
-        config_or("base-url", PRODUCTION)
-            .trim_end_matches('/')
-            .to_string()
+        folkhub_connector_sdk::base_url(PRODUCTION)
     }
 
     fn parts_query() -> String {
@@ -59,12 +57,7 @@ mod component {
                 );
                 let body = serde_json::json!({ "foedselsEllerDNummer": chunk });
                 let response = http::post_json(&url, &[("accept", "application/json")], &body)?;
-                if response.status == 404 {
-                    return Err(ConnectorError::UpstreamUnavailable(format!(
-                        "{url} answered 404: is base-url right?"
-                    )));
-                }
-                let json = http::json(&response, "bulkoppslag")?;
+                let json = http::json_answer(&response, &url, "bulkoppslag")?;
                 let mut warnings = Vec::new();
                 let mapped = mapping::map_bulk(&json, &mut warnings)
                     .map_err(ConnectorError::MalformedResponse)?;
@@ -98,12 +91,7 @@ mod component {
             };
             let url = format!("{}/hendelser/feed?seq={seq}", base_url());
             let response = http::get(&url, &[("accept", "application/json")])?;
-            if response.status == 404 {
-                return Err(ConnectorError::UpstreamUnavailable(format!(
-                    "{url} answered 404: is base-url right?"
-                )));
-            }
-            let json = http::json(&response, "hendelser/feed")?;
+            let json = http::json_answer(&response, &url, "hendelser/feed")?;
             let page = mapping::map_feed(&json, seq).map_err(ConnectorError::MalformedResponse)?;
             Ok(page.into_page())
         }

@@ -13,8 +13,7 @@ pub mod mapping;
 mod component {
     use super::mapping;
     use folkhub_connector_sdk::{
-        ChangePage, ConnectorError, Description, LookupOutcome, LookupResult, bindings, config_or,
-        http,
+        ChangePage, ConnectorError, Description, LookupOutcome, LookupResult, bindings, http,
     };
 
     const PRODUCTION: &str = "https://kontaktregisteret.no/rest/v1";
@@ -22,9 +21,7 @@ mod component {
     struct Krr;
 
     fn base_url() -> String {
-        config_or("base-url", PRODUCTION)
-            .trim_end_matches('/')
-            .to_string()
+        folkhub_connector_sdk::base_url(PRODUCTION)
     }
 
     impl bindings::exports::folkhub::connector::source::Guest for Krr {
@@ -44,12 +41,7 @@ mod component {
                 let url = format!("{}/personer", base_url());
                 let body = serde_json::json!({ "personidentifikatorer": chunk });
                 let response = http::post_json(&url, &[("accept", "application/json")], &body)?;
-                if response.status == 404 {
-                    return Err(ConnectorError::UpstreamUnavailable(format!(
-                        "{url} answered 404: is base-url right?"
-                    )));
-                }
-                let json = http::json(&response, "personer")?;
+                let json = http::json_answer(&response, &url, "personer")?;
                 let mapped =
                     mapping::map_persons(&json).map_err(ConnectorError::MalformedResponse)?;
                 for id in chunk {
@@ -75,12 +67,7 @@ mod component {
             };
             let url = format!("{}/endringer?fraEndringsNummer={from}", base_url());
             let response = http::get(&url, &[("accept", "application/json")])?;
-            if response.status == 404 {
-                return Err(ConnectorError::UpstreamUnavailable(format!(
-                    "{url} answered 404: is base-url right?"
-                )));
-            }
-            let json = http::json(&response, "endringer")?;
+            let json = http::json_answer(&response, &url, "endringer")?;
             mapping::map_changes(&json, from).map_err(ConnectorError::MalformedResponse)
         }
     }

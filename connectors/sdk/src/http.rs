@@ -228,6 +228,21 @@ pub fn post_json(
     send("POST", url, &all, Some(body.to_string().as_bytes()))?.check()
 }
 
+/// The JSON body of a checked answer to `url`. A 404 for a whole endpoint
+/// means the operator's `base-url` points somewhere else.
+pub fn json_answer(
+    response: &Response,
+    url: &str,
+    what: &str,
+) -> Result<serde_json::Value, ConnectorError> {
+    if response.status == 404 {
+        return Err(ConnectorError::UpstreamUnavailable(format!(
+            "{url} answered 404: is base-url right?"
+        )));
+    }
+    json(response, what)
+}
+
 /// Parses a JSON body, or says why it could not.
 pub fn json(response: &Response, what: &str) -> Result<serde_json::Value, ConnectorError> {
     serde_json::from_slice(&response.body).map_err(|e| {

@@ -62,6 +62,13 @@ pub fn config(key: &str) -> Result<String, ConnectorError> {
     })
 }
 
+/// The operator's `base-url` for this connector (or `default`), without a trailing slash.
+pub fn base_url(default: &str) -> String {
+    config_or("base-url", default)
+        .trim_end_matches('/')
+        .to_string()
+}
+
 /// An optional configuration value.
 pub fn config_or(key: &str, default: &str) -> String {
     bindings::folkhub::connector::host::config(key).unwrap_or_else(|| default.to_string())
