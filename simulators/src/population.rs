@@ -349,7 +349,7 @@ impl Population {
     fn generate_contact(&self, key: usize) -> Contact {
         let mut rng = StdRng::seed_from_u64(self.seed ^ 0x4b52_5200_0000_0000 ^ key as u64);
         let person = &self.persons[key];
-        let at = epoch() - Duration::days(rng.gen_range(40..2000));
+        let at = epoch() - Duration::days(rng.gen_range(40..500));
         let age = today().year() - person.birth.year();
         if age < 13 {
             return Contact::not_registered(at);

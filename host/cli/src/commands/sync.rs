@@ -21,7 +21,7 @@ pub async fn run(
         let rate = p.done as f64 / started.elapsed().as_secs_f64().max(0.001);
         let mut err = std::io::stderr();
         let _ = match p.total {
-            Some(total) if total > 0 => {
+            Some(total) if total > 0 && p.done > 0 => {
                 let eta = (total.saturating_sub(p.done)) as f64 / rate.max(0.001);
                 write!(
                     err,
