@@ -34,6 +34,55 @@ use tokio::sync::{RwLock, oneshot};
 pub use maskinporten::Client;
 pub use population::{Population, Truth};
 
+/// Every scope the simulated token endpoint can grant.
+pub fn all_scopes() -> Vec<String> {
+    [freg::SCOPE, krr::SCOPE_CONTACT, krr::SCOPE_MAILBOX]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// The `[connectors.*]` sections of a `folkhub.toml` that point every
+/// connector at a simulator on `sim_url`, with Maskinporten credentials for
+/// a client the simulator trusts. The one place that knows the simulator's
+/// paths and scopes; tests and `cargo xtask demo` both use it.
+pub fn host_config(sim_url: &str, client_id: &str, key_file: &std::path::Path) -> String {
+    let connectors = [
+        (
+            "folkeregister",
+            format!("{sim_url}{}", freg::BASE),
+            freg::SCOPE.to_string(),
+        ),
+        (
+            "krr",
+            format!("{sim_url}/rest/v1"),
+            format!("{} {}", krr::SCOPE_CONTACT, krr::SCOPE_MAILBOX),
+        ),
+    ];
+    let mut out = String::new();
+    for (id, base_url, scope) in connectors {
+        out.push_str(&format!(
+            r#"
+[connectors.{id}]
+grant_hosts = ["{sim_url}"]
+# The simulator runs on loopback, which connectors may only reach when allowed.
+allow_private_networks = true
+[connectors.{id}.config]
+base-url = "{base_url}"
+[connectors.{id}.credentials]
+kind = "maskinporten"
+token_endpoint = "{sim_url}/maskinporten/token"
+audience = "{sim_url}/maskinporten/"
+client_id = "{client_id}"
+key_file = "{key}"
+scope = "{scope}"
+"#,
+            key = key_file.display(),
+        ));
+    }
+    out
+}
+
 /// A fault the next request(s) will meet, as real registers misbehave.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]

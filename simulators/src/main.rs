@@ -38,6 +38,17 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         change_every: u64,
     },
+    /// Print the `[connectors.*]` sections of a folkhub.toml that use this simulator.
+    HostConfig {
+        /// Base URL the simulator serves on, e.g. http://127.0.0.1:18081.
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        client_id: String,
+        /// The Maskinporten private key the host signs grants with.
+        #[arg(long)]
+        key_file: PathBuf,
+    },
     /// Print the ground truth as JSON lines: every ID and the canonical field values.
     Population {
         #[arg(long, default_value_t = 42)]
@@ -55,6 +66,16 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     match Cli::parse().command {
+        Command::HostConfig {
+            url,
+            client_id,
+            key_file,
+        } => {
+            print!(
+                "{}",
+                folkhub_sim::host_config(url.trim_end_matches('/'), &client_id, &key_file)
+            );
+        }
         Command::Population {
             seed,
             count,
@@ -89,11 +110,7 @@ async fn main() -> anyhow::Result<()> {
                 clients.push(Client {
                     client_id: id.to_string(),
                     public_key,
-                    scopes: vec![
-                        folkhub_sim::freg::SCOPE.to_string(),
-                        folkhub_sim::krr::SCOPE_CONTACT.to_string(),
-                        folkhub_sim::krr::SCOPE_MAILBOX.to_string(),
-                    ],
+                    scopes: folkhub_sim::all_scopes(),
                 });
             }
             let sim = Simulator::start(Config {

@@ -108,11 +108,7 @@ impl TestEnv {
             vec![Client {
                 client_id: CLIENT_ID.into(),
                 public_key: key.to_public_key(),
-                scopes: vec![
-                    folkhub_sim::freg::SCOPE.into(),
-                    folkhub_sim::krr::SCOPE_CONTACT.into(),
-                    folkhub_sim::krr::SCOPE_MAILBOX.into(),
-                ],
+                scopes: folkhub_sim::all_scopes(),
             }]
         } else {
             vec![]
@@ -146,32 +142,8 @@ memory_limit_mib = {memory}
 max_response_bytes = {max_response}
 max_hostcalls = {max_hostcalls}
 
-[connectors.folkeregister]
-grant_hosts = ["{sim_url}"]
-allow_private_networks = true
-[connectors.folkeregister.config]
-base-url = "{sim_url}/folkeregisteret/offentlig-med-hjemmel/api/v1"
-[connectors.folkeregister.credentials]
-kind = "maskinporten"
-token_endpoint = "{sim_url}/maskinporten/token"
-audience = "{issuer}"
-client_id = "{CLIENT_ID}"
-key_file = "{key}"
-scope = "folkeregister:deling/offentligmedhjemmel"
-
-[connectors.krr]
-grant_hosts = ["{sim_url}"]
-allow_private_networks = true
-[connectors.krr.config]
-base-url = "{sim_url}/rest/v1"
-[connectors.krr.credentials]
-kind = "maskinporten"
-token_endpoint = "{sim_url}/maskinporten/token"
-audience = "{issuer}"
-client_id = "{CLIENT_ID}"
-key_file = "{key}"
-scope = "krr:global/kontaktinformasjon.read krr:global/digitalpost.read"
-"#,
+{connectors}"#,
+            connectors = folkhub_sim::host_config(&sim_url, CLIENT_ID, &key_file),
             db = dir.path().join("folkhub.db").display(),
             manifest = root().join("registry-manifest.toml").display(),
             cache = root().join("target/test-cache").display(),
@@ -179,8 +151,6 @@ scope = "krr:global/kontaktinformasjon.read krr:global/digitalpost.read"
             memory = setup.memory_limit_mib,
             max_response = setup.max_response_bytes,
             max_hostcalls = setup.max_hostcalls,
-            issuer = sim.shared.issuer(),
-            key = key_file.display(),
         );
         let config = Config::parse(&text, "test folkhub.toml").expect("test config");
         let host = Host::open(config).await.expect("opening the host");

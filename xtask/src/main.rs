@@ -358,6 +358,27 @@ fn demo(port: u16, seed: u64, count: usize, sim_port: u16) -> anyhow::Result<()>
     let _ = std::fs::remove_file(data.join("folkhub.db-wal"));
     let _ = std::fs::remove_file(data.join("folkhub.db-shm"));
     let sim_url = format!("http://127.0.0.1:{sim_port}");
+    // The simulator says how a host reaches it (paths, scopes, credentials).
+    let connectors = Command::new(bin.join("folkhub-sim"))
+        .args([
+            "host-config",
+            "--url",
+            &sim_url,
+            "--client-id",
+            "folkhub-demo",
+            "--key-file",
+        ])
+        .arg(&key)
+        .output()
+        .context("running folkhub-sim host-config")?;
+    if !connectors.status.success() {
+        bail!(
+            "folkhub-sim host-config failed: {}",
+            String::from_utf8_lossy(&connectors.stderr)
+        );
+    }
+    let connectors = String::from_utf8(connectors.stdout)
+        .context("folkhub-sim host-config printed non-UTF-8")?;
     let config = data.join("folkhub.toml");
     std::fs::write(
         &config,
@@ -372,37 +393,10 @@ manifest = "{manifest}"
 [runtime]
 cache_dir = "{cache}"
 
-[connectors.folkeregister]
-grant_hosts = ["{sim_url}"]
-# The simulator runs on loopback, which connectors may only reach when allowed.
-allow_private_networks = true
-[connectors.folkeregister.config]
-base-url = "{sim_url}/folkeregisteret/offentlig-med-hjemmel/api/v1"
-[connectors.folkeregister.credentials]
-kind = "maskinporten"
-token_endpoint = "{sim_url}/maskinporten/token"
-audience = "{sim_url}/maskinporten/"
-client_id = "folkhub-demo"
-key_file = "{key}"
-scope = "folkeregister:deling/offentligmedhjemmel"
-
-[connectors.krr]
-grant_hosts = ["{sim_url}"]
-allow_private_networks = true
-[connectors.krr.config]
-base-url = "{sim_url}/rest/v1"
-[connectors.krr.credentials]
-kind = "maskinporten"
-token_endpoint = "{sim_url}/maskinporten/token"
-audience = "{sim_url}/maskinporten/"
-client_id = "folkhub-demo"
-key_file = "{key}"
-scope = "krr:global/kontaktinformasjon.read krr:global/digitalpost.read"
-"#,
+{connectors}"#,
             db = data.join("folkhub.db").display(),
             manifest = root().join("registry-manifest.toml").display(),
             cache = root().join("data/cache").display(),
-            key = key.display(),
         ),
     )?;
     let mut children = Guard(vec![]);
