@@ -7,7 +7,7 @@
 
 pub mod contract;
 pub mod fields;
-pub mod ids;
+pub use folkhub_ids as ids;
 pub mod labels;
 pub mod merge;
 pub mod observation;

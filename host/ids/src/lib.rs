@@ -606,6 +606,26 @@ pub fn make_finnish(date: NaiveDate, individual: u32) -> String {
     } else {
         '+'
     };
+    build_finnish(date, individual, sign)
+}
+
+/// Builds a HETU with a given century sign (the signs added in 2023:
+/// `Y X W V U` for the 1900s, `B C D E F` for the 2000s). The sign must fit
+/// the century of `date`; otherwise the century's default sign is used.
+pub fn make_finnish_with_sign(date: NaiveDate, individual: u32, sign: char) -> String {
+    let fits = match sign {
+        '+' => (1800..1900).contains(&date.year()),
+        '-' | 'Y' | 'X' | 'W' | 'V' | 'U' => (1900..2000).contains(&date.year()),
+        'A'..='F' => (2000..2100).contains(&date.year()),
+        _ => false,
+    };
+    if !fits {
+        return make_finnish(date, individual);
+    }
+    build_finnish(date, individual, sign)
+}
+
+fn build_finnish(date: NaiveDate, individual: u32, sign: char) -> String {
     let dd = format!(
         "{:02}{:02}{:02}",
         date.day(),
