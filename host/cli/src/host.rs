@@ -50,17 +50,32 @@ impl Host {
     fn settings(&self, connector: &str) -> anyhow::Result<ConnectorSettings> {
         let c = self.config.connector(connector);
         let credentials = match &c.credentials {
-            Some(creds) => Some(
-                folkhub_runtime::credentials::from_config(creds)
-                    .map_err(|e| anyhow::anyhow!("connectors.{connector}.credentials: {e}"))?,
-            ),
+            Some(creds) => folkhub_runtime::credentials::from_config(creds)
+                .map_err(|e| anyhow::anyhow!("connectors.{connector}.credentials: {e}"))?,
             None => None,
+        };
+        let client = match &c.credentials {
+            Some(folkhub_manifest::Credentials::Mtls {
+                cert_file,
+                key_file,
+            }) => Some((cert_file.as_path(), key_file.as_path())),
+            _ => None,
+        };
+        let tls = if client.is_some() || c.tls_roots.is_some() {
+            Some(
+                folkhub_runtime::credentials::tls_config(c.tls_roots.as_deref(), client)
+                    .map_err(|e| anyhow::anyhow!("connectors.{connector}: {e}"))?,
+            )
+        } else {
+            None
         };
         Ok(ConnectorSettings {
             granted_hosts: c.grant_hosts.clone(),
             allow_private_networks: c.allow_private_networks,
             config: c.config.clone(),
             credentials,
+            tls,
+            secrets: c.secrets.clone(),
         })
     }
 

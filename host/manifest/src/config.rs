@@ -88,6 +88,13 @@ pub struct ConnectorConfig {
     pub config: BTreeMap<String, String>,
     /// How the host authenticates this connector upstream.
     pub credentials: Option<Credentials>,
+    /// Values the host puts into request bodies where the connector wrote
+    /// `{{secret:NAME}}` (VTJ user and password, SPAR customer numbers).
+    /// The connector never sees them.
+    pub secrets: BTreeMap<String, String>,
+    /// PEM file with CA certificates to trust for this connector's TLS
+    /// connections, in addition to the public web roots.
+    pub tls_roots: Option<PathBuf>,
 }
 
 /// Credentials the host adds to a connector's requests.
@@ -112,6 +119,15 @@ pub enum Credentials {
     },
     /// A static bearer token (test setups).
     Bearer { token: String },
+    /// HTTP Basic authentication (VTJ change interface service users).
+    Basic { username: String, password: String },
+    /// A TLS client certificate (SPAR's organisation certificate).
+    Mtls {
+        /// PEM file with the certificate chain, leaf first.
+        cert_file: PathBuf,
+        /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+        key_file: PathBuf,
+    },
 }
 
 impl Default for StoreConfig {

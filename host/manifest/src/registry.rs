@@ -98,7 +98,7 @@ struct Raw {
 }
 
 const KNOWN_CAPABILITIES: &[&str] = &["lookup", "batch-lookup", "change-feed", "search"];
-const KNOWN_CREDENTIALS: &[&str] = &["none", "maskinporten", "mtls", "basic"];
+const KNOWN_CREDENTIALS: &[&str] = &["none", "maskinporten", "mtls", "basic", "secrets"];
 
 /// Parses a semver `MAJOR.MINOR.PATCH`.
 pub fn semver(text: &str) -> Option<(u64, u64, u64)> {

@@ -28,6 +28,10 @@ pub struct ConnectorSettings {
     pub allow_private_networks: bool,
     pub config: BTreeMap<String, String>,
     pub credentials: Option<Arc<dyn CredentialSource>>,
+    /// TLS roots and client certificate; `None` = the public web roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Values for `{{secret:NAME}}` placeholders in request bodies.
+    pub secrets: BTreeMap<String, String>,
 }
 
 /// A verified, compiled, linked connector release, ready to call.
@@ -38,10 +42,14 @@ pub struct Connector {
     pub digest: String,
     /// Set when the contract major is deprecated on this host.
     pub deprecation: Option<String>,
+    /// Capabilities the release declares in the manifest (`change-feed`, ...).
+    pub capabilities: Vec<String>,
     pre: v1::ConnectorPre<HostState>,
     context: Arc<CallContext>,
     policy: Arc<HttpPolicy>,
     credentials: Option<Arc<dyn CredentialSource>>,
+    tls: Arc<rustls::ClientConfig>,
+    secrets: Arc<BTreeMap<String, String>>,
     permits: Arc<Semaphore>,
     engine: wasmtime::Engine,
     limits: crate::engine::Limits,
@@ -147,10 +155,22 @@ impl Runtime {
             contract,
             digest,
             deprecation,
+            capabilities: release.capabilities.clone(),
             pre,
             context,
             policy: Arc::new(policy),
             credentials: settings.credentials,
+            tls: match settings.tls {
+                Some(tls) => tls,
+                None => crate::credentials::tls_config(None, None).map_err(|message| {
+                    InstallError::Credentials {
+                        connector: release.connector.clone(),
+                        version: release.version.clone(),
+                        message,
+                    }
+                })?,
+            },
+            secrets: Arc::new(settings.secrets),
             permits: Arc::new(Semaphore::new(self.limits.max_concurrency.max(1))),
             engine: self.engine.clone(),
             limits: self.limits.clone(),
@@ -179,6 +199,8 @@ impl Connector {
         let hooks = PolicyHooks {
             policy: self.policy.clone(),
             credentials: self.credentials.clone(),
+            tls: self.tls.clone(),
+            secrets: self.secrets.clone(),
             deadline,
             hostcalls: hostcalls.clone(),
             max_hostcalls: self.limits.max_hostcalls,

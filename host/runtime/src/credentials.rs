@@ -212,11 +212,101 @@ impl CredentialSource for Maskinporten {
     }
 }
 
-/// Builds the credential source the operator configured.
+/// Fixed HTTP Basic credentials.
+pub struct StaticBasic(String);
+
+impl StaticBasic {
+    pub fn new(username: &str, password: &str) -> StaticBasic {
+        use base64::engine::general_purpose::STANDARD;
+        StaticBasic(format!(
+            "Basic {}",
+            STANDARD.encode(format!("{username}:{password}"))
+        ))
+    }
+}
+
+impl CredentialSource for StaticBasic {
+    fn authorization(
+        &self,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
+        Box::pin(async move { Ok(self.0.clone()) })
+    }
+}
+
+/// TLS settings for one connector: the public web roots plus the operator's
+/// extra roots, and the client certificate when the register wants mTLS.
+pub fn tls_config(
+    extra_roots: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = extra_roots {
+        let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("tls_roots {}: {e}", path.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("tls_roots {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "tls_roots {} holds no PEM certificate",
+                path.display()
+            ));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("tls_roots {}: {e}", path.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert_file, key_file)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+                .map_err(|e| format!("cert_file {}: {e}", cert_file.display()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("cert_file {}: {e}", cert_file.display()))?;
+            if chain.is_empty() {
+                return Err(format!(
+                    "cert_file {} holds no PEM certificate",
+                    cert_file.display()
+                ));
+            }
+            let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+                format!(
+                    "key_file {}: not a PEM private key (PKCS#8, PKCS#1 or SEC1): {e}",
+                    key_file.display()
+                )
+            })?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                format!(
+                    "cert_file {} and key_file {} do not make a client certificate: {e}",
+                    cert_file.display(),
+                    key_file.display()
+                )
+            })?
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+/// Builds the header credential source the operator configured (none for
+/// mTLS, which works at the TLS layer).
 pub fn from_config(
     credentials: &folkhub_manifest::Credentials,
-) -> Result<Arc<dyn CredentialSource>, String> {
-    Ok(match credentials {
+) -> Result<Option<Arc<dyn CredentialSource>>, String> {
+    Ok(Some(match credentials {
+        folkhub_manifest::Credentials::Mtls { .. } => return Ok(None),
+        folkhub_manifest::Credentials::Basic { username, password } => {
+            Arc::new(StaticBasic::new(username, password))
+        }
         folkhub_manifest::Credentials::Bearer { token } => Arc::new(StaticBearer(token.clone())),
         folkhub_manifest::Credentials::Maskinporten {
             token_endpoint,
@@ -236,5 +326,5 @@ pub fn from_config(
                 key,
             ))
         }
-    })
+    }))
 }

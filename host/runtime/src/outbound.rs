@@ -10,7 +10,7 @@
 //! the sandbox. Redirects are not followed by wasi:http, so each hop a
 //! connector makes is a new request checked again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -89,6 +89,10 @@ pub fn is_private(ip: IpAddr) -> bool {
 pub struct PolicyHooks {
     pub policy: Arc<HttpPolicy>,
     pub credentials: Option<Arc<dyn CredentialSource>>,
+    /// TLS for this connector: trusted roots and, for mTLS, the client certificate.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Values for `{{secret:NAME}}` placeholders in request bodies.
+    pub secrets: Arc<BTreeMap<String, String>>,
     pub deadline: Instant,
     pub hostcalls: Arc<AtomicU64>,
     pub max_hostcalls: u64,
@@ -123,6 +127,8 @@ impl WasiHttpHooks for PolicyHooks {
         let _ = fut;
         let policy = self.policy.clone();
         let credentials = self.credentials.clone();
+        let tls = self.tls.clone();
+        let secrets = self.secrets.clone();
         let deadline = self.deadline;
         let over_limit = self.hostcalls.fetch_add(1, Ordering::Relaxed) + 1 > self.max_hostcalls;
         let connector = self.connector.clone();
@@ -192,8 +198,8 @@ impl WasiHttpHooks for PolicyHooks {
                 first_byte_timeout: clamp(options.and_then(|o| o.first_byte_timeout)),
                 between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout)),
             };
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let request = substitute_secrets(request, &secrets, &connector).await?;
+            let (response, io) = send(request, &addresses, port, tls, options).await?;
             let limit = policy.max_response_bytes;
             if let Some(length) = response
                 .headers()
@@ -217,6 +223,227 @@ impl WasiHttpHooks for PolicyHooks {
                 Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
             ))
         })
+    }
+}
+
+/// Largest request body the host reads to replace secret placeholders.
+const MAX_REQUEST_BODY: usize = 4 << 20;
+const PLACEHOLDER: &str = "{{secret:";
+
+/// Replaces `{{secret:NAME}}` in the request body with the operator's
+/// secret. A placeholder the operator did not configure refuses the request
+/// (and says so in the log) rather than sending the placeholder upstream.
+async fn substitute_secrets(
+    request: http::Request<WasiBody>,
+    secrets: &BTreeMap<String, String>,
+    connector: &str,
+) -> Result<http::Request<WasiBody>, HttpError> {
+    if request.method() == http::Method::GET || request.method() == http::Method::HEAD {
+        return Ok(request);
+    }
+    let (mut parts, body) = request.into_parts();
+    let bytes = http_body_util::Limited::new(body, MAX_REQUEST_BODY)
+        .collect()
+        .await
+        .map_err(|_| HttpError::HttpRequestBodySize(None))?
+        .to_bytes();
+    let bytes = if memchr_placeholder(&bytes) {
+        let text = std::str::from_utf8(&bytes).map_err(|_| HttpError::HttpRequestDenied)?;
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(start) = rest.find(PLACEHOLDER) {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + PLACEHOLDER.len()..];
+            let Some(end) = after.find("}}") else {
+                out.push_str(&rest[start..]);
+                rest = "";
+                break;
+            };
+            let name = &after[..end];
+            let Some(value) = secrets.get(name) else {
+                tracing::warn!(connector = %connector, secret = %name, "outbound request denied: the connector asks for secret {name:?}, which is not set under [connectors.{connector}.secrets]");
+                return Err(HttpError::HttpRequestDenied);
+            };
+            out.push_str(value);
+            rest = &after[end + 2..];
+        }
+        out.push_str(rest);
+        Bytes::from(out)
+    } else {
+        bytes
+    };
+    parts.headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(bytes.len()),
+    );
+    let body = http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    Ok(http::Request::from_parts(parts, body))
+}
+
+fn memchr_placeholder(bytes: &[u8]) -> bool {
+    bytes
+        .windows(PLACEHOLDER.len())
+        .any(|w| w == PLACEHOLDER.as_bytes())
+}
+
+/// Sends over a connection to one of the addresses the policy checked (so
+/// a second DNS answer cannot point the request elsewhere), with this
+/// connector's TLS settings.
+async fn send(
+    mut request: http::Request<WasiBody>,
+    addresses: &[IpAddr],
+    port: u16,
+    tls: Arc<rustls::ClientConfig>,
+    options: RequestOptions,
+) -> Result<
+    (
+        http::Response<WasiBody>,
+        impl Future<Output = Result<(), HttpError>> + Send + use<>,
+    ),
+    HttpError,
+> {
+    let connect_timeout = options.connect_timeout.unwrap_or(Duration::from_secs(30));
+    let first_byte_timeout = options
+        .first_byte_timeout
+        .unwrap_or(Duration::from_secs(30));
+    let uri = request.uri().clone();
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let mut stream = None;
+    let mut last = HttpError::DestinationNotFound;
+    for ip in addresses {
+        match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect((*ip, port)))
+            .await
+        {
+            Ok(Ok(s)) => {
+                stream = Some(s);
+                break;
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                last = HttpError::ConnectionRefused
+            }
+            Ok(Err(e)) => last = HttpError::Connect(e),
+            Err(_) => last = HttpError::ConnectionTimeout,
+        }
+    }
+    let stream = stream.ok_or(last)?;
+    if request.headers().get(http::header::HOST).is_none()
+        && let Some(authority) = uri.authority()
+        && let Ok(value) = http::HeaderValue::from_str(authority.as_str())
+    {
+        request.headers_mut().insert(http::header::HOST, value);
+    }
+    *request.uri_mut() = http::Uri::builder()
+        .path_and_query(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+        .build()
+        .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+    let (mut sender, conn) = if uri.scheme_str() == Some("https") {
+        let name = match host.parse::<IpAddr>() {
+            Ok(ip) => rustls::pki_types::ServerName::from(ip),
+            Err(_) => rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|_| HttpError::HttpRequestUriInvalid)?,
+        };
+        let tls_stream = tokio::time::timeout(
+            connect_timeout,
+            tokio_rustls::TlsConnector::from(tls).connect(name, stream),
+        )
+        .await
+        .map_err(|_| HttpError::ConnectionTimeout)?
+        .map_err(tls_error)?;
+        let (sender, conn) = tokio::time::timeout(
+            connect_timeout,
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls_stream)),
+        )
+        .await
+        .map_err(|_| HttpError::ConnectionTimeout)??;
+        (sender, tokio::spawn(conn))
+    } else {
+        let (sender, conn) = tokio::time::timeout(
+            connect_timeout,
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)),
+        )
+        .await
+        .map_err(|_| HttpError::ConnectionTimeout)??;
+        (sender, tokio::spawn(conn))
+    };
+    let response = tokio::time::timeout(first_byte_timeout, sender.send_request(request))
+        .await
+        .map_err(|_| HttpError::ConnectionReadTimeout)?
+        .map_err(|e| tls_alert(&e).unwrap_or_else(|| HttpError::from(e)))?;
+    let response = response.map(|body| {
+        body.map_err(|e| {
+            if e.is_timeout() {
+                HttpError::HttpResponseTimeout
+            } else {
+                HttpError::from(e)
+            }
+        })
+        .boxed_unsync()
+    });
+    Ok((response, async move {
+        match conn.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(HttpError::from(e)),
+            Err(_) => Err(HttpError::ConnectionTerminated),
+        }
+    }))
+}
+
+/// With TLS 1.3 a server refuses a client certificate after the client
+/// finished its handshake, so the alert shows up on the first read.
+fn tls_alert(e: &hyper::Error) -> Option<HttpError> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(rustls::Error::AlertReceived(alert)) = s.downcast_ref::<rustls::Error>() {
+            return Some(HttpError::TlsAlertReceived {
+                alert_id: Some(u8::from(*alert)),
+                alert_message: Some(format!("{alert:?}")),
+            });
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && let Some(rustls::Error::AlertReceived(alert)) =
+                io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return Some(HttpError::TlsAlertReceived {
+                alert_id: Some(u8::from(*alert)),
+                alert_message: Some(format!("{alert:?}")),
+            });
+        }
+        source = s.source();
+    }
+    None
+}
+
+fn tls_error(e: std::io::Error) -> HttpError {
+    if let Some(rustls::Error::AlertReceived(alert)) =
+        e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+    {
+        return HttpError::TlsAlertReceived {
+            alert_id: Some(u8::from(*alert)),
+            alert_message: Some(format!("{alert:?}")),
+        };
+    }
+    if let Some(rustls::Error::InvalidCertificate(_)) =
+        e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+    {
+        return HttpError::TlsCertificateError;
+    }
+    let text = e.to_string();
+    if text.contains("certificate") || text.contains("Certificate") {
+        HttpError::TlsCertificateError
+    } else if text.contains("alert") {
+        HttpError::TlsAlertReceived {
+            alert_id: None,
+            alert_message: Some(text),
+        }
+    } else {
+        HttpError::Tls(e)
     }
 }
 
