@@ -134,6 +134,28 @@ pub fn document(population: &Population, p: &Person, parts: Parts) -> Value {
         })
         .collect();
     doc.insert("identifikasjonsnummer".into(), Value::Array(ids));
+    if let Some(foreign) = population.foreign_ids.get(&p.key) {
+        // Folkeregisteret keeps a foreign ID as the issuing country wrote it
+        // (a Swedish personnummer in its 10-digit display form).
+        let list: Vec<Value> = foreign
+            .iter()
+            .map(|(country, id)| {
+                let shown = if *country == "SWE" {
+                    folkhub_core::ids::swedish_display(id, crate::population::today())
+                } else {
+                    id.clone()
+                };
+                json!({
+                    "identifikasjonsnummer": shown,
+                    "identifikasjonsnummertype": "personidentifikasjonsnummer",
+                    "utstederland": country,
+                    "erGjeldende": true,
+                    "kilde": "synt",
+                })
+            })
+            .collect();
+        doc.insert("utenlandskPersonidentifikasjon".into(), Value::Array(list));
+    }
     doc.insert(
         "navn".into(),
         Value::Array(versions(&p.names, |n| {

@@ -5,18 +5,27 @@
 //!   stream and the ground truth a correct merge must produce.
 //! - [`freg`]: Folkeregisteret "offentlig med hjemmel" v1 (REST/JSON).
 //! - [`krr`]: KRR, contact and reservation register, REST v1 and v2.
+//! - [`spar`]: SPAR PersonSök 2021.1 (SOAP over mutual TLS) and its
+//!   avisering files; [`pki`] makes the throwaway certificates.
+//! - [`dvv`]: DVV's VTJ query (SOAP) and change interface (REST/JSON).
+//! - [`nordic`]: the Swedes, Finns and cross-border persons of the population.
 //! - [`maskinporten`]: the token endpoint that issues the bearer tokens the
 //!   registers check.
 //!
 //! [`Simulator::start`] serves all of them on one loopback port (port 0 in
-//! tests) until [`Simulator::stop`] or drop. Admin routes under `/sim/`
+//! tests), SPAR on a second, mutual-TLS port, until [`Simulator::stop`] or drop. Admin routes under `/sim/`
 //! advance the change stream and inject faults; the real services have none
 //! of them.
 
+pub mod dvv;
 pub mod freg;
 pub mod krr;
 pub mod maskinporten;
+pub mod nordic;
+pub mod pki;
 pub mod population;
+pub mod spar;
+pub mod xml;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -42,11 +51,25 @@ pub fn all_scopes() -> Vec<String> {
         .collect()
 }
 
+/// Where a host reaches a running simulator.
+#[derive(Debug, Clone)]
+pub struct Endpoints<'a> {
+    /// The plain port, e.g. `http://127.0.0.1:18081`.
+    pub url: &'a str,
+    /// The mutual-TLS port (SPAR), e.g. `https://127.0.0.1:18082`.
+    pub tls_url: &'a str,
+    /// The directory with the simulator's `ca.pem`, `client.pem`, `client-key.pem`.
+    pub pki_dir: &'a std::path::Path,
+}
+
 /// The `[connectors.*]` sections of a `folkhub.toml` that point every
-/// connector at a simulator on `sim_url`, with Maskinporten credentials for
-/// a client the simulator trusts. The one place that knows the simulator's
-/// paths and scopes; tests and `cargo xtask demo` both use it.
-pub fn host_config(sim_url: &str, client_id: &str, key_file: &std::path::Path) -> String {
+/// connector at a simulator, with the credentials it accepts: Maskinporten
+/// for a client the simulator trusts (Folkeregisteret, KRR), the client
+/// certificate and customer numbers (SPAR), the VTJ user (DVV). The one
+/// place that knows the simulator's paths and scopes; tests and
+/// `cargo xtask demo` both use it.
+pub fn host_config(at: &Endpoints, client_id: &str, key_file: &std::path::Path) -> String {
+    let sim_url = at.url;
     let connectors = [
         (
             "folkeregister",
@@ -80,6 +103,50 @@ scope = "{scope}"
             key = key_file.display(),
         ));
     }
+    let customer = &spar::CUSTOMERS[0];
+    let pki = at.pki_dir;
+    out.push_str(&format!(
+        r#"
+[connectors.spar]
+grant_hosts = ["{tls}"]
+allow_private_networks = true
+# The simulator's throwaway CA; the real SPAR has a public certificate.
+tls_roots = "{ca}"
+[connectors.spar.config]
+base-url = "{tls}"
+avisering-url = "{tls}/filtransport/avisering"
+extended = "Relationer"
+end-user = "folkhub"
+[connectors.spar.credentials]
+kind = "mtls"
+cert_file = "{cert}"
+key_file = "{key}"
+[connectors.spar.secrets]
+KundNrLeveransMottagare = "{delivery}"
+KundNrSlutkund = "{end_customer}"
+UppdragId = "{assignment}"
+
+[connectors.dvv]
+grant_hosts = ["{sim_url}"]
+allow_private_networks = true
+[connectors.dvv.config]
+base-url = "{sim_url}/dvv/vtjkysely"
+product = "Perussanoma 3"
+end-user = "folkhub"
+[connectors.dvv.secrets]
+vtj-user = "{vtj_user}"
+vtj-password = "{vtj_password}"
+"#,
+        tls = at.tls_url,
+        ca = pki.join("ca.pem").display(),
+        cert = pki.join("client.pem").display(),
+        key = pki.join("client-key.pem").display(),
+        delivery = customer.delivery,
+        end_customer = customer.end_customer,
+        assignment = customer.assignment,
+        vtj_user = dvv::USER,
+        vtj_password = dvv::PASSWORD,
+    ));
     out
 }
 
@@ -141,9 +208,57 @@ impl Shared {
     }
 }
 
+/// Takes the next queued fault, if any.
+pub fn next_fault(shared: &Shared) -> Option<Fault> {
+    shared.faults.lock().ok()?.pop_front()
+}
+
+/// The next queued fault as a SOAP service answers it (SPAR, VTJ), if any.
+pub fn soap_fault_response(shared: &Shared) -> Option<Response> {
+    let fault = next_fault(shared)?;
+    Some(match fault {
+        Fault::Status { status } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (
+                status,
+                [("content-type", "text/xml; charset=utf-8")],
+                xml::soap_fault("soap:Server", "Internal error (simulated)"),
+            )
+                .into_response()
+        }
+        Fault::RateLimited { retry_after_ms } => {
+            let secs = retry_after_ms.div_ceil(1000).max(1);
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", secs.to_string())],
+                "",
+            )
+                .into_response()
+        }
+        Fault::Truncated => (
+            StatusCode::OK,
+            [("content-type", "text/xml; charset=utf-8")],
+            "<?xml version=\"1.0\"?><soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body><Trunc",
+        )
+            .into_response(),
+        Fault::Html => (
+            StatusCode::BAD_GATEWAY,
+            [("content-type", "text/html")],
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+        )
+            .into_response(),
+        Fault::Gone => (
+            StatusCode::GONE,
+            [("content-type", "text/plain")],
+            "This version of the service has been retired",
+        )
+            .into_response(),
+    })
+}
+
 /// The next queued fault as a response, if any.
 pub fn fault_response(shared: &Shared) -> Option<Response> {
-    let fault = shared.faults.lock().ok()?.pop_front()?;
+    let fault = next_fault(shared)?;
     Some(match fault {
         Fault::Status { status } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -191,6 +306,11 @@ pub struct Config {
     pub clients: Vec<Client>,
     /// Listen address; port 0 picks a free one.
     pub listen: SocketAddr,
+    /// Listen address of the mutual-TLS port (SPAR); port 0 picks a free one.
+    pub listen_tls: SocketAddr,
+    /// Where to write the throwaway CA and certificates; a temporary
+    /// directory (removed on stop) when not set.
+    pub pki_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -201,6 +321,8 @@ impl Default for Config {
             changes: 0,
             clients: vec![],
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen_tls: SocketAddr::from(([127, 0, 0, 1], 0)),
+            pki_dir: None,
         }
     }
 }
@@ -208,9 +330,15 @@ impl Default for Config {
 /// A running simulator.
 pub struct Simulator {
     pub addr: SocketAddr,
+    /// The mutual-TLS port (SPAR).
+    pub tls_addr: SocketAddr,
+    /// The throwaway CA, server and client certificates.
+    pub pki: pki::Pki,
     pub shared: Shared,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    tls_task: Option<tokio::task::JoinHandle<()>>,
+    _pki_dir: Option<tempfile::TempDir>,
 }
 
 impl Simulator {
@@ -240,12 +368,50 @@ impl Simulator {
                 })
                 .await;
         });
+        let (pki_temp, pki_dir) = match &config.pki_dir {
+            Some(dir) => (None, dir.clone()),
+            None => {
+                let temp = tempfile::tempdir()?;
+                let dir = temp.path().to_path_buf();
+                (Some(temp), dir)
+            }
+        };
+        let pki = pki::Pki::generate(&pki_dir)?;
+        let tls_listener = tokio::net::TcpListener::bind(config.listen_tls).await?;
+        let tls_addr = tls_listener.local_addr()?;
+        let tls_task = tokio::spawn(serve_tls(
+            tls_listener,
+            tokio_rustls::TlsAcceptor::from(pki.server.clone()),
+            spar::router().with_state(shared.clone()),
+        ));
         Ok(Simulator {
             addr,
+            tls_addr,
+            pki,
             shared,
             shutdown: Some(tx),
             task: Some(task),
+            tls_task: Some(tls_task),
+            _pki_dir: pki_temp,
         })
+    }
+
+    /// Base URL of the mutual-TLS port.
+    pub fn tls_url(&self) -> String {
+        format!("https://{}", self.tls_addr)
+    }
+
+    /// The `[connectors.*]` sections that point a host at this simulator.
+    pub fn host_config(&self, client_id: &str, key_file: &std::path::Path) -> String {
+        host_config(
+            &Endpoints {
+                url: &self.base_url(),
+                tls_url: &self.tls_url(),
+                pki_dir: &self.pki.dir,
+            },
+            client_id,
+            key_file,
+        )
     }
 
     pub fn base_url(&self) -> String {
@@ -266,9 +432,17 @@ impl Simulator {
         self.shared.population.read().await.truth()
     }
 
+    /// The ground truth when only `registers` are synced.
+    pub async fn truth_for(&self, registers: &[&str]) -> Vec<Truth> {
+        self.shared.population.read().await.truth_for(registers)
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some(task) = self.tls_task.take() {
+            task.abort();
         }
         if let Some(task) = self.task.take() {
             let _ = task.await;
@@ -281,6 +455,35 @@ impl Drop for Simulator {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        if let Some(task) = self.tls_task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Accepts TLS connections (the client certificate is verified in the
+/// handshake) and serves `app` over HTTP/1.1 on each.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                // No or a wrong client certificate: the handshake failed.
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+        });
     }
 }
 
@@ -316,6 +519,7 @@ pub fn router(shared: Shared) -> axum::Router {
     use axum::routing::{get, post};
     freg::router()
         .merge(krr::router())
+        .merge(dvv::router())
         .route("/maskinporten/token", post(maskinporten::token))
         .route("/sim/advance", post(advance))
         .route("/sim/faults", post(faults))

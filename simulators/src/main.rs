@@ -20,10 +20,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve Folkeregisteret and the Maskinporten token endpoint on one port.
+    /// Serve every register simulator and the Maskinporten token endpoint.
     Serve {
         #[arg(long, default_value = "127.0.0.1:18081")]
         listen: SocketAddr,
+        /// The mutual-TLS port (SPAR).
+        #[arg(long, default_value = "127.0.0.1:18082")]
+        listen_tls: SocketAddr,
+        /// Where to write the throwaway CA and client certificate (a temporary directory if not set).
+        #[arg(long)]
+        pki_dir: Option<PathBuf>,
         #[arg(long, default_value_t = 42)]
         seed: u64,
         #[arg(long, default_value_t = 2000)]
@@ -43,11 +49,29 @@ enum Command {
         /// Base URL the simulator serves on, e.g. http://127.0.0.1:18081.
         #[arg(long)]
         url: String,
+        /// Base URL of its mutual-TLS port, e.g. https://127.0.0.1:18082.
+        #[arg(long)]
+        tls_url: String,
+        /// The directory given to `serve --pki-dir`.
+        #[arg(long)]
+        pki_dir: PathBuf,
         #[arg(long)]
         client_id: String,
         /// The Maskinporten private key the host signs grants with.
         #[arg(long)]
         key_file: PathBuf,
+    },
+    /// Print the current ID of every person a register knows, one per line.
+    Ids {
+        /// `folkeregister`, `krr`, `spar` or `dvv`.
+        #[arg(long)]
+        register: String,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        #[arg(long, default_value_t = 0)]
+        changes: u64,
     },
     /// Print the ground truth as JSON lines: every ID and the canonical field values.
     Population {
@@ -68,13 +92,52 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::HostConfig {
             url,
+            tls_url,
+            pki_dir,
             client_id,
             key_file,
         } => {
-            print!(
-                "{}",
-                folkhub_sim::host_config(url.trim_end_matches('/'), &client_id, &key_file)
-            );
+            let at = folkhub_sim::Endpoints {
+                url: url.trim_end_matches('/'),
+                tls_url: tls_url.trim_end_matches('/'),
+                pki_dir: &pki_dir,
+            };
+            print!("{}", folkhub_sim::host_config(&at, &client_id, &key_file));
+        }
+        Command::Ids {
+            register,
+            seed,
+            count,
+            changes,
+        } => {
+            let mut population = Population::generate(seed, count);
+            population.advance(changes);
+            let ids: Vec<String> = match register.as_str() {
+                "folkeregister" | "krr" => population
+                    .persons
+                    .iter()
+                    .map(|p| p.id().to_string())
+                    .collect(),
+                "spar" => population
+                    .swedes
+                    .iter()
+                    .map(|p| p.id().to_string())
+                    .collect(),
+                "dvv" => population
+                    .finns
+                    .iter()
+                    .map(|p| p.id().to_string())
+                    .collect(),
+                other => {
+                    anyhow::bail!("unknown register {other:?}: folkeregister, krr, spar or dvv")
+                }
+            };
+            use std::io::Write;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for id in ids {
+                writeln!(out, "{id}")?;
+            }
+            out.flush()?;
         }
         Command::Population {
             seed,
@@ -92,6 +155,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Serve {
             listen,
+            listen_tls,
+            pki_dir,
             seed,
             count,
             changes,
@@ -119,6 +184,8 @@ async fn main() -> anyhow::Result<()> {
                 changes,
                 clients,
                 listen,
+                listen_tls,
+                pki_dir,
             })
             .await?;
             println!(
@@ -131,6 +198,14 @@ async fn main() -> anyhow::Result<()> {
                 folkhub_sim::freg::BASE
             );
             println!("  KRR:             {}/rest/v1/personer", sim.base_url());
+            println!("  DVV VTJ query:   {}/dvv/vtjkysely", sim.base_url());
+            println!("  DVV changes:     {}/dvv/api/v1/muutokset", sim.base_url());
+            println!(
+                "  SPAR (mTLS):     {}{}  (CA and client certificate in {})",
+                sim.tls_url(),
+                folkhub_sim::spar::PATH,
+                sim.pki.dir.display()
+            );
             println!("  token endpoint:  {}", sim.token_url());
             if change_every > 0 {
                 let shared = sim.shared.clone();

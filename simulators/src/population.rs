@@ -226,6 +226,18 @@ pub struct Population {
     pub contacts: Vec<Contact>,
     /// KRR's change log, oldest first.
     pub krr_changes: Vec<KrrChange>,
+    /// Swedes in SPAR (see `nordic`).
+    pub swedes: Vec<crate::nordic::SePerson>,
+    /// Finns in DVV.
+    pub finns: Vec<crate::nordic::FiPerson>,
+    /// SPAR avisering files, oldest first.
+    pub spar_files: Vec<crate::nordic::SparFile>,
+    /// DVV's change log, oldest first.
+    pub dvv_log: Vec<crate::nordic::DvvEntry>,
+    /// Foreign IDs Folkeregisteret holds for a person (country, ID).
+    pub foreign_ids: BTreeMap<usize, Vec<(&'static str, String)>>,
+    pub(crate) pending_spar: Vec<usize>,
+    pub(crate) used_nordic: std::collections::HashSet<String>,
     clock: DateTime<Utc>,
     used_ids: std::collections::HashSet<String>,
 }
@@ -305,6 +317,16 @@ const CHANGE_KINDS: &[(&str, u32)] = &[
     ("marriage", 8),
     ("touch", 7),
     ("contact", 12),
+    ("se-move", 6),
+    ("se-name", 2),
+    ("se-protection", 1),
+    ("se-death", 1),
+    ("se-personnummer", 2),
+    ("fi-move", 6),
+    ("fi-name", 2),
+    ("fi-protection", 1),
+    ("fi-death", 1),
+    ("fi-hetu", 1),
 ];
 
 impl Population {
@@ -318,6 +340,13 @@ impl Population {
             contacts: Vec::new(),
             krr_changes: Vec::new(),
             changes_applied: 0,
+            swedes: Vec::new(),
+            finns: Vec::new(),
+            spar_files: Vec::new(),
+            dvv_log: Vec::new(),
+            foreign_ids: BTreeMap::new(),
+            pending_spar: Vec::new(),
+            used_nordic: Default::default(),
             clock: epoch(),
             used_ids: Default::default(),
         };
@@ -341,7 +370,17 @@ impl Population {
             let id = population.persons[key].id().to_string();
             population.push_event(key, id, "personErOpprettet", created);
         }
+        population.generate_nordic(count);
         population
+    }
+
+    /// The simulated clock (time of the last change).
+    pub fn clock(&self) -> DateTime<Utc> {
+        self.clock
+    }
+
+    pub(crate) fn set_emigrated_public(&mut self, key: usize, at: DateTime<Utc>) {
+        self.set_emigrated(key, at);
     }
 
     /// A KRR entry drawn from its own seeded generator, so adding KRR did
@@ -751,6 +790,7 @@ impl Population {
         for _ in 0..n {
             self.apply_next_change();
         }
+        self.cut_spar_file();
     }
 
     /// Applies the next change of the deterministic stream.
@@ -773,6 +813,10 @@ impl Population {
                 break;
             }
             roll -= w;
+        }
+        if kind.starts_with("se-") || kind.starts_with("fi-") {
+            self.apply_nordic_change(&mut rng, kind, at);
+            return;
         }
         // Pick a living resident; give up after a few tries (tiny populations).
         let mut target = None;
@@ -1012,12 +1056,88 @@ impl Population {
 
     /// The ground truth: every person's IDs and the canonical values a
     /// correct merge of Folkeregisteret data must produce.
+    ///
+    /// Norwegians first (with the foreign IDs and the Swedish or Finnish
+    /// fields Folkeregisteret and KRR do not give, since the Norwegian
+    /// registers rank first), then the Swedes and Finns known only there.
     pub fn truth(&self) -> Vec<Truth> {
-        self.persons.iter().map(|p| self.truth_of(p)).collect()
+        self.truth_for(REGISTERS)
     }
 
-    fn truth_of(&self, p: &Person) -> Truth {
+    /// The ground truth when only `registers` (of [`REGISTERS`]) are synced.
+    pub fn truth_for(&self, registers: &[&str]) -> Vec<Truth> {
+        let has = |r: &str| registers.contains(&r);
+        let mut out: Vec<Truth> = Vec::new();
+        let mut index: BTreeMap<usize, usize> = BTreeMap::new();
+        if has("folkeregister") || has("krr") {
+            for p in &self.persons {
+                index.insert(p.key, out.len());
+                out.push(self.truth_of(p, registers));
+            }
+        }
+        let add = |norwegian: Option<usize>,
+                   ids: &[String],
+                   fields: BTreeMap<String, Value>,
+                   out: &mut Vec<Truth>| {
+            match norwegian.and_then(|no| index.get(&no)) {
+                Some(at) => merge_into(&mut out[*at], ids, fields),
+                None => out.push(Truth {
+                    ids: ids.to_vec(),
+                    fields,
+                }),
+            }
+        };
+        if has("spar") {
+            for se in &self.swedes {
+                add(se.norwegian, &se.ids, self.se_fields(se), &mut out);
+            }
+        }
+        if has("dvv") {
+            for fi in &self.finns {
+                add(fi.norwegian, &fi.ids, self.fi_fields(fi), &mut out);
+            }
+        }
+        out
+    }
+
+    fn truth_of(&self, p: &Person, registers: &[&str]) -> Truth {
         let mut fields = BTreeMap::new();
+        let freg = registers.contains(&"folkeregister");
+        if freg {
+            self.freg_truth(p, &mut fields);
+        }
+        let contact = &self.contacts[p.key];
+        if registers.contains(&"krr") && contact.status == KrrStatus::Active {
+            fields.insert("contact.reservation".into(), json!(contact.reserved));
+            let status = if contact.can_notify() {
+                "can-notify"
+            } else {
+                "cannot-notify"
+            };
+            fields.insert("contact.notification-status".into(), json!(status));
+            if let Some(e) = &contact.email {
+                fields.insert("contact.email".into(), json!(e));
+            }
+            if let Some(m) = &contact.mobile {
+                fields.insert("contact.mobile".into(), json!(m));
+            }
+            if let Some((address, _)) = &contact.mailbox {
+                fields.insert("contact.digital-mailbox".into(), json!(address));
+            }
+            fields.insert("language.preferred".into(), json!(contact.language));
+        }
+        let mut ids = p.ids.clone();
+        if freg && let Some(foreign) = self.foreign_ids.get(&p.key) {
+            // Folkeregisteret names the IDs other countries gave the person.
+            let mut all: Vec<String> = foreign.iter().map(|(_, id)| id.clone()).collect();
+            all.append(&mut ids);
+            ids = all;
+        }
+        Truth { ids, fields }
+    }
+
+    /// What Folkeregisteret says about a person, in catalogue form.
+    fn freg_truth(&self, p: &Person, fields: &mut BTreeMap<String, Value>) {
         let name = p.name();
         fields.insert("name.given".to_string(), json!(name.given));
         if let Some(m) = &name.middle {
@@ -1090,30 +1210,6 @@ impl Population {
                 Value::Array(custody),
             );
         }
-        let contact = &self.contacts[p.key];
-        if contact.status == KrrStatus::Active {
-            fields.insert("contact.reservation".into(), json!(contact.reserved));
-            let status = if contact.can_notify() {
-                "can-notify"
-            } else {
-                "cannot-notify"
-            };
-            fields.insert("contact.notification-status".into(), json!(status));
-            if let Some(e) = &contact.email {
-                fields.insert("contact.email".into(), json!(e));
-            }
-            if let Some(m) = &contact.mobile {
-                fields.insert("contact.mobile".into(), json!(m));
-            }
-            if let Some((address, _)) = &contact.mailbox {
-                fields.insert("contact.digital-mailbox".into(), json!(address));
-            }
-            fields.insert("language.preferred".into(), json!(contact.language));
-        }
-        Truth {
-            ids: p.ids.clone(),
-            fields,
-        }
     }
 
     /// Family relations as the canonical sorted list.
@@ -1168,6 +1264,24 @@ impl Population {
         out.into_iter()
             .map(|(role, id)| json!({"role": role, "id": id}))
             .collect()
+    }
+}
+
+/// The registers the simulator serves (Kartverket aside).
+pub const REGISTERS: &[&str] = &["folkeregister", "krr", "spar", "dvv"];
+
+/// Adds a second country's IDs (before the Norwegian ones, which stay
+/// last) and the fields the Norwegian registers did not give.
+fn merge_into(truth: &mut Truth, ids: &[String], fields: BTreeMap<String, Value>) {
+    let mut all: Vec<String> = ids
+        .iter()
+        .filter(|i| !truth.ids.contains(i))
+        .cloned()
+        .collect();
+    all.append(&mut truth.ids);
+    truth.ids = all;
+    for (k, v) in fields {
+        truth.fields.entry(k).or_insert(v);
     }
 }
 
