@@ -314,6 +314,28 @@ pub fn map_person(doc: &Value, warnings: &mut Vec<String>) -> Result<Person, Str
     if ids.is_empty() {
         return Err("the person document has no identifikasjonsnummer".into());
     }
+    // IDs other Nordic countries gave the person (moved across a border):
+    // they link the person to SPAR and DVV records. Other countries' IDs
+    // have no scheme here and are skipped.
+    for item in all_current(doc, "utenlandskPersonidentifikasjon") {
+        let (Some(value), Some(country)) = (
+            text(item, "identifikasjonsnummer"),
+            text(item, "utstederland"),
+        ) else {
+            continue;
+        };
+        let parsed = match country {
+            "SWE" => folkhub_connector_sdk::ids::parse_swedish(value),
+            "FIN" => folkhub_connector_sdk::ids::parse_finnish(value),
+            _ => continue,
+        };
+        match parsed {
+            Ok(id) => ids.push((id.scheme.as_str().to_string(), id.value, true)),
+            Err(e) => warnings.push(format!(
+                "utenlandskPersonidentifikasjon from {country}: {e}"
+            )),
+        }
+    }
     let own_ids: Vec<String> = ids.iter().map(|(_, v, _)| v.clone()).collect();
 
     let mut fields = Vec::new();

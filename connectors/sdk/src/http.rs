@@ -192,6 +192,13 @@ fn map_error(e: wasip2::http::types::ErrorCode, url: &str) -> ConnectorError {
         E::HttpResponseBodySize(_) => ConnectorError::Denied(format!(
             "the response from {url} is larger than the host allows"
         )),
+        E::TlsAlertReceived(alert) => ConnectorError::Unauthorized(format!(
+            "{url} refused the TLS connection ({}): check the client certificate the operator configured",
+            alert.alert_message.unwrap_or_default()
+        )),
+        E::TlsCertificateError => ConnectorError::Other(format!(
+            "the TLS certificate of {url} is not trusted: check tls_roots in the operator's config"
+        )),
         E::ConnectionTimeout | E::HttpResponseTimeout | E::ConnectionReadTimeout => {
             ConnectorError::UpstreamUnavailable(format!("{url} timed out"))
         }

@@ -29,6 +29,10 @@ pub use bindings::exports::folkhub::connector::source::{
 pub use bindings::folkhub::connector::host::Level;
 
 pub mod http;
+pub mod soap;
+
+/// Nordic ID numbers (the same code the host uses).
+pub use folkhub_ids as ids;
 
 /// The host's structured log.
 pub mod log {
@@ -86,5 +90,69 @@ pub fn field(
         value: value.to_string(),
         labels: labels.to_vec(),
         effective,
+    }
+}
+
+/// A person as mapping code builds it, before it crosses the WIT boundary
+/// (so mapping code stays testable natively).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MappedPerson {
+    /// (scheme, value, active)
+    pub ids: Vec<(String, String, bool)>,
+    pub fields: Vec<MappedField>,
+}
+
+/// One mapped field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedField {
+    pub path: &'static str,
+    pub value: serde_json::Value,
+    pub labels: Vec<String>,
+    pub effective: Option<String>,
+}
+
+impl MappedPerson {
+    /// Adds a field.
+    pub fn push(&mut self, path: &'static str, value: serde_json::Value, labels: &[String]) {
+        self.fields.push(MappedField {
+            path,
+            value,
+            labels: labels.to_vec(),
+            effective: None,
+        });
+    }
+
+    /// The value of a field, if mapped.
+    pub fn field(&self, path: &str) -> Option<&serde_json::Value> {
+        self.fields
+            .iter()
+            .find(|f| f.path == path)
+            .map(|f| &f.value)
+    }
+
+    /// The record the contract carries.
+    pub fn into_record(self, upstream_version: &str) -> PersonRecord {
+        PersonRecord {
+            ids: self
+                .ids
+                .into_iter()
+                .map(|(scheme, value, active)| PersonId {
+                    scheme,
+                    value,
+                    active,
+                })
+                .collect(),
+            fields: self
+                .fields
+                .into_iter()
+                .map(|f| Field {
+                    path: f.path.to_string(),
+                    value: f.value.to_string(),
+                    labels: f.labels,
+                    effective: f.effective,
+                })
+                .collect(),
+            upstream_version: upstream_version.to_string(),
+        }
     }
 }

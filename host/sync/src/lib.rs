@@ -3,8 +3,9 @@
 //! - [`changes`] reads a connector's change feed from its stored cursor, looks
 //!   up the persons each page names, and stores them **with the next cursor
 //!   in the same transaction**: a crash loses and repeats nothing.
-//! - [`full`] runs the feed to its head, then refreshes every other person
-//!   the store knows under the connector's ID schemes.
+//! - [`full`] runs the feed to its head (when the release has the
+//!   `change-feed` capability), then refreshes every other person the store
+//!   knows under the connector's ID schemes.
 //!
 //! Every run is written to the run log with its counts and errors.
 //! Retries: transient connector errors (rate limits, 5xx, malformed bodies)
@@ -247,6 +248,15 @@ impl<'a> Runner<'a> {
                     message: e.to_string(),
                 })?;
         let mut refreshed = BTreeSet::new();
+        if !self
+            .connector
+            .capabilities
+            .iter()
+            .any(|c| c == "change-feed")
+        {
+            // No feed (e.g. DVV 1.0): a full run refreshes the known persons only.
+            return Ok(refreshed);
+        }
         loop {
             let page =
                 with_retries(self.options, || self.connector.changes(cursor.as_deref())).await?;

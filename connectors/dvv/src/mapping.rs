@@ -1,0 +1,463 @@
+//! VTJ query (`TeeHenkilonTunnusKysely`) → catalogue fields.
+//!
+//! The request carries the message product (`SoSoNimi`) from the
+//! customer's permit, the end user (`Loppukayttaja`, kept 5 years by DVV
+//! for audit) and one HETU; user and password are host placeholders. The
+//! answer `VTJHenkiloVastaussanoma` (namespace
+//! `http://xml.vrk.fi/schema/vtjkysely`) has a `Paluukoodi` and, when found,
+//! `Henkilo`. Which elements `Henkilo` holds depends on the product; what is
+//! absent is absent.
+
+use folkhub_connector_sdk::ids;
+use folkhub_connector_sdk::soap::{self, child, child_text, children, esc, path_text};
+use folkhub_connector_sdk::{ConnectorError, MappedPerson};
+use serde_json::{Value, json};
+
+pub const UPSTREAM_VERSION: &str = "vtjkysely-1";
+pub const NS_QUERY: &str = "http://tempuri.org/";
+pub const NS: &str = "http://xml.vrk.fi/schema/vtjkysely";
+pub const SOAP_ACTION: &str = "http://tempuri.org/TeeHenkilonTunnusKysely";
+/// VTJ answers one HETU per query; a batch is this many queries in a row.
+pub const MAX_BATCH: usize = 50;
+/// The label that travels with fields of a person under turvakielto.
+pub const LABEL: &str = "TURVAKIELTO";
+
+pub const FIELDS: &[&str] = &[
+    "name.given",
+    "name.family",
+    "birth.date",
+    "gender",
+    "status",
+    "death.date",
+    "citizenship",
+    "address.residential",
+    "address.municipality",
+    "protection.fi-non-disclosure",
+    "language.preferred",
+    "relations.parental-responsibility",
+    "relations.guardianship",
+];
+
+/// ISO 3166 numeric → alpha-3 for the citizenship codes VTJ sends. Codes
+/// not listed are reported as warnings and left out.
+const COUNTRIES: &[(&str, &str)] = &[
+    ("246", "FIN"),
+    ("752", "SWE"),
+    ("578", "NOR"),
+    ("208", "DNK"),
+    ("352", "ISL"),
+    ("233", "EST"),
+    ("643", "RUS"),
+    ("428", "LVA"),
+    ("440", "LTU"),
+    ("616", "POL"),
+    ("276", "DEU"),
+    ("826", "GBR"),
+    ("840", "USA"),
+    ("804", "UKR"),
+    ("368", "IRQ"),
+    ("706", "SOM"),
+    ("760", "SYR"),
+    ("792", "TUR"),
+    ("156", "CHN"),
+    ("356", "IND"),
+    ("704", "VNM"),
+    ("608", "PHL"),
+    ("764", "THA"),
+    ("724", "ESP"),
+    ("380", "ITA"),
+    ("250", "FRA"),
+    ("528", "NLD"),
+];
+
+/// The SOAP request for one HETU.
+pub fn request(product: &str, end_user: &str, hetu: &str) -> String {
+    soap::envelope(&format!(
+        "<TeeHenkilonTunnusKysely xmlns=\"{NS_QUERY}\">\
+         <SoSoNimi>{}</SoSoNimi>\
+         <Kayttajatunnus>{}</Kayttajatunnus>\
+         <Salasana>{}</Salasana>\
+         <Loppukayttaja>{}</Loppukayttaja>\
+         <Laskutustiedot/>\
+         <Henkilotunnus>{}</Henkilotunnus>\
+         <SahkoinenAsiointitunnus/><VarmenteenMyontaja/><X509Certificate/>\
+         <VarmenteenVoimassaolotarkistus/><VarmenteenSulkulistatarkistus/>\
+         <Tunnistusportaali/><Vara1/>\
+         </TeeHenkilonTunnusKysely>",
+        esc(product),
+        soap::secret("vtj-user"),
+        soap::secret("vtj-password"),
+        esc(end_user),
+        esc(hetu),
+    ))
+}
+
+/// What one answer says about the requested HETU.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Found(MappedPerson),
+    NotFound,
+    Failed(ConnectorError),
+}
+
+fn date(text: &str) -> Option<String> {
+    // VTJ dates are YYYYMMDD; 00 for an unknown month or day is not a date.
+    if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (y, m, d) = (&text[..4], &text[4..6], &text[6..]);
+    if m == "00" || d == "00" {
+        return None;
+    }
+    Some(format!("{y}-{m}-{d}"))
+}
+
+/// Maps one answer to the query for `requested`.
+pub fn map_answer(
+    xml: &str,
+    requested: &str,
+    warnings: &mut Vec<String>,
+) -> Result<Outcome, String> {
+    let doc = soap::parse(xml, "VTJ answer")?;
+    let body = soap::body(&doc)?;
+    let answer = body
+        .descendants()
+        .find(|n| n.is_element() && n.tag_name().name() == "VTJHenkiloVastaussanoma")
+        .ok_or("the SOAP body has no VTJHenkiloVastaussanoma")?;
+    if answer.tag_name().namespace() != Some(NS) {
+        return Err(format!(
+            "VTJHenkiloVastaussanoma is in namespace {:?}, expected {NS}",
+            answer.tag_name().namespace().unwrap_or("")
+        ));
+    }
+    let code_node = child(answer, NS, "Paluukoodi").ok_or("the answer has no Paluukoodi")?;
+    let code = code_node.attribute("koodi").unwrap_or_default();
+    let text = code_node.text().unwrap_or_default().trim();
+    match code {
+        "0000" => {}
+        "0001" => return Ok(Outcome::NotFound),
+        "0002" => {
+            return Ok(Outcome::Failed(ConnectorError::BadInput(format!(
+                "VTJ refused the HETU ({code}: {text})"
+            ))));
+        }
+        "0003" => {
+            return Ok(Outcome::Failed(ConnectorError::Unauthorized(format!(
+                "VTJ refused the user or password ({code}: {text}); check secrets vtj-user and vtj-password"
+            ))));
+        }
+        "0004" => {
+            return Ok(Outcome::Failed(ConnectorError::Unauthorized(format!(
+                "the message product is not in the permit ({code}: {text}); check config `product`"
+            ))));
+        }
+        "0005" => {
+            return Ok(Outcome::Failed(ConnectorError::BadInput(format!(
+                "VTJ wants an end user ({code}: {text}); set config `end-user`"
+            ))));
+        }
+        other => {
+            return Ok(Outcome::Failed(ConnectorError::Other(format!(
+                "VTJ return code {other}: {text}"
+            ))));
+        }
+    }
+    let henkilo = child(answer, NS, "Henkilo").ok_or("Paluukoodi 0000 but no Henkilo")?;
+    Ok(Outcome::Found(map_henkilo(henkilo, requested, warnings)?))
+}
+
+fn map_henkilo(
+    h: roxmltree::Node,
+    requested: &str,
+    warnings: &mut Vec<String>,
+) -> Result<MappedPerson, String> {
+    let mut p = MappedPerson::default();
+    // The active HETU (voimassaolokoodi 1, or no code) and passive ones (0).
+    let mut current = None;
+    for node in children(h, NS, "Henkilotunnus") {
+        let Some(text) = node.text().map(str::trim) else {
+            continue;
+        };
+        let hetu = ids::parse_finnish(text).map_err(|e| format!("Henkilotunnus: {e}"))?;
+        let active = node.attribute("voimassaolokoodi") != Some("0");
+        if active && current.is_none() {
+            current = Some(hetu.clone());
+        }
+        p.ids.push(("fi-hetu".into(), hetu.value, active));
+    }
+    let current = current.ok_or("Henkilo has no active Henkilotunnus")?;
+    if let Ok(asked) = ids::parse_finnish(requested)
+        && !p.ids.iter().any(|(_, v, _)| *v == asked.value)
+    {
+        // Asked by a corrected (passive) HETU: VTJ answers with the active one.
+        p.ids.push(("fi-hetu".into(), asked.value, false));
+    }
+    let protected = path_text(h, NS, &["Turvakielto", "TurvakieltoTieto"]) == Some("1");
+    let location: Vec<String> = if protected {
+        vec![LABEL.into()]
+    } else {
+        vec![]
+    };
+    if let Some(given) = path_text(h, NS, &["NykyisetEtunimet", "Etunimet"]) {
+        p.push("name.given", json!(given), &[]);
+    }
+    if let Some(family) = path_text(h, NS, &["NykyinenSukunimi", "Sukunimi"]) {
+        p.push("name.family", json!(family), &[]);
+    }
+    if let Some(birth) = current.birth_date {
+        p.push("birth.date", json!(birth.to_string()), &[]);
+    }
+    match path_text(h, NS, &["Sukupuoli", "Sukupuolikoodi"]) {
+        Some("1") => p.push("gender", json!("male"), &[]),
+        Some("2") => p.push("gender", json!("female"), &[]),
+        Some(other) => warnings.push(format!("unknown Sukupuolikoodi {other:?}; gender left out")),
+        None => {}
+    }
+    let death = path_text(h, NS, &["Kuolintiedot", "Kuolinpvm"]);
+    let dead = death.is_some() || path_text(h, NS, &["Kuolintiedot", "Kuollut"]) == Some("1");
+    p.push(
+        "status",
+        json!(if dead { "deceased" } else { "resident" }),
+        &[],
+    );
+    if let Some(d) = death {
+        match date(d) {
+            Some(d) => p.push("death.date", json!(d), &[]),
+            None => warnings.push(format!(
+                "Kuolinpvm {d:?} is not a whole date; death.date left out"
+            )),
+        }
+    }
+    if protected {
+        p.push("protection.fi-non-disclosure", json!(true), &[]);
+    }
+    if let Some(a) = child(h, NS, "VakinainenKotimainenLahiosoite") {
+        let line = child_text(a, NS, "LahiosoiteS").or_else(|| child_text(a, NS, "LahiosoiteR"));
+        if let Some(line) = line {
+            let mut address = serde_json::Map::new();
+            address.insert("kind".into(), json!("postal"));
+            address.insert("lines".into(), json!([line]));
+            if let Some(pc) = child_text(a, NS, "Postinumero") {
+                address.insert("postal_code".into(), json!(pc));
+            }
+            if let Some(city) = child_text(a, NS, "PostitoimipaikkaS")
+                .or_else(|| child_text(a, NS, "PostitoimipaikkaR"))
+            {
+                address.insert("city".into(), json!(city));
+            }
+            if let Some(m) = path_text(h, NS, &["Kotikunta", "Kuntanumero"]) {
+                address.insert("municipality".into(), json!(m));
+            }
+            address.insert("country".into(), json!("FIN"));
+            let effective = child_text(a, NS, "AsuminenAlkupvm")
+                .and_then(date)
+                .map(|d| format!("{d}T00:00:00Z"));
+            p.fields.push(folkhub_connector_sdk::MappedField {
+                path: "address.residential",
+                value: Value::Object(address),
+                labels: location.clone(),
+                effective,
+            });
+        }
+    }
+    if let Some(m) = path_text(h, NS, &["Kotikunta", "Kuntanumero"]) {
+        p.push("address.municipality", json!(m), &location);
+    }
+    if let Some(lang) = path_text(h, NS, &["Aidinkieli", "Kielikoodi"]) {
+        p.push("language.preferred", json!(lang.to_ascii_lowercase()), &[]);
+    }
+    let mut citizenship: Vec<&str> = Vec::new();
+    for c in children(h, NS, "Kansalaisuus") {
+        let Some(code) = child_text(c, NS, "Kansalaisuuskoodi3") else {
+            continue;
+        };
+        match COUNTRIES.iter().find(|(n, _)| *n == code) {
+            Some((_, alpha)) => citizenship.push(alpha),
+            None => warnings.push(format!("unknown Kansalaisuuskoodi3 {code:?}; left out")),
+        }
+    }
+    if !citizenship.is_empty() {
+        citizenship.sort_unstable();
+        citizenship.dedup();
+        p.push("citizenship", json!(citizenship), &[]);
+    }
+    let mut custody: Vec<(String, String)> = Vec::new();
+    for g in children(h, NS, "Huoltaja") {
+        match child_text(g, NS, "Henkilotunnus").map(ids::parse_finnish) {
+            Some(Ok(id)) => custody.push(("other".into(), id.value)),
+            Some(Err(e)) => warnings.push(format!("Huoltaja/Henkilotunnus: {e}")),
+            None => warnings
+                .push("a Huoltaja without Henkilotunnus (a foreign custodian?) left out".into()),
+        }
+    }
+    if !custody.is_empty() {
+        custody.sort();
+        p.push(
+            "relations.parental-responsibility",
+            relations(&custody),
+            &[],
+        );
+    }
+    let mut trustees: Vec<(String, String)> = Vec::new();
+    for e in children(h, NS, "Edunvalvonta") {
+        for t in children(e, NS, "HenkiloEdunvalvoja") {
+            match child_text(t, NS, "Henkilotunnus").map(ids::parse_finnish) {
+                Some(Ok(id)) => trustees.push(("guardian".into(), id.value)),
+                Some(Err(err)) => warnings.push(format!("HenkiloEdunvalvoja/Henkilotunnus: {err}")),
+                None => {}
+            }
+        }
+    }
+    if !trustees.is_empty() {
+        trustees.sort();
+        p.push("relations.guardianship", relations(&trustees), &[]);
+    }
+    Ok(p)
+}
+
+fn relations(list: &[(String, String)]) -> Value {
+    Value::Array(
+        list.iter()
+            .map(|(role, id)| json!({"role": role, "id": id}))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    fn found(name: &str, requested: &str) -> (MappedPerson, Vec<String>) {
+        let mut warnings = vec![];
+        match map_answer(&fixture(name), requested, &mut warnings).unwrap() {
+            Outcome::Found(p) => (p, warnings),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn full_person() {
+        let (p, warnings) = found("found.xml", "010280-952L");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            p.ids,
+            vec![("fi-hetu".to_string(), "010280-952L".to_string(), true)]
+        );
+        assert_eq!(p.field("name.given"), Some(&json!("Aino Helmi")));
+        assert_eq!(p.field("birth.date"), Some(&json!("1980-02-01")));
+        assert_eq!(p.field("gender"), Some(&json!("female")));
+        assert_eq!(p.field("status"), Some(&json!("resident")));
+        assert_eq!(p.field("citizenship"), Some(&json!(["FIN", "SWE"])));
+        assert_eq!(p.field("address.municipality"), Some(&json!("091")));
+        assert_eq!(
+            p.field("address.residential"),
+            Some(
+                &json!({"kind": "postal", "lines": ["Mannerheimintie 12 B 7"], "postal_code": "00100", "city": "HELSINKI", "municipality": "091", "country": "FIN"})
+            )
+        );
+        assert_eq!(
+            p.field("relations.guardianship"),
+            Some(&json!([{"role": "guardian", "id": "010469-999W"}]))
+        );
+        assert_eq!(p.field("protection.fi-non-disclosure"), None);
+    }
+
+    #[test]
+    fn protected_child_with_new_century_sign_and_odd_parts() {
+        // Prefixes differ from the other fixture, dates are partial, a
+        // citizenship code is unknown and a custodian has no HETU.
+        let (p, warnings) = found("protected.xml", "020516C902J");
+        assert_eq!(
+            p.ids,
+            vec![
+                ("fi-hetu".to_string(), "020516C902J".to_string(), true),
+                ("fi-hetu".to_string(), "010280-953M".to_string(), false)
+            ]
+        );
+        assert_eq!(p.field("birth.date"), Some(&json!("2016-05-02")));
+        assert_eq!(p.field("protection.fi-non-disclosure"), Some(&json!(true)));
+        assert_eq!(
+            p.field("address.residential"),
+            None,
+            "the product withholds it"
+        );
+        assert_eq!(p.field("death.date"), None);
+        assert_eq!(p.field("status"), Some(&json!("deceased")));
+        assert_eq!(p.field("citizenship"), Some(&json!(["FIN"])));
+        assert_eq!(
+            p.field("relations.parental-responsibility"),
+            Some(&json!([{"role": "other", "id": "010594Y9032"}]))
+        );
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+    }
+
+    #[test]
+    fn corrected_hetu_keeps_the_old_one_inactive() {
+        let (p, _) = found("found.xml", "010280-953M");
+        assert_eq!(
+            p.ids,
+            vec![
+                ("fi-hetu".to_string(), "010280-952L".to_string(), true),
+                ("fi-hetu".to_string(), "010280-953M".to_string(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn return_codes() {
+        let answer = |code: &str| {
+            fixture("found.xml").replace("koodi=\"0000\"", &format!("koodi=\"{code}\""))
+        };
+        let mut w = vec![];
+        assert!(matches!(
+            map_answer(&answer("0001"), "x", &mut w).unwrap(),
+            Outcome::NotFound
+        ));
+        assert!(matches!(
+            map_answer(&answer("0003"), "x", &mut w).unwrap(),
+            Outcome::Failed(ConnectorError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            map_answer(&answer("0004"), "x", &mut w).unwrap(),
+            Outcome::Failed(ConnectorError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            map_answer(&answer("0002"), "x", &mut w).unwrap(),
+            Outcome::Failed(ConnectorError::BadInput(_))
+        ));
+        assert!(matches!(
+            map_answer(&answer("0999"), "x", &mut w).unwrap(),
+            Outcome::Failed(ConnectorError::Other(_))
+        ));
+    }
+
+    #[test]
+    fn malformed_answers_say_what_is_wrong() {
+        let mut w = vec![];
+        let full = fixture("found.xml");
+        let e = map_answer(&full[..full.len() / 2], "x", &mut w).unwrap_err();
+        assert!(e.contains("not well-formed"), "{e}");
+        let e = map_answer(
+            &full.replace("http://xml.vrk.fi/schema/vtjkysely", "urn:other"),
+            "x",
+            &mut w,
+        )
+        .unwrap_err();
+        assert!(e.contains("namespace"), "{e}");
+        let e = map_answer("<html><body>502</body></html>", "x", &mut w).unwrap_err();
+        assert!(e.contains("SOAP 1.1 Envelope"), "{e}");
+    }
+
+    #[test]
+    fn request_escapes_and_uses_placeholders() {
+        let r = request("PERUSSANOMA 1", "Rektor <Skole>", "010280-952L");
+        assert!(r.contains("{{secret:vtj-password}}"));
+        assert!(r.contains("Rektor &lt;Skole&gt;"));
+        assert!(r.contains("<Henkilotunnus>010280-952L</Henkilotunnus>"));
+    }
+}
