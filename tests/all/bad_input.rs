@@ -53,7 +53,7 @@ async fn api_and_cli_explain_bad_ids() {
         .expect("state");
     let app = folkhub_api::app(state);
 
-    let truth = env.sim.truth().await;
+    let truth = env.sim.truth_for(&["folkeregister", "krr"]).await;
     let id = truth[0].ids.last().expect("id").clone();
     let (status, body) = get(app.clone(), &format!("/v1/persons/{id}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");

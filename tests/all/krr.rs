@@ -36,7 +36,7 @@ async fn krr_checks_auth_scopes_and_batch_size() {
         ..Setup::default()
     })
     .await;
-    let truth = env.sim.truth().await;
+    let truth = env.sim.truth_for(&["folkeregister", "krr"]).await;
     let registered = truth
         .iter()
         .find(|t| t.fields.contains_key("contact.digital-mailbox"))

@@ -8,4 +8,5 @@ mod contract;
 mod docs;
 mod end_to_end;
 mod krr;
+mod nordic;
 mod sandbox;

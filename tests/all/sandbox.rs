@@ -244,7 +244,7 @@ async fn responses_over_the_size_cap_and_too_many_host_calls_are_stopped() {
     let connector = env.host.load("folkeregister").await.expect("load");
     let ids: Vec<String> = env
         .sim
-        .truth()
+        .truth_for(&["folkeregister"])
         .await
         .iter()
         .map(|t| t.ids.last().expect("id").clone())

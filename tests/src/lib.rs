@@ -128,7 +128,6 @@ impl TestEnv {
             key.to_pkcs8_pem(LineEnding::LF).expect("pem").as_bytes(),
         )
         .expect("writing key");
-        let sim_url = sim.base_url();
         let text = format!(
             r#"
 [store]
@@ -143,7 +142,7 @@ max_response_bytes = {max_response}
 max_hostcalls = {max_hostcalls}
 
 {connectors}"#,
-            connectors = folkhub_sim::host_config(&sim_url, CLIENT_ID, &key_file),
+            connectors = sim.host_config(CLIENT_ID, &key_file),
             db = dir.path().join("folkhub.db").display(),
             manifest = root().join("registry-manifest.toml").display(),
             cache = root().join("target/test-cache").display(),

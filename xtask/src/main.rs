@@ -51,6 +51,8 @@ enum Task {
 const CONNECTORS: &[(&str, &str)] = &[
     ("folkeregister", "connector-folkeregister"),
     ("krr", "connector-krr"),
+    ("spar", "connector-spar"),
+    ("dvv", "connector-dvv"),
 ];
 /// Test components (crate names), built beside the connectors.
 const TEST_COMPONENTS: &[&str] = &[
@@ -358,16 +360,24 @@ fn demo(port: u16, seed: u64, count: usize, sim_port: u16) -> anyhow::Result<()>
     let _ = std::fs::remove_file(data.join("folkhub.db-wal"));
     let _ = std::fs::remove_file(data.join("folkhub.db-shm"));
     let sim_url = format!("http://127.0.0.1:{sim_port}");
+    let tls_port = sim_port + 1;
+    let tls_url = format!("https://127.0.0.1:{tls_port}");
+    // The simulator writes a throwaway CA and SPAR client certificate here.
+    let pki = data.join("pki");
     // The simulator says how a host reaches it (paths, scopes, credentials).
     let connectors = Command::new(bin.join("folkhub-sim"))
         .args([
             "host-config",
             "--url",
             &sim_url,
+            "--tls-url",
+            &tls_url,
             "--client-id",
             "folkhub-demo",
-            "--key-file",
+            "--pki-dir",
         ])
+        .arg(&pki)
+        .arg("--key-file")
         .arg(&key)
         .output()
         .context("running folkhub-sim host-config")?;
@@ -406,6 +416,8 @@ cache_dir = "{cache}"
             "serve",
             "--listen",
             &format!("127.0.0.1:{sim_port}"),
+            "--listen-tls",
+            &format!("127.0.0.1:{tls_port}"),
             "--seed",
             &seed.to_string(),
             "--count",
@@ -413,6 +425,8 @@ cache_dir = "{cache}"
         ])
         .args(["--change-every", "5", "--trust-client"])
         .arg(format!("folkhub-demo={}", public.display()))
+        .arg("--pki-dir")
+        .arg(&pki)
         .spawn()
         .context("starting folkhub-sim")?;
     children.0.push(sim);
@@ -424,17 +438,34 @@ cache_dir = "{cache}"
         c.arg("--config").arg(&config).args(args);
         c
     };
-    // Folkeregisteret first: its full sync finds the population; KRR's then
-    // looks up everyone the store knows.
-    for connector in ["folkeregister", "krr"] {
+    // Folkeregisteret first: its full sync finds the Norwegian population;
+    // KRR's then looks up everyone the store knows. SPAR's first avisering
+    // file names every Swede of the customer's selection. VTJ has no
+    // "everyone" feed: the operator adds the Finns to follow.
+    for connector in ["folkeregister", "krr", "spar", "dvv"] {
         run(
             folkhub(&["connectors", "install", connector]),
             &format!("folkhub connectors install {connector}"),
         )?;
-        run(
-            folkhub(&["sync", connector, "--full"]),
-            &format!("folkhub sync {connector} --full"),
-        )?;
+        if connector == "dvv" {
+            let finns = Command::new(bin.join("folkhub-sim"))
+                .args(["ids", "--register", "dvv", "--seed", &seed.to_string()])
+                .args(["--count", &count.to_string()])
+                .output()
+                .context("folkhub-sim ids")?;
+            let file = data.join("finns.txt");
+            std::fs::write(&file, &finns.stdout)?;
+            let file = file.display().to_string();
+            run(
+                folkhub(&["sync", connector, "--ids", &file]),
+                &format!("folkhub sync {connector} --ids {file}"),
+            )?;
+        } else {
+            run(
+                folkhub(&["sync", connector, "--full"]),
+                &format!("folkhub sync {connector} --full"),
+            )?;
+        }
     }
     let truth = Command::new(bin.join("folkhub-sim"))
         .args([
@@ -445,9 +476,9 @@ cache_dir = "{cache}"
             &count.to_string(),
         ])
         .output()?;
-    let ids: Vec<String> = String::from_utf8_lossy(&truth.stdout)
+    let mut ids: Vec<String> = String::from_utf8_lossy(&truth.stdout)
         .lines()
-        .take(3)
+        .take(2)
         .filter_map(|l| {
             l.split("\"ids\":[\"")
                 .nth(1)
@@ -455,6 +486,24 @@ cache_dir = "{cache}"
                 .map(String::from)
         })
         .collect();
+    // A Swede (from SPAR) and a Finn (from DVV; `fi:` because `DDMMYY-NNNT`
+    // can also read as a Swedish number).
+    let swedes = Command::new(bin.join("folkhub-sim"))
+        .args(["ids", "--register", "spar", "--seed", &seed.to_string()])
+        .args(["--count", &count.to_string()])
+        .output()?;
+    ids.extend(
+        String::from_utf8_lossy(&swedes.stdout)
+            .lines()
+            .next()
+            .map(String::from),
+    );
+    ids.extend(
+        std::fs::read_to_string(data.join("finns.txt"))?
+            .lines()
+            .next()
+            .map(|f| format!("fi:{f}")),
+    );
     let server = folkhub(&["serve"])
         .spawn()
         .context("starting folkhub serve")?;

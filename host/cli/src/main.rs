@@ -38,6 +38,11 @@ enum Command {
         /// Follow the change feed from the stored cursor (default).
         #[arg(long)]
         changes: bool,
+        /// Look up these persons now: a file with one ID per line (`-` reads
+        /// stdin; `#` starts a comment). How an operator adds the persons a
+        /// register without an "everyone" feed (DVV) should follow.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["full", "changes"])]
+        ids: Option<std::path::PathBuf>,
     },
     /// Read persons.
     Person {
@@ -128,9 +133,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     connector,
                     full,
                     changes: _,
-                } => commands::sync::run(&host, &connector, full, false)
-                    .await
-                    .map(|_| ()),
+                    ids,
+                } => {
+                    let mode = match ids {
+                        Some(file) => commands::sync::Mode::Ids(commands::sync::read_ids(&file)?),
+                        None if full => commands::sync::Mode::Full,
+                        None => commands::sync::Mode::Changes,
+                    };
+                    commands::sync::run(&host, &connector, mode, false)
+                        .await
+                        .map(|_| ())
+                }
                 Command::Person {
                     command: PersonCommand::Get { id, json },
                 } => commands::person::get(&host, &id, json).await,

@@ -1,4 +1,4 @@
-//! `folkhub sync <connector> --full | --changes`.
+//! `folkhub sync <connector> --full | --changes | --ids FILE`.
 
 use std::io::Write;
 use std::time::Instant;
@@ -9,10 +9,50 @@ use folkhub_sync::{Options, Progress};
 
 use crate::host::Host;
 
+/// What a sync run does.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Follow the feed, then refresh every other known person.
+    Full,
+    /// Follow the feed from the stored cursor.
+    Changes,
+    /// Look up these IDs now.
+    Ids(Vec<String>),
+}
+
+/// Reads IDs, one per line (`-` = stdin); blank lines and `#` comments are
+/// skipped, and an `se:`/`fi:`/`no:` prefix (for IDs that read validly in
+/// two countries) is dropped.
+pub fn read_ids(file: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context as _;
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading IDs from stdin")?
+    } else {
+        std::fs::read_to_string(file)
+            .with_context(|| format!("reading IDs from {}", file.display()))?
+    };
+    let ids: Vec<String> = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let lower = l.to_ascii_lowercase();
+            match ["se:", "fi:", "no:"].iter().find(|p| lower.starts_with(*p)) {
+                Some(p) => l[p.len()..].to_string(),
+                None => l.to_string(),
+            }
+        })
+        .collect();
+    if ids.is_empty() {
+        bail!("{} holds no IDs (one per line)", file.display());
+    }
+    Ok(ids)
+}
+
 pub async fn run(
     host: &Host,
     connector: &str,
-    full: bool,
+    mode: Mode,
     quiet: bool,
 ) -> anyhow::Result<folkhub_sync::Summary> {
     let connector = host.load(connector).await?;
@@ -36,12 +76,14 @@ pub async fn run(
         progress: if quiet { None } else { Some(&progress) },
         ..Options::default()
     };
-    let summary = if full {
-        let schemes = host.schemes(&connector);
-        let schemes: Vec<&str> = schemes.iter().map(String::as_str).collect();
-        folkhub_sync::full(host.store(), &connector, &schemes, &options).await?
-    } else {
-        folkhub_sync::changes(host.store(), &connector, &options).await?
+    let summary = match mode {
+        Mode::Full => {
+            let schemes = host.schemes(&connector);
+            let schemes: Vec<&str> = schemes.iter().map(String::as_str).collect();
+            folkhub_sync::full(host.store(), &connector, &schemes, &options).await?
+        }
+        Mode::Changes => folkhub_sync::changes(host.store(), &connector, &options).await?,
+        Mode::Ids(ids) => folkhub_sync::lookup(host.store(), &connector, &ids, &options).await?,
     };
     if !quiet {
         eprintln!();

@@ -1,0 +1,340 @@
+//! Four registers at once (Folkeregisteret, KRR, SPAR over mutual TLS, DVV's
+//! VTJ query) over one population with Swedes, Finns and persons known in
+//! two countries: every person's merged record equals the ground truth, and
+//! each simulator refuses what the real service refuses, which the
+//! connectors turn into the right error kind.
+
+use folkhub_core::contract::{ConnectorError, LookupOutcome};
+use folkhub_core::ids::{self, IdScheme};
+use folkhub_sim::Fault;
+use folkhub_store::RunStatus;
+use folkhub_sync::Options;
+use folkhub_tests::{Setup, TestEnv};
+
+use crate::end_to_end::mismatches;
+
+const ALL: &[&str] = &["folkeregister", "krr", "spar", "dvv"];
+
+/// The current HETU of every Finn in the truth: the persons an operator
+/// adds for DVV (VTJ has no "everyone" feed). Read as HETUs on purpose:
+/// `DDMMYY-NNNT` can also be a valid Swedish `YYMMDD-NNNC`.
+fn finnish_ids(truth: &[folkhub_sim::Truth]) -> Vec<String> {
+    truth
+        .iter()
+        .filter_map(|t| {
+            t.ids
+                .iter()
+                .rev()
+                .find(|i| ids::parse_finnish(i).is_ok())
+                .cloned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_registers_over_five_thousand_persons_match_the_truth() {
+    let env = TestEnv::start(Setup {
+        seed: 11,
+        count: 3400,
+        ..Setup::default()
+    })
+    .await;
+    let truth = env.sim.truth_for(ALL).await;
+    assert!(truth.len() >= 5000, "{} persons", truth.len());
+    let options = Options::default();
+    let mut connectors = Vec::new();
+    for id in ALL {
+        env.host
+            .install(id, None, false, "test", "nordic")
+            .await
+            .expect("install");
+        connectors.push(env.host.load(id).await.expect("load"));
+    }
+    let schemes: &[&[&str]] = &[
+        &["no-fnr", "no-dnr"],
+        &["no-fnr", "no-dnr"],
+        &["se-pnr", "se-snr"],
+        &["fi-hetu"],
+    ];
+    for (connector, schemes) in connectors.iter().zip(schemes).take(3) {
+        let summary = folkhub_sync::full(env.host.store(), connector, schemes, &options)
+            .await
+            .expect("full sync");
+        assert_eq!(
+            summary.status,
+            RunStatus::Succeeded,
+            "{}: {:?}",
+            connector.id,
+            summary.errors
+        );
+    }
+    let dvv = &connectors[3];
+    let summary = folkhub_sync::lookup(env.host.store(), dvv, &finnish_ids(&truth), &options)
+        .await
+        .expect("dvv lookups");
+    assert_eq!(summary.status, RunStatus::Succeeded, "{:?}", summary.errors);
+
+    let wrong = mismatches(env.host.store(), &truth, ALL).await;
+    assert!(
+        wrong.is_empty(),
+        "{} mismatches after the full syncs, first: {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(15)]
+    );
+    assert_eq!(
+        env.host.store().count_persons().await.expect("count"),
+        truth.len() as u64,
+        "one stored person per real person"
+    );
+
+    // A person known in two countries is one person with both IDs, fields
+    // from both registers.
+    let crosser = truth
+        .iter()
+        .find(|t| {
+            t.ids
+                .iter()
+                .any(|i| ids::parse(i).is_ok_and(|p| p.scheme == IdScheme::SePnr))
+                && t.ids
+                    .iter()
+                    .any(|i| ids::parse(i).is_ok_and(|p| p.scheme == IdScheme::NoFnr))
+                && t.fields.get("status").and_then(|s| s.as_str()) == Some("emigrated")
+        })
+        .expect("someone moved from Norway to Sweden");
+    let person = env
+        .host
+        .store()
+        .person(crosser.ids.first().expect("id"))
+        .await
+        .expect("read")
+        .expect("person");
+    assert_eq!(
+        person.record.fields["name.given"].provenance.source,
+        "folkeregister"
+    );
+    assert_eq!(
+        person.record.fields["address.residential"]
+            .provenance
+            .source,
+        "spar"
+    );
+
+    // Every register changes; the feeds and a refresh bring it in,
+    // including samordningsnummer → personnummer and corrected HETUs.
+    env.sim.advance(600).await;
+    for connector in &connectors[..3] {
+        let summary = folkhub_sync::changes(env.host.store(), connector, &options)
+            .await
+            .expect("change sync");
+        assert_eq!(
+            summary.status,
+            RunStatus::Succeeded,
+            "{}: {:?}",
+            connector.id,
+            summary.errors
+        );
+    }
+    let summary = folkhub_sync::full(env.host.store(), dvv, &["fi-hetu"], &options)
+        .await
+        .expect("dvv refresh");
+    assert_eq!(summary.status, RunStatus::Succeeded, "{:?}", summary.errors);
+    let truth = env.sim.truth_for(ALL).await;
+    let wrong = mismatches(env.host.store(), &truth, ALL).await;
+    assert!(
+        wrong.is_empty(),
+        "{} mismatches after the changes, first: {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(15)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spar_and_dvv_refusals_become_the_right_error_kinds() {
+    let env = TestEnv::start(Setup {
+        seed: 5,
+        count: 120,
+        ..Setup::default()
+    })
+    .await;
+    let truth = env.sim.truth_for(&["spar", "dvv"]).await;
+    let swede = truth
+        .iter()
+        .flat_map(|t| t.ids.last())
+        .find(|i| ids::parse(i).is_ok_and(|p| p.scheme == IdScheme::SePnr))
+        .expect("a Swede")
+        .clone();
+    let finn = finnish_ids(&truth)[0].clone();
+
+    for id in ["spar", "dvv"] {
+        env.host
+            .install(id, None, false, "test", "refusals")
+            .await
+            .expect("install");
+    }
+    let spar = env.host.load("spar").await.expect("load spar");
+    let dvv = env.host.load("dvv").await.expect("load dvv");
+    let found = spar
+        .lookup(std::slice::from_ref(&swede))
+        .await
+        .expect("spar lookup");
+    assert!(
+        matches!(found[0].outcome, LookupOutcome::Found(_)),
+        "{:?}",
+        found[0]
+    );
+    let found = dvv
+        .lookup(std::slice::from_ref(&finn))
+        .await
+        .expect("dvv lookup");
+    assert!(
+        matches!(found[0].outcome, LookupOutcome::Found(_)),
+        "{:?}",
+        found[0]
+    );
+
+    // A malformed ID never reaches the register.
+    let bad = spar
+        .lookup(&["19791011238".to_string()])
+        .await
+        .expect("per-ID error");
+    assert!(
+        matches!(
+            &bad[0].outcome,
+            LookupOutcome::Failed(ConnectorError::BadInput(_))
+        ),
+        "{:?}",
+        bad[0]
+    );
+    let bad = dvv
+        .lookup(&["010280-952X".to_string()])
+        .await
+        .expect("per-ID error");
+    assert!(
+        matches!(
+            &bad[0].outcome,
+            LookupOutcome::Failed(ConnectorError::BadInput(_))
+        ),
+        "{:?}",
+        bad[0]
+    );
+
+    // Unknown IDs are not found.
+    let unknown = ids::make_swedish(
+        chrono::NaiveDate::from_ymd_opt(1901, 1, 1).expect("date"),
+        1,
+        false,
+    );
+    let none = spar.lookup(&[unknown]).await.expect("lookup");
+    assert!(matches!(none[0].outcome, LookupOutcome::NotFound));
+
+    // Malformed bodies: truncated XML, an HTML page, a 503 — clear errors, no trap.
+    for (fault, check) in [
+        (Fault::Truncated, "MalformedResponse"),
+        (Fault::Html, "UpstreamUnavailable"),
+        (Fault::Status { status: 503 }, "UpstreamUnavailable"),
+        (
+            Fault::RateLimited {
+                retry_after_ms: 2000,
+            },
+            "RateLimited",
+        ),
+    ] {
+        for connector in [&spar, &dvv] {
+            env.sim.shared.inject([fault.clone()]);
+            let id = if connector.id == "spar" {
+                &swede
+            } else {
+                &finn
+            };
+            let error = connector
+                .lookup(std::slice::from_ref(id))
+                .await
+                .expect_err("fault");
+            let kind = format!("{:?}", error.connector_error());
+            assert!(kind.contains(check), "{} {fault:?}: {error}", connector.id);
+        }
+    }
+
+    // Wrong customer numbers (SPAR) and a wrong password (VTJ): unauthorized.
+    let mut config = env.host.config.clone();
+    config
+        .connectors
+        .get_mut("spar")
+        .expect("spar config")
+        .secrets
+        .insert("KundNrSlutkund".into(), "999999".into());
+    config
+        .connectors
+        .get_mut("dvv")
+        .expect("dvv config")
+        .secrets
+        .insert("vtj-password".into(), "wrong".into());
+    let other = folkhub_cli::host::Host::open(config).await.expect("host");
+    for (id, person) in [("spar", &swede), ("dvv", &finn)] {
+        let connector = other.load(id).await.expect("load");
+        let error = connector
+            .lookup(std::slice::from_ref(person))
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(
+                error.connector_error(),
+                Some(ConnectorError::Unauthorized(_))
+            ),
+            "{id}: {error}"
+        );
+    }
+
+    // A secret the operator did not set is refused by the host, not sent.
+    let mut config = env.host.config.clone();
+    config
+        .connectors
+        .get_mut("dvv")
+        .expect("dvv config")
+        .secrets
+        .remove("vtj-password");
+    let other = folkhub_cli::host::Host::open(config).await.expect("host");
+    let error = other
+        .load("dvv")
+        .await
+        .expect("load")
+        .lookup(std::slice::from_ref(&finn))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(error.connector_error(), Some(ConnectorError::Denied(_))),
+        "{error}"
+    );
+
+    // SPAR without the client certificate, and with one from another CA:
+    // the TLS handshake refuses it.
+    for cert in [
+        None,
+        Some((
+            &env.sim.pki.stranger_cert_file,
+            &env.sim.pki.stranger_key_file,
+        )),
+    ] {
+        let mut config = env.host.config.clone();
+        let spar_config = config.connectors.get_mut("spar").expect("spar config");
+        spar_config.credentials = cert.map(|(c, k)| folkhub_manifest::Credentials::Mtls {
+            cert_file: c.clone(),
+            key_file: k.clone(),
+        });
+        let other = folkhub_cli::host::Host::open(config).await.expect("host");
+        let error = other
+            .load("spar")
+            .await
+            .expect("load")
+            .lookup(std::slice::from_ref(&swede))
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(
+                error.connector_error(),
+                Some(ConnectorError::Unauthorized(_))
+            ),
+            "{cert:?}: {error}"
+        );
+    }
+}
