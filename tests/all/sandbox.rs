@@ -21,7 +21,7 @@ async fn an_endless_loop_is_stopped_at_the_deadline_and_the_next_call_is_served(
     let path = component("loop");
     let connector = rt
         .prepare(
-            &test_release("loop", &path, "1.0.0"),
+            &test_release("loop", &path, "1.1.0"),
             &path,
             ConnectorSettings::default(),
         )
@@ -55,7 +55,7 @@ async fn a_memory_bomb_is_stopped_at_its_cap() {
     let path = component("memory-bomb");
     let connector = rt
         .prepare(
-            &test_release("bomb", &path, "1.0.0"),
+            &test_release("bomb", &path, "1.1.0"),
             &path,
             ConnectorSettings::default(),
         )
@@ -78,7 +78,7 @@ async fn a_host_that_was_not_granted_is_denied() {
     // nothing, so neither it nor anything else is reachable.
     let connector = rt
         .prepare(
-            &test_release("nosy", &path, "1.0.0"),
+            &test_release("nosy", &path, "1.1.0"),
             &path,
             ConnectorSettings::default(),
         )
@@ -102,7 +102,7 @@ async fn a_host_that_was_not_granted_is_denied() {
         granted_hosts: vec!["http://localhost:9".into()],
         ..Default::default()
     };
-    let mut r = test_release("nosy", &path, "1.0.0");
+    let mut r = test_release("nosy", &path, "1.1.0");
     r.outbound_hosts = vec!["http://localhost:9".into()];
     let connector = rt.prepare(&r, &path, settings).expect("prepare");
     let error = connector
@@ -121,7 +121,7 @@ async fn a_component_built_on_a_newer_minor_is_refused_naming_both_versions() {
     let path = component("newer-minor");
     let error = rt
         .prepare(
-            &test_release("newer", &path, "1.1.0"),
+            &test_release("newer", &path, "1.2.0"),
             &path,
             ConnectorSettings::default(),
         )
@@ -129,13 +129,13 @@ async fn a_component_built_on_a_newer_minor_is_refused_naming_both_versions() {
     let text = error.to_string();
     assert!(matches!(error, InstallError::Contract { .. }), "{text}");
     assert!(
-        text.contains("needs host API 1.1") && text.contains("this host has 1.0"),
+        text.contains("needs host API 1.2") && text.contains("this host has 1.1"),
         "{text}"
     );
     // A manifest that lies about the contract version is refused too.
     let error = rt
         .prepare(
-            &test_release("newer", &path, "1.0.0"),
+            &test_release("newer", &path, "1.1.0"),
             &path,
             ConnectorSettings::default(),
         )
@@ -194,7 +194,7 @@ async fn precompiled_components_are_cached_by_digest_and_engine() {
     let dir = tempfile::tempdir().expect("dir");
     let rt = Runtime::new(Some(dir.path().to_path_buf()), Limits::default()).expect("runtime");
     let path = component("loop");
-    let r = test_release("loop", &path, "1.0.0");
+    let r = test_release("loop", &path, "1.1.0");
     rt.prepare(&r, &path, ConnectorSettings::default())
         .expect("first prepare compiles");
     let cached: Vec<_> = std::fs::read_dir(dir.path())

@@ -76,7 +76,7 @@ fn benches(c: &mut Criterion) {
     let quick = folkhub_tests::component("loop");
     let connector = runtime
         .prepare(
-            &folkhub_tests::test_release("loop", &quick, "1.0.0"),
+            &folkhub_tests::test_release("loop", &quick, "1.1.0"),
             &quick,
             ConnectorSettings::default(),
         )
@@ -97,7 +97,7 @@ fn benches(c: &mut Criterion) {
     .unwrap();
     let unpooled_connector = unpooled
         .prepare(
-            &folkhub_tests::test_release("loop", &quick, "1.0.0"),
+            &folkhub_tests::test_release("loop", &quick, "1.1.0"),
             &quick,
             ConnectorSettings::default(),
         )
@@ -136,7 +136,7 @@ fn benches(c: &mut Criterion) {
     let bench_path = folkhub_tests::component("mapping-bench");
     let mapper = runtime
         .prepare(
-            &folkhub_tests::test_release("mapping-bench", &bench_path, "1.0.0"),
+            &folkhub_tests::test_release("mapping-bench", &bench_path, "1.1.0"),
             &bench_path,
             ConnectorSettings::default(),
         )

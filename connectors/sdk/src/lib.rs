@@ -1,8 +1,10 @@
 //! Guest-side helpers for folkhub connectors written in Rust.
 //!
-//! - [`bindings`]: the `folkhub:connector@1.0.0` bindings. Implement
-//!   `bindings::exports::folkhub::connector::source::Guest` and call
-//!   [`export_connector!`] with your type.
+//! - [`bindings`]: the `folkhub:connector@1.1.0` bindings (world
+//!   `full-connector`). Implement
+//!   `bindings::exports::folkhub::connector::source::Guest`, and `enrich` /
+//!   `watch` when the connector has those capabilities (otherwise
+//!   [`no_enrich!`] / [`no_watch!`]), then call [`export_connector!`].
 //! - [`http`]: blocking HTTP over `wasi:http/outgoing-handler`, with
 //!   register answers turned into `connector-error`s.
 //! - [`log`]: the host's structured log.
@@ -14,7 +16,7 @@
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit/connector-v1",
-        world: "connector",
+        world: "full-connector",
         pub_export_macro: true,
         export_macro_name: "export_connector",
         default_bindings_module: "folkhub_connector_sdk::bindings",
@@ -22,11 +24,47 @@ pub mod bindings {
 }
 
 pub use bindings::export_connector;
+pub use bindings::exports::folkhub::connector::enrich::{EnrichOutcome, EnrichResult, Location};
 pub use bindings::exports::folkhub::connector::source::{
     Change, ChangePage, ConnectorError, Description, Field, LookupOutcome, LookupResult, PersonId,
     PersonRecord,
 };
 pub use bindings::folkhub::connector::host::Level;
+
+/// Implements `enrich` for a connector that does not enrich locations (it
+/// does not declare the `enrich` capability, so the host never calls it).
+#[macro_export]
+macro_rules! no_enrich {
+    ($connector:ty) => {
+        impl $crate::bindings::exports::folkhub::connector::enrich::Guest for $connector {
+            fn enrich_locations(
+                _locations: ::std::vec::Vec<$crate::Location>,
+            ) -> ::std::result::Result<::std::vec::Vec<$crate::EnrichResult>, $crate::ConnectorError>
+            {
+                ::std::result::Result::Err($crate::ConnectorError::Other(
+                    "this connector does not enrich locations".into(),
+                ))
+            }
+        }
+    };
+}
+
+/// Implements `watch` for a connector without a per-person change feed.
+#[macro_export]
+macro_rules! no_watch {
+    ($connector:ty) => {
+        impl $crate::bindings::exports::folkhub::connector::watch::Guest for $connector {
+            fn changes_for(
+                _cursor: ::std::option::Option<::std::string::String>,
+                _ids: ::std::vec::Vec<::std::string::String>,
+            ) -> ::std::result::Result<$crate::ChangePage, $crate::ConnectorError> {
+                ::std::result::Result::Err($crate::ConnectorError::Other(
+                    "this connector has no per-person change feed".into(),
+                ))
+            }
+        }
+    };
+}
 
 pub mod http;
 pub mod soap;

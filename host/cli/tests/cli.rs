@@ -59,5 +59,5 @@ fn version_lists_the_contract_versions() {
     let dir = tempfile::tempdir().unwrap();
     let out = folkhub(dir.path()).arg("version").output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("folkhub:connector 1.x up to 1.0.0"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("folkhub:connector 1.x up to 1.1.0"));
 }

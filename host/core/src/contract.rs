@@ -84,3 +84,28 @@ pub struct Description {
     pub capabilities: Vec<String>,
     pub max_batch: u32,
 }
+
+/// A location for an enriching source (contract 1.1 `enrich`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Location {
+    /// The caller's key for the answer.
+    pub key: String,
+    /// The address object of docs/fields.md.
+    pub address: serde_json::Value,
+    /// Other fields the source may use, as (path, value).
+    pub context: Vec<(String, serde_json::Value)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EnrichOutcome {
+    /// What the source adds; empty withdraws what it added before.
+    Found(Vec<crate::observation::Observation>),
+    NotFound,
+    Failed(ConnectorError),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnrichResult {
+    pub key: String,
+    pub outcome: EnrichOutcome,
+}

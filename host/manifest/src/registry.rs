@@ -97,7 +97,17 @@ struct Raw {
     release: Vec<toml::Value>,
 }
 
-const KNOWN_CAPABILITIES: &[&str] = &["lookup", "batch-lookup", "change-feed", "search"];
+const KNOWN_CAPABILITIES: &[&str] = &[
+    "lookup",
+    "batch-lookup",
+    "change-feed",
+    "search",
+    "enrich",
+    "watch",
+];
+
+/// Capabilities that need an interface added in a later contract minor.
+const CAPABILITY_SINCE: &[(&str, (u64, u64))] = &[("enrich", (1, 1)), ("watch", (1, 1))];
 const KNOWN_CREDENTIALS: &[&str] = &["none", "maskinporten", "mtls", "basic", "secrets"];
 
 /// Parses a semver `MAJOR.MINOR.PATCH`.
@@ -272,6 +282,20 @@ impl Release {
             }
         }
         for (i, capability) in self.capabilities.iter().enumerate() {
+            if let Some((_, (major, minor))) =
+                CAPABILITY_SINCE.iter().find(|(c, _)| c == capability)
+                && let Some((m, n, _)) = semver(&self.contract)
+                && m == *major
+                && n < *minor
+            {
+                problem(
+                    &format!("capabilities[{i}]"),
+                    format!(
+                        "{capability:?} needs contract {major}.{minor}.0 or later; this release says contract {}",
+                        self.contract
+                    ),
+                );
+            }
             if !KNOWN_CAPABILITIES.contains(&capability.as_str()) {
                 problem(
                     &format!("capabilities[{i}]"),

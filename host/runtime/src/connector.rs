@@ -44,7 +44,12 @@ pub struct Connector {
     pub deprecation: Option<String>,
     /// Capabilities the release declares in the manifest (`change-feed`, ...).
     pub capabilities: Vec<String>,
-    pre: v1::ConnectorPre<HostState>,
+    /// ID schemes the release looks up (`no-fnr`, `fi-hetu`, ...).
+    pub id_schemes: Vec<String>,
+    /// The register API version the release speaks (manifest `upstream.version`).
+    pub upstream_version: String,
+    pre: wasmtime::component::InstancePre<HostState>,
+    exports: Arc<v1::Exports>,
     context: Arc<CallContext>,
     policy: Arc<HttpPolicy>,
     credentials: Option<Arc<dyn CredentialSource>>,
@@ -134,7 +139,8 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(link_error)?;
-        let pre = v1::ConnectorPre::new(instance_pre).map_err(link_error)?;
+        let exports = v1::Exports::new(&instance_pre).map_err(link_error)?;
+        let pre = instance_pre;
         let requested = release.requested_origins(&settings.config);
         let policy = HttpPolicy::new(
             &requested,
@@ -156,7 +162,10 @@ impl Runtime {
             digest,
             deprecation,
             capabilities: release.capabilities.clone(),
+            id_schemes: release.id_schemes.clone(),
+            upstream_version: release.upstream.version.clone(),
             pre,
+            exports: Arc::new(exports),
             context,
             policy: Arc::new(policy),
             credentials: settings.credentials,
@@ -262,7 +271,8 @@ impl Connector {
         &self,
         call: impl for<'a> FnOnce(
             &'a mut Store<HostState>,
-            v1::Connector,
+            wasmtime::component::Instance,
+            Arc<v1::Exports>,
         ) -> std::pin::Pin<
             Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>,
         >,
@@ -282,7 +292,7 @@ impl Connector {
         let grace = self.limits.call_timeout + crate::engine::TICK * 5;
         let outcome = tokio::time::timeout(grace, async {
             let instance = self.pre.instantiate_async(&mut store).await?;
-            call(&mut store, instance).await
+            call(&mut store, instance, self.exports.clone()).await
         })
         .await;
         match outcome {
@@ -306,10 +316,10 @@ impl Connector {
 
     pub async fn describe(&self) -> Result<core::Description, CallError> {
         let d = self
-            .run(|store, instance| {
+            .run(|store, instance, exports| {
                 Box::pin(async move {
-                    instance
-                        .folkhub_connector_source()
+                    exports
+                        .source(&mut *store, &instance)?
                         .call_describe(store)
                         .await
                 })
@@ -322,10 +332,10 @@ impl Connector {
     pub async fn lookup(&self, ids: &[String]) -> Result<Vec<core::LookupResult>, CallError> {
         let ids = ids.to_vec();
         let result = self
-            .run(move |store, instance| {
+            .run(move |store, instance, exports| {
                 Box::pin(async move {
-                    instance
-                        .folkhub_connector_source()
+                    exports
+                        .source(&mut *store, &instance)?
                         .call_lookup_batch(store, &ids)
                         .await
                 })
@@ -337,14 +347,86 @@ impl Connector {
         }
     }
 
+    /// Does this release export `enrich` (contract 1.1)?
+    pub fn enriches(&self) -> bool {
+        self.exports.has_enrich()
+    }
+
+    /// Does this release export `watch` (contract 1.1)?
+    pub fn watches(&self) -> bool {
+        self.exports.has_watch()
+    }
+
+    fn unsupported(&self, interface: &'static str) -> CallError {
+        CallError::Unsupported {
+            connector: self.id.clone(),
+            version: self.version.clone(),
+            contract: self.contract.to_string(),
+            interface,
+            since: "1.1.0",
+        }
+    }
+
+    /// Enriches a batch of locations (contract 1.1 `enrich`).
+    pub async fn enrich(
+        &self,
+        locations: &[core::Location],
+    ) -> Result<Vec<core::EnrichResult>, CallError> {
+        if !self.enriches() {
+            return Err(self.unsupported("enrich"));
+        }
+        let locations: Vec<_> = locations.iter().map(v1::location).collect();
+        let result = self
+            .run(move |store, instance, exports| {
+                Box::pin(async move {
+                    match exports.enrich(&mut *store, &instance)? {
+                        Some(guest) => guest.call_enrich_locations(store, &locations).await,
+                        None => Err(wasmtime::Error::msg("enrich vanished")),
+                    }
+                })
+            })
+            .await?;
+        match result {
+            Ok(list) => Ok(v1::enrich_results(list)),
+            Err(e) => Err(self.connector_error(e.into())),
+        }
+    }
+
+    /// Reads one page of changes to the persons `ids` (contract 1.1 `watch`).
+    pub async fn changes_for(
+        &self,
+        cursor: Option<&str>,
+        ids: &[String],
+    ) -> Result<core::ChangePage, CallError> {
+        if !self.watches() {
+            return Err(self.unsupported("watch"));
+        }
+        let cursor = cursor.map(String::from);
+        let ids = ids.to_vec();
+        let result = self
+            .run(move |store, instance, exports| {
+                Box::pin(async move {
+                    match exports.watch(&mut *store, &instance)? {
+                        Some(guest) => guest.call_changes_for(store, cursor.as_deref(), &ids).await,
+                        None => Err(wasmtime::Error::msg("watch vanished")),
+                    }
+                })
+            })
+            .await?;
+        match result {
+            Ok(page) => Ok(v1::change_page(page)),
+            Err(e) => Err(self.connector_error(e.into())),
+        }
+    }
+
     /// Reads one page of the change feed.
     pub async fn changes(&self, cursor: Option<&str>) -> Result<core::ChangePage, CallError> {
         let cursor = cursor.map(String::from);
         let result = self
-            .run(move |store, instance| {
+            .run(move |store, instance, exports| {
                 Box::pin(async move {
-                    instance
-                        .folkhub_connector_source()
+                    exports
+                        .source(&mut *store, &instance)?
                         .call_changes(store, cursor.as_deref())
                         .await
                 })

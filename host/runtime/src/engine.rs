@@ -98,7 +98,7 @@ impl Runtime {
         // Standard WASI (p2) over an empty context, and wasi:http through our hooks.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        v1::Connector::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
+        v1::World::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();

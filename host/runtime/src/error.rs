@@ -92,6 +92,18 @@ pub enum CallError {
         version: String,
         message: String,
     },
+    /// The release does not export what the call needs (an interface of a
+    /// later contract minor than it was built on).
+    #[error(
+        "{connector} {version} (contract {contract}) does not export `{interface}`, added in contract {since}; install a release that does"
+    )]
+    Unsupported {
+        connector: String,
+        version: String,
+        contract: String,
+        interface: &'static str,
+        since: &'static str,
+    },
     /// The host could not set up the call.
     #[error("{connector} {version}: the host could not run the call: {message}")]
     Host {
@@ -118,6 +130,7 @@ impl CallError {
             CallError::MemoryLimit { .. } => "memory-limit",
             CallError::HostcallLimit { .. } => "hostcall-limit",
             CallError::Trap { .. } => "trap",
+            CallError::Unsupported { .. } => "unsupported",
             CallError::Host { .. } => "host",
         }
     }

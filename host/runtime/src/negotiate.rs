@@ -64,7 +64,7 @@ pub const SUPPORTED: &[SupportedMajor] = &[SupportedMajor {
     major: 1,
     newest: ContractVersion {
         major: 1,
-        minor: 0,
+        minor: 1,
         patch: 0,
     },
     support: Support::Supported,
@@ -145,13 +145,14 @@ mod tests {
     fn newer_minor_and_unknown_major_are_refused_with_both_versions() {
         assert!(check(ContractVersion::parse("1.0.0").unwrap()).is_ok());
         assert!(check(ContractVersion::parse("1.0.7").unwrap()).is_ok());
-        let e = check(ContractVersion::parse("1.1.0").unwrap()).unwrap_err();
+        assert!(check(ContractVersion::parse("1.1.0").unwrap()).is_ok());
+        let e = check(ContractVersion::parse("1.2.0").unwrap()).unwrap_err();
         assert!(
-            e.contains("needs host API 1.1") && e.contains("this host has 1.0"),
+            e.contains("needs host API 1.2") && e.contains("this host has 1.1"),
             "{e}"
         );
         let e = check(ContractVersion::parse("2.0.0").unwrap()).unwrap_err();
-        assert!(e.contains("2.0.0") && e.contains("1.0.0"), "{e}");
+        assert!(e.contains("2.0.0") && e.contains("1.1.0"), "{e}");
         let e = check(ContractVersion::parse("0.9.0").unwrap()).unwrap_err();
         assert!(e.contains("no longer supported"), "{e}");
     }

@@ -1,23 +1,84 @@
-//! Bindings for `folkhub:connector@1.x` (generated for the newest minor this
-//! host knows, 1.0.0) and conversions into core types.
+//! Bindings for `folkhub:connector@1.x`, generated for the newest minor this
+//! host knows (1.1.0, world `full-connector`), and conversions into core
+//! types.
+//!
+//! Exports are looked up per interface: `source` (1.0) is required, `enrich`
+//! and `watch` (1.1) are optional, so a connector built on 1.0 runs here
+//! unchanged and one built on 1.1 may export only what it does.
 
 use chrono::{DateTime, Utc};
 use folkhub_core::contract as core;
 use folkhub_core::observation::{Observation, SourceId};
+use wasmtime::component::{Instance, InstancePre};
 
 mod generated {
     wasmtime::component::bindgen!({
         path: "../../wit/connector-v1",
-        world: "connector",
+        world: "full-connector",
         imports: { default: trappable },
         exports: { default: async },
     });
 }
 
-pub use generated::Connector;
-pub use generated::ConnectorPre;
-pub use generated::exports::folkhub::connector::source;
+pub use generated::FullConnector as World;
+pub use generated::exports::folkhub::connector::{enrich, source, watch};
 pub use generated::folkhub::connector::host;
+
+/// Where each exported interface lives in a component.
+pub struct Exports {
+    source: source::GuestIndices,
+    enrich: Option<enrich::GuestIndices>,
+    watch: Option<watch::GuestIndices>,
+}
+
+impl Exports {
+    /// Finds the exports: `source` must be there; later-minor ones may not.
+    pub fn new<T: 'static>(pre: &InstancePre<T>) -> wasmtime::Result<Exports> {
+        Ok(Exports {
+            source: source::GuestIndices::new(pre)?,
+            enrich: enrich::GuestIndices::new(pre).ok(),
+            watch: watch::GuestIndices::new(pre).ok(),
+        })
+    }
+
+    pub fn has_enrich(&self) -> bool {
+        self.enrich.is_some()
+    }
+
+    pub fn has_watch(&self) -> bool {
+        self.watch.is_some()
+    }
+
+    pub fn source(
+        &self,
+        store: impl wasmtime::AsContextMut,
+        instance: &Instance,
+    ) -> wasmtime::Result<source::Guest> {
+        self.source.load(store, instance)
+    }
+
+    pub fn enrich(
+        &self,
+        store: impl wasmtime::AsContextMut,
+        instance: &Instance,
+    ) -> wasmtime::Result<Option<enrich::Guest>> {
+        self.enrich
+            .as_ref()
+            .map(|i| i.load(store, instance))
+            .transpose()
+    }
+
+    pub fn watch(
+        &self,
+        store: impl wasmtime::AsContextMut,
+        instance: &Instance,
+    ) -> wasmtime::Result<Option<watch::Guest>> {
+        self.watch
+            .as_ref()
+            .map(|i| i.load(store, instance))
+            .transpose()
+    }
+}
 
 impl From<source::ConnectorError> for core::ConnectorError {
     fn from(e: source::ConnectorError) -> Self {
@@ -50,21 +111,7 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 /// Converts a record; a field whose value is not JSON makes the record
 /// malformed (a connector bug the operator must hear about).
 pub fn person(record: source::PersonRecord) -> Result<core::FoundPerson, core::ConnectorError> {
-    let mut fields = Vec::with_capacity(record.fields.len());
-    for f in record.fields {
-        let value = serde_json::from_str(&f.value).map_err(|e| {
-            core::ConnectorError::MalformedResponse(format!(
-                "field {} is not JSON ({e}): {:?}",
-                f.path, f.value
-            ))
-        })?;
-        fields.push(Observation {
-            path: f.path,
-            value,
-            labels: f.labels,
-            effective: f.effective.as_deref().and_then(parse_time),
-        });
-    }
+    let fields = observations(record.fields)?;
     Ok(core::FoundPerson {
         ids: record
             .ids
@@ -78,6 +125,26 @@ pub fn person(record: source::PersonRecord) -> Result<core::FoundPerson, core::C
         fields,
         upstream_version: record.upstream_version,
     })
+}
+
+/// Converts fields; a value that is not JSON is a malformed answer.
+fn observations(list: Vec<source::Field>) -> Result<Vec<Observation>, core::ConnectorError> {
+    let mut fields = Vec::with_capacity(list.len());
+    for f in list {
+        let value = serde_json::from_str(&f.value).map_err(|e| {
+            core::ConnectorError::MalformedResponse(format!(
+                "field {} is not JSON ({e}): {:?}",
+                f.path, f.value
+            ))
+        })?;
+        fields.push(Observation {
+            path: f.path,
+            value,
+            labels: f.labels,
+            effective: f.effective.as_deref().and_then(parse_time),
+        });
+    }
+    Ok(fields)
 }
 
 pub fn lookup_results(list: Vec<source::LookupResult>) -> Vec<core::LookupResult> {
@@ -121,4 +188,34 @@ pub fn description(d: source::Description) -> core::Description {
         capabilities: d.capabilities,
         max_batch: d.max_batch,
     }
+}
+
+/// The WIT form of a location.
+pub fn location(l: &core::Location) -> enrich::Location {
+    enrich::Location {
+        key: l.key.clone(),
+        address: l.address.to_string(),
+        context: l
+            .context
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
+    }
+}
+
+/// Converts enrichment results; a malformed field fails that location only.
+pub fn enrich_results(list: Vec<enrich::EnrichResult>) -> Vec<core::EnrichResult> {
+    list.into_iter()
+        .map(|r| core::EnrichResult {
+            key: r.key,
+            outcome: match r.outcome {
+                enrich::EnrichOutcome::Found(fields) => match observations(fields) {
+                    Ok(fields) => core::EnrichOutcome::Found(fields),
+                    Err(e) => core::EnrichOutcome::Failed(e),
+                },
+                enrich::EnrichOutcome::NotFound => core::EnrichOutcome::NotFound,
+                enrich::EnrichOutcome::Failed(e) => core::EnrichOutcome::Failed(e.into()),
+            },
+        })
+        .collect()
 }

@@ -58,4 +58,6 @@ impl bindings::exports::folkhub::connector::source::Guest for Bench {
     }
 }
 
+folkhub_connector_sdk::no_enrich!(Bench);
+folkhub_connector_sdk::no_watch!(Bench);
 folkhub_connector_sdk::export_connector!(Bench);

@@ -34,4 +34,6 @@ impl bindings::exports::folkhub::connector::source::Guest for Hostile {
     }
 }
 
+folkhub_connector_sdk::no_enrich!(Hostile);
+folkhub_connector_sdk::no_watch!(Hostile);
 folkhub_connector_sdk::export_connector!(Hostile);

@@ -1,4 +1,4 @@
-//! Test component built against a would-be `folkhub:connector@1.1.0` (a copy
+//! Test component built against a would-be `folkhub:connector@1.2.0` (a copy
 //! of 1.0.0 plus an exported `search` interface). A host that supports only
 //! 1.0 must refuse it at install, naming both versions.
 
