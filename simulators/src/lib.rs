@@ -8,6 +8,8 @@
 //! - [`spar`]: SPAR PersonSök 2021.1 (SOAP over mutual TLS) and its
 //!   avisering files; [`pki`] makes the throwaway certificates.
 //! - [`dvv`]: DVV's VTJ query (SOAP) and change interface (REST/JSON).
+//! - [`kartverket`]: Kartverket's address API and SSB Klass's grunnkrets →
+//!   district correspondence.
 //! - [`nordic`]: the Swedes, Finns and cross-border persons of the population.
 //! - [`maskinporten`]: the token endpoint that issues the bearer tokens the
 //!   registers check.
@@ -19,6 +21,7 @@
 
 pub mod dvv;
 pub mod freg;
+pub mod kartverket;
 pub mod krr;
 pub mod maskinporten;
 pub mod nordic;
@@ -131,11 +134,24 @@ grant_hosts = ["{sim_url}"]
 allow_private_networks = true
 [connectors.dvv.config]
 base-url = "{sim_url}/dvv/vtjkysely"
+changes-url = "{sim_url}/dvv/api/v1"
+xroad-client = "FI/GOV/0000000-0/folkhub"
 product = "Perussanoma 3"
 end-user = "folkhub"
+[connectors.dvv.credentials]
+kind = "basic"
+username = "{mutp_user}"
+password = "{mutp_password}"
 [connectors.dvv.secrets]
 vtj-user = "{vtj_user}"
 vtj-password = "{vtj_password}"
+
+[connectors.kartverket]
+grant_hosts = ["{sim_url}"]
+allow_private_networks = true
+[connectors.kartverket.config]
+base-url = "{sim_url}/adresser/v1"
+klass-url = "{sim_url}/klass/v1"
 "#,
         tls = at.tls_url,
         ca = pki.join("ca.pem").display(),
@@ -146,6 +162,8 @@ vtj-password = "{vtj_password}"
         assignment = customer.assignment,
         vtj_user = dvv::USER,
         vtj_password = dvv::PASSWORD,
+        mutp_user = dvv::MUTP_USER,
+        mutp_password = dvv::MUTP_PASSWORD,
     ));
     out
 }
@@ -170,6 +188,8 @@ pub struct Inner {
     pub population: RwLock<Population>,
     pub tokens: maskinporten::Tokens,
     faults: Mutex<VecDeque<Fault>>,
+    /// Kartverket's address index, rebuilt when the population changed.
+    pub kartverket: Mutex<Option<(u64, Arc<Vec<kartverket::Entry>>)>>,
     requests: AtomicU64,
     issuer: OnceLock<String>,
 }
@@ -350,6 +370,7 @@ impl Simulator {
             population: RwLock::new(population),
             tokens: maskinporten::Tokens::new(120),
             faults: Mutex::new(VecDeque::new()),
+            kartverket: Mutex::new(None),
             requests: AtomicU64::new(0),
             issuer: OnceLock::new(),
         }));
@@ -520,6 +541,7 @@ pub fn router(shared: Shared) -> axum::Router {
     freg::router()
         .merge(krr::router())
         .merge(dvv::router())
+        .merge(kartverket::router())
         .route("/maskinporten/token", post(maskinporten::token))
         .route("/sim/advance", post(advance))
         .route("/sim/faults", post(faults))

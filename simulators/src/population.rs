@@ -1069,7 +1069,7 @@ impl Population {
         let has = |r: &str| registers.contains(&r);
         let mut out: Vec<Truth> = Vec::new();
         let mut index: BTreeMap<usize, usize> = BTreeMap::new();
-        if has("folkeregister") || has("krr") {
+        if has("folkeregister") || has("krr") || has("kartverket") {
             for p in &self.persons {
                 index.insert(p.key, out.len());
                 out.push(self.truth_of(p, registers));
@@ -1105,6 +1105,23 @@ impl Population {
         let freg = registers.contains(&"folkeregister");
         if freg {
             self.freg_truth(p, &mut fields);
+        }
+        if registers.contains(&"kartverket")
+            && p.current_grading() != Grading::StrengtFortrolig
+            && let Some(a) = p.address()
+        {
+            if let Some((lat, lon)) = crate::kartverket::point(a) {
+                fields.insert(
+                    "address.coordinates".into(),
+                    json!({"lat": lat, "lon": lon, "epsg": "EPSG:4258"}),
+                );
+            }
+            if !matches!(a.kind, AddressKind::Unknown)
+                && let Some((code, _)) =
+                    crate::kartverket::district(a.municipality, a.statistical_unit)
+            {
+                fields.insert("address.district".into(), json!(code));
+            }
         }
         let contact = &self.contacts[p.key];
         if registers.contains(&"krr") && contact.status == KrrStatus::Active {
@@ -1267,8 +1284,8 @@ impl Population {
     }
 }
 
-/// The registers the simulator serves (Kartverket aside).
-pub const REGISTERS: &[&str] = &["folkeregister", "krr", "spar", "dvv"];
+/// The registers the simulator serves.
+pub const REGISTERS: &[&str] = &["folkeregister", "krr", "kartverket", "spar", "dvv"];
 
 /// Adds a second country's IDs (before the Norwegian ones, which stay
 /// last) and the fields the Norwegian registers did not give.

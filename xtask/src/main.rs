@@ -53,6 +53,7 @@ const CONNECTORS: &[(&str, &str)] = &[
     ("krr", "connector-krr"),
     ("spar", "connector-spar"),
     ("dvv", "connector-dvv"),
+    ("kartverket", "connector-kartverket"),
 ];
 /// Test components (crate names), built beside the connectors.
 const TEST_COMPONENTS: &[&str] = &[
@@ -272,6 +273,7 @@ fn test() -> anyhow::Result<()> {
     // Doc tests are left out: the crates document with prose, not doctests.
     c.args([
         "test",
+        "--no-fail-fast",
         "--workspace",
         "--lib",
         "--bins",

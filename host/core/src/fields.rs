@@ -20,6 +20,8 @@ pub enum Kind {
     Relations,
     /// A JSON boolean.
     Flag,
+    /// A point `{ "lat", "lon", "epsg" }`.
+    Point,
 }
 
 impl Kind {
@@ -32,6 +34,7 @@ impl Kind {
             Kind::Address => "address",
             Kind::Relations => "relations",
             Kind::Flag => "flag",
+            Kind::Point => "point",
         }
     }
 }
@@ -183,7 +186,15 @@ pub const CATALOGUE: &[FieldDef] = &[
         Code,
         true,
         ["kartverket"],
-        "City district code (SSB Klass 103, e.g. 030101 Gamle Oslo)."
+        "City district code (SSB Klass 103, e.g. 030101 Gamle Oslo), for Oslo, Bergen, Trondheim and Stavanger."
+    ),
+    field!(
+        "address.coordinates",
+        "district",
+        Point,
+        true,
+        ["kartverket"],
+        "Representation point of the home address (Kartverket representasjonspunkt): `{\"lat\", \"lon\", \"epsg\"}`."
     ),
     field!(
         "protection.level",
@@ -332,7 +343,7 @@ Connectors send values as JSON in the shape given by *kind*. This file is genera
     out.push_str(
         "\n## Address objects\n\n```json\n{\"kind\": \"street\", \"street\": \"Testveien\", \"house_number\": \"12\", \"house_letter\": \"B\",\n \"unit\": \"H0101\", \"postal_code\": \"0561\", \"city\": \"OSLO\", \"municipality\": \"0301\", \"country\": \"NOR\"}\n```\n\n\
 `kind` is `street` (vegadresse), `cadastral` (matrikkeladresse: `farm`, `holding`, `lease` instead of street parts), \
-`unknown` (ukjent bosted: only `municipality`) or `foreign` (`lines`, `country`). Keys without a value are left out.\n\n\
+`unknown` (ukjent bosted: only `municipality`), `postal` (an address as delivery lines, as SPAR and VTJ give it: `care_of`, `lines`, `postal_code`, `city`, `municipality`, `country`) or `foreign` (`lines`, `country`). Keys without a value are left out.\n\n\
 ## Relation objects\n\n`{\"role\": \"mother\", \"id\": \"03851598730\"}`; the id is the related person's current ID as the register gives it.\n\n\
 ## Location fields\n\nFields marked *location* carry the person's address protection label. A reader without the legal basis \
 for a label does not see them; for `STRENGT_FORTROLIG` the register itself sends none of them.\n",

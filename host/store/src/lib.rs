@@ -23,6 +23,13 @@ pub trait PersonStore: Send + Sync {
     /// A person by any of their identifiers (normalised value).
     async fn person(&self, id: &str) -> Result<Option<StoredPerson>, StoreError>;
 
+    /// A person by the store's key.
+    async fn person_by_key(&self, key: i64) -> Result<Option<StoredPerson>, StoreError>;
+
+    /// Up to `limit` persons with a key above `after`, in key order (for
+    /// jobs that walk everyone).
+    async fn persons_after(&self, after: i64, limit: u32) -> Result<Vec<StoredPerson>, StoreError>;
+
     /// Active identifiers of the given schemes, for refreshing known persons.
     async fn active_ids(&self, schemes: &[&str]) -> Result<Vec<String>, StoreError>;
 

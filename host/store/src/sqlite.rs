@@ -458,6 +458,27 @@ impl PersonStore for SqliteStore {
         let Some(key) = self.person_key(id).await? else {
             return Ok(None);
         };
+        self.person_by_key(key).await
+    }
+
+    async fn persons_after(&self, after: i64, limit: u32) -> Result<Vec<StoredPerson>, StoreError> {
+        let keys: Vec<i64> = sqlx::query_scalar(
+            "SELECT person_id FROM merged WHERE person_id > ? ORDER BY person_id LIMIT ?",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(p) = self.person_by_key(key).await? {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn person_by_key(&self, key: i64) -> Result<Option<StoredPerson>, StoreError> {
         let ids = sqlx::query("SELECT scheme, value, active FROM identifiers WHERE person_id = ? ORDER BY active DESC, first_seen")
             .bind(key)
             .fetch_all(&self.pool)

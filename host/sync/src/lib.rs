@@ -16,7 +16,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::Utc;
-use folkhub_core::contract::{ConnectorError, LookupOutcome, LookupResult};
+use folkhub_core::contract::{
+    ConnectorError, EnrichOutcome, FoundPerson, Location, LookupOutcome, LookupResult,
+};
+use folkhub_core::observation::SourceId;
 use folkhub_runtime::{CallError, Connector};
 use folkhub_store::{ApplyReport, Batch, PersonStore, RunCounts, RunStatus};
 
@@ -248,12 +251,11 @@ impl<'a> Runner<'a> {
                     message: e.to_string(),
                 })?;
         let mut refreshed = BTreeSet::new();
-        if !self
-            .connector
-            .capabilities
-            .iter()
-            .any(|c| c == "change-feed")
-        {
+        let has = |c: &str| self.connector.capabilities.iter().any(|x| x == c);
+        if !has("change-feed") {
+            if has("watch") {
+                return self.follow_watch(cursor).await;
+            }
             // No feed (e.g. DVV 1.0): a full run refreshes the known persons only.
             return Ok(refreshed);
         }
@@ -280,6 +282,227 @@ impl<'a> Runner<'a> {
     }
 }
 
+impl Runner<'_> {
+    /// A feed that reports only the persons named (contract 1.1 `watch`,
+    /// DVV's VTJ change interface): every known person of the release's ID
+    /// schemes is asked for, in chunks, from the stored cursor; the changed
+    /// persons are looked up; the cursor moves with the last batch. A crash
+    /// before that repeats the refreshes, which change nothing the second time.
+    async fn follow_watch(&mut self, start: Option<String>) -> Result<BTreeSet<String>, CallError> {
+        let schemes: Vec<&str> = self
+            .connector
+            .id_schemes
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let followed = self
+            .store
+            .active_ids(&schemes)
+            .await
+            .map_err(|e| CallError::Host {
+                connector: self.connector.id.clone(),
+                version: self.connector.version.clone(),
+                message: e.to_string(),
+            })?;
+        let mut changed = BTreeSet::new();
+        let mut furthest: Option<String> = start.clone();
+        for chunk in followed.chunks(self.options.batch.clamp(1, 1000)) {
+            let mut cursor = start.clone();
+            loop {
+                let page = with_retries(self.options, || {
+                    self.connector.changes_for(cursor.as_deref(), chunk)
+                })
+                .await?;
+                self.counts.feed_events += page.changes.len() as u64;
+                changed.extend(page.changes.iter().map(|c| c.id.clone()));
+                let moved = cursor.as_deref() != Some(page.next_cursor.as_str());
+                cursor = Some(page.next_cursor);
+                if page.caught_up || !moved {
+                    break;
+                }
+            }
+            // Keys grow; keep the furthest any chunk reached.
+            furthest = match (furthest, cursor) {
+                (Some(a), Some(b)) => Some(max_position(a, b)),
+                (a, b) => b.or(a),
+            };
+        }
+        let ids: Vec<String> = changed.iter().cloned().collect();
+        self.refresh(&ids, furthest).await?;
+        Ok(changed)
+    }
+}
+
+impl Runner<'_> {
+    /// For a `watch` feed without a stored cursor: the register's position
+    /// now, to store with the first lookups.
+    async fn watch_start(&self) -> Result<Option<String>, CallError> {
+        if !self.connector.capabilities.iter().any(|c| c == "watch") {
+            return Ok(None);
+        }
+        let stored = self
+            .store
+            .cursor(&self.connector.id)
+            .await
+            .map_err(|e| CallError::Host {
+                connector: self.connector.id.clone(),
+                version: self.connector.version.clone(),
+                message: e.to_string(),
+            })?;
+        if stored.is_some() {
+            return Ok(None);
+        }
+        let page = with_retries(self.options, || self.connector.changes_for(None, &[])).await?;
+        Ok(Some(page.next_cursor))
+    }
+}
+
+/// The later of two feed positions: numerically when both are numbers.
+fn max_position(a: String, b: String) -> String {
+    match (a.parse::<u128>(), b.parse::<u128>()) {
+        (Ok(x), Ok(y)) => {
+            if x >= y {
+                a
+            } else {
+                b
+            }
+        }
+        _ => a.max(b),
+    }
+}
+
+/// What an enriching source adds for one person, if it should be asked.
+fn location_of(
+    person: &folkhub_store::StoredPerson,
+    source: &str,
+    only_changed: bool,
+) -> Option<Option<Location>> {
+    let fields = &person.record.fields;
+    let ours = |f: &folkhub_core::merge::MergedField| f.provenance.source == source;
+    let had = fields.values().any(ours);
+    let Some(address) = fields.get("address.residential") else {
+        // No address (any more): withdraw what the source added before.
+        return had.then_some(None);
+    };
+    if only_changed
+        && let Some(mine) = fields
+            .values()
+            .filter(|f| ours(f))
+            .map(|f| f.provenance.retrieved)
+            .max()
+        && address.provenance.retrieved <= mine
+        && fields
+            .get("address.statistical-unit")
+            .is_none_or(|u| u.provenance.retrieved <= mine)
+    {
+        return None;
+    }
+    let mut context = Vec::new();
+    for path in ["address.statistical-unit", "address.municipality"] {
+        if let Some(f) = fields.get(path) {
+            context.push((path.to_string(), f.value.clone()));
+        }
+    }
+    Some(Some(Location {
+        key: person.key.to_string(),
+        address: address.value.clone(),
+        context,
+    }))
+}
+
+impl Runner<'_> {
+    /// Walks every person with an ID of the release's schemes and asks the
+    /// enriching source (contract 1.1 `enrich`) about their address; with
+    /// `only_changed`, only persons whose address changed since the source
+    /// last answered.
+    async fn enrich_all(&mut self, only_changed: bool) -> Result<(), CallError> {
+        let host_error = |message: String| CallError::Host {
+            connector: self.connector.id.clone(),
+            version: self.connector.version.clone(),
+            message,
+        };
+        let schemes = self.connector.id_schemes.clone();
+        let mut after = 0;
+        loop {
+            let page = self
+                .store
+                .persons_after(after, self.options.batch.clamp(1, 1000) as u32)
+                .await
+                .map_err(|e| host_error(e.to_string()))?;
+            let Some(last) = page.last() else { break };
+            after = last.key;
+            let mut asks = Vec::new();
+            let mut withdraw = Vec::new();
+            for person in &page {
+                if !person.ids.iter().any(|i| schemes.contains(&i.scheme)) {
+                    continue;
+                }
+                match location_of(person, &self.connector.id, only_changed) {
+                    Some(Some(location)) => asks.push((person, location)),
+                    Some(None) => withdraw.push(person),
+                    None => {}
+                }
+            }
+            let locations: Vec<Location> = asks.iter().map(|(_, l)| l.clone()).collect();
+            let results = if locations.is_empty() {
+                vec![]
+            } else {
+                with_retries(self.options, || self.connector.enrich(&locations)).await?
+            };
+            let mut found = Vec::new();
+            let as_found = |p: &folkhub_store::StoredPerson, fields| FoundPerson {
+                ids: p
+                    .ids
+                    .iter()
+                    .map(|i| SourceId {
+                        scheme: i.scheme.clone(),
+                        value: i.value.clone(),
+                        active: i.active,
+                    })
+                    .collect(),
+                fields,
+                upstream_version: self.connector.upstream_version.clone(),
+            };
+            for result in results {
+                let Some((person, _)) = asks.iter().find(|(_, l)| l.key == result.key) else {
+                    self.errors.push(format!(
+                        "the connector answered for unknown key {}",
+                        result.key
+                    ));
+                    continue;
+                };
+                match result.outcome {
+                    EnrichOutcome::Found(fields) => {
+                        self.counts.fetched += 1;
+                        found.push(as_found(person, fields));
+                    }
+                    EnrichOutcome::NotFound => {
+                        self.counts.not_found += 1;
+                        found.push(as_found(person, vec![]));
+                    }
+                    EnrichOutcome::Failed(e) => {
+                        self.counts.errors += 1;
+                        self.errors.push(format!("person {}: {e}", person.key));
+                    }
+                }
+            }
+            for person in withdraw {
+                found.push(as_found(person, vec![]));
+            }
+            if !found.is_empty() && !self.store_batch(found, None).await {
+                return Err(host_error("the store refused a batch".into()));
+            }
+            if let Some(report) = self.options.progress {
+                report(Progress {
+                    done: self.counts.fetched,
+                    total: None,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 async fn run(
     store: &dyn PersonStore,
     connector: &Connector,
@@ -290,6 +513,11 @@ async fn run(
 ) -> Result<Summary, SyncError> {
     let run = store.start_run(job, Some(&connector.id)).await?;
     let mut runner = Runner::new(store, connector, options, job);
+    if connector.capabilities.iter().any(|c| c == "enrich") {
+        // An enriching source: no persons of its own, a walk over everyone.
+        let outcome = runner.enrich_all(!full).await;
+        return finish(store, run, runner, outcome.map(|_| BTreeSet::new())).await;
+    }
     let mut outcome = runner.follow_feed().await;
     if full && let Ok(done) = &outcome {
         match store.active_ids(schemes).await {
@@ -308,6 +536,16 @@ async fn run(
             Err(e) => runner.errors.push(format!("store: {e}")),
         }
     }
+    finish(store, run, runner, outcome).await
+}
+
+/// Writes the run's outcome to the run log.
+async fn finish(
+    store: &dyn PersonStore,
+    run: i64,
+    mut runner: Runner<'_>,
+    outcome: Result<BTreeSet<String>, CallError>,
+) -> Result<Summary, SyncError> {
     let status = match &outcome {
         Err(e) => {
             runner.errors.push(e.to_string());
@@ -357,23 +595,11 @@ pub async fn lookup(
 ) -> Result<Summary, SyncError> {
     let run_id = store.start_run("lookup", Some(&connector.id)).await?;
     let mut runner = Runner::new(store, connector, options, "lookup");
-    let outcome = runner.refresh(ids, None).await;
-    let status = match outcome {
-        Err(e) => {
-            runner.errors.push(e.to_string());
-            RunStatus::Failed
-        }
-        Ok(()) if runner.counts.errors > 0 => RunStatus::Partial,
-        Ok(()) => RunStatus::Succeeded,
+    // A watched feed (DVV) starts where the first lookups are: later
+    // changes runs then miss nothing that happened after them.
+    let outcome = match runner.watch_start().await {
+        Ok(cursor) => runner.refresh(ids, cursor).await,
+        Err(e) => Err(e),
     };
-    store
-        .finish_run(run_id, status, &runner.counts, &runner.errors)
-        .await?;
-    Ok(Summary {
-        run: run_id,
-        status,
-        counts: runner.counts,
-        errors: runner.errors,
-        identity_conflicts: runner.conflicts,
-    })
+    finish(store, run_id, runner, outcome.map(|_| BTreeSet::new())).await
 }
