@@ -901,7 +901,30 @@ impl Population {
                 _ => return,
             };
             self.finns[key].updated = at;
+            let related = matches!(kind, "fi-hetu" | "fi-death");
             self.push_dvv(key, hetu, groups, at);
+            if related {
+                // The custodian or guardian of others changed: their
+                // custody and guardianship data changed too.
+                let dependents: Vec<(usize, &'static str)> = self
+                    .finns
+                    .iter()
+                    .filter_map(|c| {
+                        if c.guardians.contains(&key) {
+                            Some((c.key, "HUOLTAJA_SUPPEA"))
+                        } else if c.trustee == Some(key) {
+                            Some((c.key, "EDUNVALVONTA"))
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                for (c, group) in dependents {
+                    let id = self.finns[c].id().to_string();
+                    self.finns[c].updated = at;
+                    self.push_dvv(c, id, vec![group], at);
+                }
+            }
         }
     }
 

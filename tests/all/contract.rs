@@ -83,5 +83,27 @@ async fn every_published_release_describes_itself_as_its_manifest_says() {
                 "{field} is not in the catalogue"
             );
         }
+        let mut capabilities = d.capabilities.clone();
+        capabilities.sort();
+        let mut declared = release.capabilities.clone();
+        declared.sort();
+        assert_eq!(
+            capabilities, declared,
+            "{} {}: describe() and the manifest disagree on capabilities",
+            release.connector, release.version
+        );
+        // Releases built on 1.0 run on this 1.1 host side by side with 1.1
+        // ones; asking them for a 1.1 interface is a clear refusal.
+        assert_eq!(connector.contract.to_string(), release.contract);
+        if release.contract == "1.0.0" {
+            assert!(!connector.enriches() && !connector.watches());
+            let error = connector.enrich(&[]).await.expect_err("1.0 has no enrich");
+            assert!(
+                error.to_string().contains("added in contract 1.1.0"),
+                "{error}"
+            );
+        } else {
+            assert!(connector.enriches() && connector.watches());
+        }
     }
 }

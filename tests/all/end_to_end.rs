@@ -80,7 +80,7 @@ async fn full_sync_then_change_feed_matches_the_truth_for_every_person() {
         .install("folkeregister", None, false, "test", "e2e")
         .await
         .expect("install");
-    assert_eq!(installed.contract, "1.0.0");
+    assert_eq!(installed.contract, "1.1.0");
     let connector = env.host.load("folkeregister").await.expect("load");
     let options = Options::default();
 

@@ -7,9 +7,13 @@
 //! `end-user` (`Loppukayttaja`, default `folkhub`). Secrets (host side):
 //! `vtj-user`, `vtj-password`.
 //!
-//! VTJ answers one HETU per query, so a batch is a series of queries. The
-//! change interface (`muutokset`) needs the list of followed HETUs, which
-//! contract 1.0 does not pass to `changes`; this release has no feed.
+//! VTJ answers one HETU per query, so a batch is a series of queries.
+//!
+//! Since 1.1.0 (contract 1.1 `watch`): the VTJ change interface, which takes
+//! the followed HETUs. Config `changes-url` (e.g. the security server's
+//! `.../VTJmutpa/api/v1`), `xroad-client` (the `X-Road-Client` header, e.g.
+//! `FI/GOV/0245437-2/folkhub`); the service user is host-side Basic
+//! credentials.
 
 pub mod mapping;
 
@@ -17,7 +21,7 @@ pub mod mapping;
 mod component {
     use super::mapping::{self, Outcome};
     use folkhub_connector_sdk::{
-        ChangePage, ConnectorError, Description, LookupOutcome, LookupResult, bindings, soap,
+        ChangePage, ConnectorError, Description, LookupOutcome, LookupResult, bindings, http, soap,
     };
 
     struct Dvv;
@@ -28,7 +32,7 @@ mod component {
                 source: "dvv".into(),
                 upstream_versions: vec![mapping::UPSTREAM_VERSION.into()],
                 fields: mapping::FIELDS.iter().map(|f| f.to_string()).collect(),
-                capabilities: vec!["lookup".into()],
+                capabilities: vec!["lookup".into(), "watch".into()],
                 max_batch: mapping::MAX_BATCH as u32,
             }
         }
@@ -73,10 +77,54 @@ mod component {
 
         fn changes(_cursor: Option<String>) -> Result<ChangePage, ConnectorError> {
             Err(ConnectorError::Other(
-                "dvv 1.0 has no change feed: VTJ muutokset needs the followed HETUs, which contract 1.0 does not pass".into(),
+                "VTJ has no feed of everyone: the host follows persons with `changes-for` (capability watch)".into(),
             ))
         }
     }
 
+    impl bindings::exports::folkhub::connector::watch::Guest for Dvv {
+        fn changes_for(
+            cursor: Option<String>,
+            ids: Vec<String>,
+        ) -> Result<ChangePage, ConnectorError> {
+            let base = folkhub_connector_sdk::config("changes-url")?;
+            let base = base.trim_end_matches('/');
+            let client = folkhub_connector_sdk::config("xroad-client")?;
+            let headers = [
+                ("accept", "application/json"),
+                ("x-road-client", client.as_str()),
+            ];
+            let Some(key) = cursor else {
+                // Start from today's position in the change log.
+                let today = chrono::Utc::now().date_naive();
+                let url = format!("{base}/kirjausavain/{today}");
+                let response = http::get(&url, &headers)?;
+                let json = http::json_answer(&response, &url, "kirjausavain")?;
+                let key = mapping::map_key(&json).map_err(ConnectorError::MalformedResponse)?;
+                return Ok(ChangePage {
+                    changes: vec![],
+                    next_cursor: key,
+                    caught_up: false,
+                });
+            };
+            let from: u64 = key.parse().map_err(|_| {
+                ConnectorError::BadInput(format!("cursor {key:?} is not a kirjausavain"))
+            })?;
+            if ids.len() > mapping::MAX_FOLLOWED {
+                return Err(ConnectorError::BadInput(format!(
+                    "{} HETUs in one call; at most {}",
+                    ids.len(),
+                    mapping::MAX_FOLLOWED
+                )));
+            }
+            let url = format!("{base}/muutokset");
+            let body = serde_json::json!({"viimeisinKirjausavain": from, "hetulista": ids});
+            let response = http::post_json(&url, &headers, &body)?;
+            let json = http::json_answer(&response, &url, "muutokset")?;
+            mapping::map_changes(&json).map_err(ConnectorError::MalformedResponse)
+        }
+    }
+
+    folkhub_connector_sdk::no_enrich!(Dvv);
     folkhub_connector_sdk::export_connector!(Dvv);
 }

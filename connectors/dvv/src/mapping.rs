@@ -14,6 +14,9 @@ use folkhub_connector_sdk::{ConnectorError, MappedPerson};
 use serde_json::{Value, json};
 
 pub const UPSTREAM_VERSION: &str = "vtjkysely-1";
+/// Most HETUs one `muutokset` call follows (the simulator's limit; DVV's
+/// clients send a few thousand).
+pub const MAX_FOLLOWED: usize = 1000;
 pub const NS_QUERY: &str = "http://tempuri.org/";
 pub const NS: &str = "http://xml.vrk.fi/schema/vtjkysely";
 pub const SOAP_ACTION: &str = "http://tempuri.org/TeeHenkilonTunnusKysely";
@@ -323,6 +326,64 @@ fn relations(list: &[(String, String)]) -> Value {
     )
 }
 
+/// Reads `{"viimeisinKirjausavain": N}`, the change log's key for a date.
+pub fn map_key(json: &Value) -> Result<String, String> {
+    json.get("viimeisinKirjausavain")
+        .and_then(|k| {
+            k.as_u64()
+                .map(|n| n.to_string())
+                .or_else(|| k.as_str().map(String::from))
+        })
+        .ok_or_else(|| format!("the answer has no viimeisinKirjausavain: {json}"))
+}
+
+/// One `muutokset` answer → a change page. The change names the HETU the
+/// caller follows (for a corrected HETU, the old one) and the data groups
+/// that changed; the host then queries the person.
+pub fn map_changes(json: &Value) -> Result<folkhub_connector_sdk::ChangePage, String> {
+    let key = map_key(json)?;
+    let caught_up = json
+        .get("ajanTasalla")
+        .and_then(Value::as_bool)
+        .ok_or("the answer has no ajanTasalla")?;
+    let list = match json.get("muutokset") {
+        Some(Value::Array(list)) => list.as_slice(),
+        None | Some(Value::Null) => &[],
+        Some(other) => return Err(format!("muutokset is not a list: {other}")),
+    };
+    let mut changes = Vec::with_capacity(list.len());
+    for m in list {
+        let hetu = m
+            .get("henkilotunnus")
+            .and_then(Value::as_str)
+            .ok_or("a change without henkilotunnus")?;
+        let groups: Vec<&str> = m
+            .get("tietoryhmat")
+            .and_then(Value::as_array)
+            .map(|g| {
+                g.iter()
+                    .filter_map(|g| g.get("tietoryhma").and_then(Value::as_str))
+                    .collect()
+            })
+            .unwrap_or_default();
+        changes.push(folkhub_connector_sdk::Change {
+            id: hetu.to_string(),
+            event: if groups.is_empty() {
+                "MUUTOS".to_string()
+            } else {
+                groups.join(",")
+            },
+            position: key.clone(),
+            recorded: m.get("muutospv").and_then(Value::as_str).map(String::from),
+        });
+    }
+    Ok(folkhub_connector_sdk::ChangePage {
+        changes,
+        next_cursor: key,
+        caught_up,
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -451,6 +512,40 @@ mod tests {
         assert!(e.contains("namespace"), "{e}");
         let e = map_answer("<html><body>502</body></html>", "x", &mut w).unwrap_err();
         assert!(e.contains("SOAP 1.1 Envelope"), "{e}");
+    }
+
+    #[test]
+    fn change_pages() {
+        let page = map_changes(&json!({
+            "viimeisinKirjausavain": 1000123,
+            "ajanTasalla": false,
+            "muutokset": [
+                {"henkilotunnus": "010280-952L", "muutospv": "2026-02-01T10:00:00Z",
+                 "tietoryhmat": [{"tietoryhma": "VAKINAINEN_KOTIMAINEN_OSOITE", "turvakiellonAlaisetKentat": ["katunimi"]},
+                                 {"tietoryhma": "KOTIKUNTA"}]}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(page.next_cursor, "1000123");
+        assert!(!page.caught_up);
+        assert_eq!(
+            page.changes[0].event,
+            "VAKINAINEN_KOTIMAINEN_OSOITE,KOTIKUNTA"
+        );
+        let empty =
+            map_changes(&json!({"viimeisinKirjausavain": 5, "ajanTasalla": true, "muutokset": []}))
+                .unwrap();
+        assert!(empty.caught_up && empty.changes.is_empty());
+        assert!(
+            map_changes(&json!({"ajanTasalla": true}))
+                .unwrap_err()
+                .contains("viimeisinKirjausavain")
+        );
+        assert!(
+            map_changes(&json!({"viimeisinKirjausavain": 5}))
+                .unwrap_err()
+                .contains("ajanTasalla")
+        );
     }
 
     #[test]

@@ -97,5 +97,7 @@ mod component {
         }
     }
 
+    folkhub_connector_sdk::no_enrich!(Folkeregister);
+    folkhub_connector_sdk::no_watch!(Folkeregister);
     folkhub_connector_sdk::export_connector!(Folkeregister);
 }

@@ -72,5 +72,7 @@ mod component {
         }
     }
 
+    folkhub_connector_sdk::no_enrich!(Krr);
+    folkhub_connector_sdk::no_watch!(Krr);
     folkhub_connector_sdk::export_connector!(Krr);
 }

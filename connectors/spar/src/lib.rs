@@ -108,5 +108,7 @@ mod component {
         }
     }
 
+    folkhub_connector_sdk::no_enrich!(Spar);
+    folkhub_connector_sdk::no_watch!(Spar);
     folkhub_connector_sdk::export_connector!(Spar);
 }
