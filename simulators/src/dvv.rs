@@ -70,7 +70,14 @@ fn xml_response(status: StatusCode, body: String) -> Response {
     (status, [("content-type", "text/xml; charset=utf-8")], body).into_response()
 }
 
-fn answer(product: &str, code: &str, text: &str, searched: &str, person: Option<String>) -> String {
+/// A whole `TeeHenkilonTunnusKyselyResponse` envelope.
+pub fn answer(
+    product: &str,
+    code: &str,
+    text: &str,
+    searched: &str,
+    person: Option<String>,
+) -> String {
     let now = Utc::now().format("%Y%m%d%H%M%S");
     envelope(&format!(
         "<TeeHenkilonTunnusKyselyResponse xmlns=\"{NS_QUERY}\"><TeeHenkilonTunnusKyselyResult>\

@@ -201,7 +201,8 @@ fn municipality_name(number: &str) -> &'static str {
     }
 }
 
-fn document(e: &Entry, distance: Option<f64>) -> Value {
+/// One `adresser[]` item as the API returns it.
+pub fn document(e: &Entry, distance: Option<f64>) -> Value {
     let a = &e.address;
     let mut d = json!({
         "kommunenummer": a.municipality,
@@ -456,6 +457,11 @@ async fn corresponds_at(
             "the simulator has the grunnkrets (1) → bydel (103) correspondence only",
         );
     }
+    Json(correspondence()).into_response()
+}
+
+/// The grunnkrets → district correspondence, as Klass answers it.
+pub fn correspondence() -> Value {
     let mut items = Vec::new();
     for (municipality, _) in DISTRICTS {
         for group in 1..20u32 {
@@ -472,7 +478,7 @@ async fn corresponds_at(
             }
         }
     }
-    Json(json!({"correspondenceItems": items})).into_response()
+    json!({"correspondenceItems": items})
 }
 
 pub fn router() -> axum::Router<Shared> {

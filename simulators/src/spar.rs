@@ -229,9 +229,15 @@ fn prefix(shared: &Shared) -> String {
 }
 
 fn answer(shared: &Shared, p: &str, content: &str) -> String {
+    answer_xml(p, content, shared.requests())
+}
+
+/// A whole `SPARPersonsokningSvar` envelope around `content`, with the
+/// person namespace bound to prefix `p`.
+pub fn answer_xml(p: &str, content: &str, n: u64) -> String {
     envelope(&format!(
         "<svar:SPARPersonsokningSvar xmlns:svar=\"{NS_ANSWER}\" xmlns:{p}=\"{NS_PERSON}\">{content}<svar:UUID>{}</svar:UUID></svar:SPARPersonsokningSvar>",
-        uuid_like(shared.requests())
+        uuid_like(n)
     ))
 }
 

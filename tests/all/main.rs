@@ -9,4 +9,5 @@ mod docs;
 mod end_to_end;
 mod krr;
 mod nordic;
+mod registers;
 mod sandbox;

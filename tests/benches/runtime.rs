@@ -1,7 +1,7 @@
 //! Runtime benchmarks (DESIGN §11), reported in docs/benchmarks.md:
 //! - a fresh Store + instance + one `lookup-batch` call, no HTTP;
-//! - mapping 1,000 Folkeregisteret person documents inside wasm versus the
-//!   same mapping compiled natively;
+//! - mapping 1,000 persons' register answers inside wasm versus the same
+//!   mapping compiled natively, for each of the five connectors;
 //! - loading a precompiled component versus compiling it.
 //!
 //! Run with `cargo xtask bench` (builds the components first).
@@ -16,54 +16,192 @@ use folkhub_runtime::{ConnectorSettings, Limits, Runtime};
 use folkhub_sim::freg::{Parts, document};
 use folkhub_sim::population::Population;
 
-/// A bulkoppslag answer for 1,000 synthetic persons.
-fn bulk_body() -> String {
-    let population = Population::generate(42, 1000);
+const SEPARATOR: &str = "\u{1e}";
+
+/// Register answers for 1,000 synthetic persons, as each register sends
+/// them: one bulkoppslag (Folkeregisteret), one personer answer (KRR), and
+/// one answer per person for the registers that take one question per call
+/// (SPAR, VTJ, Kartverket's sok).
+fn bodies() -> Vec<(&'static str, String)> {
+    use folkhub_sim::{dvv, kartverket, krr, spar};
+    let population = Population::generate(42, 4000);
+    let norwegians = &population.persons[..1000];
     let parts = Parts { relations: true };
-    let oppslag: Vec<serde_json::Value> = population
-        .persons
+    let oppslag: Vec<serde_json::Value> = norwegians
         .iter()
         .map(|p| serde_json::json!({"foedselsEllerDNummer": p.id(), "folkeregisterperson": document(&population, p, parts)}))
         .collect();
-    serde_json::json!({ "oppslag": oppslag }).to_string()
+    let freg = serde_json::json!({ "oppslag": oppslag }).to_string();
+    let personer: Vec<serde_json::Value> = norwegians
+        .iter()
+        .map(|p| krr::person(p.id(), Some(&population.contacts[p.key]), (true, true)))
+        .collect();
+    let krr_body = serde_json::json!({ "personer": personer }).to_string();
+    let spar_body: Vec<String> = population.swedes[..1000]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let post = spar::person_post(&population, p, "ns4", true);
+            spar::answer_xml(
+                "ns4",
+                &format!("<svar:PersonsokningSvarspost>{post}</svar:PersonsokningSvarspost>"),
+                i as u64,
+            )
+        })
+        .collect();
+    let dvv_body: Vec<String> = population.finns[..1000]
+        .iter()
+        .map(|p| {
+            let product = "Perussanoma 3";
+            dvv::answer(
+                product,
+                "0000",
+                "Haku onnistui",
+                p.id(),
+                Some(dvv::henkilo(&population, p, product)),
+            )
+        })
+        .collect();
+    let mut kartverket_body = vec![kartverket::correspondence().to_string()];
+    let located = population
+        .persons
+        .iter()
+        .filter_map(|p| p.address())
+        .filter_map(|a| Some((a, kartverket::point(a)?)))
+        .take(1000);
+    for (p, (lat, lon)) in located {
+        let mut address = folkhub_sim::population::canonical_address(p);
+        address["_statistical_unit"] =
+            serde_json::json!(format!("{}{:04}", p.municipality, p.statistical_unit));
+        let entry = kartverket::Entry {
+            address: p.clone(),
+            lat,
+            lon,
+        };
+        let answer = serde_json::json!({"metadata": {"totaltAntallTreff": 1}, "adresser": [kartverket::document(&entry, None)]});
+        kartverket_body.push(address.to_string());
+        kartverket_body.push(answer.to_string());
+    }
+    vec![
+        ("folkeregister", freg),
+        ("krr", krr_body),
+        ("spar", spar_body.join(SEPARATOR)),
+        ("dvv", dvv_body.join(SEPARATOR)),
+        ("kartverket", kartverket_body.join(SEPARATOR)),
+    ]
+}
+
+/// The host's side of the boundary: values travel as JSON text and become
+/// core observations.
+fn to_core(
+    ids: Vec<(String, String, bool)>,
+    fields: Vec<(String, serde_json::Value, Vec<String>)>,
+) -> FoundPerson {
+    FoundPerson {
+        ids: ids
+            .into_iter()
+            .map(|(scheme, value, active)| SourceId {
+                scheme,
+                value,
+                active,
+            })
+            .collect(),
+        fields: fields
+            .into_iter()
+            .map(|(path, value, labels)| Observation {
+                path,
+                value: serde_json::from_str(&value.to_string()).unwrap(),
+                labels,
+                effective: None,
+            })
+            .collect(),
+        upstream_version: "v1".into(),
+    }
+}
+
+fn from_sdk(p: folkhub_connector_sdk::MappedPerson) -> FoundPerson {
+    to_core(
+        p.ids,
+        p.fields
+            .into_iter()
+            .map(|f| (f.path.to_string(), f.value, f.labels))
+            .collect(),
+    )
 }
 
 /// The native twin of the wasm path: parse, map, and convert to the core
 /// types the host stores (the wasm path ends in the same types).
-fn native_mapping(body: &str) -> usize {
-    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+fn native_mapping(register: &str, body: &str) -> usize {
+    let mut found: Vec<FoundPerson> = Vec::new();
     let mut warnings = Vec::new();
-    let mapped = connector_folkeregister::mapping::map_bulk(&json, &mut warnings).unwrap();
-    let mut found = 0;
-    for (_, outcome) in mapped {
-        if let connector_folkeregister::mapping::Outcome::Found(p) = outcome {
-            // Same boundary work as the host does: values travel as JSON text.
-            let person = FoundPerson {
-                ids: p
-                    .ids
-                    .into_iter()
-                    .map(|(scheme, value, active)| SourceId {
-                        scheme,
-                        value,
-                        active,
-                    })
-                    .collect(),
-                fields: p
-                    .fields
-                    .into_iter()
-                    .map(|f| Observation {
-                        path: f.path.to_string(),
-                        value: serde_json::from_str(&f.value.to_string()).unwrap(),
-                        labels: f.labels,
-                        effective: None,
-                    })
-                    .collect(),
-                upstream_version: "v1".into(),
-            };
-            found += usize::from(!person.fields.is_empty());
+    match register {
+        "folkeregister" => {
+            use connector_folkeregister::mapping;
+            let json: serde_json::Value = serde_json::from_str(body).unwrap();
+            for (_, outcome) in mapping::map_bulk(&json, &mut warnings).unwrap() {
+                if let mapping::Outcome::Found(p) = outcome {
+                    found.push(to_core(
+                        p.ids,
+                        p.fields
+                            .into_iter()
+                            .map(|f| (f.path.to_string(), f.value, f.labels))
+                            .collect(),
+                    ));
+                }
+            }
         }
+        "krr" => {
+            let json: serde_json::Value = serde_json::from_str(body).unwrap();
+            for p in connector_krr::mapping::map_persons(&json).unwrap() {
+                let ids = vec![("no-fnr".to_string(), p.id.clone(), true)];
+                found.push(to_core(
+                    ids,
+                    p.fields
+                        .into_iter()
+                        .map(|(path, value, _)| (path.to_string(), value, vec![]))
+                        .collect(),
+                ));
+            }
+        }
+        "spar" => {
+            for answer in body.split(SEPARATOR) {
+                if let connector_spar::mapping::Outcome::Found(p) =
+                    connector_spar::mapping::map_answer(answer, "", &mut warnings).unwrap()
+                {
+                    found.push(from_sdk(p));
+                }
+            }
+        }
+        "dvv" => {
+            for answer in body.split(SEPARATOR) {
+                if let connector_dvv::mapping::Outcome::Found(p) =
+                    connector_dvv::mapping::map_answer(answer, "", &mut warnings).unwrap()
+                {
+                    found.push(from_sdk(p));
+                }
+            }
+        }
+        "kartverket" => {
+            use connector_kartverket::mapping;
+            let mut parts = body.split(SEPARATOR);
+            let districts =
+                mapping::districts(&serde_json::from_str(parts.next().unwrap()).unwrap()).unwrap();
+            while let (Some(address), Some(answer)) = (parts.next(), parts.next()) {
+                let address: serde_json::Value = serde_json::from_str(address).unwrap();
+                let answer: serde_json::Value = serde_json::from_str(answer).unwrap();
+                if let Some(point) = mapping::pick(&answer, &address).unwrap() {
+                    let unit = address.get("_statistical_unit").and_then(|u| u.as_str());
+                    let person = folkhub_connector_sdk::MappedPerson {
+                        ids: vec![],
+                        fields: mapping::fields(point, unit, &districts),
+                    };
+                    found.push(from_sdk(person));
+                }
+            }
+        }
+        other => panic!("unknown register {other}"),
     }
-    found
+    found.len()
 }
 
 fn benches(c: &mut Criterion) {
@@ -132,7 +270,6 @@ fn benches(c: &mut Criterion) {
         b.iter(|| rt.block_on(freg_connector.describe()).unwrap())
     });
 
-    let body = bulk_body();
     let bench_path = folkhub_tests::component("mapping-bench");
     let mapper = runtime
         .prepare(
@@ -141,29 +278,29 @@ fn benches(c: &mut Criterion) {
             ConnectorSettings::default(),
         )
         .unwrap();
-    let input = vec![body.clone()];
-    let check = rt.block_on(mapper.lookup(&input)).unwrap();
-    assert_eq!(
-        check
+    for (register, body) in bodies() {
+        let input = vec![register.to_string(), body.clone()];
+        let check = rt.block_on(mapper.lookup(&input)).unwrap();
+        let mapped = check
             .iter()
             .filter(|r| matches!(r.outcome, LookupOutcome::Found(_)))
-            .count(),
-        1000
-    );
-    assert_eq!(native_mapping(&body), 1000);
-    let mut group = c.benchmark_group("map 1000 Folkeregisteret documents");
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(8));
-    group.bench_function("wasm (incl. instance, copy in/out, conversion)", |b| {
-        b.iter(|| rt.block_on(mapper.lookup(&input)).unwrap())
-    });
-    group.bench_function("native", |b| b.iter(|| native_mapping(&body)));
-    let discard = vec![body.clone(), "discard".to_string()];
-    group.bench_function("wasm, results not copied out (guest work only)", |b| {
-        b.iter(|| rt.block_on(mapper.lookup(&discard)).unwrap())
-    });
-    group.finish();
+            .count();
+        assert_eq!(mapped, native_mapping(register, &body), "{register}");
+        assert!(mapped >= 990, "{register}: {mapped} mapped");
+        let mut group = c.benchmark_group(format!("map 1000 {register} answers"));
+        group
+            .sample_size(20)
+            .measurement_time(Duration::from_secs(6));
+        group.bench_function("wasm (incl. instance, copy in/out, conversion)", |b| {
+            b.iter(|| rt.block_on(mapper.lookup(&input)).unwrap())
+        });
+        group.bench_function("native", |b| b.iter(|| native_mapping(register, &body)));
+        let discard = vec![register.to_string(), body.clone(), "discard".to_string()];
+        group.bench_function("wasm, results not copied out (guest work only)", |b| {
+            b.iter(|| rt.block_on(mapper.lookup(&discard)).unwrap())
+        });
+        group.finish();
+    }
 
     let wasm = std::fs::read(manifest.artifact_path(freg)).unwrap();
     let cache = tempfile::tempdir().unwrap();

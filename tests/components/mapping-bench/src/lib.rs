@@ -1,14 +1,123 @@
-//! Benchmark component: `lookup-batch` takes one "ID", a Folkeregisteret
-//! bulkoppslag answer as JSON, and maps it with the real connector's mapping
-//! code — the same work the connector does per call, without HTTP. The
+//! Benchmark component: maps register answers with the real connectors'
+//! mapping code — the work a connector does per call, without HTTP. The
 //! native side of the benchmark runs the same mapping compiled natively.
+//!
+//! `lookup-batch([register, body, "discard"?])`: `register` is
+//! `folkeregister` (a bulkoppslag answer), `krr` (a personer answer),
+//! `spar`, `dvv` or `kartverket` (answers separated by U+001E, one per
+//! person, as those registers answer one question per call). With
+//! "discard" the results are built but not returned, which separates the
+//! guest's own work from copying results out.
 
-use connector_folkeregister::mapping;
 use folkhub_connector_sdk::{
-    ChangePage, ConnectorError, Description, LookupOutcome, LookupResult, bindings,
+    ChangePage, ConnectorError, Description, LookupOutcome, LookupResult, PersonRecord, bindings,
 };
 
 struct Bench;
+
+/// The separator between single answers in a body.
+pub const SEPARATOR: char = '\u{1e}';
+
+fn found(record: PersonRecord) -> LookupResult {
+    LookupResult {
+        requested: String::new(),
+        outcome: LookupOutcome::Found(record),
+    }
+}
+
+fn malformed(e: String) -> ConnectorError {
+    ConnectorError::MalformedResponse(e)
+}
+
+fn map(register: &str, body: &str) -> Result<Vec<LookupResult>, ConnectorError> {
+    Ok(match register {
+        "folkeregister" => {
+            use connector_folkeregister::mapping;
+            let json: serde_json::Value =
+                serde_json::from_str(body).map_err(|e| malformed(e.to_string()))?;
+            let mut warnings = Vec::new();
+            mapping::map_bulk(&json, &mut warnings)
+                .map_err(malformed)?
+                .into_iter()
+                .map(|(requested, outcome)| LookupResult {
+                    requested,
+                    outcome: match outcome {
+                        mapping::Outcome::Found(p) => LookupOutcome::Found(p.into_record()),
+                        mapping::Outcome::NotFound => LookupOutcome::NotFound,
+                        mapping::Outcome::Invalid(m) => {
+                            LookupOutcome::Failed(ConnectorError::BadInput(m))
+                        }
+                    },
+                })
+                .collect()
+        }
+        "krr" => {
+            let json: serde_json::Value =
+                serde_json::from_str(body).map_err(|e| malformed(e.to_string()))?;
+            connector_krr::mapping::map_persons(&json)
+                .map_err(malformed)?
+                .into_iter()
+                .map(|p| found(p.into_record()))
+                .collect()
+        }
+        "spar" => {
+            use connector_spar::mapping;
+            let mut out = Vec::new();
+            for answer in body.split(SEPARATOR) {
+                let mut warnings = Vec::new();
+                if let mapping::Outcome::Found(p) =
+                    mapping::map_answer(answer, "", &mut warnings).map_err(malformed)?
+                {
+                    out.push(found(p.into_record(mapping::UPSTREAM_VERSION)));
+                }
+            }
+            out
+        }
+        "dvv" => {
+            use connector_dvv::mapping;
+            let mut out = Vec::new();
+            for answer in body.split(SEPARATOR) {
+                let mut warnings = Vec::new();
+                if let mapping::Outcome::Found(p) =
+                    mapping::map_answer(answer, "", &mut warnings).map_err(malformed)?
+                {
+                    out.push(found(p.into_record(mapping::UPSTREAM_VERSION)));
+                }
+            }
+            out
+        }
+        "kartverket" => {
+            use connector_kartverket::mapping;
+            let mut out = Vec::new();
+            let mut parts = body.split(SEPARATOR);
+            let districts: serde_json::Value = serde_json::from_str(parts.next().unwrap_or("{}"))
+                .map_err(|e| malformed(e.to_string()))?;
+            let districts = mapping::districts(&districts).map_err(malformed)?;
+            // Then pairs: the address asked for, the sok answer.
+            while let (Some(address), Some(answer)) = (parts.next(), parts.next()) {
+                let address: serde_json::Value =
+                    serde_json::from_str(address).map_err(|e| malformed(e.to_string()))?;
+                let answer: serde_json::Value =
+                    serde_json::from_str(answer).map_err(|e| malformed(e.to_string()))?;
+                if let Some(point) = mapping::pick(&answer, &address).map_err(malformed)? {
+                    // The bench puts the grunnkrets beside the address (the host sends it as context).
+                    let unit = address.get("_statistical_unit").and_then(|u| u.as_str());
+                    let person = folkhub_connector_sdk::MappedPerson {
+                        fields: mapping::fields(point, unit, &districts),
+                        ..Default::default()
+                    };
+                    out.push(found(person.into_record(mapping::UPSTREAM_VERSION)));
+                }
+            }
+            out
+        }
+        other => {
+            return Err(ConnectorError::BadInput(format!(
+                "unknown register {other}"
+            )));
+        }
+    })
+}
 
 impl bindings::exports::folkhub::connector::source::Guest for Bench {
     fn describe() -> Description {
@@ -21,31 +130,12 @@ impl bindings::exports::folkhub::connector::source::Guest for Bench {
         }
     }
 
-    fn lookup_batch(ids: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
-        let Some(body) = ids.first() else {
+    fn lookup_batch(args: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
+        let (Some(register), Some(body)) = (args.first(), args.get(1)) else {
             return Ok(vec![]);
         };
-        let json: serde_json::Value = serde_json::from_str(body)
-            .map_err(|e| ConnectorError::MalformedResponse(e.to_string()))?;
-        let mut warnings = Vec::new();
-        let mapped =
-            mapping::map_bulk(&json, &mut warnings).map_err(ConnectorError::MalformedResponse)?;
-        // A second argument "discard" maps and converts but returns nothing,
-        // which separates the guest's own work from copying results out.
-        let discard = ids.get(1).is_some_and(|a| a == "discard");
-        let results: Vec<LookupResult> = mapped
-            .into_iter()
-            .map(|(requested, outcome)| LookupResult {
-                requested,
-                outcome: match outcome {
-                    mapping::Outcome::Found(p) => LookupOutcome::Found(p.into_record()),
-                    mapping::Outcome::NotFound => LookupOutcome::NotFound,
-                    mapping::Outcome::Invalid(m) => {
-                        LookupOutcome::Failed(ConnectorError::BadInput(m))
-                    }
-                },
-            })
-            .collect();
+        let results = map(register, body)?;
+        let discard = args.get(2).is_some_and(|a| a == "discard");
         Ok(if discard { Vec::new() } else { results })
     }
 

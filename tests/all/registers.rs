@@ -1,0 +1,384 @@
+//! The Kartverket, DVV change-interface and SPAR simulators refuse what the
+//! real services refuse, page as they page, and the connectors turn faults
+//! into the right error kinds.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use folkhub_core::contract::{ConnectorError, Location};
+use folkhub_sim::{Fault, Simulator};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use folkhub_tests::{Setup, TestEnv};
+
+async fn send(app: axum::Router, request: Request<Body>) -> (StatusCode, String) {
+    let response = app.oneshot(request).await.expect("router");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+async fn get(sim: &Simulator, path: &str) -> (StatusCode, Value) {
+    let (status, text) = send(
+        folkhub_sim::router(sim.shared.clone()),
+        Request::get(path).body(Body::empty()).expect("request"),
+    )
+    .await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kartverket_pages_searches_points_and_refuses_bad_queries() {
+    let env = TestEnv::start(Setup {
+        seed: 9,
+        count: 300,
+        ..Setup::default()
+    })
+    .await;
+    let sim = &env.sim;
+    let (status, body) = get(
+        sim,
+        "/adresser/v1/sok?kommunenummer=0301&treffPerSide=5&side=1",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["metadata"]["viserFra"], 5);
+    assert_eq!(body["adresser"].as_array().map(Vec::len), Some(5));
+    assert!(body["metadata"]["totaltAntallTreff"].as_u64().unwrap_or(0) > 5);
+    let first = &body["adresser"][0];
+    for key in [
+        "adressetekst",
+        "adressekode",
+        "kommunenavn",
+        "objtype",
+        "representasjonspunkt",
+        "postnummer",
+        "poststed",
+    ] {
+        assert!(first.get(key).is_some(), "{key} missing: {first}");
+    }
+    // Free text, and the point search finds the same address first.
+    let text = first["adressetekst"].as_str().expect("text").to_string();
+    let (status, found) = get(
+        sim,
+        &format!("/adresser/v1/sok?sok={}", text.replace(' ', "%20")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        found["adresser"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|h| h["adressetekst"] == first["adressetekst"]))
+    );
+    let (lat, lon) = (
+        &first["representasjonspunkt"]["lat"],
+        &first["representasjonspunkt"]["lon"],
+    );
+    let (status, near) = get(
+        sim,
+        &format!("/adresser/v1/punktsok?lat={lat}&lon={lon}&radius=50"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{near}");
+    assert_eq!(near["adresser"][0]["meterDistanseTilPunkt"], 0.0);
+
+    for bad in [
+        "/adresser/v1/sok",
+        "/adresser/v1/sok?kommunenummer=0301&treffPerSide=5000",
+        "/adresser/v1/sok?kommunenummer=0301&utkoordsys=25833",
+        "/adresser/v1/punktsok?lat=59.9&lon=10.7",
+        "/adresser/v1/punktsok?lat=59.9&lon=10.7&radius=90000",
+        "/klass/v1/classifications/1/correspondsAt?targetClassificationId=103",
+    ] {
+        let (status, body) = get(sim, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let (status, _) = get(
+        sim,
+        "/klass/v1/classifications/7/correspondsAt?targetClassificationId=103&date=2026-01-01",
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The connector: a truncated or HTML answer is a clear error, not a trap.
+    env.host
+        .install("kartverket", None, false, "test", "registers")
+        .await
+        .expect("install");
+    let connector = env.host.load("kartverket").await.expect("load");
+    let location = Location {
+        key: "1".into(),
+        address: json!({"kind": "street", "street": first["adressenavn"], "house_number": first["nummer"].to_string(), "municipality": "0301", "country": "NOR"}),
+        context: vec![],
+    };
+    for (fault, kind) in [
+        (Fault::Truncated, "MalformedResponse"),
+        (Fault::Html, "UpstreamUnavailable"),
+        (
+            Fault::RateLimited {
+                retry_after_ms: 1000,
+            },
+            "RateLimited",
+        ),
+    ] {
+        sim.shared.inject([fault.clone()]);
+        let error = connector
+            .enrich(std::slice::from_ref(&location))
+            .await
+            .expect_err("fault");
+        assert!(
+            format!("{:?}", error.connector_error()).contains(kind),
+            "{fault:?}: {error}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vtj_change_interface_checks_auth_and_lists_and_the_connector_maps_refusals() {
+    let env = TestEnv::start(Setup {
+        seed: 4,
+        count: 200,
+        ..Setup::default()
+    })
+    .await;
+    let sim = &env.sim;
+    let finn = sim.shared.population.read().await.finns[0].id().to_string();
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!(
+                "{}:{}",
+                folkhub_sim::dvv::MUTP_USER,
+                folkhub_sim::dvv::MUTP_PASSWORD
+            )
+        )
+    );
+    let post = |body: String, auth: Option<&str>, client: bool| {
+        let mut r =
+            Request::post("/dvv/api/v1/muutokset").header("content-type", "application/json");
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        if client {
+            r = r.header("x-road-client", "FI/GOV/0000000-0/test");
+        }
+        r.body(Body::from(body)).expect("request")
+    };
+    let app = || folkhub_sim::router(sim.shared.clone());
+    let ok = json!({"viimeisinKirjausavain": 0, "hetulista": [finn]}).to_string();
+    let (status, body) = send(app(), post(ok.clone(), Some(&basic), true)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer: Value = serde_json::from_str(&body).expect("json");
+    assert!(
+        answer["ajanTasalla"].is_boolean() && answer["viimeisinKirjausavain"].is_u64(),
+        "{answer}"
+    );
+    assert_eq!(
+        send(app(), post(ok.clone(), None, true)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(app(), post(ok.clone(), Some(&basic), false)).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let empty = json!({"viimeisinKirjausavain": 0, "hetulista": []}).to_string();
+    assert_eq!(
+        send(app(), post(empty, Some(&basic), true)).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let many: Vec<String> =
+        std::iter::repeat_n(finn.clone(), folkhub_sim::dvv::MAX_HETUS + 1).collect();
+    let many = json!({"viimeisinKirjausavain": 0, "hetulista": many}).to_string();
+    assert_eq!(
+        send(app(), post(many, Some(&basic), true)).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        send(app(), post("{\"hetulista\":".into(), Some(&basic), true))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+
+    // Through the connector: a 429 is rate-limited, a wrong service user unauthorized.
+    env.host
+        .install("dvv", None, false, "test", "registers")
+        .await
+        .expect("install");
+    let dvv = env.host.load("dvv").await.expect("load");
+    let start = dvv.changes_for(None, &[]).await.expect("today's key");
+    assert!(start.next_cursor.parse::<u64>().is_ok(), "{start:?}");
+    sim.shared.inject([Fault::RateLimited {
+        retry_after_ms: 3000,
+    }]);
+    let error = dvv
+        .changes_for(Some(&start.next_cursor), std::slice::from_ref(&finn))
+        .await
+        .expect_err("429");
+    assert!(
+        matches!(
+            error.connector_error(),
+            Some(ConnectorError::RateLimited(3000))
+        ),
+        "{error}"
+    );
+    let page = dvv
+        .changes_for(Some("0"), std::slice::from_ref(&finn))
+        .await
+        .expect("changes");
+    assert!(page.changes.iter().all(|c| c.id == finn));
+    let mut config = env.host.config.clone();
+    config.connectors.get_mut("dvv").expect("dvv").credentials =
+        Some(folkhub_manifest::Credentials::Basic {
+            username: "someone".into(),
+            password: "wrong".into(),
+        });
+    let other = folkhub_cli::host::Host::open(config).await.expect("host");
+    let error = other
+        .load("dvv")
+        .await
+        .expect("load")
+        .changes_for(Some("0"), std::slice::from_ref(&finn))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(
+            error.connector_error(),
+            Some(ConnectorError::Unauthorized(_))
+        ),
+        "{error}"
+    );
+}
+
+fn spar_question(customer: &folkhub_sim::spar::Customer, criteria: &str, extended: &str) -> String {
+    use folkhub_sim::spar::{NS_IDENTIFICATION, NS_QUESTION, NS_SEARCH};
+    folkhub_sim::xml::envelope(&format!(
+        "<q:SPARPersonsokningFraga xmlns:q=\"{NS_QUESTION}\" xmlns:i=\"{NS_IDENTIFICATION}\" xmlns:s=\"{NS_SEARCH}\">\
+         <i:Identifieringsinformation><i:KundNrLeveransMottagare>{}</i:KundNrLeveransMottagare>\
+         <i:KundNrSlutkund>{}</i:KundNrSlutkund><i:UppdragId>{}</i:UppdragId>\
+         <i:SlutAnvandarId>test</i:SlutAnvandarId>{extended}</i:Identifieringsinformation>\
+         <s:PersonsokningFraga>{criteria}</s:PersonsokningFraga></q:SPARPersonsokningFraga>",
+        customer.delivery, customer.end_customer, customer.assignment
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spar_answers_searches_exceptions_and_faults_as_the_service_does() {
+    let sim = Simulator::start(folkhub_sim::Config {
+        seed: 8,
+        count: 6000,
+        ..Default::default()
+    })
+    .await
+    .expect("simulator");
+    let app = || folkhub_sim::spar::router().with_state(sim.shared.clone());
+    let soap = |body: String, action: &str| {
+        Request::post(folkhub_sim::spar::PATH)
+            .header("content-type", "text/xml; charset=utf-8")
+            .header("soapaction", format!("\"{action}\""))
+            .body(Body::from(body))
+            .expect("request")
+    };
+    let action = folkhub_sim::spar::SOAP_ACTION;
+    let [full, plain] = folkhub_sim::spar::CUSTOMERS else {
+        unreachable!("two customers")
+    };
+    let family = sim.shared.population.read().await.swedes[0].family.clone();
+
+    // A common name finds more than SPAR returns.
+    let (status, body) = send(
+        app(),
+        soap(
+            spar_question(
+                full,
+                &format!("<s:NamnSokArgument>{family}</s:NamnSokArgument>"),
+                "",
+            ),
+            action,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("OverstigerMaxAntalSvarsposter"), "{body}");
+    // Relations only for a customer that holds the permission.
+    let refused = "<i:SlutAnvandarUtokadBehorighet>Relationer</i:SlutAnvandarUtokadBehorighet>";
+    let (_, body) = send(
+        app(),
+        soap(
+            spar_question(plain, "<s:IdNummer>191212121212</s:IdNummer>", refused),
+            action,
+        ),
+    )
+    .await;
+    assert!(
+        body.contains("Undantag") && body.contains("<svar:Kod>2</svar:Kod>"),
+        "{body}"
+    );
+    // Unknown customer, malformed IdNummer, no criteria.
+    let stranger = folkhub_sim::spar::Customer {
+        delivery: "1",
+        end_customer: "1",
+        assignment: "1",
+        extended: &[],
+    };
+    let (_, body) = send(
+        app(),
+        soap(
+            spar_question(&stranger, "<s:IdNummer>191212121212</s:IdNummer>", ""),
+            action,
+        ),
+    )
+    .await;
+    assert!(body.contains("<svar:Kod>1</svar:Kod>"), "{body}");
+    let (_, body) = send(
+        app(),
+        soap(
+            spar_question(full, "<s:IdNummer>19121212121</s:IdNummer>", ""),
+            action,
+        ),
+    )
+    .await;
+    assert!(body.contains("<svar:Kod>3</svar:Kod>"), "{body}");
+    let (_, body) = send(app(), soap(spar_question(full, "", ""), action)).await;
+    assert!(body.contains("<svar:Kod>3</svar:Kod>"), "{body}");
+    // Wrong SOAPAction, broken XML, wrong namespace: SOAP client faults.
+    for (body, action) in [
+        (spar_question(full, "", ""), "urn:other"),
+        ("<soap:Envelope".to_string(), action),
+        (
+            spar_question(full, "", "")
+                .replace("2021.1/personsokningfraga", "2019.1/personsokningfraga"),
+            action,
+        ),
+    ] {
+        let (status, text) = send(app(), soap(body, action)).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(text.contains("soap:Client"), "{text}");
+    }
+    // Avisering files: the first names everyone, a missing one is 404.
+    let (status, text) = send(
+        app(),
+        Request::get("/filtransport/avisering/1")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(text.contains("NULAGESAVISERING"));
+    let (status, _) = send(
+        app(),
+        Request::get("/filtransport/avisering/99")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    sim.stop().await;
+}
