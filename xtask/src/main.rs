@@ -441,10 +441,11 @@ cache_dir = "{cache}"
         c
     };
     // Folkeregisteret first: its full sync finds the Norwegian population;
-    // KRR's then looks up everyone the store knows. SPAR's first avisering
-    // file names every Swede of the customer's selection. VTJ has no
-    // "everyone" feed: the operator adds the Finns to follow.
-    for connector in ["folkeregister", "krr", "spar", "dvv"] {
+    // KRR's then looks up everyone the store knows, and Kartverket enriches
+    // their addresses. SPAR's first avisering file names every Swede of the
+    // customer's selection. VTJ has no "everyone" feed: the operator adds
+    // the Finns to follow.
+    for connector in ["folkeregister", "krr", "kartverket", "spar", "dvv"] {
         run(
             folkhub(&["connectors", "install", connector]),
             &format!("folkhub connectors install {connector}"),
@@ -513,7 +514,7 @@ cache_dir = "{cache}"
     wait_for_port(port, Duration::from_secs(20))?;
     let first = ids.first().cloned().unwrap_or_default();
     println!(
-        "\nfolkhub demo is running: API on http://127.0.0.1:{port}, simulator on {sim_url} (one change every 5 s)\n"
+        "\nfolkhub demo is running: API on http://127.0.0.1:{port}, simulators on {sim_url} and {tls_url} (SPAR, mutual TLS); one change every 5 s\n"
     );
     println!("Try:");
     println!("  curl -s http://127.0.0.1:{port}/v1/health");
@@ -532,6 +533,14 @@ cache_dir = "{cache}"
     );
     println!(
         "  target/release/folkhub --config {} sync krr --changes",
+        config.display()
+    );
+    println!(
+        "  target/release/folkhub --config {} sync dvv --changes          # VTJ changes to the followed Finns",
+        config.display()
+    );
+    println!(
+        "  target/release/folkhub --config {} sync kartverket --changes   # districts of addresses that changed",
         config.display()
     );
     println!(
