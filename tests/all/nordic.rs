@@ -347,3 +347,97 @@ async fn spar_and_dvv_refusals_become_the_right_error_kinds() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_spar_and_vtj_answers_fail_the_run_and_change_nothing_stored() {
+    let env = TestEnv::start(Setup {
+        seed: 6,
+        count: 160,
+        ..Setup::default()
+    })
+    .await;
+    let fast = Options {
+        backoff: std::time::Duration::from_millis(5),
+        ..Options::default()
+    };
+    let truth = env.sim.truth_for(&["spar", "dvv"]).await;
+    for id in ["spar", "dvv"] {
+        env.host
+            .install(id, None, false, "test", "malformed")
+            .await
+            .expect("install");
+    }
+    let spar = env.host.load("spar").await.expect("spar");
+    let dvv = env.host.load("dvv").await.expect("dvv");
+    let summary = folkhub_sync::full(env.host.store(), &spar, &["se-pnr", "se-snr"], &fast)
+        .await
+        .expect("spar");
+    assert_eq!(summary.status, RunStatus::Succeeded, "{:?}", summary.errors);
+    let summary = folkhub_sync::lookup(env.host.store(), &dvv, &finnish_ids(&truth), &fast)
+        .await
+        .expect("dvv");
+    assert_eq!(summary.status, RunStatus::Succeeded, "{:?}", summary.errors);
+
+    let snapshot = |schemes: &'static [&'static str]| {
+        let store = env.host.store();
+        async move {
+            let mut out = Vec::new();
+            for id in store.active_ids(schemes).await.expect("ids") {
+                let p = store.person(&id).await.expect("read").expect("person");
+                out.push((p.key, p.version, p.record));
+            }
+            out
+        }
+    };
+    let before = (
+        snapshot(&["se-pnr", "se-snr"]).await,
+        snapshot(&["fi-hetu"]).await,
+    );
+    let cursors = (
+        env.host.store().cursor("spar").await.expect("cursor"),
+        env.host.store().cursor("dvv").await.expect("cursor"),
+    );
+    env.sim.advance(300).await;
+    for (connector, fault) in [
+        (&spar, Fault::Truncated),
+        (&dvv, Fault::Html),
+        (&dvv, Fault::Truncated),
+    ] {
+        // Every attempt meets the fault: the run fails, nothing is stored.
+        env.sim.shared.inject(std::iter::repeat_n(fault.clone(), 5));
+        let summary = folkhub_sync::changes(env.host.store(), connector, &fast)
+            .await
+            .expect("run");
+        assert_eq!(
+            summary.status,
+            RunStatus::Failed,
+            "{} {fault:?}",
+            connector.id
+        );
+        assert!(
+            summary.errors.iter().any(|e| e.contains(&connector.id)),
+            "{:?}",
+            summary.errors
+        );
+        // Whatever the fault queue still holds must not leak into the next case.
+        while folkhub_sim::next_fault(&env.sim.shared).is_some() {}
+    }
+    let after = (
+        snapshot(&["se-pnr", "se-snr"]).await,
+        snapshot(&["fi-hetu"]).await,
+    );
+    assert!(before == after, "stored records changed after failed runs");
+    assert_eq!(
+        cursors,
+        (
+            env.host.store().cursor("spar").await.expect("cursor"),
+            env.host.store().cursor("dvv").await.expect("cursor"),
+        )
+    );
+    // Once the register answers properly again, the feeds bring the changes in.
+    let summary = folkhub_sync::changes(env.host.store(), &spar, &fast)
+        .await
+        .expect("spar");
+    assert_eq!(summary.status, RunStatus::Succeeded, "{:?}", summary.errors);
+    assert!(summary.counts.feed_events > 0);
+}
