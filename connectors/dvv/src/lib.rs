@@ -21,7 +21,7 @@ pub mod mapping;
 mod component {
     use super::mapping::{self, Outcome};
     use folkhub_connector_sdk::{
-        ChangePage, ConnectorError, Description, LookupOutcome, LookupResult, bindings, http, soap,
+        ChangePage, ConnectorError, Description, LookupResult, bindings, http, soap,
     };
 
     struct Dvv;
@@ -41,38 +41,20 @@ mod component {
             let url = folkhub_connector_sdk::config("base-url")?;
             let product = folkhub_connector_sdk::config_or("product", "PERUSSANOMA 1");
             let end_user = folkhub_connector_sdk::config_or("end-user", "folkhub");
-            let mut results = Vec::with_capacity(ids.len());
-            for id in ids {
-                let outcome = match folkhub_connector_sdk::ids::parse_finnish(&id) {
-                    Err(e) => LookupOutcome::Failed(ConnectorError::BadInput(e.to_string())),
-                    Ok(hetu) => {
-                        let request = mapping::request(&product, &end_user, &hetu.value);
-                        let response = soap::post(&url, mapping::SOAP_ACTION, &request)?;
-                        let text = soap::text(&response, "VTJ answer")?;
-                        let mut warnings = vec![];
-                        let mapped = mapping::map_answer(text, &hetu.value, &mut warnings)
-                            .map_err(ConnectorError::MalformedResponse)?;
-                        for w in warnings {
-                            folkhub_connector_sdk::log::warn(&w, &[]);
-                        }
-                        match mapped {
-                            Outcome::Found(p) => {
-                                LookupOutcome::Found(p.into_record(mapping::UPSTREAM_VERSION))
-                            }
-                            Outcome::NotFound => LookupOutcome::NotFound,
-                            // The user, password or product was refused: every
-                            // other query would be refused the same way.
-                            Outcome::Failed(e @ ConnectorError::Unauthorized(_)) => return Err(e),
-                            Outcome::Failed(e) => LookupOutcome::Failed(e),
-                        }
-                    }
+            folkhub_connector_sdk::one_by_one(ids, mapping::UPSTREAM_VERSION, |id| {
+                let hetu = match folkhub_connector_sdk::ids::parse_finnish(id) {
+                    Ok(hetu) => hetu,
+                    Err(e) => return Ok(Outcome::Failed(ConnectorError::BadInput(e.to_string()))),
                 };
-                results.push(LookupResult {
-                    requested: id,
-                    outcome,
-                });
-            }
-            Ok(results)
+                let request = mapping::request(&product, &end_user, &hetu.value);
+                let response = soap::post(&url, mapping::SOAP_ACTION, &request)?;
+                let text = soap::text(&response, "VTJ answer")?;
+                let mut warnings = vec![];
+                let mapped = mapping::map_answer(text, &hetu.value, &mut warnings)
+                    .map_err(ConnectorError::MalformedResponse);
+                folkhub_connector_sdk::warn_all(warnings);
+                mapped
+            })
         }
 
         fn changes(_cursor: Option<String>) -> Result<ChangePage, ConnectorError> {

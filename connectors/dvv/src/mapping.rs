@@ -95,13 +95,8 @@ pub fn request(product: &str, end_user: &str, hetu: &str) -> String {
     ))
 }
 
-/// What one answer says about the requested HETU.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    Found(MappedPerson),
-    NotFound,
-    Failed(ConnectorError),
-}
+/// What one answer says about the requested ID.
+pub use folkhub_connector_sdk::MappedOutcome as Outcome;
 
 fn date(text: &str) -> Option<String> {
     // VTJ dates are YYYYMMDD; 00 for an unknown month or day is not a date.

@@ -194,3 +194,43 @@ impl MappedPerson {
         }
     }
 }
+
+/// What one answer of a one-question-per-call register says (SPAR, VTJ).
+#[derive(Debug, Clone)]
+pub enum MappedOutcome {
+    Found(MappedPerson),
+    NotFound,
+    Failed(ConnectorError),
+}
+
+/// Looks up IDs one call each, for registers that answer one question per
+/// call. `ask` maps one ID to its outcome (and logs its own warnings); a
+/// whole-call error from it ends the batch. An `unauthorized` outcome ends
+/// it too: every later call would be refused the same way.
+pub fn one_by_one(
+    ids: Vec<String>,
+    upstream_version: &str,
+    mut ask: impl FnMut(&str) -> Result<MappedOutcome, ConnectorError>,
+) -> Result<Vec<LookupResult>, ConnectorError> {
+    let mut results = Vec::with_capacity(ids.len());
+    for id in ids {
+        let outcome = match ask(&id)? {
+            MappedOutcome::Found(p) => LookupOutcome::Found(p.into_record(upstream_version)),
+            MappedOutcome::NotFound => LookupOutcome::NotFound,
+            MappedOutcome::Failed(e @ ConnectorError::Unauthorized(_)) => return Err(e),
+            MappedOutcome::Failed(e) => LookupOutcome::Failed(e),
+        };
+        results.push(LookupResult {
+            requested: id,
+            outcome,
+        });
+    }
+    Ok(results)
+}
+
+/// Logs a mapping's warnings at `warn`.
+pub fn warn_all(warnings: Vec<String>) {
+    for w in warnings {
+        log::warn(&w, &[]);
+    }
+}

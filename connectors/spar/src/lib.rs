@@ -17,7 +17,7 @@ pub mod mapping;
 mod component {
     use super::mapping::{self, Outcome};
     use folkhub_connector_sdk::{
-        ChangePage, ConnectorError, Description, LookupOutcome, LookupResult, bindings, http, soap,
+        ChangePage, ConnectorError, Description, LookupResult, bindings, http, soap,
     };
 
     const PRODUCTION: &str = "https://ext-ws.statenspersonadressregister.se";
@@ -48,37 +48,20 @@ mod component {
                 .map(str::trim)
                 .filter(|e| !e.is_empty())
                 .collect();
-            let mut results = Vec::with_capacity(ids.len());
-            for id in ids {
-                let outcome = match folkhub_connector_sdk::ids::parse_swedish(&id) {
-                    Err(e) => LookupOutcome::Failed(ConnectorError::BadInput(e.to_string())),
-                    Ok(parsed) => {
-                        let request = mapping::request(&parsed.value, &end_user, &extended);
-                        let response = soap::post(&url, mapping::SOAP_ACTION, &request)?;
-                        let text = soap::text(&response, "SPAR answer")?;
-                        let mut warnings = vec![];
-                        let mapped = mapping::map_answer(text, &parsed.value, &mut warnings)
-                            .map_err(ConnectorError::MalformedResponse)?;
-                        for w in warnings {
-                            folkhub_connector_sdk::log::warn(&w, &[]);
-                        }
-                        match mapped {
-                            Outcome::Found(p) => {
-                                LookupOutcome::Found(p.into_record(mapping::UPSTREAM_VERSION))
-                            }
-                            Outcome::NotFound => LookupOutcome::NotFound,
-                            // Identification refused: every other call would be too.
-                            Outcome::Failed(e @ ConnectorError::Unauthorized(_)) => return Err(e),
-                            Outcome::Failed(e) => LookupOutcome::Failed(e),
-                        }
-                    }
+            folkhub_connector_sdk::one_by_one(ids, mapping::UPSTREAM_VERSION, |id| {
+                let parsed = match folkhub_connector_sdk::ids::parse_swedish(id) {
+                    Ok(parsed) => parsed,
+                    Err(e) => return Ok(Outcome::Failed(ConnectorError::BadInput(e.to_string()))),
                 };
-                results.push(LookupResult {
-                    requested: id,
-                    outcome,
-                });
-            }
-            Ok(results)
+                let request = mapping::request(&parsed.value, &end_user, &extended);
+                let response = soap::post(&url, mapping::SOAP_ACTION, &request)?;
+                let text = soap::text(&response, "SPAR answer")?;
+                let mut warnings = vec![];
+                let mapped = mapping::map_answer(text, &parsed.value, &mut warnings)
+                    .map_err(ConnectorError::MalformedResponse);
+                folkhub_connector_sdk::warn_all(warnings);
+                mapped
+            })
         }
 
         fn changes(cursor: Option<String>) -> Result<ChangePage, ConnectorError> {

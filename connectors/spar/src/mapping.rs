@@ -79,12 +79,8 @@ pub fn request(id: &str, end_user: &str, extended: &[&str]) -> String {
     ))
 }
 
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    Found(MappedPerson),
-    NotFound,
-    Failed(ConnectorError),
-}
+/// What one answer says about the requested ID.
+pub use folkhub_connector_sdk::MappedOutcome as Outcome;
 
 /// `YYYY-MM-DD` or `YYYYMMDD` as an ISO date; `None` for partial dates.
 pub fn date(text: &str) -> Option<String> {
