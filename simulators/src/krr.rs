@@ -44,6 +44,12 @@ fn authorize(
             "no such API version",
         )));
     }
+    if let Some(date) = shared.retired(&format!("krr-{version}")) {
+        return Err(Box::new(error(
+            StatusCode::GONE,
+            &format!("/rest/{version} was retired on {date}; use a newer version of the API"),
+        )));
+    }
     let Some(token) = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())

@@ -81,7 +81,7 @@ pub fn host_config(at: &Endpoints, client_id: &str, key_file: &std::path::Path) 
         ),
         (
             "krr",
-            format!("{sim_url}/rest/v1"),
+            format!("{sim_url}/rest/v2"),
             format!("{} {}", krr::SCOPE_CONTACT, krr::SCOPE_MAILBOX),
         ),
     ];
@@ -188,6 +188,11 @@ pub struct Inner {
     pub population: RwLock<Population>,
     pub tokens: maskinporten::Tokens,
     faults: Mutex<VecDeque<Fault>>,
+    /// Retired upstream API versions and their sunset dates.
+    pub sunsets: Mutex<Vec<(String, chrono::NaiveDate)>>,
+    /// The simulator's today (sunsets are checked against it); the real
+    /// date unless a test or `POST /sim/clock?date=` moved it.
+    today: Mutex<Option<chrono::NaiveDate>>,
     /// Kartverket's address index, rebuilt when the population changed.
     pub kartverket: Mutex<Option<(u64, Arc<Vec<kartverket::Entry>>)>>,
     requests: AtomicU64,
@@ -218,6 +223,34 @@ impl Shared {
     /// The token endpoint's issuer, the `aud` a JWT grant must name.
     pub fn issuer(&self) -> String {
         self.issuer.get().cloned().unwrap_or_default()
+    }
+
+    /// The simulator's today.
+    pub fn today(&self) -> chrono::NaiveDate {
+        self.today
+            .lock()
+            .ok()
+            .and_then(|t| *t)
+            .unwrap_or_else(|| chrono::Utc::now().date_naive())
+    }
+
+    /// Moves the simulator's today (tests, `POST /sim/clock`).
+    pub fn set_today(&self, date: chrono::NaiveDate) {
+        if let Ok(mut t) = self.today.lock() {
+            *t = Some(date);
+        }
+    }
+
+    /// The sunset date of an upstream API version (`krr-v1`), if it has one
+    /// and it has passed.
+    pub fn retired(&self, api: &str) -> Option<chrono::NaiveDate> {
+        let today = self.today();
+        self.sunsets
+            .lock()
+            .ok()?
+            .iter()
+            .find(|(name, date)| name == api && *date <= today)
+            .map(|(_, date)| *date)
     }
 
     /// Queues faults for the next requests, in order.
@@ -331,6 +364,9 @@ pub struct Config {
     /// Where to write the throwaway CA and certificates; a temporary
     /// directory (removed on stop) when not set.
     pub pki_dir: Option<std::path::PathBuf>,
+    /// Upstream API versions retired from a date on (`krr-v1`), after which
+    /// they answer 410 Gone as the real services do.
+    pub sunsets: Vec<(String, chrono::NaiveDate)>,
 }
 
 impl Default for Config {
@@ -343,6 +379,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             listen_tls: SocketAddr::from(([127, 0, 0, 1], 0)),
             pki_dir: None,
+            sunsets: vec![],
         }
     }
 }
@@ -371,6 +408,8 @@ impl Simulator {
             tokens: maskinporten::Tokens::new(120),
             faults: Mutex::new(VecDeque::new()),
             kartverket: Mutex::new(None),
+            sunsets: Mutex::new(config.sunsets.clone()),
+            today: Mutex::new(None),
             requests: AtomicU64::new(0),
             issuer: OnceLock::new(),
         }));
@@ -525,6 +564,16 @@ async fn faults(State(shared): State<Shared>, Json(faults): Json<Vec<Fault>>) ->
     StatusCode::NO_CONTENT.into_response()
 }
 
+#[derive(Debug, Deserialize)]
+struct ClockQuery {
+    date: chrono::NaiveDate,
+}
+
+async fn clock(State(shared): State<Shared>, Query(q): Query<ClockQuery>) -> Response {
+    shared.set_today(q.date);
+    Json(json!({"today": q.date.to_string()})).into_response()
+}
+
 async fn stats(State(shared): State<Shared>) -> Response {
     let population = shared.population.read().await;
     Json(json!({
@@ -546,5 +595,6 @@ pub fn router(shared: Shared) -> axum::Router {
         .route("/sim/advance", post(advance))
         .route("/sim/faults", post(faults))
         .route("/sim/stats", get(stats))
+        .route("/sim/clock", post(clock))
         .with_state(shared)
 }

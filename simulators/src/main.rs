@@ -43,6 +43,10 @@ enum Command {
         /// Apply one change every this many seconds (0: never).
         #[arg(long, default_value_t = 0)]
         change_every: u64,
+        /// Retire an upstream API version on a date: `krr-v1=2027-03-01`.
+        /// After it, its endpoints answer 410 Gone.
+        #[arg(long = "sunset")]
+        sunset: Vec<String>,
     },
     /// Print the `[connectors.*]` sections of a folkhub.toml that use this simulator.
     HostConfig {
@@ -162,7 +166,17 @@ async fn main() -> anyhow::Result<()> {
             changes,
             trust_client,
             change_every,
+            sunset,
         } => {
+            let mut sunsets = Vec::new();
+            for spec in sunset {
+                let (api, date) = spec
+                    .split_once('=')
+                    .context("--sunset takes API=YYYY-MM-DD, e.g. krr-v1=2027-03-01")?;
+                let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+                    .with_context(|| format!("--sunset {spec}: the date must be YYYY-MM-DD"))?;
+                sunsets.push((api.to_string(), date));
+            }
             let mut clients = Vec::new();
             for spec in trust_client {
                 let (id, path) = spec
@@ -186,6 +200,7 @@ async fn main() -> anyhow::Result<()> {
                 listen,
                 listen_tls,
                 pki_dir,
+                sunsets,
             })
             .await?;
             println!(

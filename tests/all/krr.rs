@@ -108,3 +108,117 @@ async fn krr_checks_auth_scopes_and_batch_size() {
         folkhub_core::contract::LookupOutcome::Found(_)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sunset_upstream_version_answers_gone_and_the_next_release_continues_the_feed() {
+    let env = TestEnv::start(Setup {
+        seed: 12,
+        count: 150,
+        ..Setup::default()
+    })
+    .await;
+    let sunset = chrono::NaiveDate::from_ymd_opt(2027, 6, 30).expect("date");
+    env.sim
+        .shared
+        .sunsets
+        .lock()
+        .expect("sunsets")
+        .push(("krr-v1".into(), sunset));
+    env.sim.shared.set_today(sunset.pred_opt().expect("date"));
+    let fast = folkhub_sync::Options {
+        backoff: std::time::Duration::from_millis(5),
+        ..folkhub_sync::Options::default()
+    };
+
+    // The 1.x release speaks /rest/v1 (its base-url before the migration).
+    let mut v1 = env.host.config.clone();
+    v1.connectors
+        .get_mut("krr")
+        .expect("krr")
+        .config
+        .insert("base-url".into(), format!("{}/rest/v1", env.sim.base_url()));
+    let old_host = folkhub_cli::host::Host::open(v1).await.expect("host");
+    for id in ["folkeregister"] {
+        env.host
+            .install(id, None, false, "test", "sunset")
+            .await
+            .expect("install");
+        let c = env.host.load(id).await.expect("load");
+        folkhub_sync::full(env.host.store(), &c, &["no-fnr", "no-dnr"], &fast)
+            .await
+            .expect("freg");
+    }
+    let installed = old_host
+        .install("krr", Some("1.0.1"), false, "test", "before the sunset")
+        .await
+        .expect("install 1.0.1");
+    assert_eq!(installed.version, "1.0.1");
+    let old = old_host.load("krr").await.expect("load");
+    let summary = folkhub_sync::full(old_host.store(), &old, &["no-fnr", "no-dnr"], &fast)
+        .await
+        .expect("sync");
+    assert_eq!(
+        summary.status,
+        folkhub_store::RunStatus::Succeeded,
+        "{:?}",
+        summary.errors
+    );
+    let cursor = old_host.store().cursor("krr").await.expect("cursor");
+    assert!(cursor.is_some());
+    let seen = env.sim.shared.population.read().await.krr_changes.len() as u64;
+
+    // The sunset passes: v1 answers 410 and the old release fails clearly,
+    // without retries and without touching stored data.
+    env.sim.shared.set_today(sunset);
+    env.sim.advance(100).await;
+    let summary = folkhub_sync::changes(old_host.store(), &old, &fast)
+        .await
+        .expect("run");
+    assert_eq!(summary.status, folkhub_store::RunStatus::Failed);
+    assert!(
+        summary
+            .errors
+            .iter()
+            .any(|e| e.contains("retired") && e.contains("upstream API version")),
+        "{:?}",
+        summary.errors
+    );
+    assert_eq!(
+        old_host.store().cursor("krr").await.expect("cursor"),
+        cursor
+    );
+
+    // The admin migrates base-url to /rest/v2 and installs 2.0.0: the feed
+    // continues from the stored cursor, with no gap and no re-read.
+    let installed = env
+        .host
+        .install("krr", Some("2.0.0"), false, "test", "upstream v1 retired")
+        .await
+        .expect("install 2.0.0");
+    assert_eq!(installed.version, "2.0.0");
+    let new = env.host.load("krr").await.expect("load");
+    let summary = folkhub_sync::changes(env.host.store(), &new, &fast)
+        .await
+        .expect("run");
+    assert_eq!(
+        summary.status,
+        folkhub_store::RunStatus::Succeeded,
+        "{:?}",
+        summary.errors
+    );
+    let log_length = env.sim.shared.population.read().await.krr_changes.len() as u64;
+    assert!(log_length > seen, "the changes touched KRR");
+    assert_eq!(
+        summary.counts.feed_events,
+        log_length - seen,
+        "exactly the entries after the stored cursor: none lost, none read again"
+    );
+    let freg = env.host.load("folkeregister").await.expect("load");
+    folkhub_sync::changes(env.host.store(), &freg, &fast)
+        .await
+        .expect("freg changes");
+    let truth = env.sim.truth_for(&["folkeregister", "krr"]).await;
+    let wrong =
+        crate::end_to_end::mismatches(env.host.store(), &truth, &["folkeregister", "krr"]).await;
+    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(10)]);
+}

@@ -1,7 +1,10 @@
 //! KRR connector: the WIT glue. The wire format and its mapping live in
 //! [`mapping`], pure and unit-tested natively.
 //!
-//! Operator config: `base-url` (default: production `https://kontaktregisteret.no/rest/v1`).
+//! Operator config: `base-url` (default: production `https://kontaktregisteret.no/rest/v2`).
+//! 2.0.0 moved from `/rest/v1` to `/rest/v2`, which leaves out persons who are
+//! not registered unless asked (`inkluderIkkeRegistrerte`): the connector
+//! asks, so a person who leaves KRR still has their contact fields withdrawn.
 //! Credentials: a Maskinporten token with `krr:global/kontaktinformasjon.read`
 //! and, for digital mailboxes, `krr:global/digitalpost.read`, added by the host.
 
@@ -16,7 +19,7 @@ mod component {
         ChangePage, ConnectorError, Description, LookupOutcome, LookupResult, bindings, http,
     };
 
-    const PRODUCTION: &str = "https://kontaktregisteret.no/rest/v1";
+    const PRODUCTION: &str = "https://kontaktregisteret.no/rest/v2";
 
     struct Krr;
 
@@ -39,7 +42,10 @@ mod component {
             let mut results = Vec::with_capacity(ids.len());
             for chunk in ids.chunks(mapping::MAX_BATCH) {
                 let url = format!("{}/personer", base_url());
-                let body = serde_json::json!({ "personidentifikatorer": chunk });
+                let body = serde_json::json!({
+                    "personidentifikatorer": chunk,
+                    "inkluderIkkeRegistrerte": true,
+                });
                 let response = http::post_json(&url, &[("accept", "application/json")], &body)?;
                 let json = http::json_answer(&response, &url, "personer")?;
                 let mapped =

@@ -8,7 +8,8 @@
 use folkhub_connector_sdk::{Change, ChangePage, Field, PersonId, PersonRecord};
 use serde_json::{Value, json};
 
-pub const UPSTREAM_VERSION: &str = "v1";
+/// Since 2.0.0 the connector speaks `/rest/v2`.
+pub const UPSTREAM_VERSION: &str = "v2";
 /// KRR takes 1 to 1,000 identifiers per request.
 pub const MAX_BATCH: usize = 1000;
 

@@ -16,7 +16,9 @@ pub enum ConnectorError {
     RateLimited(u32),
     #[error("the register is unavailable: {0}")]
     UpstreamUnavailable(String),
-    #[error("the register retired the API version this release speaks: {0}")]
+    #[error(
+        "the register retired the upstream API version this release speaks; install a release that speaks a newer one: {0}"
+    )]
     UpstreamVersionGone(String),
     #[error("bad input: {0}")]
     BadInput(String),
