@@ -39,6 +39,8 @@ use crate::population::{Gender, Population};
 use crate::xml::{el, envelope, esc, soap_fault};
 use crate::{Shared, soap_fault_response};
 
+/// The 2021.1 SOAPAction, question and answer namespaces and path (see
+/// [`soap_action`], [`ns_question`], [`ns_answer`] for any version).
 pub const SOAP_ACTION: &str =
     "http://skatteverket.se/spar/personsok/2021.1/PersonsokService/Personsok";
 pub const NS_QUESTION: &str =
@@ -53,6 +55,26 @@ pub const NS_PERSON: &str =
 pub const NS_NOTIFICATION: &str =
     "http://statenspersonadressregister.se/schema/avisering/2021.1/aviseringsposter";
 pub const PATH: &str = "/2021.1/personsok";
+/// The PersonSök versions served side by side (each retired by a sunset
+/// `spar-<version>`). 2023.1 is served with 2021.1's content under its own
+/// path, SOAPAction and namespaces: the content changes of 2023.1 are known
+/// only from SPAR's change notes.
+pub const VERSIONS: &[&str] = &["2021.1", "2023.1"];
+
+/// The SOAPAction of a PersonSök version.
+pub fn soap_action(version: &str) -> String {
+    format!("http://skatteverket.se/spar/personsok/{version}/PersonsokService/Personsok")
+}
+
+/// The namespace of the question of a PersonSök version.
+pub fn ns_question(version: &str) -> String {
+    format!("http://statenspersonadressregister.se/schema/personsok/{version}/personsokningfraga")
+}
+
+/// The namespace of the answer of a PersonSök version.
+pub fn ns_answer(version: &str) -> String {
+    format!("http://statenspersonadressregister.se/schema/personsok/{version}/personsokningsvar")
+}
 /// Most hits a criteria search returns.
 pub const MAX_HITS: usize = 100;
 
@@ -84,7 +106,7 @@ pub const CUSTOMERS: &[Customer] = &[
 pub fn router() -> axum::Router<Shared> {
     use axum::routing::{get, post};
     axum::Router::new()
-        .route(PATH, post(personsok))
+        .route("/{version}/personsok", post(personsok))
         .route("/filtransport/avisering/{number}", get(avisering))
 }
 
@@ -228,15 +250,21 @@ fn prefix(shared: &Shared) -> String {
     format!("ns{}", 2 + shared.requests() % 13)
 }
 
-fn answer(shared: &Shared, p: &str, content: &str) -> String {
-    answer_xml(p, content, shared.requests())
+fn answer(shared: &Shared, version: &str, p: &str, content: &str) -> String {
+    answer_for(version, p, content, shared.requests())
 }
 
-/// A whole `SPARPersonsokningSvar` envelope around `content`, with the
-/// person namespace bound to prefix `p`.
+/// A whole 2021.1 `SPARPersonsokningSvar` envelope around `content`, with
+/// the person namespace bound to prefix `p`.
 pub fn answer_xml(p: &str, content: &str, n: u64) -> String {
+    answer_for("2021.1", p, content, n)
+}
+
+/// The same for any served version.
+pub fn answer_for(version: &str, p: &str, content: &str, n: u64) -> String {
     envelope(&format!(
-        "<svar:SPARPersonsokningSvar xmlns:svar=\"{NS_ANSWER}\" xmlns:{p}=\"{NS_PERSON}\">{content}<svar:UUID>{}</svar:UUID></svar:SPARPersonsokningSvar>",
+        "<svar:SPARPersonsokningSvar xmlns:svar=\"{}\" xmlns:{p}=\"{NS_PERSON}\">{content}<svar:UUID>{}</svar:UUID></svar:SPARPersonsokningSvar>",
+        ns_answer(version),
         uuid_like(n)
     ))
 }
@@ -245,11 +273,12 @@ fn uuid_like(n: u64) -> String {
     format!("00000000-0000-4000-8000-{n:012x}")
 }
 
-fn undantag(shared: &Shared, code: &str, text: &str) -> Response {
+fn undantag(shared: &Shared, version: &str, code: &str, text: &str) -> Response {
     xml(
         StatusCode::OK,
         answer(
             shared,
+            version,
             "p",
             &format!(
                 "<svar:Undantag>{}{}</svar:Undantag>",
@@ -260,19 +289,41 @@ fn undantag(shared: &Shared, code: &str, text: &str) -> Response {
     )
 }
 
-async fn personsok(State(shared): State<Shared>, headers: HeaderMap, body: String) -> Response {
+async fn personsok(
+    State(shared): State<Shared>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     shared.count_request();
+    if !VERSIONS.contains(&version.as_str()) {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("PersonSök {version} does not exist"),
+        )
+            .into_response();
+    }
+    if let Some(date) = shared.retired(&format!("spar-{version}")) {
+        return (
+            StatusCode::GONE,
+            [("content-type", "text/plain")],
+            format!("PersonSök {version} was retired on {date}; use a newer version"),
+        )
+            .into_response();
+    }
     if let Some(r) = soap_fault_response(&shared) {
         return r;
     }
+    let expected_action = soap_action(&version);
+    let question_ns = ns_question(&version);
     let action = headers
         .get("soapaction")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .trim_matches('"');
-    if action != SOAP_ACTION {
+    if action != expected_action {
         return client_fault(&format!(
-            "Unknown SOAPAction {action:?}; this endpoint serves {SOAP_ACTION}"
+            "Unknown SOAPAction {action:?}; this endpoint serves {expected_action}"
         ));
     }
     let Ok(doc) = roxmltree::Document::parse(&body) else {
@@ -280,10 +331,10 @@ async fn personsok(State(shared): State<Shared>, headers: HeaderMap, body: Strin
     };
     let Some(question) = crate::xml::soap_body(&doc).filter(|n| {
         n.tag_name().name() == "SPARPersonsokningFraga"
-            && n.tag_name().namespace() == Some(NS_QUESTION)
+            && n.tag_name().namespace() == Some(question_ns.as_str())
     }) else {
         return client_fault(&format!(
-            "Expected SPARPersonsokningFraga in {NS_QUESTION} inside a SOAP 1.1 envelope"
+            "Expected SPARPersonsokningFraga in {question_ns} inside a SOAP 1.1 envelope"
         ));
     };
     let id_text =
@@ -295,12 +346,13 @@ async fn personsok(State(shared): State<Shared>, headers: HeaderMap, body: Strin
     }) else {
         return undantag(
             &shared,
+            &version,
             "1",
             "Felaktig identifieringsinformation: kundnummer eller uppdrag saknas eller är okända",
         );
     };
     if id_text("SlutAnvandarId").is_empty() {
-        return undantag(&shared, "1", "SlutAnvandarId saknas");
+        return undantag(&shared, &version, "1", "SlutAnvandarId saknas");
     }
     let asked: Vec<&str> = question
         .descendants()
@@ -314,6 +366,7 @@ async fn personsok(State(shared): State<Shared>, headers: HeaderMap, body: Strin
     if let Some(refused) = asked.iter().find(|a| !customer.extended.contains(a)) {
         return undantag(
             &shared,
+            &version,
             "2",
             &format!("Kunden saknar utökad behörighet {refused}"),
         );
@@ -325,6 +378,7 @@ async fn personsok(State(shared): State<Shared>, headers: HeaderMap, body: Strin
         if id.len() != 12 || folkhub_core::ids::parse_swedish(id).is_err() {
             return undantag(
                 &shared,
+                &version,
                 "3",
                 &format!("Felaktigt IdNummer {id:?}: tolv siffror med giltig kontrollsiffra"),
             );
@@ -336,13 +390,18 @@ async fn personsok(State(shared): State<Shared>, headers: HeaderMap, body: Strin
             ),
             None => String::new(),
         };
-        return xml(StatusCode::OK, answer(&shared, &p, &content));
+        return xml(StatusCode::OK, answer(&shared, &version, &p, &content));
     }
     // Criteria: family name and optionally birth date.
     let family = crate::xml::child_text(question, NS_SEARCH, "NamnSokArgument");
     let birth = crate::xml::child_text(question, NS_SEARCH, "Fodelsedatum");
     if family.is_none() && birth.is_none() {
-        return undantag(&shared, "3", "Sökningen saknar IdNummer och sökbegrepp");
+        return undantag(
+            &shared,
+            &version,
+            "3",
+            "Sökningen saknar IdNummer och sökbegrepp",
+        );
     }
     let hits: Vec<&SePerson> = population
         .swedes
@@ -356,6 +415,7 @@ async fn personsok(State(shared): State<Shared>, headers: HeaderMap, body: Strin
             StatusCode::OK,
             answer(
                 &shared,
+                &version,
                 &p,
                 &format!(
                     "<svar:OverstigerMaxAntalSvarsposter>{}{}</svar:OverstigerMaxAntalSvarsposter>",
@@ -374,7 +434,7 @@ async fn personsok(State(shared): State<Shared>, headers: HeaderMap, body: Strin
             )
         })
         .collect();
-    xml(StatusCode::OK, answer(&shared, &p, &content))
+    xml(StatusCode::OK, answer(&shared, &version, &p, &content))
 }
 
 async fn avisering(State(shared): State<Shared>, Path(number): Path<u64>) -> Response {

@@ -382,3 +382,84 @@ async fn spar_answers_searches_exceptions_and_faults_as_the_service_does() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     sim.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spar_serves_two_personsok_versions_until_the_old_one_is_retired() {
+    let env = TestEnv::start(Setup {
+        seed: 13,
+        count: 80,
+        ..Setup::default()
+    })
+    .await;
+    let swede = env.sim.shared.population.read().await.swedes[0]
+        .id()
+        .to_string();
+    let old_host = env.host.config.clone();
+    let old_host = folkhub_cli::host::Host::open(old_host).await.expect("host");
+    old_host
+        .install("spar", Some("1.0.1"), false, "test", "2021.1")
+        .await
+        .expect("install 1.0.1");
+    let old = old_host.load("spar").await.expect("load");
+    let found = old
+        .lookup(std::slice::from_ref(&swede))
+        .await
+        .expect("2021.1");
+    assert!(matches!(
+        found[0].outcome,
+        folkhub_core::contract::LookupOutcome::Found(_)
+    ));
+    // Both versions answer at once; the 2023.1 release gives the same record.
+    let new_host = folkhub_cli::host::Host::open(env.host.config.clone())
+        .await
+        .expect("host");
+    new_host
+        .install("spar", Some("2.0.0"), false, "test", "2023.1")
+        .await
+        .expect("install 2.0.0");
+    let new = new_host.load("spar").await.expect("load");
+    let again = new
+        .lookup(std::slice::from_ref(&swede))
+        .await
+        .expect("2023.1");
+    let fields = |r: &folkhub_core::contract::LookupResult| match &r.outcome {
+        folkhub_core::contract::LookupOutcome::Found(p) => {
+            (p.fields.clone(), p.upstream_version.clone())
+        }
+        other => panic!("{other:?}"),
+    };
+    let (old_fields, old_version) = fields(&found[0]);
+    let (new_fields, new_version) = fields(&again[0]);
+    assert_eq!(old_fields, new_fields);
+    assert_eq!(
+        (old_version.as_str(), new_version.as_str()),
+        ("2021.1", "2023.1")
+    );
+
+    // The sunset passes: 2021.1 answers 410 and the old release says so.
+    let sunset = chrono::NaiveDate::from_ymd_opt(2027, 9, 30).expect("date");
+    env.sim
+        .shared
+        .sunsets
+        .lock()
+        .expect("sunsets")
+        .push(("spar-2021.1".into(), sunset));
+    env.sim.shared.set_today(sunset);
+    let error = old
+        .lookup(std::slice::from_ref(&swede))
+        .await
+        .expect_err("retired");
+    assert!(
+        matches!(
+            error.connector_error(),
+            Some(ConnectorError::UpstreamVersionGone(_))
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("retired"), "{error}");
+    let still = new
+        .lookup(std::slice::from_ref(&swede))
+        .await
+        .expect("2023.1");
+    assert_eq!(fields(&still[0]).0, new_fields);
+}

@@ -42,7 +42,8 @@ fn bodies() -> Vec<(&'static str, String)> {
         .enumerate()
         .map(|(i, p)| {
             let post = spar::person_post(&population, p, "ns4", true);
-            spar::answer_xml(
+            spar::answer_for(
+                connector_spar::mapping::UPSTREAM_VERSION,
                 "ns4",
                 &format!("<svar:PersonsokningSvarspost>{post}</svar:PersonsokningSvarspost>"),
                 i as u64,

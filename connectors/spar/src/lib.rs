@@ -1,4 +1,5 @@
-//! SPAR connector (Sweden): PersonSök program-program 2021.1 over SOAP and
+//! SPAR connector (Sweden): PersonSök program-program 2023.1 (2.x; 1.x spoke
+//! 2021.1) over SOAP and
 //! mutual TLS, and the avisering files as the change feed. The wire format
 //! and its mapping live in [`mapping`], pure and unit-tested natively.
 //!

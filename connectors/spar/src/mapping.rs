@@ -1,4 +1,4 @@
-//! SPAR PersonSök 2021.1 → catalogue fields, and avisering files → changes.
+//! SPAR PersonSök 2023.1 → catalogue fields, and avisering files → changes.
 //!
 //! Elements are read by namespace URI, never by prefix: SPAR's answers bind
 //! the same namespaces to `ns2`…`ns15` or redeclare default namespaces.
@@ -13,14 +13,15 @@ use folkhub_connector_sdk::{Change, ChangePage, ConnectorError, MappedPerson};
 use roxmltree::Node;
 use serde_json::{Value, json};
 
-pub const UPSTREAM_VERSION: &str = "2021.1";
+/// 2.0.0 speaks PersonSök 2023.1 (1.x spoke 2021.1).
+pub const UPSTREAM_VERSION: &str = "2023.1";
 pub const SOAP_ACTION: &str =
-    "http://skatteverket.se/spar/personsok/2021.1/PersonsokService/Personsok";
-pub const PATH: &str = "/2021.1/personsok";
+    "http://skatteverket.se/spar/personsok/2023.1/PersonsokService/Personsok";
+pub const PATH: &str = "/2023.1/personsok";
 pub const NS_QUESTION: &str =
-    "http://statenspersonadressregister.se/schema/personsok/2021.1/personsokningfraga";
+    "http://statenspersonadressregister.se/schema/personsok/2023.1/personsokningfraga";
 pub const NS_ANSWER: &str =
-    "http://statenspersonadressregister.se/schema/personsok/2021.1/personsokningsvar";
+    "http://statenspersonadressregister.se/schema/personsok/2023.1/personsokningsvar";
 pub const NS_IDENTIFICATION: &str = "http://statenspersonadressregister.se/schema/komponent/metadata/identifieringsinformationWs-1.0";
 pub const NS_SEARCH: &str =
     "http://statenspersonadressregister.se/schema/komponent/sok/personsokningsokparametrar-1.1";
