@@ -159,6 +159,18 @@ impl Host {
     }
 
     /// The ID schemes a connector's installed release looks up.
+    /// Today for deadlines and support states: `FOLKHUB_TODAY`
+    /// (`YYYY-MM-DD`) when set, so an admin can rehearse a deadline and
+    /// tests can move the clock; otherwise the real date.
+    pub fn today(&self) -> anyhow::Result<chrono::NaiveDate> {
+        match std::env::var("FOLKHUB_TODAY") {
+            Ok(text) => chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").map_err(|e| {
+                anyhow::anyhow!("FOLKHUB_TODAY={text:?} is not a date YYYY-MM-DD: {e}")
+            }),
+            Err(_) => Ok(chrono::Utc::now().date_naive()),
+        }
+    }
+
     pub fn schemes(&self, connector: &Connector) -> Vec<String> {
         self.manifest
             .find(&connector.id, Some(&connector.version))

@@ -75,8 +75,10 @@ enum PersonCommand {
 
 #[derive(Subcommand)]
 enum ConnectorsCommand {
-    /// Connectors in the registry and what is installed.
+    /// Connectors in the registry and what is installed, with support state.
     List,
+    /// Installed connectors with a newer release, deadline or sunset ahead.
+    Outdated,
     /// Verify, compile and activate a release.
     Install {
         connector: String,
@@ -150,6 +152,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Connectors {
                     command: ConnectorsCommand::List,
                 } => commands::connectors::list(&host).await,
+                Command::Connectors {
+                    command: ConnectorsCommand::Outdated,
+                } => commands::connectors::outdated(&host).await,
                 Command::Connectors {
                     command:
                         ConnectorsCommand::Install {

@@ -61,3 +61,87 @@ fn version_lists_the_contract_versions() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("folkhub:connector 1.x up to 1.1.0"));
 }
+
+#[test]
+fn outdated_warns_before_the_deadline_and_says_unsupported_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::write(
+        dir.path().join("folkhub.toml"),
+        format!(
+            "[store]\nurl = \"sqlite://{}\"\n[registry]\nmanifest = \"{}\"\n[runtime]\ncache_dir = \"{}\"\n",
+            dir.path().join("f.db").display(),
+            root.join("registry-manifest.toml").display(),
+            root.join("target/test-cache").display(),
+        ),
+    )
+    .unwrap();
+    let install = folkhub(dir.path())
+        .args([
+            "connectors",
+            "install",
+            "krr",
+            "--version",
+            "1.0.1",
+            "--pin",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        install.status.success(),
+        "{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let at = |today: &str| {
+        let out = folkhub(dir.path())
+            .env("FOLKHUB_TODAY", today)
+            .args(["connectors", "outdated"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let early = at("2027-01-10");
+    assert!(
+        early.contains("krr 1.0.1 (pinned) → newest 2.0.0"),
+        "{early}"
+    );
+    assert!(
+        early.contains("upgrade to 2.0.0 by 2027-05-31: 141 days left"),
+        "{early}"
+    );
+    assert!(!early.contains("WARNING"), "{early}");
+    assert!(
+        early.contains("migration: Set [connectors.krr.config] base-url"),
+        "{early}"
+    );
+    assert!(at("2027-03-15").contains("WARNING (90-day notice)"));
+    assert!(at("2027-05-10").contains("WARNING (30-day notice)"));
+    assert!(at("2027-05-28").contains("WARNING (7-day notice)"));
+    let late = at("2027-07-01");
+    assert!(
+        late.contains("UNSUPPORTED: the upgrade deadline 2027-05-31 set by release 2.0.0 passed; KRR retired v1 on 2027-06-30; action: warn"),
+        "{late}"
+    );
+    let list = folkhub(dir.path())
+        .env("FOLKHUB_TODAY", "2027-05-01")
+        .args(["connectors", "list"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(
+        list.contains("deprecated: upgrade to 2.0.0 by 2027-05-31 (30 days left)"),
+        "{list}"
+    );
+    let bad = folkhub(dir.path())
+        .env("FOLKHUB_TODAY", "soon")
+        .args(["connectors", "outdated"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("FOLKHUB_TODAY"));
+}

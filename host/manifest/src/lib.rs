@@ -7,9 +7,11 @@
 
 pub mod config;
 pub mod registry;
+pub mod support;
 
 pub use config::{Config, ConnectorConfig, Credentials};
 pub use registry::{Manifest, Release};
+pub use support::{SupportState, support_state};
 
 /// One problem in a TOML file: where and what.
 #[derive(Debug, Clone, PartialEq, Eq)]

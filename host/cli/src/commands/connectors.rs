@@ -1,23 +1,28 @@
-//! `folkhub connectors list | install`.
+//! `folkhub connectors list | outdated | install`.
 
 use crate::host::Host;
 
 pub async fn list(host: &Host) -> anyhow::Result<()> {
     let installed = folkhub_store::PersonStore::installations(host.store.as_ref()).await?;
+    let today = host.today()?;
     println!(
-        "{:<16} {:<10} {:<10} {:<8} {:<20} CONTRACT",
-        "CONNECTOR", "INSTALLED", "NEWEST", "PINNED", "UPSTREAM"
+        "{:<14} {:<10} {:<8} {:<7} {:<9} {:<28} SUPPORT",
+        "CONNECTOR", "INSTALLED", "NEWEST", "PINNED", "CONTRACT", "UPSTREAM"
     );
     for id in host.manifest.connectors() {
         let newest = host.manifest.find(&id, None);
         let current = installed.iter().find(|i| i.connector == id);
-        let upstream = current
-            .and_then(|i| host.manifest.find(&id, Some(&i.version)))
+        let release = current.and_then(|i| host.manifest.find(&id, Some(&i.version)));
+        let upstream = release
             .or(newest)
             .map(|r| format!("{} {}", r.upstream.system, r.upstream.version))
             .unwrap_or_default();
+        let support = release.map_or_else(
+            || "-".to_string(),
+            |r| folkhub_manifest::support_state(&host.manifest, r, today).summary(),
+        );
         println!(
-            "{:<16} {:<10} {:<10} {:<8} {:<20} {}",
+            "{:<14} {:<10} {:<8} {:<7} {:<9} {:<28} {}",
             id,
             current.map_or("-", |i| i.version.as_str()),
             newest.map_or("-", |r| r.version.as_str()),
@@ -26,12 +31,79 @@ pub async fn list(host: &Host) -> anyhow::Result<()> {
             } else {
                 "no"
             },
-            upstream,
             current.map_or_else(
                 || newest.map(|r| r.contract.clone()).unwrap_or_default(),
                 |i| i.contract.clone()
             ),
+            upstream,
+            support,
         );
+    }
+    Ok(())
+}
+
+/// Installed connectors that are behind: a newer release, a deadline, a sunset.
+pub async fn outdated(host: &Host) -> anyhow::Result<()> {
+    use folkhub_manifest::SupportState;
+    let installed = folkhub_store::PersonStore::installations(host.store.as_ref()).await?;
+    let today = host.today()?;
+    let mut any = false;
+    for i in &installed {
+        let Some(release) = host.manifest.find(&i.connector, Some(&i.version)) else {
+            println!(
+                "{} {}: installed, but registry-manifest.toml no longer lists this release",
+                i.connector, i.version
+            );
+            any = true;
+            continue;
+        };
+        let newest = host.manifest.find(&i.connector, None);
+        let behind = newest.is_some_and(|n| n.version != i.version);
+        let state = folkhub_manifest::support_state(&host.manifest, release, today);
+        if !behind && state == SupportState::Supported {
+            continue;
+        }
+        any = true;
+        let pinned = if i.pinned { " (pinned)" } else { "" };
+        println!(
+            "{} {}{pinned} → newest {}",
+            i.connector,
+            i.version,
+            newest.map_or("-", |n| n.version.as_str())
+        );
+        match &state {
+            SupportState::Supported => println!("  supported"),
+            SupportState::Deprecated {
+                by,
+                deadline,
+                sunset,
+                days_left,
+                warning,
+                action,
+            } => {
+                let level =
+                    warning.map_or(String::new(), |w| format!("WARNING ({w}-day notice): "));
+                println!(
+                    "  {level}upgrade to {by} by {deadline}: {days_left} days left; {} {} is retired on {sunset}; at the deadline: {action}",
+                    release.upstream.system, release.upstream.version
+                );
+            }
+            SupportState::Unsupported { action, reason, .. } => {
+                println!("  UNSUPPORTED: {reason}; action: {action}");
+            }
+        }
+        if let Some(by) = match &state {
+            SupportState::Deprecated { by, .. } | SupportState::Unsupported { by, .. } => {
+                host.manifest.find(&i.connector, Some(by))
+            }
+            SupportState::Supported => None,
+        } && let Some(note) = &by.breaking
+        {
+            println!("  migration: {}", note.migration);
+        }
+    }
+    if !any {
+        println!("every installed connector is on its newest release and supported");
     }
     Ok(())
 }
