@@ -463,3 +463,58 @@ async fn spar_serves_two_personsok_versions_until_the_old_one_is_retired() {
         .expect("2023.1");
     assert_eq!(fields(&still[0]).0, new_fields);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_actions_run_when_a_release_is_loaded_after_its_deadline() {
+    let env = TestEnv::start(Setup {
+        seed: 14,
+        count: 40,
+        ..Setup::default()
+    })
+    .await;
+    let mut host = folkhub_cli::host::Host::open(env.host.config.clone())
+        .await
+        .expect("host");
+    host.install("spar", Some("1.0.1"), false, "test", "before the deadline")
+        .await
+        .expect("install");
+    host.install("krr", Some("1.0.1"), false, "test", "before the deadline")
+        .await
+        .expect("install");
+    // Before the deadline nothing moves.
+    host.today = chrono::NaiveDate::from_ymd_opt(2027, 8, 30);
+    assert_eq!(host.load("spar").await.expect("load").version, "1.0.1");
+    // SPAR 2.0.0 declares auto-upgrade (nothing to migrate): past the
+    // deadline, loading the old release upgrades it and says why.
+    host.today = chrono::NaiveDate::from_ymd_opt(2027, 9, 1);
+    let spar = host.load("spar").await.expect("load");
+    assert_eq!(spar.version, "2.0.0");
+    let audit = folkhub_store::PersonStore::audit(host.store.as_ref(), "spar")
+        .await
+        .expect("audit");
+    let last = audit.last().expect("audit entry");
+    assert_eq!(last.actor, "folkhub (deadline action)");
+    assert!(
+        last.reason.contains("auto-upgrade at the deadline") && last.reason.contains("2027-08-31"),
+        "{last:?}"
+    );
+    // KRR 2.0.0 needs a config change, so its action is warn: the old
+    // release still loads (and its calls fail as 'retired' after the sunset).
+    host.today = chrono::NaiveDate::from_ymd_opt(2027, 7, 1);
+    assert_eq!(host.load("krr").await.expect("load").version, "1.0.1");
+    // A pinned install is not upgraded automatically.
+    host.install("spar", Some("1.0.1"), true, "test", "pinned by the admin")
+        .await
+        .expect("install");
+    host.today = chrono::NaiveDate::from_ymd_opt(2027, 9, 1);
+    assert_eq!(host.load("spar").await.expect("load").version, "1.0.1");
+    // The pin survives a restart.
+    let reopened = folkhub_cli::host::Host::open(env.host.config.clone())
+        .await
+        .expect("host");
+    let installation = folkhub_store::PersonStore::installation(reopened.store.as_ref(), "spar")
+        .await
+        .expect("read")
+        .expect("installed");
+    assert!(installation.pinned && installation.version == "1.0.1");
+}

@@ -17,11 +17,21 @@ pub struct Host {
     pub manifest: Manifest,
     pub store: Arc<SqliteStore>,
     pub runtime: Runtime,
+    /// The date deadlines are judged by, when not the real one.
+    pub today: Option<chrono::NaiveDate>,
 }
 
 impl Host {
     /// Opens the store and builds the runtime from a loaded config.
     pub async fn open(config: Config) -> anyhow::Result<Host> {
+        let today = match std::env::var("FOLKHUB_TODAY") {
+            Ok(text) => Some(
+                chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").map_err(|e| {
+                    anyhow::anyhow!("FOLKHUB_TODAY={text:?} is not a date YYYY-MM-DD: {e}")
+                })?,
+            ),
+            Err(_) => None,
+        };
         let manifest = Manifest::load(&config.registry.manifest)?;
         let mut rules = MergeRules::default();
         for (group, sources) in &config.merge.groups {
@@ -39,6 +49,7 @@ impl Host {
             manifest,
             store: Arc::new(store),
             runtime,
+            today,
         })
     }
 
@@ -133,44 +144,90 @@ impl Host {
 
     /// Loads the installed release of a connector.
     pub async fn load(&self, connector: &str) -> anyhow::Result<Connector> {
-        let Some(installation) = self.store.installation(connector).await? else {
-            bail!("{connector} is not installed; run `folkhub connectors install {connector}`");
-        };
-        let Some(release) = self.manifest.find(connector, Some(&installation.version)) else {
-            bail!(
-                "{connector} {} is installed but no longer in {}; reinstall a published release",
-                installation.version,
-                self.config.registry.manifest.display()
-            );
-        };
-        if release.sha256 != installation.digest {
-            bail!(
-                "{connector} {}: registry-manifest.toml now gives sha256 {}, but {} was installed; a published release must not change (reinstall to accept it)",
-                installation.version,
-                release.sha256,
-                installation.digest
-            );
+        // At most one automatic upgrade per load.
+        for _ in 0..2 {
+            let Some(installation) = self.store.installation(connector).await? else {
+                bail!("{connector} is not installed; run `folkhub connectors install {connector}`");
+            };
+            let Some(release) = self.manifest.find(connector, Some(&installation.version)) else {
+                bail!(
+                    "{connector} {} is installed but no longer in {}; reinstall a published release",
+                    installation.version,
+                    self.config.registry.manifest.display()
+                );
+            };
+            if release.sha256 != installation.digest {
+                bail!(
+                    "{connector} {}: registry-manifest.toml now gives sha256 {}, but {} was installed; a published release must not change (reinstall to accept it)",
+                    installation.version,
+                    release.sha256,
+                    installation.digest
+                );
+            }
+            match folkhub_manifest::support_state(&self.manifest, release, self.today()) {
+                folkhub_manifest::SupportState::Supported => {}
+                folkhub_manifest::SupportState::Deprecated {
+                    by,
+                    deadline,
+                    days_left,
+                    warning: Some(step),
+                    ..
+                } => tracing::warn!(
+                    connector,
+                    "{step}-day notice: {connector} {} must be upgraded to {by} by {deadline} ({days_left} days left); see `folkhub connectors outdated`",
+                    installation.version
+                ),
+                folkhub_manifest::SupportState::Deprecated { .. } => {}
+                folkhub_manifest::SupportState::Unsupported {
+                    by, action, reason, ..
+                } => match action.as_str() {
+                    "disable" => bail!(
+                        "{connector} {} is disabled: {reason}; upgrade with `folkhub connectors install {connector} --version {by}`",
+                        installation.version
+                    ),
+                    "auto-upgrade" if !installation.pinned => {
+                        tracing::warn!(connector, "auto-upgrading to {by}: {reason}");
+                        self.install(
+                            connector,
+                            Some(&by),
+                            false,
+                            "folkhub (deadline action)",
+                            &format!("auto-upgrade at the deadline: {reason}"),
+                        )
+                        .await?;
+                        continue;
+                    }
+                    "auto-upgrade" => tracing::warn!(
+                        connector,
+                        "{connector} {} is pinned, so the auto-upgrade to {by} did not run: {reason}",
+                        installation.version
+                    ),
+                    _ => tracing::warn!(
+                        connector,
+                        "{connector} {} is unsupported: {reason}; upgrade to {by}",
+                        installation.version
+                    ),
+                },
+            }
+            let prepared = self.prepare(release)?;
+            if let Some(warning) = &prepared.deprecation {
+                tracing::warn!(connector, "{warning}");
+            }
+            return Ok(prepared);
         }
-        let prepared = self.prepare(release)?;
-        if let Some(warning) = &prepared.deprecation {
-            tracing::warn!(connector, "{warning}");
-        }
-        Ok(prepared)
+        bail!(
+            "{connector}: the automatic upgrade did not settle; see `folkhub connectors outdated`"
+        )
+    }
+
+    /// Today for deadlines and support states: `FOLKHUB_TODAY` (read at
+    /// open) or the field set by a caller, so an admin can rehearse a
+    /// deadline and tests can move the clock; otherwise the real date.
+    pub fn today(&self) -> chrono::NaiveDate {
+        self.today.unwrap_or_else(|| Utc::now().date_naive())
     }
 
     /// The ID schemes a connector's installed release looks up.
-    /// Today for deadlines and support states: `FOLKHUB_TODAY`
-    /// (`YYYY-MM-DD`) when set, so an admin can rehearse a deadline and
-    /// tests can move the clock; otherwise the real date.
-    pub fn today(&self) -> anyhow::Result<chrono::NaiveDate> {
-        match std::env::var("FOLKHUB_TODAY") {
-            Ok(text) => chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").map_err(|e| {
-                anyhow::anyhow!("FOLKHUB_TODAY={text:?} is not a date YYYY-MM-DD: {e}")
-            }),
-            Err(_) => Ok(chrono::Utc::now().date_naive()),
-        }
-    }
-
     pub fn schemes(&self, connector: &Connector) -> Vec<String> {
         self.manifest
             .find(&connector.id, Some(&connector.version))

@@ -4,7 +4,7 @@ use crate::host::Host;
 
 pub async fn list(host: &Host) -> anyhow::Result<()> {
     let installed = folkhub_store::PersonStore::installations(host.store.as_ref()).await?;
-    let today = host.today()?;
+    let today = host.today();
     println!(
         "{:<14} {:<10} {:<8} {:<7} {:<9} {:<28} SUPPORT",
         "CONNECTOR", "INSTALLED", "NEWEST", "PINNED", "CONTRACT", "UPSTREAM"
@@ -46,7 +46,7 @@ pub async fn list(host: &Host) -> anyhow::Result<()> {
 pub async fn outdated(host: &Host) -> anyhow::Result<()> {
     use folkhub_manifest::SupportState;
     let installed = folkhub_store::PersonStore::installations(host.store.as_ref()).await?;
-    let today = host.today()?;
+    let today = host.today();
     let mut any = false;
     for i in &installed {
         let Some(release) = host.manifest.find(&i.connector, Some(&i.version)) else {
