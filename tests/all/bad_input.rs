@@ -105,6 +105,7 @@ async fn api_and_cli_explain_bad_ids() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok", "{body}");
     assert_eq!(body["persons"], 30);
+    assert_eq!(body["connectors"][0]["support"], "supported", "{body}");
 
     let error = folkhub_cli::commands::person::get(&env.host, &wrong_check, false)
         .await

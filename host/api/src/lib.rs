@@ -24,6 +24,9 @@ pub struct ConnectorStatus {
     pub contract: String,
     pub digest: String,
     pub upstream: String,
+    /// Support state of the installed release: `supported`, `deprecated: …`
+    /// (deadline and days left) or `unsupported since …`.
+    pub support: String,
     /// Why it could not be loaded, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

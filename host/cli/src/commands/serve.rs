@@ -11,23 +11,36 @@ use crate::host::Host;
 /// Builds the API state: installed connectors are loaded to report their health.
 pub async fn state(host: &Host) -> anyhow::Result<ApiState> {
     let mut connectors = Vec::new();
-    for installation in host.store.installations().await? {
-        let upstream = host
-            .manifest
-            .find(&installation.connector, Some(&installation.version))
-            .map(|r| format!("{} {}", r.upstream.system, r.upstream.version))
-            .unwrap_or_default();
+    for listed in host.store.installations().await? {
+        // Loading runs deadline actions (an auto-upgrade changes what is
+        // installed), so the installation is read again afterwards.
         let error = host
-            .load(&installation.connector)
+            .load(&listed.connector)
             .await
             .err()
             .map(|e| format!("{e:#}"));
+        let installation = host
+            .store
+            .installation(&listed.connector)
+            .await?
+            .unwrap_or(listed);
+        let release = host
+            .manifest
+            .find(&installation.connector, Some(&installation.version));
+        let upstream = release
+            .map(|r| format!("{} {}", r.upstream.system, r.upstream.version))
+            .unwrap_or_default();
+        let support = release.map_or_else(
+            || "not in the registry".to_string(),
+            |r| folkhub_manifest::support_state(&host.manifest, r, host.today()).summary(),
+        );
         connectors.push(ConnectorStatus {
             id: installation.connector,
             version: installation.version,
             contract: installation.contract,
             digest: installation.digest,
             upstream,
+            support,
             error,
         });
     }
