@@ -53,7 +53,7 @@ mod component {
             folkhub_connector_sdk::config_or("klass-url", "https://data.ssb.no/api/klass/v1");
         let from = folkhub_connector_sdk::config_or("basic-unit-classification", "1");
         let to = folkhub_connector_sdk::config_or("district-classification", "103");
-        let today = chrono_today();
+        let today = chrono::Utc::now().date_naive();
         let url = format!(
             "{}/classifications/{from}/correspondsAt?targetClassificationId={to}&date={today}",
             base.trim_end_matches('/')
@@ -61,25 +61,6 @@ mod component {
         let response = http::get(&url, &[("accept", "application/json")])?;
         let json = http::json_answer(&response, &url, "Klass correspondsAt")?;
         mapping::districts(&json).map_err(ConnectorError::MalformedResponse)
-    }
-
-    /// Today as `YYYY-MM-DD` from the WASI wall clock.
-    fn chrono_today() -> String {
-        let days = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() / 86_400)
-            .unwrap_or(0) as i64;
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        format!("{y:04}-{m:02}-{d:02}")
     }
 
     impl bindings::exports::folkhub::connector::enrich::Guest for Kartverket {
