@@ -184,10 +184,11 @@ fn build_connectors(publish: bool) -> anyhow::Result<()> {
     // build. Test components go first: building a connector as their
     // dependency also writes its (glue-less) .wasm, which the connector build
     // then replaces with the real one.
-    let groups: [(&str, Vec<&str>); 2] = [
-        ("test components", TEST_COMPONENTS.to_vec()),
-        ("connectors", CONNECTORS.iter().map(|(_, k)| *k).collect()),
-    ];
+    // Each connector builds alone: cargo unifies the SDK's features within
+    // one build, and a connector on contract 2 (SDK feature `contract-2`)
+    // must not change the bytes of a connector on contract 1.
+    let mut groups: Vec<(&str, Vec<&str>)> = vec![("test components", TEST_COMPONENTS.to_vec())];
+    groups.extend(CONNECTORS.iter().map(|(id, k)| (*id, vec![*k])));
     for (what, crates) in groups {
         let mut c = cargo();
         c.args([

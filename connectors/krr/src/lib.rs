@@ -5,6 +5,9 @@
 //! 2.0.0 moved from `/rest/v1` to `/rest/v2`, which leaves out persons who are
 //! not registered unless asked (`inkluderIkkeRegistrerte`): the connector
 //! asks, so a person who leaves KRR still has their contact fields withdrawn.
+//! 2.1.0 is built on contract 2.0: the change log's entries are whole
+//! records, and the changes carry them, so following the feed costs one
+//! call per page instead of a page plus a lookup of everyone on it.
 //! Credentials: a Maskinporten token with `krr:global/kontaktinformasjon.read`
 //! and, for digital mailboxes, `krr:global/digitalpost.read`, added by the host.
 
@@ -15,16 +18,21 @@ pub mod mapping;
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component {
     use super::mapping;
-    use folkhub_connector_sdk::{
-        ChangePage, ConnectorError, Description, LookupOutcome, LookupResult, bindings, http,
+    use folkhub_connector_sdk::http;
+    use folkhub_connector_sdk::v2::{
+        self, ChangePage, ConnectorError, Description, LookupOutcome, LookupResult, bindings,
     };
 
     const PRODUCTION: &str = "https://kontaktregisteret.no/rest/v2";
 
     struct Krr;
 
+    fn error(e: folkhub_connector_sdk::ConnectorError) -> ConnectorError {
+        v2::error(e, mapping::UPSTREAM_VERSION)
+    }
+
     fn base_url() -> String {
-        folkhub_connector_sdk::base_url(PRODUCTION)
+        v2::base_url(PRODUCTION)
     }
 
     impl bindings::exports::folkhub::connector::source::Guest for Krr {
@@ -46,8 +54,9 @@ mod component {
                     "personidentifikatorer": chunk,
                     "inkluderIkkeRegistrerte": true,
                 });
-                let response = http::post_json(&url, &[("accept", "application/json")], &body)?;
-                let json = http::json_answer(&response, &url, "personer")?;
+                let response = http::post_json(&url, &[("accept", "application/json")], &body)
+                    .map_err(error)?;
+                let json = http::json_answer(&response, &url, "personer").map_err(error)?;
                 let mapped =
                     mapping::map_persons(&json).map_err(ConnectorError::MalformedResponse)?;
                 for id in chunk {
@@ -72,13 +81,13 @@ mod component {
                 })?,
             };
             let url = format!("{}/endringer?fraEndringsNummer={from}", base_url());
-            let response = http::get(&url, &[("accept", "application/json")])?;
-            let json = http::json_answer(&response, &url, "endringer")?;
+            let response = http::get(&url, &[("accept", "application/json")]).map_err(error)?;
+            let json = http::json_answer(&response, &url, "endringer").map_err(error)?;
             mapping::map_changes(&json, from).map_err(ConnectorError::MalformedResponse)
         }
     }
 
-    folkhub_connector_sdk::no_enrich!(Krr);
-    folkhub_connector_sdk::no_watch!(Krr);
-    folkhub_connector_sdk::export_connector!(Krr);
+    folkhub_connector_sdk::no_enrich_v2!(Krr);
+    folkhub_connector_sdk::no_watch_v2!(Krr);
+    folkhub_connector_sdk::v2::export_connector_v2!(Krr);
 }

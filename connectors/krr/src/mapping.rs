@@ -5,10 +5,12 @@
 //! let KRR send). `SLETTET` and `IKKE_REGISTRERT` give no contact fields:
 //! the host then retracts what KRR said before. Unknown codes are kept.
 
-use folkhub_connector_sdk::{Change, ChangePage, Field, PersonId, PersonRecord};
+use folkhub_connector_sdk::v2::{
+    Change, ChangeKind, ChangePage, Field, Period, PersonId, PersonRecord,
+};
 use serde_json::{Value, json};
 
-/// Since 2.0.0 the connector speaks `/rest/v2`.
+/// Since 2.0.0 the connector speaks `/rest/v2` (2.1.0: on contract 2.0).
 pub const UPSTREAM_VERSION: &str = "v2";
 /// KRR takes 1 to 1,000 identifiers per request.
 pub const MAX_BATCH: usize = 1000;
@@ -58,7 +60,10 @@ impl Person {
                     path: path.into(),
                     value: value.to_string(),
                     labels: vec![],
-                    effective,
+                    valid: Period {
+                        start: effective,
+                        end: None,
+                    },
                 })
                 .collect(),
             upstream_version: UPSTREAM_VERSION.into(),
@@ -140,7 +145,10 @@ pub fn map_persons(body: &Value) -> Result<Vec<Person>, String> {
     list.iter().map(map_person).collect()
 }
 
-/// Maps a change-log page read from change number `from`.
+/// Maps a change-log page read from change number `from`. KRR's change
+/// log lists each changed person as the `personer` answer would (contract
+/// 2.0 lets the change carry that record, so the host does not ask again);
+/// an entry without a `status` is not a whole record and is looked up.
 pub fn map_changes(body: &Value, from: u64) -> Result<ChangePage, String> {
     let to = body
         .get("tilEndringsNummer")
@@ -158,11 +166,18 @@ pub fn map_changes(body: &Value, from: u64) -> Result<ChangePage, String> {
     for (i, p) in list.iter().enumerate() {
         let id =
             text(p, "personidentifikator").ok_or("a changed person has no personidentifikator")?;
+        let person = if p.get("status").is_some() {
+            Some(map_person(p)?.into_record())
+        } else {
+            None
+        };
         changes.push(Change {
             id: id.into(),
+            kind: ChangeKind::Updated,
             event: "endring".into(),
             position: (from + i as u64).to_string(),
             recorded: None,
+            person,
         });
     }
     let next = if list.is_empty() { from } else { to + 1 };
@@ -237,6 +252,20 @@ mod tests {
                 page.changes.len()
             ),
             ("7", false, 2)
+        );
+        assert!(
+            page.changes.iter().all(|c| c.person.is_none()),
+            "entries without a status are looked up"
+        );
+        let page = map_changes(&json!({"fraEndringsNummer": 1, "tilEndringsNummer": 1, "senesteEndringsNummer": 1,
+            "personer": [{"personidentifikator": "03851598730", "status": "AKTIV", "reservasjon": "NEI",
+                "kontaktinformasjon": {"epostadresse": "a@example.invalid"}}]}), 1).unwrap();
+        let record = page.changes[0].person.as_ref().expect("carried record");
+        assert!(
+            record
+                .fields
+                .iter()
+                .any(|f| f.path == "contact.email" && f.value == "\"a@example.invalid\"")
         );
         let page = map_changes(&json!({"fraEndringsNummer": 10, "tilEndringsNummer": 9, "senesteEndringsNummer": 9, "personer": []}), 10).unwrap();
         assert_eq!((page.next_cursor.as_str(), page.caught_up), ("10", true));

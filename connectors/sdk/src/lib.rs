@@ -8,6 +8,9 @@
 //! - [`http`]: blocking HTTP over `wasi:http/outgoing-handler`, with
 //!   register answers turned into `connector-error`s.
 //! - [`log`]: the host's structured log.
+//! - `v2` (feature `contract-2`): the contract 2.0 bindings and helpers, for
+//!   connectors built on major 2 (one crate serves both majors during major
+//!   1's deprecation window; a connector exports one of them).
 //!
 //! Connectors reach registers only through the host, which decides where a
 //! request may go and adds credentials; a connector never sees a token.
@@ -68,6 +71,8 @@ macro_rules! no_watch {
 
 pub mod http;
 pub mod soap;
+#[cfg(feature = "contract-2")]
+pub mod v2;
 
 /// Nordic ID numbers (the same code the host uses).
 pub use folkhub_ids as ids;

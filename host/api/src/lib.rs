@@ -32,13 +32,29 @@ pub struct ConnectorStatus {
     pub error: Option<String>,
 }
 
+/// A contract major this host runs, and until when.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContractSupport {
+    pub major: u64,
+    /// The newest minor the host has bindings for, e.g. `2.0.0`.
+    pub newest: String,
+    pub supported_since: String,
+    /// `supported` or `deprecated`.
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deprecated_since: Option<String>,
+    /// The last day a host release supports this major.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removal: Option<String>,
+}
+
 /// Dependencies of the API.
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn PersonStore>,
     pub connectors: Arc<Vec<ConnectorStatus>>,
-    /// Contract versions this host runs, e.g. `["1.0.0"]`.
-    pub contract_versions: Arc<Vec<String>>,
+    /// Contract majors this host runs, with their support dates.
+    pub contract_versions: Arc<Vec<ContractSupport>>,
 }
 
 /// An error answer: `{"error": {"code", "message"}}`.

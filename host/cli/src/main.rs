@@ -110,10 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Version => {
             println!("folkhub {}", env!("CARGO_PKG_VERSION"));
             for s in folkhub_runtime::SUPPORTED {
-                println!(
-                    "  folkhub:connector {}.x up to {} — {:?} since {}",
-                    s.major, s.newest, s.support, s.since
-                );
+                println!("  {}", s.describe());
             }
             Ok(())
         }

@@ -59,7 +59,13 @@ fn version_lists_the_contract_versions() {
     let dir = tempfile::tempdir().unwrap();
     let out = folkhub(dir.path()).arg("version").output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("folkhub:connector 1.x up to 1.1.0"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("folkhub:connector 1.x up to 1.1.0")
+            && stdout.contains("deprecated since 2026-11-22, removed after 2028-06-30")
+            && stdout.contains("folkhub:connector 2.x up to 2.0.0"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -107,7 +113,7 @@ fn outdated_warns_before_the_deadline_and_says_unsupported_after_it() {
     };
     let early = at("2027-01-10");
     assert!(
-        early.contains("krr 1.0.1 (pinned) → newest 2.0.0"),
+        early.contains("krr 1.0.1 (pinned) → newest 2.1.0"),
         "{early}"
     );
     assert!(

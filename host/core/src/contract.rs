@@ -63,15 +63,33 @@ pub struct LookupResult {
     pub outcome: LookupOutcome,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What happened to a person (contract 2.0 `change-kind`). Major-1
+/// connectors say only the register's event text: [`ChangeKind::Unclassified`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeKind {
+    Created,
+    Updated,
+    IdsChanged,
+    Deceased,
+    Removed,
+    Other,
+    Unclassified,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     pub id: String,
+    pub kind: ChangeKind,
     pub event: String,
     pub position: String,
     pub recorded: Option<String>,
+    /// The person as the feed reported them (contract 2.0); the host stores
+    /// it instead of looking the person up again.
+    pub record: Option<FoundPerson>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChangePage {
     pub changes: Vec<Change>,
     pub next_cursor: String,

@@ -13,7 +13,7 @@ use folkhub_manifest::Release;
 use tokio::sync::Semaphore;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use crate::bindings::v1;
+use crate::bindings::Exports;
 use crate::credentials::CredentialSource;
 use crate::engine::{Runtime, sha256_hex};
 use crate::error::{CallError, InstallError};
@@ -49,7 +49,7 @@ pub struct Connector {
     /// The register API version the release speaks (manifest `upstream.version`).
     pub upstream_version: String,
     pre: wasmtime::component::InstancePre<HostState>,
-    exports: Arc<v1::Exports>,
+    exports: Arc<Exports>,
     context: Arc<CallContext>,
     policy: Arc<HttpPolicy>,
     credentials: Option<Arc<dyn CredentialSource>>,
@@ -125,9 +125,14 @@ impl Runtime {
         let major = negotiate::check(contract).map_err(contract_error)?;
         let deprecation = match major.support {
             Support::Supported => None,
-            Support::Deprecated { removal } => Some(format!(
-                "folkhub:connector {} is deprecated on this host and will be removed on {removal}",
-                major.major
+            Support::Deprecated { removal, .. } => Some(format!(
+                "{connector} {version} is built on folkhub:connector {contract}; major {} is deprecated on this host and removed after {removal}: ask the vendor for a release on {}",
+                major.major,
+                negotiate::SUPPORTED
+                    .iter()
+                    .map(|s| s.newest)
+                    .max()
+                    .unwrap_or(contract)
             )),
         };
         let link_error = |e: wasmtime::Error| InstallError::Link {
@@ -139,7 +144,7 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(link_error)?;
-        let exports = v1::Exports::new(&instance_pre).map_err(link_error)?;
+        let exports = Exports::new(contract.major, &instance_pre).map_err(link_error)?;
         let pre = instance_pre;
         let requested = release.requested_origins(&settings.config);
         let policy = HttpPolicy::new(
@@ -272,7 +277,7 @@ impl Connector {
         call: impl for<'a> FnOnce(
             &'a mut Store<HostState>,
             wasmtime::component::Instance,
-            Arc<v1::Exports>,
+            Arc<Exports>,
         ) -> std::pin::Pin<
             Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>,
         >,
@@ -315,44 +320,33 @@ impl Connector {
     }
 
     pub async fn describe(&self) -> Result<core::Description, CallError> {
-        let d = self
-            .run(|store, instance, exports| {
-                Box::pin(async move {
-                    exports
-                        .source(&mut *store, &instance)?
-                        .call_describe(store)
-                        .await
-                })
-            })
-            .await?;
-        Ok(v1::description(d))
+        self.run(|store, instance, exports| {
+            Box::pin(async move { exports.describe(store, &instance).await })
+        })
+        .await
+    }
+
+    fn answer<T>(&self, answer: crate::bindings::Answer<T>) -> Result<T, CallError> {
+        answer.map_err(|e| self.connector_error(e))
     }
 
     /// Looks up a batch of IDs.
     pub async fn lookup(&self, ids: &[String]) -> Result<Vec<core::LookupResult>, CallError> {
         let ids = ids.to_vec();
-        let result = self
+        let answer = self
             .run(move |store, instance, exports| {
-                Box::pin(async move {
-                    exports
-                        .source(&mut *store, &instance)?
-                        .call_lookup_batch(store, &ids)
-                        .await
-                })
+                Box::pin(async move { exports.lookup(store, &instance, &ids).await })
             })
             .await?;
-        match result {
-            Ok(list) => Ok(v1::lookup_results(list)),
-            Err(e) => Err(self.connector_error(e.into())),
-        }
+        self.answer(answer)
     }
 
-    /// Does this release export `enrich` (contract 1.1)?
+    /// Does this release export `enrich` (contract 1.1 and later)?
     pub fn enriches(&self) -> bool {
         self.exports.has_enrich()
     }
 
-    /// Does this release export `watch` (contract 1.1)?
+    /// Does this release export `watch` (contract 1.1 and later)?
     pub fn watches(&self) -> bool {
         self.exports.has_watch()
     }
@@ -367,7 +361,7 @@ impl Connector {
         }
     }
 
-    /// Enriches a batch of locations (contract 1.1 `enrich`).
+    /// Enriches a batch of locations (`enrich`).
     pub async fn enrich(
         &self,
         locations: &[core::Location],
@@ -375,24 +369,16 @@ impl Connector {
         if !self.enriches() {
             return Err(self.unsupported("enrich"));
         }
-        let locations: Vec<_> = locations.iter().map(v1::location).collect();
-        let result = self
+        let locations = locations.to_vec();
+        let answer = self
             .run(move |store, instance, exports| {
-                Box::pin(async move {
-                    match exports.enrich(&mut *store, &instance)? {
-                        Some(guest) => guest.call_enrich_locations(store, &locations).await,
-                        None => Err(wasmtime::Error::msg("enrich vanished")),
-                    }
-                })
+                Box::pin(async move { exports.enrich(store, &instance, &locations).await })
             })
             .await?;
-        match result {
-            Ok(list) => Ok(v1::enrich_results(list)),
-            Err(e) => Err(self.connector_error(e.into())),
-        }
+        self.answer(answer)
     }
 
-    /// Reads one page of changes to the persons `ids` (contract 1.1 `watch`).
+    /// Reads one page of changes to the persons `ids` (`watch`).
     pub async fn changes_for(
         &self,
         cursor: Option<&str>,
@@ -403,38 +389,26 @@ impl Connector {
         }
         let cursor = cursor.map(String::from);
         let ids = ids.to_vec();
-        let result = self
+        let answer = self
             .run(move |store, instance, exports| {
                 Box::pin(async move {
-                    match exports.watch(&mut *store, &instance)? {
-                        Some(guest) => guest.call_changes_for(store, cursor.as_deref(), &ids).await,
-                        None => Err(wasmtime::Error::msg("watch vanished")),
-                    }
+                    exports
+                        .changes_for(store, &instance, cursor.as_deref(), &ids)
+                        .await
                 })
             })
             .await?;
-        match result {
-            Ok(page) => Ok(v1::change_page(page)),
-            Err(e) => Err(self.connector_error(e.into())),
-        }
+        self.answer(answer)
     }
 
     /// Reads one page of the change feed.
     pub async fn changes(&self, cursor: Option<&str>) -> Result<core::ChangePage, CallError> {
         let cursor = cursor.map(String::from);
-        let result = self
+        let answer = self
             .run(move |store, instance, exports| {
-                Box::pin(async move {
-                    exports
-                        .source(&mut *store, &instance)?
-                        .call_changes(store, cursor.as_deref())
-                        .await
-                })
+                Box::pin(async move { exports.changes(store, &instance, cursor.as_deref()).await })
             })
             .await?;
-        match result {
-            Ok(page) => Ok(v1::change_page(page)),
-            Err(e) => Err(self.connector_error(e.into())),
-        }
+        self.answer(answer)
     }
 }

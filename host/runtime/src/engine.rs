@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-use crate::bindings::v1;
+use crate::bindings::{v1, v2};
 use crate::error::InstallError;
 use crate::state::HostState;
 
@@ -99,6 +99,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         v1::World::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
+        v2::World::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();

@@ -42,8 +42,10 @@ impl ContractVersion {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Support {
     Supported,
-    /// Still loads, warns, and shows the removal date.
+    /// Still loads, warns, and shows the removal date: the first host
+    /// release after `removal` no longer has bindings for the major.
     Deprecated {
+        since: &'static str,
         removal: &'static str,
     },
 }
@@ -59,17 +61,50 @@ pub struct SupportedMajor {
     pub since: &'static str,
 }
 
-/// Every contract major this host supports.
-pub const SUPPORTED: &[SupportedMajor] = &[SupportedMajor {
-    major: 1,
-    newest: ContractVersion {
+impl SupportedMajor {
+    /// One line for `folkhub version` and the health endpoint.
+    pub fn describe(&self) -> String {
+        let state = match self.support {
+            Support::Supported => "supported".to_string(),
+            Support::Deprecated { since, removal } => {
+                format!("deprecated since {since}, removed after {removal}")
+            }
+        };
+        format!(
+            "folkhub:connector {}.x up to {} (supported since {}): {state}",
+            self.major, self.newest, self.since
+        )
+    }
+}
+
+/// Every contract major this host supports. Major 1 stays loadable during
+/// its deprecation window so connectors can move to 2 on their own
+/// schedule; its 1.0 and 1.1 minors both run.
+pub const SUPPORTED: &[SupportedMajor] = &[
+    SupportedMajor {
         major: 1,
-        minor: 1,
-        patch: 0,
+        newest: ContractVersion {
+            major: 1,
+            minor: 1,
+            patch: 0,
+        },
+        support: Support::Deprecated {
+            since: "2026-11-22",
+            removal: "2028-06-30",
+        },
+        since: "2026-11-22",
     },
-    support: Support::Supported,
-    since: "2026-11-22",
-}];
+    SupportedMajor {
+        major: 2,
+        newest: ContractVersion {
+            major: 2,
+            minor: 0,
+            patch: 0,
+        },
+        support: Support::Supported,
+        since: "2026-11-22",
+    },
+];
 
 /// The export that carries the version.
 pub const SOURCE_INTERFACE: &str = "folkhub:connector/source";
@@ -151,8 +186,17 @@ mod tests {
             e.contains("needs host API 1.2") && e.contains("this host has 1.1"),
             "{e}"
         );
-        let e = check(ContractVersion::parse("2.0.0").unwrap()).unwrap_err();
-        assert!(e.contains("2.0.0") && e.contains("1.1.0"), "{e}");
+        assert!(check(ContractVersion::parse("2.0.0").unwrap()).is_ok());
+        let e = check(ContractVersion::parse("2.1.0").unwrap()).unwrap_err();
+        assert!(
+            e.contains("needs host API 2.1") && e.contains("this host has 2.0"),
+            "{e}"
+        );
+        let e = check(ContractVersion::parse("3.0.0").unwrap()).unwrap_err();
+        assert!(
+            e.contains("3.0.0") && e.contains("1.1.0, 2.0.0") && e.contains("newer major"),
+            "{e}"
+        );
         let e = check(ContractVersion::parse("0.9.0").unwrap()).unwrap_err();
         assert!(e.contains("no longer supported"), "{e}");
     }

@@ -43,8 +43,36 @@ pub trait PersonStore: Send + Sync {
 
     async fn installation(&self, connector: &str) -> Result<Option<Installation>, StoreError>;
     async fn installations(&self) -> Result<Vec<Installation>, StoreError>;
-    /// Records an installation change and its audit entry in one transaction.
-    async fn install(&self, installation: Installation, reason: &str) -> Result<(), StoreError>;
+    /// Records an installation change and its audit entry in one
+    /// transaction; the action (`install`, `reinstall`, `change-version`)
+    /// is derived from what was installed before.
+    async fn install(&self, installation: Installation, reason: &str) -> Result<(), StoreError> {
+        self.change_installation(installation, None, reason).await
+    }
+    /// Records an installation change with an explicit audit action
+    /// (`upgrade`, `rollback`, `auto-upgrade`, ...) in one transaction.
+    async fn change_installation(
+        &self,
+        installation: Installation,
+        action: Option<&str>,
+        reason: &str,
+    ) -> Result<(), StoreError>;
+    /// Pins or unpins the installed release, audited. False when the
+    /// connector is not installed.
+    async fn set_pinned(
+        &self,
+        connector: &str,
+        pinned: bool,
+        actor: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError>;
+    /// Every source's current statement per field of a person: what the
+    /// merged record is computed from (for previews that merge without
+    /// writing).
+    async fn candidates(
+        &self,
+        person: i64,
+    ) -> Result<std::collections::BTreeMap<String, Vec<folkhub_core::merge::Candidate>>, StoreError>;
     async fn audit(&self, connector: &str) -> Result<Vec<AuditEntry>, StoreError>;
 
     async fn start_run(&self, job: &str, connector: Option<&str>) -> Result<i64, StoreError>;

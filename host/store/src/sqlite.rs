@@ -569,7 +569,12 @@ impl PersonStore for SqliteStore {
         rows.iter().map(installation_from).collect()
     }
 
-    async fn install(&self, installation: Installation, reason: &str) -> Result<(), StoreError> {
+    async fn change_installation(
+        &self,
+        installation: Installation,
+        action: Option<&str>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
         let _w = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
         let before = sqlx::query("SELECT version, digest FROM installations WHERE connector = ?")
@@ -580,11 +585,11 @@ impl PersonStore for SqliteStore {
             Some(r) => (Some(r.get("version")), Some(r.get("digest"))),
             None => (None, None),
         };
-        let action = match &version_before {
+        let action = action.unwrap_or(match &version_before {
             None => "install",
             Some(v) if *v == installation.version => "reinstall",
             Some(_) => "change-version",
-        };
+        });
         sqlx::query(
             "INSERT INTO installations (connector, version, digest, contract, pinned, installed_at, installed_by) VALUES (?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (connector) DO UPDATE SET version = excluded.version, digest = excluded.digest, contract = excluded.contract,
@@ -615,6 +620,57 @@ impl PersonStore for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn set_pinned(
+        &self,
+        connector: &str,
+        pinned: bool,
+        actor: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let Some(row) =
+            sqlx::query("SELECT version, digest FROM installations WHERE connector = ?")
+                .bind(connector)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(false);
+        };
+        let (version, digest): (String, String) = (row.get("version"), row.get("digest"));
+        sqlx::query("UPDATE installations SET pinned = ? WHERE connector = ?")
+            .bind(pinned)
+            .bind(connector)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO installation_audit (connector, at, actor, action, version_before, digest_before, version_after, digest_after, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(connector)
+        .bind(ts(now()))
+        .bind(actor)
+        .bind(if pinned { "pin" } else { "unpin" })
+        .bind(&version)
+        .bind(&digest)
+        .bind(&version)
+        .bind(&digest)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn candidates(
+        &self,
+        person: i64,
+    ) -> Result<BTreeMap<String, Vec<Candidate>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let out = load_candidates(&mut tx, person).await?;
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn audit(&self, connector: &str) -> Result<Vec<AuditEntry>, StoreError> {

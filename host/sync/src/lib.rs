@@ -232,6 +232,30 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// Stores the records a feed carried (contract 2.0) with the cursor
+    /// that covers them, in one transaction; a refused batch stops the run
+    /// without moving the cursor.
+    async fn store_records(
+        &mut self,
+        records: Vec<(String, folkhub_core::contract::FoundPerson)>,
+        cursor: Option<String>,
+    ) -> Result<(), CallError> {
+        if records.is_empty() && cursor.is_none() {
+            return Ok(());
+        }
+        self.counts.fetched += records.len() as u64;
+        let persons = records.into_iter().map(|(_, p)| p).collect();
+        if self.store_batch(persons, cursor).await {
+            Ok(())
+        } else {
+            Err(CallError::Host {
+                connector: self.connector.id.clone(),
+                version: self.connector.version.clone(),
+                message: "the store refused a batch; stopped without moving the cursor".into(),
+            })
+        }
+    }
+
     fn count(&mut self, report: ApplyReport) {
         self.counts.changed += report.persons_changed;
         self.counts.created += report.persons_created;
@@ -263,15 +287,12 @@ impl<'a> Runner<'a> {
             let page =
                 with_retries(self.options, || self.connector.changes(cursor.as_deref())).await?;
             self.counts.feed_events += page.changes.len() as u64;
-            let ids: Vec<String> = page
-                .changes
-                .iter()
-                .map(|c| c.id.clone())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            self.refresh(&ids, Some(page.next_cursor.clone())).await?;
-            refreshed.extend(ids);
+            let (records, ids) = split_changes(page.changes);
+            refreshed.extend(ids.iter().cloned());
+            refreshed.extend(records.iter().map(|(id, _)| id.clone()));
+            self.refresh(&ids, None).await?;
+            self.store_records(records, Some(page.next_cursor.clone()))
+                .await?;
             let moved = cursor.as_deref() != Some(page.next_cursor.as_str());
             cursor = Some(page.next_cursor);
             if page.caught_up || !moved {
@@ -305,6 +326,7 @@ impl Runner<'_> {
                 message: e.to_string(),
             })?;
         let mut changed = BTreeSet::new();
+        let mut carried = Vec::new();
         let mut furthest: Option<String> = start.clone();
         for chunk in followed.chunks(self.options.batch.clamp(1, 1000)) {
             let mut cursor = start.clone();
@@ -314,8 +336,8 @@ impl Runner<'_> {
                 })
                 .await?;
                 self.counts.feed_events += page.changes.len() as u64;
-                changed.extend(page.changes.iter().map(|c| c.id.clone()));
                 let moved = cursor.as_deref() != Some(page.next_cursor.as_str());
+                carried.extend(page.changes);
                 cursor = Some(page.next_cursor);
                 if page.caught_up || !moved {
                     break;
@@ -327,8 +349,11 @@ impl Runner<'_> {
                 (a, b) => b.or(a),
             };
         }
-        let ids: Vec<String> = changed.iter().cloned().collect();
-        self.refresh(&ids, furthest).await?;
+        let (records, ids) = split_changes(carried);
+        changed.extend(ids.iter().cloned());
+        changed.extend(records.iter().map(|(id, _)| id.clone()));
+        self.refresh(&ids, None).await?;
+        self.store_records(records, furthest).await?;
         Ok(changed)
     }
 }
@@ -355,6 +380,33 @@ impl Runner<'_> {
         let page = with_retries(self.options, || self.connector.changes_for(None, &[])).await?;
         Ok(Some(page.next_cursor))
     }
+}
+
+/// Splits feed changes into the records the feed carried (the last one per
+/// ID) and the IDs to look up. An ID that also has a change without a
+/// record is looked up: the register's answer now is newer than any record
+/// the feed carried.
+fn split_changes(
+    changes: Vec<folkhub_core::contract::Change>,
+) -> (
+    Vec<(String, folkhub_core::contract::FoundPerson)>,
+    Vec<String>,
+) {
+    let mut lookups = BTreeSet::new();
+    let mut records: Vec<(String, folkhub_core::contract::FoundPerson)> = Vec::new();
+    for change in changes {
+        match change.record {
+            Some(record) => {
+                records.retain(|(id, _)| *id != change.id);
+                records.push((change.id, record));
+            }
+            None => {
+                lookups.insert(change.id);
+            }
+        }
+    }
+    records.retain(|(id, _)| !lookups.contains(id));
+    (records, lookups.into_iter().collect())
 }
 
 /// The later of two feed positions: numerically when both are numbers.

@@ -50,7 +50,24 @@ pub async fn state(host: &Host) -> anyhow::Result<ApiState> {
         contract_versions: Arc::new(
             folkhub_runtime::SUPPORTED
                 .iter()
-                .map(|s| s.newest.to_string())
+                .map(|s| {
+                    let (state, deprecated_since, removal) = match s.support {
+                        folkhub_runtime::negotiate::Support::Supported => ("supported", None, None),
+                        folkhub_runtime::negotiate::Support::Deprecated { since, removal } => (
+                            "deprecated",
+                            Some(since.to_string()),
+                            Some(removal.to_string()),
+                        ),
+                    };
+                    folkhub_api::ContractSupport {
+                        major: s.major,
+                        newest: s.newest.to_string(),
+                        supported_since: s.since.to_string(),
+                        state: state.to_string(),
+                        deprecated_since,
+                        removal,
+                    }
+                })
                 .collect(),
         ),
     })

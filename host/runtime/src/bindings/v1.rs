@@ -6,10 +6,13 @@
 //! and `watch` (1.1) are optional, so a connector built on 1.0 runs here
 //! unchanged and one built on 1.1 may export only what it does.
 
-use chrono::{DateTime, Utc};
 use folkhub_core::contract as core;
 use folkhub_core::observation::{Observation, SourceId};
+use wasmtime::Store;
 use wasmtime::component::{Instance, InstancePre};
+
+use super::{Answer, parse_time};
+use crate::state::HostState;
 
 mod generated {
     wasmtime::component::bindgen!({
@@ -49,34 +52,77 @@ impl Exports {
         self.watch.is_some()
     }
 
-    pub fn source(
+    pub async fn describe(
         &self,
-        store: impl wasmtime::AsContextMut,
+        store: &mut Store<HostState>,
         instance: &Instance,
-    ) -> wasmtime::Result<source::Guest> {
-        self.source.load(store, instance)
+    ) -> wasmtime::Result<core::Description> {
+        let guest = self.source.load(&mut *store, instance)?;
+        Ok(description(guest.call_describe(store).await?))
     }
 
-    pub fn enrich(
+    pub async fn lookup(
         &self,
-        store: impl wasmtime::AsContextMut,
+        store: &mut Store<HostState>,
         instance: &Instance,
-    ) -> wasmtime::Result<Option<enrich::Guest>> {
-        self.enrich
-            .as_ref()
-            .map(|i| i.load(store, instance))
-            .transpose()
+        ids: &[String],
+    ) -> wasmtime::Result<Answer<Vec<core::LookupResult>>> {
+        let guest = self.source.load(&mut *store, instance)?;
+        Ok(guest
+            .call_lookup_batch(store, ids)
+            .await?
+            .map(lookup_results)
+            .map_err(Into::into))
     }
 
-    pub fn watch(
+    pub async fn changes(
         &self,
-        store: impl wasmtime::AsContextMut,
+        store: &mut Store<HostState>,
         instance: &Instance,
-    ) -> wasmtime::Result<Option<watch::Guest>> {
-        self.watch
-            .as_ref()
-            .map(|i| i.load(store, instance))
-            .transpose()
+        cursor: Option<&str>,
+    ) -> wasmtime::Result<Answer<core::ChangePage>> {
+        let guest = self.source.load(&mut *store, instance)?;
+        Ok(guest
+            .call_changes(store, cursor)
+            .await?
+            .map(change_page)
+            .map_err(Into::into))
+    }
+
+    pub async fn enrich(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &Instance,
+        locations: &[core::Location],
+    ) -> wasmtime::Result<Answer<Vec<core::EnrichResult>>> {
+        let Some(indices) = &self.enrich else {
+            return Err(wasmtime::Error::msg("the component does not export enrich"));
+        };
+        let guest = indices.load(&mut *store, instance)?;
+        let locations: Vec<_> = locations.iter().map(location).collect();
+        Ok(guest
+            .call_enrich_locations(store, &locations)
+            .await?
+            .map(enrich_results)
+            .map_err(Into::into))
+    }
+
+    pub async fn changes_for(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &Instance,
+        cursor: Option<&str>,
+        ids: &[String],
+    ) -> wasmtime::Result<Answer<core::ChangePage>> {
+        let Some(indices) = &self.watch else {
+            return Err(wasmtime::Error::msg("the component does not export watch"));
+        };
+        let guest = indices.load(&mut *store, instance)?;
+        Ok(guest
+            .call_changes_for(store, cursor, ids)
+            .await?
+            .map(change_page)
+            .map_err(Into::into))
     }
 }
 
@@ -96,21 +142,9 @@ impl From<source::ConnectorError> for core::ConnectorError {
     }
 }
 
-fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-        .or_else(|| {
-            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                .ok()
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map(|t| t.and_utc())
-        })
-}
-
 /// Converts a record; a field whose value is not JSON makes the record
 /// malformed (a connector bug the operator must hear about).
-pub fn person(record: source::PersonRecord) -> Result<core::FoundPerson, core::ConnectorError> {
+fn person(record: source::PersonRecord) -> Result<core::FoundPerson, core::ConnectorError> {
     let fields = observations(record.fields)?;
     Ok(core::FoundPerson {
         ids: record
@@ -147,7 +181,7 @@ fn observations(list: Vec<source::Field>) -> Result<Vec<Observation>, core::Conn
     Ok(fields)
 }
 
-pub fn lookup_results(list: Vec<source::LookupResult>) -> Vec<core::LookupResult> {
+fn lookup_results(list: Vec<source::LookupResult>) -> Vec<core::LookupResult> {
     list.into_iter()
         .map(|r| core::LookupResult {
             requested: r.requested,
@@ -163,16 +197,18 @@ pub fn lookup_results(list: Vec<source::LookupResult>) -> Vec<core::LookupResult
         .collect()
 }
 
-pub fn change_page(page: source::ChangePage) -> core::ChangePage {
+fn change_page(page: source::ChangePage) -> core::ChangePage {
     core::ChangePage {
         changes: page
             .changes
             .into_iter()
             .map(|c| core::Change {
                 id: c.id,
+                kind: core::ChangeKind::Unclassified,
                 event: c.event,
                 position: c.position,
                 recorded: c.recorded,
+                record: None,
             })
             .collect(),
         next_cursor: page.next_cursor,
@@ -180,7 +216,7 @@ pub fn change_page(page: source::ChangePage) -> core::ChangePage {
     }
 }
 
-pub fn description(d: source::Description) -> core::Description {
+fn description(d: source::Description) -> core::Description {
     core::Description {
         source: d.source,
         upstream_versions: d.upstream_versions,
@@ -191,7 +227,7 @@ pub fn description(d: source::Description) -> core::Description {
 }
 
 /// The WIT form of a location.
-pub fn location(l: &core::Location) -> enrich::Location {
+fn location(l: &core::Location) -> enrich::Location {
     enrich::Location {
         key: l.key.clone(),
         address: l.address.to_string(),
@@ -204,7 +240,7 @@ pub fn location(l: &core::Location) -> enrich::Location {
 }
 
 /// Converts enrichment results; a malformed field fails that location only.
-pub fn enrich_results(list: Vec<enrich::EnrichResult>) -> Vec<core::EnrichResult> {
+fn enrich_results(list: Vec<enrich::EnrichResult>) -> Vec<core::EnrichResult> {
     list.into_iter()
         .map(|r| core::EnrichResult {
             key: r.key,

@@ -25,6 +25,27 @@ fn found(record: PersonRecord) -> LookupResult {
     }
 }
 
+/// KRR (2.1, contract 2) maps into contract 2 records; the benchmark
+/// component speaks contract 1, so it builds the 1.x record from the same
+/// mapped fields.
+fn krr_record(p: connector_krr::mapping::Person) -> PersonRecord {
+    PersonRecord {
+        ids: vec![folkhub_connector_sdk::PersonId {
+            scheme: "no-fnr".into(),
+            value: p.id,
+            active: true,
+        }],
+        fields: p
+            .fields
+            .into_iter()
+            .map(|(path, value, effective)| {
+                folkhub_connector_sdk::field(path, value, &[], effective)
+            })
+            .collect(),
+        upstream_version: connector_krr::mapping::UPSTREAM_VERSION.into(),
+    }
+}
+
 fn malformed(e: String) -> ConnectorError {
     ConnectorError::MalformedResponse(e)
 }
@@ -57,7 +78,7 @@ fn map(register: &str, body: &str) -> Result<Vec<LookupResult>, ConnectorError> 
             connector_krr::mapping::map_persons(&json)
                 .map_err(malformed)?
                 .into_iter()
-                .map(|p| found(p.into_record()))
+                .map(|p| found(krr_record(p)))
                 .collect()
         }
         "spar" => {
