@@ -11,3 +11,4 @@ mod krr;
 mod nordic;
 mod registers;
 mod sandbox;
+mod upgrade;

@@ -494,6 +494,8 @@ async fn deadline_actions_run_when_a_release_is_loaded_after_its_deadline() {
         .expect("audit");
     let last = audit.last().expect("audit entry");
     assert_eq!(last.actor, "folkhub (deadline action)");
+    assert_eq!(last.action, "auto-upgrade");
+    assert_eq!(last.version_before.as_deref(), Some("1.0.1"));
     assert!(
         last.reason.contains("auto-upgrade at the deadline") && last.reason.contains("2027-08-31"),
         "{last:?}"
@@ -517,4 +519,61 @@ async fn deadline_actions_run_when_a_release_is_loaded_after_its_deadline() {
         .expect("read")
         .expect("installed");
     assert!(installation.pinned && installation.version == "1.0.1");
+
+    // ... and a change of the manifest: the vendor publishes spar 2.0.1
+    // (the same bytes as 2.0.0) with an earlier deadline and auto-upgrade,
+    // and KRR's note now says `disable`.
+    let dir = tempfile::tempdir().expect("dir");
+    std::os::unix::fs::symlink(
+        folkhub_tests::root().join("registry"),
+        dir.path().join("registry"),
+    )
+    .expect("link artifacts");
+    let manifest = std::fs::read_to_string(folkhub_tests::root().join("registry-manifest.toml"))
+        .expect("manifest");
+    let spar_200 = manifest
+        .split("[[release]]")
+        .find(|r| r.contains("connector = \"spar\"") && r.contains("version = \"2.0.0\""))
+        .expect("spar 2.0.0");
+    let spar_201 = spar_200
+        .replace("version = \"2.0.0\"", "version = \"2.0.1\"")
+        .replace(
+            "upgrade_deadline = 2027-08-31",
+            "upgrade_deadline = 2027-04-30",
+        );
+    let changed = format!("{manifest}\n[[release]]{spar_201}").replacen(
+        "deadline_action = \"warn\"",
+        "deadline_action = \"disable\"",
+        1,
+    );
+    assert!(changed.contains("deadline_action = \"disable\""));
+    std::fs::write(dir.path().join("registry-manifest.toml"), changed).expect("write");
+    let mut config = env.host.config.clone();
+    config.registry.manifest = dir.path().join("registry-manifest.toml");
+    let mut host = folkhub_cli::host::Host::open(config).await.expect("host");
+    host.today = chrono::NaiveDate::from_ymd_opt(2027, 9, 1);
+    assert_eq!(
+        host.load("spar").await.expect("load").version,
+        "1.0.1",
+        "pinned: the new release's deadline does not move it"
+    );
+    // The `disable` action: past the deadline the old release is refused,
+    // naming the release to install; nothing is changed.
+    let error = host.load("krr").await.expect_err("disabled").to_string();
+    assert!(
+        error.contains("krr 1.0.1 is disabled")
+            && error.contains("folkhub connectors install krr --version 2.0.0"),
+        "{error}"
+    );
+    let krr = folkhub_store::PersonStore::installation(host.store.as_ref(), "krr")
+        .await
+        .expect("read")
+        .expect("installed");
+    assert_eq!(krr.version, "1.0.1");
+    // Unpinned, the auto-upgrade runs, to the newest release that noted it.
+    host.pin("spar", false, "admin", "let it move")
+        .await
+        .expect("unpin");
+    let spar = host.load("spar").await.expect("load");
+    assert!(spar.version.starts_with("2.0."), "{}", spar.version);
 }

@@ -5,3 +5,4 @@ pub mod credentials;
 pub mod person;
 pub mod serve;
 pub mod sync;
+pub mod upgrade;

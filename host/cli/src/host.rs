@@ -1,5 +1,6 @@
 //! Wiring: config → manifest, store, runtime → loaded connectors.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -37,6 +38,7 @@ impl Host {
         for (group, sources) in &config.merge.groups {
             rules.groups.insert(group.clone(), sources.clone());
         }
+        // (Host::rules gives the same for callers after open.)
         let store = SqliteStore::open(&config.sqlite_path(), rules)
             .await
             .with_context(|| format!("opening the store {}", config.store.url))?;
@@ -92,7 +94,21 @@ impl Host {
 
     /// Verifies and prepares a release without recording anything.
     pub fn prepare(&self, release: &Release) -> anyhow::Result<Connector> {
-        let settings = self.settings(&release.connector)?;
+        self.prepare_with(release, &BTreeMap::new())
+    }
+
+    /// As [`Host::prepare`], with some of the operator's config values for
+    /// the connector replaced (a dry run of a release whose migration note
+    /// asks for a new `base-url`, before folkhub.toml is edited).
+    pub fn prepare_with(
+        &self,
+        release: &Release,
+        overrides: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Connector> {
+        let mut settings = self.settings(&release.connector)?;
+        settings
+            .config
+            .extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok(self
             .runtime
             .prepare(release, &self.manifest.artifact_path(release), settings)?)
@@ -187,11 +203,16 @@ impl Host {
                     ),
                     "auto-upgrade" if !installation.pinned => {
                         tracing::warn!(connector, "auto-upgrading to {by}: {reason}");
-                        self.install(
-                            connector,
-                            Some(&by),
+                        let Some(target) = self.manifest.find(connector, Some(&by)) else {
+                            bail!(
+                                "{connector}: the auto-upgrade target {by} is not in the manifest"
+                            );
+                        };
+                        self.record(
+                            target,
                             false,
                             "folkhub (deadline action)",
+                            "auto-upgrade",
                             &format!("auto-upgrade at the deadline: {reason}"),
                         )
                         .await?;
@@ -237,5 +258,228 @@ impl Host {
 
     pub fn store(&self) -> &dyn PersonStore {
         self.store.as_ref()
+    }
+}
+
+/// What upgrading an installed connector to another release would change.
+#[derive(Debug)]
+pub struct UpgradePlan {
+    pub installed: Installation,
+    pub from: Release,
+    pub to: Release,
+    /// Releases after the installed one up to the target, oldest first:
+    /// their notes are what the admin must read.
+    pub between: Vec<Release>,
+    /// Origins the target requests that folkhub.toml does not grant.
+    pub ungranted: Vec<String>,
+    /// Origins the target may reach.
+    pub reachable: Vec<String>,
+}
+
+/// Items in `b` not in `a`, and in `a` not in `b`.
+pub fn added_removed(a: &[String], b: &[String]) -> (Vec<String>, Vec<String>) {
+    (
+        b.iter().filter(|x| !a.contains(x)).cloned().collect(),
+        a.iter().filter(|x| !b.contains(x)).cloned().collect(),
+    )
+}
+
+impl Host {
+    /// The merge rules from `folkhub.toml` over the defaults.
+    pub fn rules(&self) -> MergeRules {
+        let mut rules = MergeRules::default();
+        for (group, sources) in &self.config.merge.groups {
+            rules.groups.insert(group.clone(), sources.clone());
+        }
+        rules
+    }
+
+    /// Checks an upgrade without changing anything: the target exists, is
+    /// newer than what is installed, verifies (digest, contract, link) and
+    /// can reach its register.
+    pub async fn plan_upgrade(&self, connector: &str, to: &str) -> anyhow::Result<UpgradePlan> {
+        self.plan_upgrade_with(connector, to, &BTreeMap::new())
+            .await
+    }
+
+    /// As [`Host::plan_upgrade`], with config overrides for the target.
+    pub async fn plan_upgrade_with(
+        &self,
+        connector: &str,
+        to: &str,
+        overrides: &BTreeMap<String, String>,
+    ) -> anyhow::Result<UpgradePlan> {
+        let Some(installed) = self.store.installation(connector).await? else {
+            bail!("{connector} is not installed; run `folkhub connectors install {connector}`");
+        };
+        let Some(from) = self.manifest.find(connector, Some(&installed.version)) else {
+            bail!(
+                "{connector} {} is installed but no longer in {}; install a published release with `folkhub connectors install {connector} --version V`",
+                installed.version,
+                self.config.registry.manifest.display()
+            );
+        };
+        let Some(target) = self.manifest.find(connector, Some(to)) else {
+            let known: Vec<String> = self
+                .manifest
+                .releases_of(connector)
+                .iter()
+                .map(|r| r.version.clone())
+                .collect();
+            bail!(
+                "{connector} has no release {to}; published: {}",
+                known.join(", ")
+            );
+        };
+        let semver = folkhub_manifest::registry::semver;
+        if semver(&target.version) <= semver(&from.version) {
+            bail!(
+                "{connector} {to} is not newer than the installed {}; `folkhub connectors rollback {connector}` returns to the previous release, `folkhub connectors install {connector} --version {to}` installs any",
+                installed.version
+            );
+        }
+        let prepared = self
+            .prepare_with(target, overrides)
+            .with_context(|| format!("{connector} {to} cannot be installed on this host"))?;
+        let mut config = self.config.connector(connector).config.clone();
+        config.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let requested = target.requested_origins(&config);
+        let reachable = prepared.allowed_origins();
+        let ungranted = requested
+            .into_iter()
+            .filter(|o| !reachable.contains(o))
+            .collect();
+        let between = self
+            .manifest
+            .releases_of(connector)
+            .into_iter()
+            .filter(|r| {
+                semver(&r.version) > semver(&from.version)
+                    && semver(&r.version) <= semver(&target.version)
+            })
+            .cloned()
+            .collect();
+        Ok(UpgradePlan {
+            installed,
+            from: from.clone(),
+            to: target.clone(),
+            between,
+            ungranted,
+            reachable,
+        })
+    }
+
+    /// Upgrades to `to` after the checks of [`Host::plan_upgrade`]. The pin
+    /// stays as it was; the change feed's cursor carries over (it belongs to
+    /// the connector, not the release); the previous release stays in the
+    /// registry and the compile cache, so a rollback is immediate.
+    pub async fn upgrade(
+        &self,
+        connector: &str,
+        to: &str,
+        actor: &str,
+        reason: &str,
+    ) -> anyhow::Result<(UpgradePlan, Installation)> {
+        let plan = self.plan_upgrade(connector, to).await?;
+        if plan.reachable.is_empty() {
+            bail!(
+                "{connector} {to} could reach none of the hosts it requests ({}); grant one in [connectors.{connector}] grant_hosts of folkhub.toml first, then upgrade",
+                plan.ungranted.join(", ")
+            );
+        }
+        let installation = self
+            .record(&plan.to, plan.installed.pinned, actor, "upgrade", reason)
+            .await?;
+        Ok((plan, installation))
+    }
+
+    /// Verifies and records a release with an audit action.
+    async fn record(
+        &self,
+        release: &Release,
+        pinned: bool,
+        actor: &str,
+        action: &str,
+        reason: &str,
+    ) -> anyhow::Result<Installation> {
+        let prepared = self.prepare(release)?;
+        let installation = Installation {
+            connector: release.connector.clone(),
+            version: release.version.clone(),
+            digest: prepared.digest.clone(),
+            contract: prepared.contract.to_string(),
+            pinned,
+            installed_at: Utc::now(),
+            installed_by: actor.to_string(),
+        };
+        self.store
+            .change_installation(installation.clone(), Some(action), reason)
+            .await?;
+        Ok(installation)
+    }
+
+    /// Returns to the release installed before the last version change, if
+    /// its artifact still has the digest recorded then.
+    pub async fn rollback(
+        &self,
+        connector: &str,
+        actor: &str,
+        reason: &str,
+    ) -> anyhow::Result<(Installation, Installation)> {
+        let Some(current) = self.store.installation(connector).await? else {
+            bail!("{connector} is not installed");
+        };
+        let audit = self.store.audit(connector).await?;
+        let Some(last) = audit.iter().rev().find(|e| {
+            e.version_after.as_deref() == Some(current.version.as_str())
+                && e.version_before.is_some()
+                && e.version_before != e.version_after
+        }) else {
+            bail!(
+                "{connector} {} has no earlier release to roll back to (see `folkhub connectors history {connector}`)",
+                current.version
+            );
+        };
+        let (Some(version), Some(digest)) = (&last.version_before, &last.digest_before) else {
+            bail!("{connector}: the audit entry has no earlier release");
+        };
+        let Some(release) = self.manifest.find(connector, Some(version)) else {
+            bail!(
+                "{connector} {version} (installed before {}) is no longer in {}; install a published release instead",
+                current.version,
+                self.config.registry.manifest.display()
+            );
+        };
+        if &release.sha256 != digest {
+            bail!(
+                "{connector} {version}: registry-manifest.toml now gives sha256 {}, but {digest} was installed before; a rollback returns only to the same bytes",
+                release.sha256
+            );
+        }
+        let installation = self
+            .record(release, current.pinned, actor, "rollback", reason)
+            .await?;
+        Ok((current, installation))
+    }
+
+    /// Pins or unpins the installed release.
+    pub async fn pin(
+        &self,
+        connector: &str,
+        pinned: bool,
+        actor: &str,
+        reason: &str,
+    ) -> anyhow::Result<Installation> {
+        if !self
+            .store
+            .set_pinned(connector, pinned, actor, reason)
+            .await?
+        {
+            bail!("{connector} is not installed");
+        }
+        self.store
+            .installation(connector)
+            .await?
+            .context("the installation vanished")
     }
 }

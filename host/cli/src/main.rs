@@ -91,6 +91,49 @@ enum ConnectorsCommand {
         #[arg(long, default_value = "installed from the CLI")]
         reason: String,
     },
+    /// Move an installed connector to a newer release; with --dry-run, show
+    /// the notes, differences and a shadow run without changing anything.
+    Upgrade {
+        connector: String,
+        /// Target release version.
+        #[arg(long)]
+        to: String,
+        /// Check and preview only.
+        #[arg(long)]
+        dry_run: bool,
+        /// Persons in the dry run's shadow run (0: none).
+        #[arg(long, default_value_t = 100)]
+        sample: usize,
+        /// Print the dry run as JSON.
+        #[arg(long)]
+        json: bool,
+        /// KEY=VALUE: a config value for the new release in the dry run
+        /// (e.g. the base-url its migration note asks for); repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long, default_value = "upgraded from the CLI")]
+        reason: String,
+    },
+    /// Return to the release installed before the last version change.
+    Rollback {
+        connector: String,
+        #[arg(long, default_value = "rolled back from the CLI")]
+        reason: String,
+    },
+    /// Keep the installed release: no deadline action moves it.
+    Pin {
+        connector: String,
+        #[arg(long, default_value = "pinned from the CLI")]
+        reason: String,
+    },
+    /// Let deadline actions move the installed release again.
+    Unpin {
+        connector: String,
+        #[arg(long, default_value = "unpinned from the CLI")]
+        reason: String,
+    },
+    /// Every installation change of a connector: who, when, digests, why.
+    History { connector: String },
 }
 
 #[derive(Subcommand)]
@@ -161,21 +204,77 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             reason,
                         },
                 } => {
-                    let actor = std::env::var("USER").unwrap_or_else(|_| "cli".into());
                     commands::connectors::install(
                         &host,
                         &connector,
                         version.as_deref(),
                         pin,
-                        &actor,
+                        &actor(),
                         &reason,
                     )
                     .await
                 }
+                Command::Connectors {
+                    command:
+                        ConnectorsCommand::Upgrade {
+                            connector,
+                            to,
+                            dry_run,
+                            sample,
+                            json,
+                            set,
+                            reason,
+                        },
+                } => {
+                    if dry_run {
+                        let mut overrides = std::collections::BTreeMap::new();
+                        for pair in &set {
+                            let Some((k, v)) = pair.split_once('=') else {
+                                anyhow::bail!(
+                                    "--set {pair:?}: expected KEY=VALUE, e.g. --set base-url=https://host/rest/v2"
+                                );
+                            };
+                            overrides.insert(k.trim().to_string(), v.trim().to_string());
+                        }
+                        let report =
+                            commands::upgrade::dry_run(&host, &connector, &to, sample, &overrides)
+                                .await?;
+                        if json {
+                            println!("{}", serde_json::to_string_pretty(&report)?);
+                        } else {
+                            commands::upgrade::print(&report);
+                        }
+                        Ok(())
+                    } else {
+                        if !set.is_empty() {
+                            anyhow::bail!(
+                                "--set is for --dry-run only: put the new values in [connectors.{connector}.config] of folkhub.toml, then upgrade"
+                            );
+                        }
+                        commands::upgrade::upgrade(&host, &connector, &to, &actor(), &reason).await
+                    }
+                }
+                Command::Connectors {
+                    command: ConnectorsCommand::Rollback { connector, reason },
+                } => commands::upgrade::rollback(&host, &connector, &actor(), &reason).await,
+                Command::Connectors {
+                    command: ConnectorsCommand::Pin { connector, reason },
+                } => commands::upgrade::pin(&host, &connector, true, &actor(), &reason).await,
+                Command::Connectors {
+                    command: ConnectorsCommand::Unpin { connector, reason },
+                } => commands::upgrade::pin(&host, &connector, false, &actor(), &reason).await,
+                Command::Connectors {
+                    command: ConnectorsCommand::History { connector },
+                } => commands::upgrade::history(&host, &connector).await,
                 Command::Credentials { .. } | Command::Version => Ok(()),
             }
         }
     }
+}
+
+/// Who runs the command, for the audit trail.
+fn actor() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "cli".into())
 }
 
 #[tokio::main]

@@ -151,3 +151,85 @@ fn outdated_warns_before_the_deadline_and_says_unsupported_after_it() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("FOLKHUB_TODAY"));
 }
+
+#[test]
+fn upgrade_rollback_pin_and_history_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::write(
+        dir.path().join("folkhub.toml"),
+        format!(
+            "[store]\nurl = \"sqlite://{}\"\n[registry]\nmanifest = \"{}\"\n[runtime]\ncache_dir = \"{}\"\n[connectors.krr]\ngrant_hosts = [\"https://test.kontaktregisteret.no\"]\n",
+            dir.path().join("f.db").display(),
+            root.join("registry-manifest.toml").display(),
+            root.join("target/test-cache").display(),
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = folkhub(dir.path()).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = run(&["connectors", "install", "krr", "--version", "1.0.1"]);
+    assert_eq!(code, Some(0), "{err}");
+    // Not newer, unknown, and --set without --dry-run: refused with what to do.
+    let (code, _, err) = run(&["connectors", "upgrade", "krr", "--to", "1.0.0"]);
+    assert!(code == Some(1) && err.contains("rollback"), "{err}");
+    let (code, _, err) = run(&["connectors", "upgrade", "krr", "--to", "7.0.0"]);
+    assert!(
+        code == Some(1) && err.contains("published: 1.0.0, 1.0.1, 2.0.0, 2.1.0"),
+        "{err}"
+    );
+    let (code, _, err) = run(&[
+        "connectors",
+        "upgrade",
+        "krr",
+        "--to",
+        "2.1.0",
+        "--set",
+        "a=b",
+    ]);
+    assert!(code == Some(1) && err.contains("--dry-run only"), "{err}");
+    // A dry run without persons still checks and reports; it changes nothing.
+    let (code, out, err) = run(&["connectors", "upgrade", "krr", "--to", "2.1.0", "--dry-run"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("contract       1.1.0 → 2.0.0")
+            && out.contains("upstream       KRR v1 → KRR v2")
+            && out.contains("BREAKING")
+            && out.contains("No shadow run: the store has no person krr can be asked about yet"),
+        "{out}"
+    );
+    let (_, out, _) = run(&["connectors", "history", "krr"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+
+    let (code, out, err) = run(&["connectors", "pin", "krr"]);
+    assert!(
+        code == Some(0) && out.contains("krr 1.0.1 is pinned"),
+        "{err}"
+    );
+    let (code, out, err) = run(&["connectors", "upgrade", "krr", "--to", "2.1.0"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("upgraded krr 1.0.1 → 2.1.0 (contract 2.0.0") && out.contains(", pinned"),
+        "{out}"
+    );
+    let (code, out, err) = run(&["connectors", "rollback", "krr"]);
+    assert!(
+        code == Some(0) && out.contains("rolled krr back from 2.1.0 to 1.0.1"),
+        "{out}{err}"
+    );
+    let (_, out, _) = run(&["connectors", "list"]);
+    let krr = out.lines().find(|l| l.starts_with("krr")).unwrap();
+    assert!(krr.contains("1.0.1") && krr.contains("yes"), "{krr}");
+    let (_, out, _) = run(&["connectors", "history", "krr"]);
+    let actions: Vec<&str> = out
+        .lines()
+        .map(|l| l.split_whitespace().nth(2).unwrap())
+        .collect();
+    assert_eq!(actions, ["install", "pin", "upgrade", "rollback"], "{out}");
+}

@@ -15,6 +15,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+pub mod shadow;
+
 use chrono::Utc;
 use folkhub_core::contract::{
     ConnectorError, EnrichOutcome, FoundPerson, Location, LookupOutcome, LookupResult,

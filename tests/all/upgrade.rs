@@ -1,0 +1,353 @@
+//! Contract majors side by side, and the admin's upgrade of a connector
+//! within a deadline: warnings, dry run, upgrade, feed continuity,
+//! rollback, and the old upstream's sunset.
+
+use folkhub_core::contract::{ConnectorError, LookupOutcome};
+use folkhub_manifest::SupportState;
+use folkhub_store::RunStatus;
+use folkhub_tests::{Setup, TestEnv};
+
+fn fast() -> folkhub_sync::Options<'static> {
+    folkhub_sync::Options {
+        backoff: std::time::Duration::from_millis(5),
+        ..folkhub_sync::Options::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connectors_on_contracts_1_0_1_1_and_2_0_run_in_one_host() {
+    let env = TestEnv::start(Setup {
+        seed: 31,
+        count: 60,
+        ..Setup::default()
+    })
+    .await;
+    let host = &env.host;
+    let release = |id: &str, v: &str| host.manifest.find(id, Some(v)).expect("release").clone();
+    let freg_10 = host
+        .prepare(&release("folkeregister", "1.0.0"))
+        .expect("1.0");
+    let krr_11 = host.prepare(&release("krr", "2.0.0")).expect("1.1");
+    let krr_20 = host.prepare(&release("krr", "2.1.0")).expect("2.0");
+    assert_eq!(freg_10.contract.to_string(), "1.0.0");
+    assert_eq!(krr_11.contract.to_string(), "1.1.0");
+    assert_eq!(krr_20.contract.to_string(), "2.0.0");
+    assert!(
+        krr_11
+            .deprecation
+            .as_deref()
+            .is_some_and(|d| d.contains("2028-06-30")),
+        "major 1 is deprecated with a removal date: {:?}",
+        krr_11.deprecation
+    );
+    assert!(krr_20.deprecation.is_none());
+
+    let ids: Vec<String> = env
+        .sim
+        .truth_for(&["folkeregister", "krr"])
+        .await
+        .iter()
+        .take(20)
+        .map(|t| t.ids.last().expect("id").clone())
+        .collect();
+    let freg = freg_10.lookup(&ids).await.expect("1.0 lookup");
+    assert!(
+        freg.iter()
+            .all(|r| matches!(r.outcome, LookupOutcome::Found(_))),
+        "{freg:?}"
+    );
+    // The same register through contract 1.1 and 2.0: the same persons,
+    // ids and fields (KRR gives no periods that end).
+    let a = krr_11.lookup(&ids).await.expect("1.1 lookup");
+    let b = krr_20.lookup(&ids).await.expect("2.0 lookup");
+    assert_eq!(a, b);
+    assert!(
+        a.iter()
+            .any(|r| matches!(&r.outcome, LookupOutcome::Found(p) if !p.fields.is_empty()))
+    );
+
+    // Contract 2's feed carries the records; 1.1's names persons only.
+    let page_11 = krr_11.changes(None).await.expect("1.1 changes");
+    let page_20 = krr_20.changes(None).await.expect("2.0 changes");
+    assert_eq!(page_11.changes.len(), page_20.changes.len());
+    assert!(page_11.changes.iter().all(|c| c.record.is_none()));
+    assert!(
+        page_20
+            .changes
+            .iter()
+            .all(|c| c.record.is_some() && c.kind == folkhub_core::contract::ChangeKind::Updated)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_upgrades_across_an_upstream_sunset_and_a_contract_major_and_rolls_back() {
+    let env = TestEnv::start(Setup {
+        seed: 32,
+        count: 150,
+        ..Setup::default()
+    })
+    .await;
+    let sunset = chrono::NaiveDate::from_ymd_opt(2027, 6, 30).expect("date");
+    env.sim
+        .shared
+        .sunsets
+        .lock()
+        .expect("sunsets")
+        .push(("krr-v1".into(), sunset));
+    env.sim
+        .shared
+        .set_today(chrono::NaiveDate::from_ymd_opt(2027, 1, 10).expect("date"));
+    let opts = fast();
+
+    // Installed: krr 1.0.1, speaking /rest/v1 (its base-url before the
+    // migration). Folkeregisteret gives the persons.
+    let v2_url = format!("{}/rest/v2", env.sim.base_url());
+    let mut v1 = env.host.config.clone();
+    v1.connectors
+        .get_mut("krr")
+        .expect("krr")
+        .config
+        .insert("base-url".into(), format!("{}/rest/v1", env.sim.base_url()));
+    let mut old_host = folkhub_cli::host::Host::open(v1).await.expect("host");
+    env.host
+        .install("folkeregister", None, false, "test", "story")
+        .await
+        .expect("install");
+    let freg = env.host.load("folkeregister").await.expect("load");
+    folkhub_sync::full(env.host.store(), &freg, &["no-fnr", "no-dnr"], &opts)
+        .await
+        .expect("freg");
+    old_host
+        .install("krr", Some("1.0.1"), false, "ops", "first install")
+        .await
+        .expect("install 1.0.1");
+    let old = old_host.load("krr").await.expect("load");
+    let summary = folkhub_sync::full(old_host.store(), &old, &["no-fnr", "no-dnr"], &opts)
+        .await
+        .expect("sync");
+    assert_eq!(summary.status, RunStatus::Succeeded, "{:?}", summary.errors);
+
+    // Warnings as the clock advances: none 141 days before the deadline,
+    // then the 90-, 30- and 7-day notices, then unsupported.
+    let release = old_host
+        .manifest
+        .find("krr", Some("1.0.1"))
+        .expect("release")
+        .clone();
+    let mut steps = vec![];
+    for day in [
+        "2027-01-10",
+        "2027-03-03",
+        "2027-05-01",
+        "2027-05-25",
+        "2027-06-01",
+    ] {
+        old_host.today = Some(day.parse().expect("date"));
+        steps.push(
+            match folkhub_manifest::support_state(&old_host.manifest, &release, old_host.today()) {
+                SupportState::Deprecated { warning, by, .. } => {
+                    assert_eq!(by, "2.0.0");
+                    format!("{warning:?}")
+                }
+                SupportState::Unsupported { action, .. } => format!("unsupported, {action}"),
+                SupportState::Supported => "supported".into(),
+            },
+        );
+    }
+    assert_eq!(
+        steps,
+        [
+            "None",
+            "Some(90)",
+            "Some(30)",
+            "Some(7)",
+            "unsupported, warn"
+        ]
+    );
+    old_host.today = Some("2027-05-25".parse().expect("date"));
+
+    // The dry run, with the base-url the migration note asks for: both
+    // releases' notes, the contract and upstream change, a shadow run on 100
+    // persons, and nothing written.
+    let audit_before = old_host.store().audit("krr").await.expect("audit");
+    let cursor_before = old_host.store().cursor("krr").await.expect("cursor");
+    let runs_before = old_host.store().runs(1000).await.expect("runs").len();
+    let overrides = [("base-url".to_string(), v2_url.clone())].into();
+    let dry = folkhub_cli::commands::upgrade::dry_run(&old_host, "krr", "2.1.0", 100, &overrides)
+        .await
+        .expect("dry run");
+    let versions: Vec<&str> = dry.releases.iter().map(|r| r.version.as_str()).collect();
+    assert_eq!(versions, ["2.0.0", "2.1.0"]);
+    assert!(dry.releases[0].breaking.is_some(), "2.0.0's breaking note");
+    assert_eq!(
+        (dry.contract.from.as_str(), dry.contract.to.as_str()),
+        ("1.1.0", "2.0.0")
+    );
+    assert_eq!(
+        (dry.upstream.from.as_str(), dry.upstream.to.as_str()),
+        ("KRR v1", "KRR v2")
+    );
+    assert!(
+        dry.contract_support.contains("2.x"),
+        "{}",
+        dry.contract_support
+    );
+    assert_eq!(dry.cursor, cursor_before);
+    let shadow = dry.shadow.as_ref().expect("shadow run");
+    assert_eq!(shadow.sampled, 100);
+    assert!(
+        shadow.old.errors.is_empty() && shadow.new.errors.is_empty(),
+        "{shadow:?}"
+    );
+    assert_eq!(shadow.old.found + shadow.old.not_found, 100);
+    assert_eq!(
+        (shadow.identical, shadow.fields.len()),
+        (100, 0),
+        "v1 and v2 give the same merged records: {:?}",
+        shadow.fields
+    );
+    assert_eq!(
+        old_host.store().audit("krr").await.expect("audit"),
+        audit_before
+    );
+    assert_eq!(
+        old_host.store().cursor("krr").await.expect("cursor"),
+        cursor_before
+    );
+    assert_eq!(
+        old_host.store().runs(1000).await.expect("runs").len(),
+        runs_before
+    );
+    // A dry run to a release that is not newer, or unknown, says what to do.
+    let e =
+        folkhub_cli::commands::upgrade::dry_run(&old_host, "krr", "1.0.0", 10, &Default::default())
+            .await
+            .expect_err("older")
+            .to_string();
+    assert!(e.contains("not newer") && e.contains("rollback"), "{e}");
+    let e =
+        folkhub_cli::commands::upgrade::dry_run(&old_host, "krr", "9.0.0", 10, &Default::default())
+            .await
+            .expect_err("unknown")
+            .to_string();
+    assert!(e.contains("no release 9.0.0") && e.contains("2.1.0"), "{e}");
+
+    // The admin migrates base-url (env.host's config speaks /rest/v2) and
+    // upgrades. The feed continues from the stored cursor: no gap, nothing
+    // read twice, and contract 2's records need no lookups.
+    let seen = env.sim.shared.population.read().await.krr_changes.len() as u64;
+    let (plan, installed) = env
+        .host
+        .upgrade("krr", "2.1.0", "ops", "KRR v1 sunset")
+        .await
+        .expect("upgrade");
+    assert_eq!(
+        (plan.from.version.as_str(), installed.version.as_str()),
+        ("1.0.1", "2.1.0")
+    );
+    assert_eq!(installed.contract, "2.0.0");
+    env.sim.advance(100).await;
+    // The home register first: a person who got a fødselsnummer is linked
+    // to it before KRR reports them under it. (KRR first would create a
+    // second person for the new number; merging those is issue 5's.)
+    folkhub_sync::changes(env.host.store(), &freg, &opts)
+        .await
+        .expect("freg changes");
+    let new = env.host.load("krr").await.expect("load");
+    let requests = env.sim.shared.requests();
+    let summary = folkhub_sync::changes(env.host.store(), &new, &opts)
+        .await
+        .expect("changes");
+    assert_eq!(summary.status, RunStatus::Succeeded, "{:?}", summary.errors);
+    let log_length = env.sim.shared.population.read().await.krr_changes.len() as u64;
+    assert!(log_length > seen);
+    assert_eq!(summary.counts.feed_events, log_length - seen);
+    let pages = (log_length - seen).div_ceil(folkhub_sim::krr::PAGE as u64) + 1;
+    assert!(
+        env.sim.shared.requests() - requests <= pages,
+        "the feed's records were stored without lookups: {} requests for {} pages",
+        env.sim.shared.requests() - requests,
+        pages
+    );
+    let truth = env.sim.truth_for(&["folkeregister", "krr"]).await;
+    let wrong =
+        crate::end_to_end::mismatches(env.host.store(), &truth, &["folkeregister", "krr"]).await;
+    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(10)]);
+
+    // Rollback returns to the previous digest at once, and the upgrade can
+    // be repeated; every step is audited with digests before and after.
+    let digest_101 = old_host
+        .manifest
+        .find("krr", Some("1.0.1"))
+        .expect("r")
+        .sha256
+        .clone();
+    let (from, to) = env
+        .host
+        .rollback("krr", "ops", "checking a report")
+        .await
+        .expect("rollback");
+    assert_eq!(
+        (from.version.as_str(), to.version.as_str()),
+        ("2.1.0", "1.0.1")
+    );
+    assert_eq!(to.digest, digest_101);
+    let (_, again) = env
+        .host
+        .upgrade("krr", "2.1.0", "ops", "report checked")
+        .await
+        .expect("upgrade again");
+    assert_eq!(again.version, "2.1.0");
+    let audit = env.host.store().audit("krr").await.expect("audit");
+    let actions: Vec<(&str, Option<&str>, Option<&str>)> = audit
+        .iter()
+        .map(|e| {
+            (
+                e.action.as_str(),
+                e.version_before.as_deref(),
+                e.version_after.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("install", None, Some("1.0.1")),
+            ("upgrade", Some("1.0.1"), Some("2.1.0")),
+            ("rollback", Some("2.1.0"), Some("1.0.1")),
+            ("upgrade", Some("1.0.1"), Some("2.1.0")),
+        ]
+    );
+    assert_eq!(audit[2].digest_after.as_deref(), Some(digest_101.as_str()));
+    assert!(
+        audit
+            .iter()
+            .all(|e| e.actor == "ops" && !e.reason.is_empty())
+    );
+
+    // After the sunset the old release's calls fail as retired, never with
+    // wrong data, and nothing stored changes.
+    env.sim.shared.set_today(sunset);
+    let error = old
+        .lookup(&[truth[0].ids.last().expect("id").clone()])
+        .await
+        .expect_err("retired");
+    assert!(
+        matches!(
+            error.connector_error(),
+            Some(ConnectorError::UpstreamVersionGone(_))
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().contains("retired"), "{error}");
+    let still = env.host.load("krr").await.expect("load");
+    let ids: Vec<String> = truth
+        .iter()
+        .take(5)
+        .map(|t| t.ids.last().expect("id").clone())
+        .collect();
+    assert!(
+        still.lookup(&ids).await.is_ok(),
+        "2.1.0 speaks v2, which is not retired"
+    );
+}
