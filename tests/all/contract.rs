@@ -6,28 +6,59 @@ use folkhub_tests::root;
 #[test]
 fn released_wit_is_frozen() {
     // wit/released/ holds a copy of every released contract version. The
-    // source of the newest released minor must not drift from its snapshot:
-    // change the contract only by releasing a new minor (additions only).
-    let source =
-        std::fs::read_to_string(root().join("wit/connector-v1/connector.wit")).expect("source");
-    let version = source
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("package folkhub:connector@")
-                .and_then(|v| v.strip_suffix(';'))
-        })
-        .expect("package line");
-    let snapshot = root().join(format!("wit/released/connector@{version}.wit"));
-    let frozen = std::fs::read_to_string(&snapshot).unwrap_or_else(|_| {
-        panic!(
-            "{} is missing: every released version is snapshotted",
-            snapshot.display()
-        )
-    });
-    assert_eq!(
-        source, frozen,
-        "wit/connector-v1 differs from the released {version}: released WIT never changes; add a new minor instead"
-    );
+    // source of each major's newest released minor must not drift from its
+    // snapshot: change the contract only by releasing a new version.
+    let mut majors = 0;
+    for entry in std::fs::read_dir(root().join("wit")).expect("wit/") {
+        let dir = entry.expect("entry").path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("connector-v") {
+            continue;
+        }
+        majors += 1;
+        let source = std::fs::read_to_string(dir.join("connector.wit")).expect("source");
+        let version = source
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("package folkhub:connector@")
+                    .and_then(|v| v.strip_suffix(';'))
+            })
+            .expect("package line");
+        assert!(
+            name == format!("connector-v{}", version.split('.').next().unwrap()),
+            "wit/{name} holds {version}: each major has its own folder"
+        );
+        let snapshot = root().join(format!("wit/released/connector@{version}.wit"));
+        let frozen = std::fs::read_to_string(&snapshot).unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: every released version is snapshotted",
+                snapshot.display()
+            )
+        });
+        assert_eq!(
+            source, frozen,
+            "wit/{name} differs from the released {version}: released WIT never changes; add a new version instead"
+        );
+    }
+    assert_eq!(majors, 2, "connector-v1 and connector-v2");
+    // And the snapshots themselves never change: their sums are recorded
+    // when they are released.
+    let sums = std::fs::read_to_string(root().join("wit/released/SHA256SUMS")).expect("sums");
+    let mut snapshots = 0;
+    for entry in std::fs::read_dir(root().join("wit/released")).expect("released") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.ends_with(".wit") {
+            continue;
+        }
+        snapshots += 1;
+        let sum = folkhub_runtime::engine::sha256_hex(&std::fs::read(&path).expect("read"));
+        assert!(
+            sums.lines().any(|l| l == format!("{sum}  {name}")),
+            "wit/released/{name} was edited or its sum is not in wit/released/SHA256SUMS; released WIT never changes"
+        );
+    }
+    assert!(snapshots >= 3, "1.0.0, 1.1.0, 2.0.0");
 }
 
 #[test]

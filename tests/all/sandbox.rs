@@ -144,6 +144,40 @@ async fn a_component_built_on_a_newer_minor_is_refused_naming_both_versions() {
 }
 
 #[tokio::test]
+async fn components_on_a_retired_or_a_newer_major_are_refused_naming_both_versions() {
+    let rt = runtime(Duration::from_secs(10), 64);
+    for (name, version, expected) in [
+        (
+            "retired-major",
+            "0.9.0",
+            "whose major is no longer supported by this host",
+        ),
+        (
+            "newer-major",
+            "3.0.0",
+            "a newer major than this host supports",
+        ),
+    ] {
+        let path = component(name);
+        let error = rt
+            .prepare(
+                &test_release(name, &path, version),
+                &path,
+                ConnectorSettings::default(),
+            )
+            .expect_err("must be refused");
+        let text = error.to_string();
+        assert!(matches!(error, InstallError::Contract { .. }), "{text}");
+        assert!(
+            text.contains(expected)
+                && text.contains(&format!("folkhub:connector {version}"))
+                && text.contains("host API 1.1.0, 2.0.0"),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_tampered_artifact_is_refused_and_nothing_changes() {
     let env = folkhub_tests::TestEnv::start(folkhub_tests::Setup {
         count: 10,

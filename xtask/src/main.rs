@@ -61,6 +61,8 @@ const TEST_COMPONENTS: &[&str] = &[
     "component-memory-bomb",
     "component-denied-http",
     "component-newer-minor",
+    "component-retired-major",
+    "component-newer-major",
     "component-mapping-bench",
 ];
 

@@ -1,5 +1,5 @@
-//! Kartverket connector: enriches Norwegian addresses (contract 1.1
-//! `enrich`) with their coordinates and, for Oslo, Bergen, Trondheim and
+//! Kartverket connector: enriches Norwegian addresses (the `enrich`
+//! interface; 1.1.0 is built on contract 2.0, 1.0.0 was on 1.1) with their coordinates and, for Oslo, Bergen, Trondheim and
 //! Stavanger, their city district. The wire formats and their mapping live
 //! in [`mapping`], pure and unit-tested natively.
 //!
@@ -16,10 +16,15 @@ mod component {
     use std::collections::BTreeMap;
 
     use super::mapping;
-    use folkhub_connector_sdk::{
-        ChangePage, ConnectorError, Description, EnrichOutcome, EnrichResult, Location,
-        LookupResult, bindings, http,
+    use folkhub_connector_sdk::http;
+    use folkhub_connector_sdk::v2::{
+        self, ChangePage, ConnectorError, Description, EnrichOutcome, EnrichResult, Location,
+        LookupResult, bindings,
     };
+
+    fn error(e: folkhub_connector_sdk::ConnectorError) -> ConnectorError {
+        v2::error(e, mapping::UPSTREAM_VERSION)
+    }
 
     struct Kartverket;
 
@@ -49,23 +54,22 @@ mod component {
 
     /// The grunnkrets → district table, read once per call when needed.
     fn district_table() -> Result<BTreeMap<String, String>, ConnectorError> {
-        let base =
-            folkhub_connector_sdk::config_or("klass-url", "https://data.ssb.no/api/klass/v1");
-        let from = folkhub_connector_sdk::config_or("basic-unit-classification", "1");
-        let to = folkhub_connector_sdk::config_or("district-classification", "103");
+        let base = v2::config_or("klass-url", "https://data.ssb.no/api/klass/v1");
+        let from = v2::config_or("basic-unit-classification", "1");
+        let to = v2::config_or("district-classification", "103");
         let today = chrono::Utc::now().date_naive();
         let url = format!(
             "{}/classifications/{from}/correspondsAt?targetClassificationId={to}&date={today}",
             base.trim_end_matches('/')
         );
-        let response = http::get(&url, &[("accept", "application/json")])?;
-        let json = http::json_answer(&response, &url, "Klass correspondsAt")?;
+        let response = http::get(&url, &[("accept", "application/json")]).map_err(error)?;
+        let json = http::json_answer(&response, &url, "Klass correspondsAt").map_err(error)?;
         mapping::districts(&json).map_err(ConnectorError::MalformedResponse)
     }
 
     impl bindings::exports::folkhub::connector::enrich::Guest for Kartverket {
         fn enrich_locations(locations: Vec<Location>) -> Result<Vec<EnrichResult>, ConnectorError> {
-            let base = folkhub_connector_sdk::base_url("https://ws.geonorge.no/adresser/v1");
+            let base = v2::base_url("https://ws.geonorge.no/adresser/v1");
             let base = base.trim_end_matches('/').to_string();
             let parsed: Vec<(String, Option<serde_json::Value>, Option<String>)> = locations
                 .into_iter()
@@ -100,8 +104,9 @@ mod component {
                     Some(address) => match mapping::query(&base, &address) {
                         None => EnrichOutcome::NotFound,
                         Some(url) => {
-                            let response = http::get(&url, &[("accept", "application/json")])?;
-                            let json = http::json_answer(&response, &url, "sok")?;
+                            let response = http::get(&url, &[("accept", "application/json")])
+                                .map_err(error)?;
+                            let json = http::json_answer(&response, &url, "sok").map_err(error)?;
                             match mapping::pick(&json, &address)
                                 .map_err(ConnectorError::MalformedResponse)?
                             {
@@ -110,12 +115,7 @@ mod component {
                                     mapping::fields(point, unit.as_deref(), &districts)
                                         .into_iter()
                                         .map(|f| {
-                                            folkhub_connector_sdk::field(
-                                                f.path,
-                                                f.value,
-                                                &f.labels,
-                                                f.effective,
-                                            )
+                                            v2::field(f.path, &f.value, &f.labels, f.effective)
                                         })
                                         .collect(),
                                 ),
@@ -129,6 +129,6 @@ mod component {
         }
     }
 
-    folkhub_connector_sdk::no_watch!(Kartverket);
-    folkhub_connector_sdk::export_connector!(Kartverket);
+    folkhub_connector_sdk::no_watch_v2!(Kartverket);
+    folkhub_connector_sdk::v2::export_connector_v2!(Kartverket);
 }
