@@ -9,7 +9,7 @@ use tower::ServiceExt;
 
 use folkhub_tests::{Setup, TestEnv};
 
-async fn get(app: axum::Router, uri: &str) -> (StatusCode, Value) {
+pub async fn get(app: axum::Router, uri: &str) -> (StatusCode, Value) {
     let response = app
         .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
         .await

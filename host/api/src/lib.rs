@@ -27,9 +27,28 @@ pub struct ConnectorStatus {
     /// Support state of the installed release: `supported`, `deprecated: …`
     /// (deadline and days left) or `unsupported since …`.
     pub support: String,
+    /// Kept by the admin: no deadline action moves it.
+    pub pinned: bool,
+    /// The newest release in the registry.
+    pub newest: String,
+    /// When a newer release carries a breaking note: the release, the
+    /// upgrade deadline, the upstream sunset and the action at the deadline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeNotice>,
     /// Why it could not be loaded, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// The breaking release an installed one must move to, and by when.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpgradeNotice {
+    pub to: String,
+    pub deadline: String,
+    pub upstream_sunset: String,
+    pub action: String,
+    /// Negative once the deadline passed.
+    pub days_left: i64,
 }
 
 /// A contract major this host runs, and until when.
@@ -191,11 +210,34 @@ async fn health(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> 
     })))
 }
 
+/// Installed connectors: release, pin, support state, newest release and
+/// any upgrade deadline (the admin's `connectors list`/`outdated`).
+async fn connectors(State(state): State<ApiState>) -> Json<Value> {
+    Json(json!({ "connectors": *state.connectors }))
+}
+
+/// A connector's installation history: every change with who, when,
+/// versions and digests before and after, and why.
+async fn connector_history(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let audit = state.store.audit(&id).await.map_err(ApiError::internal)?;
+    if audit.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "connector-not-installed",
+            format!("{id} has never been installed; see GET /v1/connectors"),
+        ));
+    }
+    Ok(Json(json!({ "connector": id, "history": audit })))
+}
+
 async fn fallback() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "no-such-route",
-        "no such route; see GET /v1/health and GET /v1/persons/{id}",
+        "no such route; see GET /v1/health, GET /v1/persons/{id} and GET /v1/connectors",
     )
 }
 
@@ -204,6 +246,8 @@ pub fn app(state: ApiState) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/persons/{id}", get(get_person))
+        .route("/v1/connectors", get(connectors))
+        .route("/v1/connectors/{id}/history", get(connector_history))
         .fallback(fallback)
         .with_state(state)
 }

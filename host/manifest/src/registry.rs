@@ -168,6 +168,7 @@ impl Manifest {
                 });
             }
         }
+        check_auto_upgrades(&releases, &mut problems);
         if problems.is_empty() {
             Ok(Manifest { releases, root })
         } else {
@@ -208,6 +209,68 @@ impl Manifest {
     /// Absolute path of a release's artifact.
     pub fn artifact_path(&self, release: &Release) -> PathBuf {
         self.root.join(&release.artifact)
+    }
+}
+
+/// `{key}` templates a release's outbound hosts need from the operator.
+fn config_keys(release: &Release) -> BTreeSet<&str> {
+    release
+        .outbound_hosts
+        .iter()
+        .filter_map(|h| h.strip_prefix('{').and_then(|h| h.strip_suffix('}')))
+        .collect()
+}
+
+/// A release may declare `auto-upgrade` only when the host can move an
+/// install from the previous release without the admin: the same credential
+/// kind, the same ID schemes, no config key the previous release did not
+/// use already, and a contract major the previous one had or newer.
+fn check_auto_upgrades(releases: &[Release], problems: &mut Vec<Problem>) {
+    for (i, r) in releases.iter().enumerate() {
+        if r.breaking
+            .as_ref()
+            .is_none_or(|b| b.deadline_action != "auto-upgrade")
+        {
+            continue;
+        }
+        let Some(previous) = releases
+            .iter()
+            .filter(|p| p.connector == r.connector && semver(&p.version) < semver(&r.version))
+            .max_by_key(|p| semver(&p.version))
+        else {
+            continue;
+        };
+        let mut why = Vec::new();
+        if previous.credentials != r.credentials {
+            why.push(format!(
+                "the credential kind changes ({} → {})",
+                previous.credentials, r.credentials
+            ));
+        }
+        if previous.id_schemes != r.id_schemes {
+            why.push("the ID schemes change".to_string());
+        }
+        let new_keys: Vec<&str> = config_keys(r)
+            .difference(&config_keys(previous))
+            .copied()
+            .collect();
+        if !new_keys.is_empty() {
+            why.push(format!(
+                "it needs config the previous release did not ({})",
+                new_keys.join(", ")
+            ));
+        }
+        if !why.is_empty() {
+            problems.push(Problem {
+                path: format!("release[{i}].breaking.deadline_action"),
+                message: format!(
+                    "auto-upgrade from {} {} cannot run without the admin: {}; use warn or disable",
+                    previous.connector,
+                    previous.version,
+                    why.join("; ")
+                ),
+            });
+        }
     }
 }
 
@@ -471,6 +534,32 @@ published = 2026-11-01
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }
+    }
+
+    #[test]
+    fn auto_upgrade_needs_nothing_from_the_admin() {
+        let second = GOOD
+            .replace("schema = 1\n", "")
+            .replace("version = \"1.0.0\"", "version = \"2.0.0\"")
+            .replace("\"{base-url}\"", "\"{base-url}\", \"{feed-url}\"")
+            .replace("credentials = \"maskinporten\"", "credentials = \"mtls\"");
+        let text = format!(
+            "{GOOD}{second}[release.breaking]\nupstream_sunset = 2027-02-01\nupgrade_deadline = 2027-01-01\ndeadline_action = \"auto-upgrade\"\nmigration = \"nothing\"\n"
+        );
+        let err = Manifest::parse(&text, "m.toml", PathBuf::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("release[1].breaking.deadline_action")
+                && err.contains("auto-upgrade from folkeregister 1.0.0")
+                && err.contains("credential kind changes (maskinporten → mtls)")
+                && err.contains("(feed-url)"),
+            "{err}"
+        );
+        let fine = text
+            .replace(", \"{feed-url}\"", "")
+            .replace("credentials = \"mtls\"", "credentials = \"maskinporten\"");
+        Manifest::parse(&fine, "m.toml", PathBuf::new()).unwrap();
     }
 
     #[test]

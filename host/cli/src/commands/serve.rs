@@ -34,7 +34,41 @@ pub async fn state(host: &Host) -> anyhow::Result<ApiState> {
             || "not in the registry".to_string(),
             |r| folkhub_manifest::support_state(&host.manifest, r, host.today()).summary(),
         );
+        let state =
+            release.map(|r| folkhub_manifest::support_state(&host.manifest, r, host.today()));
+        let today = host.today();
+        let upgrade = match state {
+            Some(folkhub_manifest::SupportState::Deprecated {
+                by,
+                deadline,
+                sunset,
+                action,
+                ..
+            })
+            | Some(folkhub_manifest::SupportState::Unsupported {
+                by,
+                deadline,
+                sunset,
+                action,
+                ..
+            }) => Some(folkhub_api::UpgradeNotice {
+                to: by,
+                deadline: deadline.to_string(),
+                upstream_sunset: sunset.to_string(),
+                action,
+                days_left: (deadline - today).num_days(),
+            }),
+            _ => None,
+        };
+        let newest = host
+            .manifest
+            .find(&installation.connector, None)
+            .map(|r| r.version.clone())
+            .unwrap_or_default();
         connectors.push(ConnectorStatus {
+            pinned: installation.pinned,
+            newest,
+            upgrade,
             id: installation.connector,
             version: installation.version,
             contract: installation.contract,
