@@ -562,8 +562,28 @@ async fn deadline_actions_run_when_a_release_is_loaded_after_its_deadline() {
     let error = host.load("krr").await.expect_err("disabled").to_string();
     assert!(
         error.contains("krr 1.0.1 is disabled")
-            && error.contains("folkhub connectors install krr --version 2.0.0"),
+            && error.contains("folkhub connectors upgrade krr --to 2.0.0"),
         "{error}"
+    );
+    // The action and its reason are stored once, not at every load.
+    let _ = host.load("krr").await.expect_err("still disabled");
+    let audit = folkhub_store::PersonStore::audit(host.store.as_ref(), "krr")
+        .await
+        .expect("audit");
+    let noted: Vec<_> = audit
+        .iter()
+        .filter(|e| e.action == "deadline-disable")
+        .collect();
+    assert_eq!(noted.len(), 1, "{audit:?}");
+    assert!(noted[0].reason.contains("2027-05-31"), "{:?}", noted[0]);
+    let spar_audit = folkhub_store::PersonStore::audit(host.store.as_ref(), "spar")
+        .await
+        .expect("audit");
+    assert!(
+        spar_audit
+            .iter()
+            .any(|e| e.action == "deadline-auto-upgrade-pinned"),
+        "{spar_audit:?}"
     );
     let krr = folkhub_store::PersonStore::installation(host.store.as_ref(), "krr")
         .await

@@ -448,11 +448,14 @@ cache_dir = "{cache}"
     // their addresses. SPAR's first avisering file names every Swede of the
     // customer's selection. VTJ has no "everyone" feed: the operator adds
     // the Finns to follow.
+    // KRR is installed one release behind (2.0.0, contract 1.1) so the
+    // upgrade flow can be tried: dry run, upgrade to 2.1.0, rollback.
     for connector in ["folkeregister", "krr", "kartverket", "spar", "dvv"] {
-        run(
-            folkhub(&["connectors", "install", connector]),
-            &format!("folkhub connectors install {connector}"),
-        )?;
+        let mut args = vec!["connectors", "install", connector];
+        if connector == "krr" {
+            args.extend(["--version", "2.0.0"]);
+        }
+        run(folkhub(&args), &format!("folkhub {}", args.join(" ")))?;
         if connector == "dvv" {
             let finns = Command::new(bin.join("folkhub-sim"))
                 .args(["ids", "--register", "dvv", "--seed", &seed.to_string()])
@@ -546,6 +549,19 @@ cache_dir = "{cache}"
         "  target/release/folkhub --config {} sync kartverket --changes   # districts of addresses that changed",
         config.display()
     );
+    println!(
+        "  target/release/folkhub --config {} connectors list",
+        config.display()
+    );
+    println!(
+        "  target/release/folkhub --config {} connectors upgrade krr --to 2.1.0 --dry-run   # notes, differences, shadow run on 100 persons",
+        config.display()
+    );
+    println!(
+        "  target/release/folkhub --config {} connectors upgrade krr --to 2.1.0   # then: connectors rollback krr, connectors history krr",
+        config.display()
+    );
+    println!("  curl -s http://127.0.0.1:{port}/v1/connectors");
     println!(
         "  target/release/folkhub-sim population --seed {seed} --count {count} | head -3   # the ground truth"
     );

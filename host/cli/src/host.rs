@@ -197,10 +197,20 @@ impl Host {
                 folkhub_manifest::SupportState::Unsupported {
                     by, action, reason, ..
                 } => match action.as_str() {
-                    "disable" => bail!(
-                        "{connector} {} is disabled: {reason}; upgrade with `folkhub connectors install {connector} --version {by}`",
-                        installation.version
-                    ),
+                    "disable" | "warn" => {
+                        self.note_deadline(&installation, &action, &reason).await?;
+                        if action == "disable" {
+                            bail!(
+                                "{connector} {} is disabled: {reason}; upgrade with `folkhub connectors upgrade {connector} --to {by}`",
+                                installation.version
+                            );
+                        }
+                        tracing::warn!(
+                            connector,
+                            "{connector} {} is unsupported: {reason}; upgrade to {by}",
+                            installation.version
+                        );
+                    }
                     "auto-upgrade" if !installation.pinned => {
                         tracing::warn!(connector, "auto-upgrading to {by}: {reason}");
                         let Some(target) = self.manifest.find(connector, Some(&by)) else {
@@ -218,11 +228,19 @@ impl Host {
                         .await?;
                         continue;
                     }
-                    "auto-upgrade" => tracing::warn!(
-                        connector,
-                        "{connector} {} is pinned, so the auto-upgrade to {by} did not run: {reason}",
-                        installation.version
-                    ),
+                    "auto-upgrade" => {
+                        self.note_deadline(
+                            &installation,
+                            "auto-upgrade-pinned",
+                            &format!("pinned, so the auto-upgrade to {by} did not run: {reason}"),
+                        )
+                        .await?;
+                        tracing::warn!(
+                            connector,
+                            "{connector} {} is pinned, so the auto-upgrade to {by} did not run: {reason}",
+                            installation.version
+                        )
+                    }
                     _ => tracing::warn!(
                         connector,
                         "{connector} {} is unsupported: {reason}; upgrade to {by}",
@@ -231,14 +249,42 @@ impl Host {
                 },
             }
             let prepared = self.prepare(release)?;
-            if let Some(warning) = &prepared.deprecation {
-                tracing::warn!(connector, "{warning}");
+            if let Some(notice) = &prepared.deprecation {
+                // Shown by `connectors outdated`; a warning at every load
+                // would repeat it on every command for the whole window.
+                tracing::info!(connector, "{notice}");
             }
             return Ok(prepared);
         }
         bail!(
             "{connector}: the automatic upgrade did not settle; see `folkhub connectors outdated`"
         )
+    }
+
+    /// Stores, once per installed release, that its deadline action ran and
+    /// why (the audit trail shows it; `connectors list` shows the state).
+    async fn note_deadline(
+        &self,
+        installation: &Installation,
+        action: &str,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        let name = format!("deadline-{action}");
+        let audit = self.store.audit(&installation.connector).await?;
+        let noted = audit.iter().any(|e| {
+            e.action == name && e.digest_after.as_deref() == Some(installation.digest.as_str())
+        });
+        if !noted {
+            self.store
+                .audit_event(
+                    &installation.connector,
+                    "folkhub (deadline action)",
+                    &name,
+                    reason,
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     /// Today for deadlines and support states: `FOLKHUB_TODAY` (read at

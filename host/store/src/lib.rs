@@ -66,6 +66,17 @@ pub trait PersonStore: Send + Sync {
         actor: &str,
         reason: &str,
     ) -> Result<bool, StoreError>;
+    /// Records an event about the installed release in its audit trail
+    /// (e.g. a deadline action that did not change the installation), with
+    /// the installed version and digest before and after. False when the
+    /// connector is not installed.
+    async fn audit_event(
+        &self,
+        connector: &str,
+        actor: &str,
+        action: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError>;
     /// Every source's current statement per field of a person: what the
     /// merged record is computed from (for previews that merge without
     /// writing).

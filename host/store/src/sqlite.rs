@@ -420,6 +420,54 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// An audit entry about the installed release, optionally setting the
+    /// pin in the same transaction.
+    async fn audited(
+        &self,
+        connector: &str,
+        actor: &str,
+        action: &str,
+        reason: &str,
+        pinned: Option<bool>,
+    ) -> Result<bool, StoreError> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let Some(row) =
+            sqlx::query("SELECT version, digest FROM installations WHERE connector = ?")
+                .bind(connector)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(false);
+        };
+        let (version, digest): (String, String) = (row.get("version"), row.get("digest"));
+        if let Some(pinned) = pinned {
+            sqlx::query("UPDATE installations SET pinned = ? WHERE connector = ?")
+                .bind(pinned)
+                .bind(connector)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO installation_audit (connector, at, actor, action, version_before, digest_before, version_after, digest_after, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(connector)
+        .bind(ts(now()))
+        .bind(actor)
+        .bind(action)
+        .bind(&version)
+        .bind(&digest)
+        .bind(&version)
+        .bind(&digest)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
 fn installation_from(row: &sqlx::sqlite::SqliteRow) -> Result<Installation, StoreError> {
     Ok(Installation {
         connector: row.get("connector"),
@@ -629,38 +677,19 @@ impl PersonStore for SqliteStore {
         actor: &str,
         reason: &str,
     ) -> Result<bool, StoreError> {
-        let _w = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
-        let Some(row) =
-            sqlx::query("SELECT version, digest FROM installations WHERE connector = ?")
-                .bind(connector)
-                .fetch_optional(&mut *tx)
-                .await?
-        else {
-            return Ok(false);
-        };
-        let (version, digest): (String, String) = (row.get("version"), row.get("digest"));
-        sqlx::query("UPDATE installations SET pinned = ? WHERE connector = ?")
-            .bind(pinned)
-            .bind(connector)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO installation_audit (connector, at, actor, action, version_before, digest_before, version_after, digest_after, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(connector)
-        .bind(ts(now()))
-        .bind(actor)
-        .bind(if pinned { "pin" } else { "unpin" })
-        .bind(&version)
-        .bind(&digest)
-        .bind(&version)
-        .bind(&digest)
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        let action = if pinned { "pin" } else { "unpin" };
+        self.audited(connector, actor, action, reason, Some(pinned))
+            .await
+    }
+
+    async fn audit_event(
+        &self,
+        connector: &str,
+        actor: &str,
+        action: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        self.audited(connector, actor, action, reason, None).await
     }
 
     async fn candidates(

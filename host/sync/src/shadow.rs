@@ -93,45 +93,49 @@ fn store_error(connector: &Connector, e: StoreError) -> CallError {
     }
 }
 
-/// A sample of up to `size` persons, spread over the whole store, each
-/// with the key the release asks with (an ID of its schemes).
+/// A sample of up to `size` persons spread evenly over everyone the
+/// release can be asked about (an ID of its schemes, or an address for an
+/// enriching source). One pass over the store collects the keys of those
+/// persons (8 bytes each), then the chosen ones are read.
 async fn sample(
     store: &dyn PersonStore,
     connector: &Connector,
     size: usize,
 ) -> Result<Vec<StoredPerson>, CallError> {
-    let total = store
-        .count_persons()
-        .await
-        .map_err(|e| store_error(connector, e))?;
-    let stride = (total as usize / size.max(1)).max(1);
-    let mut out = Vec::new();
-    let mut after = 0;
-    let mut seen = 0usize;
     let enriching = connector.capabilities.iter().any(|c| c == "enrich");
-    'walk: loop {
+    let mut eligible = Vec::new();
+    let mut after = 0;
+    loop {
         let page = store
-            .persons_after(after, 500)
+            .persons_after(after, 1000)
             .await
             .map_err(|e| store_error(connector, e))?;
         let Some(last) = page.last() else { break };
         after = last.key;
-        for person in page {
-            let eligible = if enriching {
+        eligible.extend(page.iter().filter_map(|person| {
+            let ok = if enriching {
                 person.record.fields.contains_key("address.residential")
             } else {
-                ask_id(&person, connector).is_some()
+                ask_id(person, connector).is_some()
             };
-            if !eligible {
-                continue;
-            }
-            if seen.is_multiple_of(stride) {
-                out.push(person);
-                if out.len() >= size {
-                    break 'walk;
-                }
-            }
-            seen += 1;
+            ok.then_some(person.key)
+        }));
+    }
+    let chosen: Vec<i64> = if eligible.len() <= size {
+        eligible
+    } else {
+        (0..size)
+            .map(|i| eligible[i * eligible.len() / size])
+            .collect()
+    };
+    let mut out = Vec::with_capacity(chosen.len());
+    for key in chosen {
+        if let Some(person) = store
+            .person_by_key(key)
+            .await
+            .map_err(|e| store_error(connector, e))?
+        {
+            out.push(person);
         }
     }
     Ok(out)

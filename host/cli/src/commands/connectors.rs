@@ -49,6 +49,39 @@ pub async fn outdated(host: &Host) -> anyhow::Result<()> {
     let today = host.today();
     let mut any = false;
     for i in &installed {
+        if let Some(version) = folkhub_runtime::ContractVersion::parse(&i.contract)
+            && let Some(major) = folkhub_runtime::SUPPORTED
+                .iter()
+                .find(|s| s.major == version.major)
+            && let folkhub_runtime::negotiate::Support::Deprecated { removal, .. } = major.support
+        {
+            let newest = folkhub_runtime::SUPPORTED
+                .iter()
+                .map(|s| s.newest)
+                .max()
+                .unwrap_or(version);
+            let on_newer = host
+                .manifest
+                .releases_of(&i.connector)
+                .iter()
+                .filter(|r| {
+                    folkhub_runtime::ContractVersion::parse(&r.contract)
+                        .is_some_and(|c| c.major > version.major)
+                })
+                .map(|r| r.version.clone())
+                .collect::<Vec<_>>();
+            println!(
+                "{} {}: built on folkhub:connector {}, a major this host deprecates (removed after {removal}); {}",
+                i.connector,
+                i.version,
+                i.contract,
+                match on_newer.last() {
+                    Some(v) => format!("{v} is built on {}", newest.major),
+                    None => format!("no release on {} yet: ask the vendor", newest.major),
+                }
+            );
+            any = true;
+        }
         let Some(release) = host.manifest.find(&i.connector, Some(&i.version)) else {
             println!(
                 "{} {}: installed, but registry-manifest.toml no longer lists this release",
