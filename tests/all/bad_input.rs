@@ -63,6 +63,40 @@ async fn api_and_cli_explain_bad_ids() {
     assert_eq!(body["provenance"]["name.given"]["source"], "folkeregister");
     assert_eq!(body["provenance"]["name.given"]["upstream_version"], "v1");
 
+    // History and FHIR through the same router.
+    let (status, body) = get(app.clone(), &format!("/v1/persons/{id}/history")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["history"][0]["changes"]["name.given"]["to"].is_string(),
+        "{body}"
+    );
+    let key = body["key"].as_i64().expect("key");
+    let (status, body) = get(
+        app.clone(),
+        &format!("/fhir/Patient?identifier=urn:oid:2.16.578.1.12.4.1.4.1|{id}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["resourceType"], "Bundle");
+    assert_eq!(body["total"], 1, "{body}");
+    assert_eq!(body["entry"][0]["resource"]["id"], key.to_string());
+    let (status, body) = get(app.clone(), &format!("/fhir/Patient/{key}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["resourceType"], "Patient");
+    assert_eq!(body["identifier"][0]["value"], id.as_str());
+    let (status, body) = get(app.clone(), "/fhir/Patient/999999").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("person-not-found"))
+    );
+    let (status, body) = get(app.clone(), &format!("/fhir/Patient?identifier=urn:x|{id}")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid-parameter"))
+    );
+    let (status, _) = get(app.clone(), "/fhir/Patient").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
     let mut wrong_check = id.clone().into_bytes();
     wrong_check[10] = b'0' + (wrong_check[10] - b'0' + 1) % 10;
     let wrong_check = String::from_utf8(wrong_check).expect("utf8");
@@ -107,15 +141,30 @@ async fn api_and_cli_explain_bad_ids() {
     assert_eq!(body["persons"], 30);
     assert_eq!(body["connectors"][0]["support"], "supported", "{body}");
 
-    let error = folkhub_cli::commands::person::get(&env.host, &wrong_check, false)
-        .await
-        .expect_err("bad id");
+    let error = folkhub_cli::commands::person::get(
+        &env.host,
+        &wrong_check,
+        folkhub_cli::commands::person::Form::Text,
+        &folkhub_core::access::LegalBasis::full("test"),
+    )
+    .await
+    .expect_err("bad id");
     assert!(error.to_string().contains("wrong check digit"), "{error}");
-    let error = folkhub_cli::commands::person::get(&env.host, "12x", false)
-        .await
-        .expect_err("bad id");
+    let error = folkhub_cli::commands::person::get(
+        &env.host,
+        "12x",
+        folkhub_cli::commands::person::Form::Text,
+        &folkhub_core::access::LegalBasis::full("test"),
+    )
+    .await
+    .expect_err("bad id");
     assert!(error.to_string().contains("'12x'"), "{error}");
-    folkhub_cli::commands::person::get(&env.host, &id, false)
-        .await
-        .expect("a known person prints");
+    folkhub_cli::commands::person::get(
+        &env.host,
+        &id,
+        folkhub_cli::commands::person::Form::Text,
+        &folkhub_core::access::LegalBasis::full("test"),
+    )
+    .await
+    .expect("a known person prints");
 }

@@ -3,6 +3,7 @@
 //! SQLite; no mocks of our own parts). Build the components first:
 //! `cargo xtask test` does.
 
+mod access;
 mod bad_input;
 mod contract;
 mod docs;

@@ -155,6 +155,40 @@ async fn five_registers_over_five_thousand_persons_match_the_truth() {
         wrong.len(),
         &wrong[..wrong.len().min(15)]
     );
+
+    // Every label of every register protects what it should, for every
+    // legal-basis profile, in every output (person, history, FHIR).
+    let withheld = crate::access::assert_nothing_leaks(env.host.store()).await;
+    for label in ["FORTROLIG", "STRENGT_FORTROLIG", "TURVAKIELTO"] {
+        assert!(
+            withheld.get(label).copied().unwrap_or(0) > 0,
+            "the population has values protected by {label}: {withheld:?}"
+        );
+    }
+    // SPAR answers protected Swedes with their ID and markers only: there
+    // is no location value to withhold, and none is stored.
+    let mut protected_swedes = 0;
+    for t in &truth {
+        if t.fields.get("protection.se-protected-registration") == Some(&serde_json::json!(true)) {
+            protected_swedes += 1;
+            let person = env
+                .host
+                .store()
+                .person(t.ids.last().expect("id"))
+                .await
+                .expect("read")
+                .expect("stored");
+            assert!(
+                !person.record.fields.contains_key("address.residential"),
+                "{:?}",
+                person.record.fields.keys()
+            );
+        }
+    }
+    assert!(
+        protected_swedes > 0,
+        "the population has skyddad folkbokföring"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use folkhub_core::access::{self, LegalBasis};
 use folkhub_store::{PersonStore, StoredPerson};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -72,6 +73,9 @@ pub struct ContractSupport {
 pub struct ApiState {
     pub store: Arc<dyn PersonStore>,
     pub connectors: Arc<Vec<ConnectorStatus>>,
+    /// The legal basis readers of this API have (`server.legal_basis`;
+    /// per-client bases come with API clients).
+    pub basis: Arc<LegalBasis>,
     /// Contract majors this host runs, with their support dates.
     pub contract_versions: Arc<Vec<ContractSupport>>,
 }
@@ -114,12 +118,13 @@ impl IntoResponse for ApiError {
 }
 
 /// The JSON shape of a person, shared by the API and `folkhub person get --json`.
-pub fn person_json(person: &StoredPerson, provenance: bool) -> Value {
+pub fn person_json(person: &StoredPerson, basis: &LegalBasis, provenance: bool) -> Value {
+    let view = access::view(&person.record, basis);
     let mut fields = serde_json::Map::new();
     let mut labels = serde_json::Map::new();
     let mut sources = serde_json::Map::new();
     let mut conflicts = Vec::new();
-    for (path, field) in &person.record.fields {
+    for (path, field) in &view.fields {
         fields.insert(path.clone(), field.value.clone());
         if !field.labels.is_empty() {
             labels.insert(path.clone(), json!(field.labels));
@@ -142,6 +147,10 @@ pub fn person_json(person: &StoredPerson, provenance: bool) -> Value {
         "fields": fields,
         "labels": labels,
     });
+    if !view.withheld.is_empty() {
+        // Withheld is not empty: the reader's basis does not cover them.
+        out["withheld"] = json!(view.withheld);
+    }
     if !conflicts.is_empty() {
         out["conflicts"] = json!(conflicts);
     }
@@ -149,6 +158,40 @@ pub fn person_json(person: &StoredPerson, provenance: bool) -> Value {
         out["provenance"] = Value::Object(sources);
     }
     out
+}
+
+/// A person's history as a reader may see it: entries of fields outside
+/// the basis or protected (then or now) are listed as withheld, without
+/// values.
+pub fn history_json(changes: &[folkhub_store::PersonChange], basis: &LegalBasis) -> Value {
+    let entries: Vec<Value> = changes
+        .iter()
+        .map(|c| {
+            let (shown, withheld) = access::view_diff(&c.diff, basis);
+            let mut entry = json!({
+                "seq": c.seq,
+                "version": c.version,
+                "changed_at": c.changed_at,
+                "reason": c.reason,
+                "changes": shown,
+            });
+            if !withheld.is_empty() {
+                entry["withheld"] = json!(withheld);
+            }
+            entry
+        })
+        .collect();
+    json!({ "history": entries })
+}
+
+/// The FHIR R4 `Patient` of a person as a reader may see it.
+pub fn patient_json(person: &StoredPerson, basis: &LegalBasis) -> Value {
+    let ids: Vec<(String, String, bool)> = person
+        .ids
+        .iter()
+        .map(|i| (i.scheme.clone(), i.value.clone(), i.active))
+        .collect();
+    folkhub_core::fhir::patient(person.key, &ids, &access::view(&person.record, basis))
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,24 +218,8 @@ async fn get_person(
     Query(query): Query<PersonQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let provenance = flag(&query.provenance, "provenance")?;
-    let parsed = folkhub_core::ids::parse(&id)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-id", e.to_string()))?;
-    let person = state
-        .store
-        .person(&parsed.value)
-        .await
-        .map_err(ApiError::internal)?;
-    match person {
-        Some(p) => Ok(Json(person_json(&p, provenance))),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "person-not-found",
-            format!(
-                "no person with {} {} is in the store; it may not be synced yet",
-                parsed.scheme, parsed.value
-            ),
-        )),
-    }
+    let person = find_person(&state, &id).await?;
+    Ok(Json(person_json(&person, &state.basis, provenance)))
 }
 
 async fn health(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
@@ -233,6 +260,127 @@ async fn connector_history(
     Ok(Json(json!({ "connector": id, "history": audit })))
 }
 
+/// Looks a person up by any ID, or answers the API's errors.
+async fn find_person(state: &ApiState, id: &str) -> Result<StoredPerson, ApiError> {
+    let parsed = folkhub_core::ids::parse(id)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-id", e.to_string()))?;
+    state
+        .store
+        .person(&parsed.value)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "person-not-found",
+                format!(
+                    "no person with {} {} is in the store; it may not be synced yet",
+                    parsed.scheme, parsed.value
+                ),
+            )
+        })
+}
+
+async fn person_history(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let person = find_person(&state, &id).await?;
+    let changes = state
+        .store
+        .history(person.key)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut out = history_json(&changes, &state.basis);
+    out["key"] = json!(person.key);
+    Ok(Json(out))
+}
+
+/// `GET /fhir/Patient/{key}`: the resource id is the store's person key.
+async fn fhir_patient(
+    State(state): State<ApiState>,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "person-not-found",
+            format!(
+                "no Patient/{key}; search by identifier: GET /fhir/Patient?identifier=system|value"
+            ),
+        )
+    };
+    let key: i64 = key.parse().map_err(|_| not_found())?;
+    let person = state
+        .store
+        .person_by_key(key)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(not_found)?;
+    Ok(Json(patient_json(&person, &state.basis)))
+}
+
+#[derive(Debug, Deserialize)]
+struct PatientSearch {
+    identifier: Option<String>,
+}
+
+/// `GET /fhir/Patient?identifier=system|value`: a searchset Bundle.
+async fn fhir_search(
+    State(state): State<ApiState>,
+    Query(query): Query<PatientSearch>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(identifier) = query.identifier else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-parameter",
+            "search by identifier=system|value, e.g. identifier=urn:oid:2.16.578.1.12.4.1.4.1|03851598730",
+        ));
+    };
+    let (system, value) = match identifier.split_once('|') {
+        Some((s, v)) => (Some(s), v),
+        None => (None, identifier.as_str()),
+    };
+    if let Some(system) = system
+        && !system.is_empty()
+        && folkhub_core::fhir::scheme_of(system).is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-parameter",
+            format!(
+                "identifier system {system:?} is not a Nordic person identifier system this API knows"
+            ),
+        ));
+    }
+    let parsed = folkhub_core::ids::parse(value)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-id", e.to_string()))?;
+    let found = state
+        .store
+        .person(&parsed.value)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|p| {
+            system.is_none_or(|s| {
+                s.is_empty()
+                    || p.ids.iter().any(|i| {
+                        i.value == parsed.value && folkhub_core::fhir::system(&i.scheme) == s
+                    })
+            })
+        });
+    let entries: Vec<Value> = found
+        .iter()
+        .map(|p| json!({"fullUrl": format!("Patient/{}", p.key), "resource": patient_json(p, &state.basis),
+                        "search": {"mode": "match"}}))
+        .collect();
+    Ok(Json(json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": entries.len(),
+        "entry": entries,
+    })))
+}
+
 async fn fallback() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -246,6 +394,9 @@ pub fn app(state: ApiState) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/persons/{id}", get(get_person))
+        .route("/v1/persons/{id}/history", get(person_history))
+        .route("/fhir/Patient/{key}", get(fhir_patient))
+        .route("/fhir/Patient", get(fhir_search))
         .route("/v1/connectors", get(connectors))
         .route("/v1/connectors/{id}/history", get(connector_history))
         .fallback(fallback)

@@ -70,6 +70,19 @@ enum PersonCommand {
         id: String,
         #[arg(long)]
         json: bool,
+        /// As a FHIR R4 Patient.
+        #[arg(long, conflicts_with = "json")]
+        fhir: bool,
+        /// Show what a reader with this legal basis sees (full, school,
+        /// benefits, directory).
+        #[arg(long, default_value = "full")]
+        basis: String,
+    },
+    /// Every change of a person's record: what, from what to what, why.
+    History {
+        id: String,
+        #[arg(long, default_value = "full")]
+        basis: String,
     },
 }
 
@@ -187,8 +200,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .map(|_| ())
                 }
                 Command::Person {
-                    command: PersonCommand::Get { id, json },
-                } => commands::person::get(&host, &id, json).await,
+                    command:
+                        PersonCommand::Get {
+                            id,
+                            json,
+                            fhir,
+                            basis,
+                        },
+                } => {
+                    let form = if fhir {
+                        commands::person::Form::Fhir
+                    } else if json {
+                        commands::person::Form::Json
+                    } else {
+                        commands::person::Form::Text
+                    };
+                    let basis = commands::person::basis(&basis)?;
+                    commands::person::get(&host, &id, form, &basis).await
+                }
+                Command::Person {
+                    command: PersonCommand::History { id, basis },
+                } => {
+                    let basis = commands::person::basis(&basis)?;
+                    commands::person::history(&host, &id, &basis).await
+                }
                 Command::Connectors {
                     command: ConnectorsCommand::List,
                 } => commands::connectors::list(&host).await,

@@ -233,3 +233,30 @@ fn upgrade_rollback_pin_and_history_from_the_command_line() {
         .collect();
     assert_eq!(actions, ["install", "pin", "upgrade", "rollback"], "{out}");
 }
+
+#[test]
+fn an_unknown_legal_basis_is_named_with_the_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("folkhub.toml"),
+        "[server]\nlegal_basis = \"teacher\"\n",
+    )
+    .unwrap();
+    let out = folkhub(dir.path())
+        .args(["connectors", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("server.legal_basis")
+            && stderr.contains("\"teacher\"")
+            && stderr.contains("full, school, benefits, directory"),
+        "{stderr}"
+    );
+    let out = folkhub(dir.path())
+        .args(["person", "get", "03851598730", "--basis", "teacher"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -5,7 +5,9 @@
 //! Nothing here does IO: no database, no wasmtime, no network. This is where
 //! most unit tests live; the store, sync, runtime and API crates build on it.
 
+pub mod access;
 pub mod contract;
+pub mod fhir;
 pub mod fields;
 pub use folkhub_ids as ids;
 pub mod labels;

@@ -180,14 +180,32 @@ pub fn merge(rules: &MergeRules, candidates: &BTreeMap<String, Vec<Candidate>>) 
             },
         );
     }
-    // Location fields carry the person's strictest address protection,
-    // whichever source a field came from.
+    // Location fields carry the person's protection markers from every
+    // register, whichever source a field came from: the strictest NO
+    // grading, SE sekretessmarkering and skyddad folkbokföring, FI
+    // turvakielto.
+    let mut person_labels = Vec::new();
     let protection = record.protection();
     if protection != Protection::Ugradert {
-        let label = vec![protection.as_str().to_string()];
+        person_labels.push(protection.as_str().to_string());
+    }
+    for (flag, marker) in [
+        ("protection.se-secrecy", labels::SE_SECRECY),
+        ("protection.se-protected-registration", labels::SE_PROTECTED),
+        ("protection.fi-non-disclosure", labels::FI_NON_DISCLOSURE),
+    ] {
+        if record
+            .fields
+            .get(flag)
+            .is_some_and(|f| f.value == Value::Bool(true))
+        {
+            person_labels.push(marker.to_string());
+        }
+    }
+    if !person_labels.is_empty() {
         for (path, field) in record.fields.iter_mut() {
             if fields::lookup(path).is_some_and(|f| f.location) {
-                field.labels = labels::merge(&field.labels, &label);
+                field.labels = labels::merge(&field.labels, &person_labels);
             }
         }
     }

@@ -40,6 +40,9 @@ pub struct StoreConfig {
 pub struct ServerConfig {
     /// Address the API listens on.
     pub listen: String,
+    /// The legal basis of the API's readers until API clients have their
+    /// own: a built-in profile (`full`, `school`, `benefits`, `directory`).
+    pub legal_basis: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,6 +145,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:8080".into(),
+            legal_basis: "full".into(),
         }
     }
 }
@@ -252,6 +256,16 @@ impl Config {
             problems.push(Problem {
                 path: "server.listen".into(),
                 message: format!("{:?} is not IP:PORT", self.server.listen),
+            });
+        }
+        if folkhub_core::access::LegalBasis::profile(&self.server.legal_basis).is_none() {
+            problems.push(Problem {
+                path: "server.legal_basis".into(),
+                message: format!(
+                    "{:?} is not a legal-basis profile; use one of {}",
+                    self.server.legal_basis,
+                    folkhub_core::access::LegalBasis::PROFILES.join(", ")
+                ),
             });
         }
         if self.runtime.call_timeout_ms == 0 {

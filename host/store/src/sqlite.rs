@@ -243,14 +243,21 @@ fn diff(before: &MergedRecord, after: &MergedRecord) -> serde_json::Map<String, 
         let from = before.fields.get(path).map(|f| (&f.value, &f.labels));
         let to = after.fields.get(path).map(|f| (&f.value, &f.labels));
         if from != to {
-            out.insert(
-                path.clone(),
-                json!({
-                    "from": from.map(|f| f.0.clone()),
-                    "to": to.map(|f| f.0.clone()),
-                    "source": after.fields.get(path).map(|f| f.provenance.source.clone()),
-                }),
-            );
+            // The labels of both sides travel with the entry, so a reader
+            // without the basis never sees a value that was protected then.
+            let mut entry = json!({
+                "from": from.map(|f| f.0.clone()),
+                "to": to.map(|f| f.0.clone()),
+                "source": after.fields.get(path).map(|f| f.provenance.source.clone()),
+            });
+            for (key, side) in [("from_labels", from), ("to_labels", to)] {
+                if let Some((_, labels)) = side
+                    && !labels.is_empty()
+                {
+                    entry[key] = json!(labels);
+                }
+            }
+            out.insert(path.clone(), entry);
         }
     }
     out

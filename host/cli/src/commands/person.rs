@@ -1,6 +1,7 @@
-//! `folkhub person get <id> [--json]`.
+//! `folkhub person get <id> [--json|--fhir] [--basis NAME]`, `person history <id>`.
 
 use anyhow::bail;
+use folkhub_core::access::LegalBasis;
 
 use crate::host::Host;
 
@@ -13,7 +14,17 @@ pub fn parse_id(id: &str) -> anyhow::Result<folkhub_core::PersonId> {
     })
 }
 
-pub async fn get(host: &Host, id: &str, json: bool) -> anyhow::Result<()> {
+/// A legal-basis profile by name, or what the names are.
+pub fn basis(name: &str) -> anyhow::Result<LegalBasis> {
+    LegalBasis::profile(name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--basis {name:?} is not a legal-basis profile; use one of {}",
+            LegalBasis::PROFILES.join(", ")
+        )
+    })
+}
+
+async fn find(host: &Host, id: &str) -> anyhow::Result<folkhub_store::StoredPerson> {
     let parsed = parse_id(id)?;
     let Some(person) = host.store().person(&parsed.value).await? else {
         bail!(
@@ -22,13 +33,37 @@ pub async fn get(host: &Host, id: &str, json: bool) -> anyhow::Result<()> {
             parsed.value
         );
     };
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&folkhub_api::person_json(&person, true))?
-        );
-        return Ok(());
+    Ok(person)
+}
+
+/// Output form of `person get`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    Text,
+    Json,
+    Fhir,
+}
+
+pub async fn get(host: &Host, id: &str, form: Form, basis: &LegalBasis) -> anyhow::Result<()> {
+    let person = find(host, id).await?;
+    match form {
+        Form::Json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&folkhub_api::person_json(&person, basis, true))?
+            );
+            return Ok(());
+        }
+        Form::Fhir => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&folkhub_api::patient_json(&person, basis))?
+            );
+            return Ok(());
+        }
+        Form::Text => {}
     }
+    let view = folkhub_core::access::view(&person.record, basis);
     let ids: Vec<String> = person
         .ids
         .iter()
@@ -49,14 +84,14 @@ pub async fn get(host: &Host, id: &str, json: bool) -> anyhow::Result<()> {
     );
     println!("ids: {}", ids.join(", "));
     println!();
-    let width = person
-        .record
+    let width = view
         .fields
         .keys()
+        .chain(view.withheld.keys())
         .map(|k| k.len())
         .max()
         .unwrap_or(10);
-    for (path, field) in &person.record.fields {
+    for (path, field) in &view.fields {
         let value = match &field.value {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
@@ -76,5 +111,22 @@ pub async fn get(host: &Host, id: &str, json: bool) -> anyhow::Result<()> {
             field.provenance.retrieved.format("%Y-%m-%d %H:%M")
         );
     }
+    for (path, why) in &view.withheld {
+        println!(
+            "{path:<width$}  (withheld: {why:?} for basis {})",
+            basis.name
+        );
+    }
+    Ok(())
+}
+
+/// Every change of a person's record, as `basis` may see it.
+pub async fn history(host: &Host, id: &str, basis: &LegalBasis) -> anyhow::Result<()> {
+    let person = find(host, id).await?;
+    let changes = host.store().history(person.key).await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&folkhub_api::history_json(&changes, basis))?
+    );
     Ok(())
 }

@@ -79,6 +79,10 @@ pub async fn state(host: &Host) -> anyhow::Result<ApiState> {
         });
     }
     Ok(ApiState {
+        basis: Arc::new(
+            folkhub_core::access::LegalBasis::profile(&host.config.server.legal_basis)
+                .context("server.legal_basis names no legal-basis profile")?,
+        ),
         store: host.store.clone() as Arc<dyn PersonStore>,
         connectors: Arc::new(connectors),
         contract_versions: Arc::new(
