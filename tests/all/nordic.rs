@@ -156,6 +156,16 @@ async fn five_registers_over_five_thousand_persons_match_the_truth() {
         &wrong[..wrong.len().min(15)]
     );
 
+    // The merged records equal what the observation log rebuilds.
+    let rebuilt = env.host.store().rebuild(false).await.expect("rebuild");
+    assert!(
+        rebuilt.differing.is_empty(),
+        "{} of {} differ: {:?}",
+        rebuilt.differing.len(),
+        rebuilt.persons,
+        &rebuilt.differing[..rebuilt.differing.len().min(5)]
+    );
+
     // Every label of every register protects what it should, for every
     // legal-basis profile, in every output (person, history, FHIR).
     let withheld = crate::access::assert_nothing_leaks(env.host.store()).await;

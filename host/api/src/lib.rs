@@ -381,6 +381,49 @@ async fn fhir_search(
     })))
 }
 
+/// Open conflicts (admin).
+async fn conflicts(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let mut list = state.store.conflicts().await.map_err(ApiError::internal)?;
+    if !reads_everything(&state.basis) {
+        // The values may be protected; a reader without the full basis
+        // learns only where the conflicts are.
+        for c in &mut list {
+            c.candidates = Value::Null;
+        }
+    }
+    Ok(Json(json!({ "conflicts": list })))
+}
+
+/// Overrides with their audit trail (admin); `?all=true` includes ended ones.
+async fn overrides(
+    State(state): State<ApiState>,
+    Query(query): Query<AllQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let all = flag(&query.all, "all")?;
+    let mut list = state
+        .store
+        .overrides(!all)
+        .await
+        .map_err(ApiError::internal)?;
+    if !reads_everything(&state.basis) {
+        for o in &mut list {
+            o.value = Value::Null;
+        }
+    }
+    Ok(Json(json!({ "overrides": list })))
+}
+
+/// Does the basis see every group and every protected value?
+fn reads_everything(basis: &LegalBasis) -> bool {
+    basis == &LegalBasis::full(&basis.name)
+}
+
+#[derive(Debug, Deserialize)]
+struct AllQuery {
+    #[serde(default)]
+    all: Option<String>,
+}
+
 async fn fallback() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -398,6 +441,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/fhir/Patient/{key}", get(fhir_patient))
         .route("/fhir/Patient", get(fhir_search))
         .route("/v1/connectors", get(connectors))
+        .route("/v1/conflicts", get(conflicts))
+        .route("/v1/overrides", get(overrides))
         .route("/v1/connectors/{id}/history", get(connector_history))
         .fallback(fallback)
         .with_state(state)

@@ -42,6 +42,19 @@ impl Host {
         let store = SqliteStore::open(&config.sqlite_path(), rules)
             .await
             .with_context(|| format!("opening the store {}", config.store.url))?;
+        // Overrides whose expiry passed end now (by the same clock as
+        // deadlines), so every command sees them ended.
+        let at = match today {
+            Some(day) => day
+                .and_hms_opt(0, 0, 0)
+                .map(|t| t.and_utc())
+                .unwrap_or_else(Utc::now),
+            None => Utc::now(),
+        };
+        let expired = store.expire_overrides(at).await?;
+        if !expired.is_empty() {
+            tracing::info!("overrides expired: {expired:?}");
+        }
         let runtime = Runtime::new(
             Some(config.runtime.cache_dir.clone()),
             Limits::from_config(&config.runtime),

@@ -59,6 +59,21 @@ enum Command {
         #[command(subcommand)]
         command: CredentialsCommand,
     },
+    /// Manual overrides of a person's field: they win over every source
+    /// until removed or expired.
+    Overrides {
+        #[command(subcommand)]
+        command: OverridesCommand,
+    },
+    /// Fields where sources of equal rank disagree.
+    Conflicts,
+    /// Recompute every merged record from the observation log and report
+    /// (and, without --check, store) any that differ.
+    Rebuild {
+        /// Report only; change nothing.
+        #[arg(long)]
+        check: bool,
+    },
     /// Contract versions this host supports.
     Version,
 }
@@ -147,6 +162,34 @@ enum ConnectorsCommand {
     },
     /// Every installation change of a connector: who, when, digests, why.
     History { connector: String },
+}
+
+#[derive(Subcommand)]
+enum OverridesCommand {
+    /// Set a field of a person: `overrides add 03851598730 contact.email x@y.no --reason "..."`.
+    Add {
+        id: String,
+        /// Catalogue path (docs/fields.md).
+        path: String,
+        /// The value: JSON (objects, lists, numbers, true/false) or text.
+        value: String,
+        #[arg(long)]
+        reason: String,
+        /// Last day is the day before this date (YYYY-MM-DD).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// Open overrides (--all: ended ones too, with who ended them and why).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// End an override now.
+    Remove {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -301,6 +344,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Connectors {
                     command: ConnectorsCommand::History { connector },
                 } => commands::upgrade::history(&host, &connector).await,
+                Command::Overrides {
+                    command:
+                        OverridesCommand::Add {
+                            id,
+                            path,
+                            value,
+                            reason,
+                            expires,
+                        },
+                } => {
+                    commands::overrides::add(
+                        &host,
+                        &id,
+                        &path,
+                        &value,
+                        &reason,
+                        expires.as_deref(),
+                        &actor(),
+                    )
+                    .await
+                }
+                Command::Overrides {
+                    command: OverridesCommand::List { all },
+                } => commands::overrides::list(&host, all).await,
+                Command::Overrides {
+                    command: OverridesCommand::Remove { id, reason },
+                } => commands::overrides::remove(&host, id, &reason, &actor()).await,
+                Command::Conflicts => commands::overrides::conflicts(&host).await,
+                Command::Rebuild { check } => commands::person::rebuild(&host, check).await,
                 Command::Credentials { .. } | Command::Version => Ok(()),
             }
         }

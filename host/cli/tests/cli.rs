@@ -260,3 +260,100 @@ fn an_unknown_legal_basis_is_named_with_the_profiles() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn overrides_and_conflicts_explain_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::write(
+        dir.path().join("folkhub.toml"),
+        format!(
+            "[store]\nurl = \"sqlite://{}\"\n[registry]\nmanifest = \"{}\"\n",
+            dir.path().join("f.db").display(),
+            root.join("registry-manifest.toml").display(),
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = folkhub(dir.path()).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = run(&[
+        "overrides",
+        "add",
+        "03851598730",
+        "contact.mail",
+        "x",
+        "--reason",
+        "r",
+    ]);
+    assert!(
+        code == Some(1) && err.contains("not a field of the catalogue"),
+        "{err}"
+    );
+    let (code, _, err) = run(&[
+        "overrides",
+        "add",
+        "03851598730",
+        "contact.email",
+        "x",
+        "--reason",
+        " ",
+    ]);
+    assert!(
+        code == Some(1) && err.contains("--reason must say why"),
+        "{err}"
+    );
+    let (code, _, err) = run(&[
+        "overrides",
+        "add",
+        "03851598730",
+        "contact.email",
+        "x",
+        "--reason",
+        "r",
+        "--expires",
+        "2020-01-01",
+    ]);
+    assert!(
+        code == Some(1) && err.contains("is not after today"),
+        "{err}"
+    );
+    let (code, _, err) = run(&[
+        "overrides",
+        "add",
+        "03851598730",
+        "contact.email",
+        "x",
+        "--reason",
+        "r",
+    ]);
+    assert!(
+        code == Some(1) && err.contains("no person with ID 03851598730"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["overrides", "remove", "7", "--reason", "r"]);
+    assert!(
+        code == Some(1) && err.contains("no open override #7"),
+        "{err}"
+    );
+    let (code, out, _) = run(&["conflicts"]);
+    assert!(
+        code == Some(0) && out.contains("no open conflicts"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["overrides", "list"]);
+    assert!(
+        code == Some(0) && out.contains("no open overrides"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["rebuild", "--check"]);
+    assert!(
+        code == Some(0) && out.contains("0 persons rebuilt"),
+        "{out}"
+    );
+}

@@ -48,12 +48,18 @@ impl Default for MergeRules {
     }
 }
 
+/// The source name of manual overrides: they rank before every source.
+pub const OVERRIDE: &str = "override";
+
 impl MergeRules {
     fn rank(&self, group: &str, source: &str) -> usize {
+        if source == OVERRIDE {
+            return 0;
+        }
         self.groups
             .get(group)
             .and_then(|order| order.iter().position(|s| s == source))
-            .unwrap_or(usize::MAX)
+            .map_or(usize::MAX, |p| p + 1)
     }
 }
 
@@ -154,7 +160,14 @@ pub fn merge(rules: &MergeRules, candidates: &BTreeMap<String, Vec<Candidate>>) 
             .groups
             .get(group)
             .map_or_else(|| "any source".to_string(), |o| o.join(" > "));
-        let rule = format!("group {group}: {order}, then newest effective time");
+        let rule = if best.source == OVERRIDE {
+            format!(
+                "manual override {} wins over every source until it ends (`folkhub overrides list`)",
+                best.release
+            )
+        } else {
+            format!("group {group}: {order}, then newest effective time")
+        };
         record.fields.insert(
             path.clone(),
             MergedField {

@@ -77,6 +77,26 @@ pub trait PersonStore: Send + Sync {
         action: &str,
         reason: &str,
     ) -> Result<bool, StoreError>;
+    /// Adds a manual override (it wins over every source until it ends) and
+    /// recomputes the person's record, in one transaction.
+    async fn add_override(&self, new: NewOverride) -> Result<Override, StoreError>;
+    /// Ends an open override (audited); false when there is no open one
+    /// with this id.
+    async fn end_override(&self, id: i64, actor: &str, reason: &str) -> Result<bool, StoreError>;
+    /// Ends every open override whose expiry is at or before `at` (the
+    /// caller's clock) and recomputes those persons. Returns their ids.
+    async fn expire_overrides(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<i64>, StoreError>;
+    /// Overrides, oldest first; with `open_only`, those not ended.
+    async fn overrides(&self, open_only: bool) -> Result<Vec<Override>, StoreError>;
+    /// Open conflicts: fields where sources of equal rank disagree.
+    async fn conflicts(&self) -> Result<Vec<Conflict>, StoreError>;
+    /// Recomputes every merged record from the observation log and reports
+    /// the persons whose stored record differs; with `apply`, stores the
+    /// recomputed records (and history entries saying why).
+    async fn rebuild(&self, apply: bool) -> Result<RebuildReport, StoreError>;
     /// Every source's current statement per field of a person: what the
     /// merged record is computed from (for previews that merge without
     /// writing).

@@ -9,6 +9,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("the store at {path} cannot be opened: {message}")]
     Open { path: String, message: String },
+    #[error("{0}")]
+    NotFound(String),
     #[error("stored data is corrupt ({what}): {message}")]
     Corrupt { what: String, message: String },
 }
@@ -152,4 +154,51 @@ pub struct JobRun {
     pub status: RunStatus,
     pub counts: RunCounts,
     pub errors: Vec<String>,
+}
+
+/// What a rebuild found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebuildReport {
+    pub persons: u64,
+    /// Persons whose stored record differed from the rebuilt one, with the
+    /// paths that differed (`(provenance)` when only provenance did).
+    pub differing: Vec<(i64, Vec<String>)>,
+}
+
+/// A manual override to add.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOverride {
+    /// Any of the person's IDs (normalised).
+    pub person_id: String,
+    pub path: String,
+    pub value: serde_json::Value,
+    pub reason: String,
+    pub actor: String,
+    pub expires: Option<DateTime<Utc>>,
+}
+
+/// A manual override and its audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Override {
+    pub id: i64,
+    pub person: i64,
+    pub path: String,
+    pub value: serde_json::Value,
+    pub reason: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub ended_by: Option<String>,
+    pub ended_reason: Option<String>,
+}
+
+/// An open conflict: sources of equal rank disagree about a field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conflict {
+    pub person: i64,
+    pub path: String,
+    /// `[{"source", "value"}]`, the chosen one first.
+    pub candidates: serde_json::Value,
+    pub opened_at: DateTime<Utc>,
 }

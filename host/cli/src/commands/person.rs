@@ -130,3 +130,31 @@ pub async fn history(host: &Host, id: &str, basis: &LegalBasis) -> anyhow::Resul
     );
     Ok(())
 }
+
+/// `folkhub rebuild [--check]`.
+pub async fn rebuild(host: &Host, check: bool) -> anyhow::Result<()> {
+    let report = host.store().rebuild(!check).await?;
+    println!(
+        "{} persons rebuilt from the observation log: {} differ from what was stored{}",
+        report.persons,
+        report.differing.len(),
+        if check || report.differing.is_empty() {
+            ""
+        } else {
+            " (stored now, with a history entry each)"
+        }
+    );
+    for (key, paths) in report.differing.iter().take(20) {
+        println!("  person {key}: {}", paths.join(", "));
+    }
+    if report.differing.len() > 20 {
+        println!("  … and {} more", report.differing.len() - 20);
+    }
+    if check && !report.differing.is_empty() {
+        anyhow::bail!(
+            "{} stored records differ from the observation log; run `folkhub rebuild` to store the rebuilt ones",
+            report.differing.len()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,29 @@
+-- Manual overrides: an admin's value for a field of a person, with a
+-- reason and an optional expiry. They win over every source until they end
+-- (removed, or expired when the expiry is applied). Rows are never
+-- deleted: the table is their audit trail.
+CREATE TABLE overrides (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    person_id     INTEGER NOT NULL REFERENCES persons(id),
+    path          TEXT NOT NULL,
+    value         TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    created_by    TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT,
+    ended_at      TEXT,
+    ended_by      TEXT,
+    ended_reason  TEXT
+);
+CREATE INDEX overrides_person ON overrides(person_id);
+CREATE INDEX overrides_open ON overrides(ended_at, expires_at);
+
+-- Open conflicts: fields where sources of equal rank disagree. Kept in
+-- step with the merged record (rebuilt with it).
+CREATE TABLE conflicts (
+    person_id   INTEGER NOT NULL REFERENCES persons(id),
+    path        TEXT NOT NULL,
+    candidates  TEXT NOT NULL,
+    opened_at   TEXT NOT NULL,
+    PRIMARY KEY (person_id, path)
+);
