@@ -247,12 +247,6 @@ async fn the_admin_upgrades_across_an_upstream_sunset_and_a_contract_major_and_r
     );
     assert_eq!(installed.contract, "2.0.0");
     env.sim.advance(100).await;
-    // The home register first: a person who got a fødselsnummer is linked
-    // to it before KRR reports them under it. (KRR first would create a
-    // second person for the new number; merging those is issue 5's.)
-    folkhub_sync::changes(env.host.store(), &freg, &opts)
-        .await
-        .expect("freg changes");
     let new = env.host.load("krr").await.expect("load");
     let requests = env.sim.shared.requests();
     let summary = folkhub_sync::changes(env.host.store(), &new, &opts)
@@ -269,10 +263,25 @@ async fn the_admin_upgrades_across_an_upstream_sunset_and_a_contract_major_and_r
         env.sim.shared.requests() - requests,
         pages
     );
+    // KRR went first: a person who got a fødselsnummer was reported by KRR
+    // under it before Folkeregisteret announced the change; the register's
+    // announcement links the two.
+    folkhub_sync::changes(env.host.store(), &freg, &opts)
+        .await
+        .expect("freg changes");
     let truth = env.sim.truth_for(&["folkeregister", "krr"]).await;
     let wrong =
         crate::end_to_end::mismatches(env.host.store(), &truth, &["folkeregister", "krr"]).await;
     assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(10)]);
+    assert!(
+        !env.host
+            .store()
+            .identity_links()
+            .await
+            .expect("links")
+            .is_empty(),
+        "seed 32 has a D-number → fødselsnummer change KRR saw first"
+    );
 
     // Rollback returns to the previous digest at once, and the upgrade can
     // be repeated; every step is audited with digests before and after.

@@ -67,6 +67,12 @@ enum Command {
     },
     /// Fields where sources of equal rank disagree.
     Conflicts,
+    /// Persons the store merged because a register said their IDs are one
+    /// person; undo a wrong link.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
     /// Recompute every merged record from the observation log and report
     /// (and, without --check, store) any that differ.
     Rebuild {
@@ -186,6 +192,18 @@ enum OverridesCommand {
     },
     /// End an override now.
     Remove {
+        id: i64,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum IdentityCommand {
+    /// Every identity link, with who undid it and why.
+    Links,
+    /// Undo a link: both persons come back, and the pair is not merged again on its own.
+    Undo {
         id: i64,
         #[arg(long)]
         reason: String,
@@ -372,6 +390,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     command: OverridesCommand::Remove { id, reason },
                 } => commands::overrides::remove(&host, id, &reason, &actor()).await,
                 Command::Conflicts => commands::overrides::conflicts(&host).await,
+                Command::Identity {
+                    command: IdentityCommand::Links,
+                } => commands::overrides::links(&host).await,
+                Command::Identity {
+                    command: IdentityCommand::Undo { id, reason },
+                } => commands::overrides::undo_link(&host, id, &reason, &actor()).await,
                 Command::Rebuild { check } => commands::person::rebuild(&host, check).await,
                 Command::Credentials { .. } | Command::Version => Ok(()),
             }

@@ -20,6 +20,27 @@ use crate::labels::{self, Protection};
 pub struct MergeRules {
     /// Group name → sources, best first. Sources not listed rank after all listed ones, equal to each other.
     pub groups: BTreeMap<String, Vec<String>>,
+    /// Source → the ID schemes it issues. When such a source says that IDs
+    /// held by two persons belong to one person, the persons are merged
+    /// (other sources naming them only open an identity conflict).
+    #[serde(default = "default_authorities")]
+    pub id_authorities: BTreeMap<String, Vec<String>>,
+}
+
+fn default_authorities() -> BTreeMap<String, Vec<String>> {
+    [
+        ("folkeregister", &["no-fnr", "no-dnr"][..]),
+        ("spar", &["se-pnr", "se-snr"][..]),
+        ("dvv", &["fi-hetu"][..]),
+    ]
+    .into_iter()
+    .map(|(s, schemes)| {
+        (
+            s.to_string(),
+            schemes.iter().map(|x| x.to_string()).collect(),
+        )
+    })
+    .collect()
 }
 
 impl Default for MergeRules {
@@ -44,7 +65,10 @@ impl Default for MergeRules {
         }
         groups.insert("contact".into(), vec!["krr".into(), "dvv".into()]);
         groups.insert("district".into(), vec!["kartverket".into()]);
-        MergeRules { groups }
+        MergeRules {
+            groups,
+            id_authorities: default_authorities(),
+        }
     }
 }
 
@@ -52,6 +76,13 @@ impl Default for MergeRules {
 pub const OVERRIDE: &str = "override";
 
 impl MergeRules {
+    /// Does `source` issue IDs of `scheme`?
+    pub fn issues(&self, source: &str, scheme: &str) -> bool {
+        self.id_authorities
+            .get(source)
+            .is_some_and(|schemes| schemes.iter().any(|s| s == scheme))
+    }
+
     fn rank(&self, group: &str, source: &str) -> usize {
         if source == OVERRIDE {
             return 0;

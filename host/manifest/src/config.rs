@@ -296,12 +296,39 @@ impl Config {
                 }
             }
         }
+        let groups: std::collections::BTreeSet<&str> = folkhub_core::fields::CATALOGUE
+            .iter()
+            .map(|f| f.group)
+            .collect();
         for (group, sources) in &self.merge.groups {
+            if !groups.contains(group.as_str()) {
+                problems.push(Problem {
+                    path: format!("merge.groups.{group}"),
+                    message: format!(
+                        "is not a field group; the groups are {}",
+                        groups.iter().copied().collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
             if sources.is_empty() {
                 problems.push(Problem {
                     path: format!("merge.groups.{group}"),
                     message: "lists no source; remove it to keep the default".into(),
                 });
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for (i, source) in sources.iter().enumerate() {
+                if source == folkhub_core::merge::OVERRIDE {
+                    problems.push(Problem {
+                        path: format!("merge.groups.{group}[{i}]"),
+                        message: "`override` is not a source: manual overrides always win".into(),
+                    });
+                } else if !seen.insert(source) {
+                    problems.push(Problem {
+                        path: format!("merge.groups.{group}[{i}]"),
+                        message: format!("{source:?} is listed twice"),
+                    });
+                }
             }
         }
     }
@@ -379,5 +406,28 @@ scope = "folkeregister:deling/offentligmedhjemmel"
             e.contains("unknown field `lisen`") && e.contains("line 2"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn invalid_survivorship_rules_are_reported_with_their_path() {
+        let e = Config::parse(
+            "[merge.groups]
+adress = [\"folkeregister\"]
+contact = [\"krr\", \"krr\"]
+name = []
+address = [\"override\"]
+",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "merge.groups.adress: is not a field group",
+            "merge.groups.contact[1]: \"krr\" is listed twice",
+            "merge.groups.name: lists no source",
+            "merge.groups.address[0]: `override` is not a source",
+        ] {
+            assert!(e.contains(expected), "missing {expected:?} in {e}");
+        }
     }
 }

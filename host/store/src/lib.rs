@@ -77,6 +77,13 @@ pub trait PersonStore: Send + Sync {
         action: &str,
         reason: &str,
     ) -> Result<bool, StoreError>;
+    /// Identity links the store made (persons merged because the register
+    /// that issues their IDs said they are one), with undo state.
+    async fn identity_links(&self) -> Result<Vec<IdentityLink>, StoreError>;
+    /// Undoes an identity link: both persons come back as they were before
+    /// it (with what was said about each since), and the pair is not merged
+    /// again on its own. False when there is no such link not yet undone.
+    async fn undo_link(&self, id: i64, actor: &str, reason: &str) -> Result<bool, StoreError>;
     /// Adds a manual override (it wins over every source until it ends) and
     /// recomputes the person's record, in one transaction.
     async fn add_override(&self, new: NewOverride) -> Result<Override, StoreError>;

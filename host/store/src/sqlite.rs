@@ -138,13 +138,16 @@ impl SqliteStore {
 }
 
 /// Finds or creates the person a record belongs to, and links its IDs.
+/// Finds (or creates) the person a record is about. IDs the record names
+/// that we hold for another person are returned as `(id, owner)`; the
+/// caller decides whether the register may link them.
 async fn resolve(
     tx: &mut Transaction<'_, Sqlite>,
+    rules: &MergeRules,
     source: &str,
     person: &FoundPerson,
     at: &str,
-    report: &mut ApplyReport,
-) -> Result<(i64, bool), StoreError> {
+) -> Result<(i64, bool, Vec<(String, String, i64)>), StoreError> {
     let mut owners: BTreeMap<String, i64> = BTreeMap::new();
     for id in &person.ids {
         if let Some(owner) =
@@ -172,24 +175,13 @@ async fn resolve(
             (key, true)
         }
     };
+    let mut conflicting = Vec::new();
     for id in &person.ids {
         match owners.get(&id.value) {
             Some(owner) if *owner != key => {
-                // Two persons we hold claim to be one: never merge on our own.
-                report.identity_conflicts.push(id.value.clone());
+                conflicting.push((id.scheme.clone(), id.value.clone(), *owner));
             }
-            Some(_) => {
-                // Only the register that announced an ID says whether it is
-                // still in use; another source naming it changes nothing.
-                sqlx::query("UPDATE identifiers SET active = ?, updated_at = ? WHERE value = ? AND active <> ? AND source = ?")
-                    .bind(id.active)
-                    .bind(at)
-                    .bind(&id.value)
-                    .bind(id.active)
-                    .bind(source)
-                    .execute(&mut **tx)
-                    .await?;
-            }
+            Some(_) => set_active(tx, rules, source, id, at).await?,
             None => {
                 sqlx::query("INSERT INTO identifiers (value, scheme, person_id, active, source, first_seen, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
                     .bind(&id.value)
@@ -204,7 +196,80 @@ async fn resolve(
             }
         }
     }
-    Ok((key, created))
+    Ok((key, created, conflicting))
+}
+
+/// Only the register that issues an ID (or, for IDs no authority is known
+/// for, the source that announced it) says whether it is still in use.
+async fn set_active(
+    tx: &mut Transaction<'_, Sqlite>,
+    rules: &MergeRules,
+    source: &str,
+    id: &folkhub_core::observation::SourceId,
+    at: &str,
+) -> Result<(), StoreError> {
+    if rules.issues(source, &id.scheme) {
+        sqlx::query("UPDATE identifiers SET active = ?, source = ?, updated_at = ? WHERE value = ? AND (active <> ? OR source <> ?)")
+            .bind(id.active)
+            .bind(source)
+            .bind(at)
+            .bind(&id.value)
+            .bind(id.active)
+            .bind(source)
+            .execute(&mut **tx)
+            .await?;
+    } else {
+        sqlx::query("UPDATE identifiers SET active = ?, updated_at = ? WHERE value = ? AND active <> ? AND source = ?")
+            .bind(id.active)
+            .bind(at)
+            .bind(&id.value)
+            .bind(id.active)
+            .bind(source)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Makes `current_observations` of a person agree with the log: each
+/// source's latest statement per field (by retrieval time, then order).
+async fn rederive_current(tx: &mut Transaction<'_, Sqlite>, key: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM current_observations WHERE person_id = ?")
+        .bind(key)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO current_observations (person_id, source, path, observation_id, value, labels, release, upstream_version, effective_at, retrieved_at)
+         SELECT person_id, source, path, id, value, labels, release, upstream_version, effective_at, retrieved_at FROM (
+           SELECT o.*, ROW_NUMBER() OVER (PARTITION BY source, path ORDER BY retrieved_at DESC, id DESC) AS rn
+           FROM observations o WHERE person_id = ?)
+         WHERE rn = 1 AND value IS NOT NULL",
+    )
+    .bind(key)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// `source_refresh` of a person from the log (the latest statement time
+/// per source), after observations moved between persons.
+async fn rederive_refresh(tx: &mut Transaction<'_, Sqlite>, key: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM source_refresh WHERE person_id = ?")
+        .bind(key)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO source_refresh (person_id, source, retrieved_at)
+         SELECT person_id, source, MAX(retrieved_at) FROM observations WHERE person_id = ? GROUP BY source",
+    )
+    .bind(key)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn id_list(values: &[i64]) -> String {
+    json!(values).to_string()
 }
 
 struct Current {
@@ -286,11 +351,10 @@ async fn candidates_from_log(
     let rows = sqlx::query(
         "SELECT o.source, o.path, o.value, o.labels, o.release, o.upstream_version, o.effective_at,
                 COALESCE(sr.retrieved_at, o.retrieved_at) AS retrieved_at
-         FROM observations o
-         JOIN (SELECT source, path, MAX(id) AS id FROM observations WHERE person_id = ? GROUP BY source, path) latest
-           ON o.id = latest.id
+         FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY source, path ORDER BY retrieved_at DESC, id DESC) AS rn
+               FROM observations WHERE person_id = ?) o
          LEFT JOIN source_refresh sr ON sr.person_id = ? AND sr.source = o.source
-         WHERE o.value IS NOT NULL",
+         WHERE o.rn = 1 AND o.value IS NOT NULL",
     )
     .bind(key)
     .bind(key)
@@ -355,9 +419,15 @@ impl SqliteStore {
         report: &mut ApplyReport,
     ) -> Result<(), StoreError> {
         let at = ts(batch.retrieved);
-        let (key, created) = resolve(tx, &batch.source, person, &at, report).await?;
+        let (mut key, created, conflicting) =
+            resolve(tx, &self.rules, &batch.source, person, &at).await?;
         if created {
             report.persons_created += 1;
+        }
+        if !conflicting.is_empty() {
+            key = self
+                .link_or_report(tx, key, &batch.source, person, conflicting, &at, report)
+                .await?;
         }
         // A statement older than the one this source already gave for the
         // person is stale (e.g. a slow batch finishing after a newer one):
@@ -474,6 +544,136 @@ impl SqliteStore {
             .await?;
         self.store_merged(tx, key, created, &at, &batch.reason, report)
             .await
+    }
+
+    /// A record names IDs we hold for other persons. When its source issues
+    /// all of those IDs (Folkeregisteret for NO numbers, SPAR for SE, DVV
+    /// for FI) the register says they are one person: the persons are
+    /// merged into the oldest, unless an admin undid that link before.
+    /// Otherwise nothing is merged and the IDs are reported for review.
+    /// Returns the key the record is stored under.
+    #[allow(clippy::too_many_arguments)]
+    async fn link_or_report(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        key: i64,
+        source: &str,
+        person: &FoundPerson,
+        conflicting: Vec<(String, String, i64)>,
+        at: &str,
+        report: &mut ApplyReport,
+    ) -> Result<i64, StoreError> {
+        let authoritative = conflicting
+            .iter()
+            .all(|(scheme, _, _)| self.rules.issues(source, scheme));
+        let mut keys: BTreeSet<i64> = conflicting.iter().map(|(_, _, o)| *o).collect();
+        keys.insert(key);
+        let survivor = *keys.iter().next().unwrap_or(&key);
+        let mut refused = false;
+        for other in keys.iter().filter(|k| **k != survivor) {
+            let undone: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM identity_merges WHERE undone_at IS NOT NULL AND ((survivor = ? AND merged = ?) OR (survivor = ? AND merged = ?))",
+            )
+            .bind(survivor)
+            .bind(other)
+            .bind(other)
+            .bind(survivor)
+            .fetch_optional(&mut **tx)
+            .await?;
+            refused |= undone.is_some();
+        }
+        if !authoritative || refused {
+            // Two persons we hold claim to be one: never merged on a guess.
+            report
+                .identity_conflicts
+                .extend(conflicting.into_iter().map(|(_, value, _)| value));
+            return Ok(key);
+        }
+        let ids: Vec<&str> = person.ids.iter().map(|i| i.value.as_str()).collect();
+        for other in keys.iter().filter(|k| **k != survivor) {
+            self.merge_persons(tx, survivor, *other, source, &ids.join(", "), at)
+                .await?;
+        }
+        for id in &person.ids {
+            set_active(tx, &self.rules, source, id, at).await?;
+        }
+        Ok(survivor)
+    }
+
+    /// Moves everything of `merged` to `survivor` and records what moved.
+    async fn merge_persons(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        survivor: i64,
+        merged: i64,
+        source: &str,
+        ids: &str,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        let moved_ids: Vec<String> =
+            sqlx::query_scalar("SELECT value FROM identifiers WHERE person_id = ?")
+                .bind(merged)
+                .fetch_all(&mut **tx)
+                .await?;
+        let moved_obs: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM observations WHERE person_id = ?")
+                .bind(merged)
+                .fetch_all(&mut **tx)
+                .await?;
+        let moved_changes: Vec<i64> =
+            sqlx::query_scalar("SELECT seq FROM person_changes WHERE person_id = ?")
+                .bind(merged)
+                .fetch_all(&mut **tx)
+                .await?;
+        for table in ["identifiers", "observations", "person_changes", "overrides"] {
+            sqlx::query(&format!(
+                "UPDATE {table} SET person_id = ? WHERE person_id = ?"
+            ))
+            .bind(survivor)
+            .bind(merged)
+            .execute(&mut **tx)
+            .await?;
+        }
+        for table in ["current_observations", "conflicts", "merged"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE person_id = ?"))
+                .bind(merged)
+                .execute(&mut **tx)
+                .await?;
+        }
+        sqlx::query("UPDATE persons SET merged_into = ? WHERE id = ?")
+            .bind(survivor)
+            .bind(merged)
+            .execute(&mut **tx)
+            .await?;
+        rederive_current(tx, survivor).await?;
+        rederive_refresh(tx, survivor).await?;
+        sqlx::query("DELETE FROM source_refresh WHERE person_id = ?")
+            .bind(merged)
+            .execute(&mut **tx)
+            .await?;
+        let reason = format!("{source} says {ids} are one person");
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO identity_merges (survivor, merged, source, reason, at, moved_ids, moved_observations, moved_changes) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(survivor)
+        .bind(merged)
+        .bind(source)
+        .bind(&reason)
+        .bind(at)
+        .bind(json!(moved_ids).to_string())
+        .bind(id_list(&moved_obs))
+        .bind(id_list(&moved_changes))
+        .fetch_one(&mut **tx)
+        .await?;
+        self.store_merged(
+            tx,
+            survivor,
+            false,
+            at,
+            &format!("identity link #{id}: person {merged} merged into {survivor}; {reason}"),
+            &mut ApplyReport::default(),
+        )
+        .await
     }
 
     /// Recomputes a person's merged record from the current statements and
@@ -711,6 +911,13 @@ impl PersonStore for SqliteStore {
     }
 
     async fn person_by_key(&self, key: i64) -> Result<Option<StoredPerson>, StoreError> {
+        // A person merged into another answers as that one.
+        let key: i64 =
+            sqlx::query_scalar("SELECT COALESCE(merged_into, id) FROM persons WHERE id = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?
+                .unwrap_or(key);
         let ids = sqlx::query("SELECT scheme, value, active FROM identifiers WHERE person_id = ? ORDER BY active DESC, first_seen")
             .bind(key)
             .fetch_all(&self.pool)
@@ -874,6 +1081,100 @@ impl PersonStore for SqliteStore {
         reason: &str,
     ) -> Result<bool, StoreError> {
         self.audited(connector, actor, action, reason, None).await
+    }
+
+    async fn identity_links(&self) -> Result<Vec<IdentityLink>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM identity_merges ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(IdentityLink {
+                    id: r.get("id"),
+                    survivor: r.get("survivor"),
+                    merged: r.get("merged"),
+                    source: r.get("source"),
+                    reason: r.get("reason"),
+                    at: parse_ts(r.get::<&str, _>("at"))?,
+                    undone_at: r
+                        .get::<Option<String>, _>("undone_at")
+                        .as_deref()
+                        .map(parse_ts)
+                        .transpose()?,
+                    undone_by: r.get("undone_by"),
+                    undone_reason: r.get("undone_reason"),
+                })
+            })
+            .collect()
+    }
+
+    async fn undo_link(&self, id: i64, actor: &str, reason: &str) -> Result<bool, StoreError> {
+        let _w = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let Some(row) =
+            sqlx::query("SELECT * FROM identity_merges WHERE id = ? AND undone_at IS NULL")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(false);
+        };
+        let (survivor, merged): (i64, i64) = (row.get("survivor"), row.get("merged"));
+        let ids: Vec<String> = serde_json::from_str(row.get::<&str, _>("moved_ids"))
+            .map_err(|e| corrupt("moved ids", e))?;
+        let obs: Vec<i64> = serde_json::from_str(row.get::<&str, _>("moved_observations"))
+            .map_err(|e| corrupt("moved observations", e))?;
+        let changes: Vec<i64> = serde_json::from_str(row.get::<&str, _>("moved_changes"))
+            .map_err(|e| corrupt("moved changes", e))?;
+        for value in &ids {
+            sqlx::query("UPDATE identifiers SET person_id = ? WHERE value = ?")
+                .bind(merged)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (table, column, list) in [
+            ("observations", "id", &obs),
+            ("person_changes", "seq", &changes),
+        ] {
+            for chunk in list.chunks(500) {
+                let marks = vec!["?"; chunk.len()].join(", ");
+                let sql = format!("UPDATE {table} SET person_id = ? WHERE {column} IN ({marks})");
+                let mut q = sqlx::query(&sql).bind(merged);
+                for v in chunk {
+                    q = q.bind(v);
+                }
+                q.execute(&mut *tx).await?;
+            }
+        }
+        sqlx::query("UPDATE persons SET merged_into = NULL WHERE id = ?")
+            .bind(merged)
+            .execute(&mut *tx)
+            .await?;
+        let at = ts(now());
+        sqlx::query("UPDATE identity_merges SET undone_at = ?, undone_by = ?, undone_reason = ? WHERE id = ?")
+            .bind(&at)
+            .bind(actor)
+            .bind(reason)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let why = format!("identity link #{id} undone by {actor}: {reason}");
+        for key in [survivor, merged] {
+            rederive_current(&mut tx, key).await?;
+            rederive_refresh(&mut tx, key).await?;
+            self.store_merged(
+                &mut tx,
+                key,
+                key == merged,
+                &at,
+                &why,
+                &mut ApplyReport::default(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn add_override(&self, new: NewOverride) -> Result<Override, StoreError> {
@@ -1040,9 +1341,10 @@ impl PersonStore for SqliteStore {
         } else {
             None
         };
-        let keys: Vec<i64> = sqlx::query_scalar("SELECT id FROM persons ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
+        let keys: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM persons WHERE merged_into IS NULL ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
         let mut report = RebuildReport::default();
         for chunk in keys.chunks(500) {
             let mut tx = self.pool.begin().await?;
@@ -1081,20 +1383,7 @@ impl PersonStore for SqliteStore {
                 }
                 // current_observations is an index over the log: make it
                 // agree again, then store the rebuilt record with history.
-                sqlx::query("DELETE FROM current_observations WHERE person_id = ?")
-                    .bind(key)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "INSERT INTO current_observations (person_id, source, path, observation_id, value, labels, release, upstream_version, effective_at, retrieved_at)
-                     SELECT o.person_id, o.source, o.path, o.id, o.value, o.labels, o.release, o.upstream_version, o.effective_at, o.retrieved_at
-                     FROM observations o
-                     JOIN (SELECT source, path, MAX(id) AS id FROM observations WHERE person_id = ? GROUP BY source, path) latest ON o.id = latest.id
-                     WHERE o.value IS NOT NULL",
-                )
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
+                rederive_current(&mut tx, key).await?;
                 let at = ts(now());
                 sync_conflicts(&mut tx, key, &stored, &rebuilt, &at).await?;
                 let record =
@@ -1469,6 +1758,123 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("no person"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_register_links_two_persons_and_an_undone_link_restores_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("i.db"), MergeRules::default())
+            .await
+            .unwrap();
+        let (dnr, fnr) = ("43851500119", "03851598730");
+        let id = |value: &str, scheme: &str, active: bool| SourceId {
+            scheme: scheme.into(),
+            value: value.into(),
+            active,
+        };
+        let statement = |source: &str, ids: Vec<SourceId>, fields: &[(&str, Value)]| {
+            let mut b = batch(vec![person(&[], fields)], None);
+            b.source = source.into();
+            b.persons[0].ids = ids;
+            b
+        };
+        // Folkeregisteret knows the person by a D-number; KRR already
+        // reports them under the new fødselsnummer: two persons for now.
+        store
+            .apply(statement(
+                "folkeregister",
+                vec![id(dnr, "no-dnr", true)],
+                &[("name.given", json!("KARI"))],
+            ))
+            .await
+            .unwrap();
+        store
+            .apply(statement(
+                "krr",
+                vec![id(fnr, "no-fnr", true)],
+                &[("contact.email", json!("k@example.invalid"))],
+            ))
+            .await
+            .unwrap();
+        let a = store.person(dnr).await.unwrap().unwrap().key;
+        let b = store.person(fnr).await.unwrap().unwrap().key;
+        assert_ne!(a, b);
+        // Another source naming both IDs links nothing: a conflict for review.
+        let r = store
+            .apply(statement(
+                "krr",
+                vec![id(dnr, "no-dnr", false), id(fnr, "no-fnr", true)],
+                &[("contact.email", json!("k@example.invalid"))],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.identity_conflicts.len(), 1);
+        assert!(store.identity_links().await.unwrap().is_empty());
+        // Folkeregisteret announces the change: one person, both IDs resolve.
+        let r = store
+            .apply(statement(
+                "folkeregister",
+                vec![id(dnr, "no-dnr", false), id(fnr, "no-fnr", true)],
+                &[("name.given", json!("KARI"))],
+            ))
+            .await
+            .unwrap();
+        assert!(r.identity_conflicts.is_empty(), "{r:?}");
+        let one = store.person(fnr).await.unwrap().unwrap();
+        assert_eq!(one.key, a, "merged into the older person");
+        assert_eq!(store.person(dnr).await.unwrap().unwrap().key, a);
+        assert_eq!(
+            one.record.fields["contact.email"].value,
+            json!("k@example.invalid")
+        );
+        assert_eq!(one.record.fields["name.given"].value, json!("KARI"));
+        assert_eq!(
+            store.person_by_key(b).await.unwrap().unwrap().key,
+            a,
+            "the old key redirects"
+        );
+        assert_eq!(store.count_persons().await.unwrap(), 1);
+        let active: Vec<bool> = one.ids.iter().map(|i| i.active).collect();
+        assert_eq!(active, vec![true, false], "{:?}", one.ids);
+        let links = store.identity_links().await.unwrap();
+        assert_eq!((links.len(), links[0].survivor, links[0].merged), (1, a, b));
+        assert!(store.rebuild(false).await.unwrap().differing.is_empty());
+
+        // The admin undoes the link: both persons are back as they were.
+        assert!(
+            store
+                .undo_link(links[0].id, "admin", "two different persons")
+                .await
+                .unwrap()
+        );
+        let pa = store.person(dnr).await.unwrap().unwrap();
+        let pb = store.person(fnr).await.unwrap().unwrap();
+        assert_eq!((pa.key, pb.key), (a, b));
+        assert!(pa.record.fields.contains_key("name.given"));
+        assert!(!pa.record.fields.contains_key("contact.email"));
+        assert_eq!(
+            pb.record.fields["contact.email"].value,
+            json!("k@example.invalid")
+        );
+        assert_eq!(store.count_persons().await.unwrap(), 2);
+        assert!(
+            !store
+                .undo_link(links[0].id, "admin", "again")
+                .await
+                .unwrap()
+        );
+        // The register says it again: not merged again on its own.
+        let r = store
+            .apply(statement(
+                "folkeregister",
+                vec![id(dnr, "no-dnr", false), id(fnr, "no-fnr", true)],
+                &[("name.given", json!("KARI"))],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.identity_conflicts.len(), 1);
+        assert_eq!(store.count_persons().await.unwrap(), 2);
+        assert!(store.rebuild(false).await.unwrap().differing.is_empty());
     }
 
     #[tokio::test]

@@ -202,3 +202,18 @@ pub struct Conflict {
     pub candidates: serde_json::Value,
     pub opened_at: DateTime<Utc>,
 }
+
+/// Two persons merged because the register that issues their IDs said they
+/// are one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentityLink {
+    pub id: i64,
+    pub survivor: i64,
+    pub merged: i64,
+    pub source: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+    pub undone_at: Option<DateTime<Utc>>,
+    pub undone_by: Option<String>,
+    pub undone_reason: Option<String>,
+}

@@ -1,4 +1,5 @@
-//! `folkhub overrides add | list | remove` and `folkhub conflicts`.
+//! `folkhub overrides add | list | remove`, `folkhub conflicts` and
+//! `folkhub identity links | undo`.
 
 use anyhow::{Context, bail};
 use folkhub_store::NewOverride;
@@ -122,5 +123,43 @@ pub async fn conflicts(host: &Host) -> anyhow::Result<()> {
             options.join(" | ")
         );
     }
+    Ok(())
+}
+
+pub async fn links(host: &Host) -> anyhow::Result<()> {
+    let list = host.store().identity_links().await?;
+    if list.is_empty() {
+        println!("no identity links");
+    }
+    for l in list {
+        let undone = match (&l.undone_at, &l.undone_by) {
+            (Some(at), by) => format!(
+                " — UNDONE {} by {}: {}",
+                at.format("%Y-%m-%d"),
+                by.as_deref().unwrap_or("?"),
+                l.undone_reason.as_deref().unwrap_or("")
+            ),
+            _ => String::new(),
+        };
+        println!(
+            "#{} {}: person {} merged into {} — {}{undone}",
+            l.id,
+            l.at.format("%Y-%m-%d %H:%M"),
+            l.merged,
+            l.survivor,
+            l.reason
+        );
+    }
+    Ok(())
+}
+
+pub async fn undo_link(host: &Host, id: i64, reason: &str, actor: &str) -> anyhow::Result<()> {
+    if reason.trim().is_empty() {
+        bail!("--reason must say why the link is wrong (it is kept with the link)");
+    }
+    if !host.store().undo_link(id, actor, reason).await? {
+        bail!("there is no identity link #{id} that is not undone; see `folkhub identity links`");
+    }
+    println!("identity link #{id} undone: both persons are separate again");
     Ok(())
 }

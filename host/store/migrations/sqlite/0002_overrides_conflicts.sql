@@ -27,3 +27,24 @@ CREATE TABLE conflicts (
     opened_at   TEXT NOT NULL,
     PRIMARY KEY (person_id, path)
 );
+
+-- Identity: when the register that issues a kind of ID says that IDs we
+-- hold for two persons belong to one person (a D-number replaced by a
+-- fødselsnummer, samordningsnummer → personnummer, a corrected HETU), the
+-- two are merged into the older one. What moved is recorded so an admin
+-- can undo a wrong link; an undone pair is never merged again on its own.
+ALTER TABLE persons ADD COLUMN merged_into INTEGER REFERENCES persons(id);
+CREATE TABLE identity_merges (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    survivor      INTEGER NOT NULL REFERENCES persons(id),
+    merged        INTEGER NOT NULL REFERENCES persons(id),
+    source        TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    at            TEXT NOT NULL,
+    moved_ids     TEXT NOT NULL,
+    moved_observations TEXT NOT NULL,
+    moved_changes TEXT NOT NULL,
+    undone_at     TEXT,
+    undone_by     TEXT,
+    undone_reason TEXT
+);
