@@ -97,6 +97,30 @@ async fn api_and_cli_explain_bad_ids() {
     let (status, _) = get(app.clone(), "/fhir/Patient").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
+    // The change sequence host apps follow.
+    let (status, body) = get(app.clone(), "/v1/changes?since=0&limit=5").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["changes"].as_array().expect("changes").len(), 5);
+    let next = body["next"].as_i64().expect("next");
+    assert!(body["changes"][0]["person"].is_i64());
+    let (_, body) = get(
+        app.clone(),
+        &format!("/v1/changes?since={next}&limit=10000"),
+    )
+    .await;
+    assert_eq!(body["caught_up"], true);
+    assert!(body["changes"][0]["seq"].as_i64().expect("seq") > next);
+    let (status, body) = get(app.clone(), "/v1/changes?limit=20000").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("page-too-large"))
+    );
+    let (status, body) = get(app.clone(), "/v1/changes?since=-1").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid-parameter"))
+    );
+
     let mut wrong_check = id.clone().into_bytes();
     wrong_check[10] = b'0' + (wrong_check[10] - b'0' + 1) % 10;
     let wrong_check = String::from_utf8(wrong_check).expect("utf8");

@@ -381,6 +381,58 @@ async fn fhir_search(
     })))
 }
 
+#[derive(Debug, Deserialize)]
+struct ChangesQuery {
+    since: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /v1/changes?since=SEQ&limit=N`: changes of every record after SEQ,
+/// as the reader may see them; `next` is the SEQ to ask from next.
+async fn changes(
+    State(state): State<ApiState>,
+    Query(query): Query<ChangesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let number = |value: &Option<String>, name: &str, default: i64| -> Result<i64, ApiError> {
+        match value.as_deref() {
+            None => Ok(default),
+            Some(text) => text.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-parameter",
+                    format!("{name}={text}: a whole number, 0 or more"),
+                )
+            }),
+        }
+    };
+    let since = number(&query.since, "since", 0)?;
+    let limit = number(&query.limit, "limit", 1000)?;
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "page-too-large",
+            format!("limit={limit}: ask for 1 to 10000 changes per page"),
+        ));
+    }
+    let list = state
+        .store
+        .changes_since(since, limit as u32)
+        .await
+        .map_err(ApiError::internal)?;
+    let next = list.last().map_or(since, |c| c.seq);
+    let mut out = history_json(&list, &state.basis);
+    if let Some(entries) = out["history"].as_array_mut() {
+        for (entry, change) in entries.iter_mut().zip(&list) {
+            entry["person"] = json!(change.person);
+        }
+    }
+    Ok(Json(json!({
+        "changes": out["history"].take(),
+        "next": next,
+        "caught_up": (list.len() as i64) < limit,
+    })))
+}
+
 /// Open conflicts (admin).
 async fn conflicts(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let mut list = state.store.conflicts().await.map_err(ApiError::internal)?;
@@ -442,6 +494,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/fhir/Patient", get(fhir_search))
         .route("/v1/connectors", get(connectors))
         .route("/v1/conflicts", get(conflicts))
+        .route("/v1/changes", get(changes))
         .route("/v1/overrides", get(overrides))
         .route("/v1/connectors/{id}/history", get(connector_history))
         .fallback(fallback)

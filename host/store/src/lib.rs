@@ -39,6 +39,10 @@ pub trait PersonStore: Send + Sync {
     /// The change history of a person, oldest first.
     async fn history(&self, person: i64) -> Result<Vec<PersonChange>, StoreError>;
 
+    /// Changes of every merged record after sequence number `seq`, in order
+    /// (at most `limit`): what host apps that keep a copy follow.
+    async fn changes_since(&self, seq: i64, limit: u32) -> Result<Vec<PersonChange>, StoreError>;
+
     async fn cursor(&self, connector: &str) -> Result<Option<String>, StoreError>;
 
     async fn installation(&self, connector: &str) -> Result<Option<Installation>, StoreError>;

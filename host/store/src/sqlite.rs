@@ -984,6 +984,27 @@ impl PersonStore for SqliteStore {
             .collect()
     }
 
+    async fn changes_since(&self, seq: i64, limit: u32) -> Result<Vec<PersonChange>, StoreError> {
+        let rows = sqlx::query("SELECT seq, person_id, changed_at, version, diff, reason FROM person_changes WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PersonChange {
+                    seq: r.get("seq"),
+                    person: r.get("person_id"),
+                    changed_at: parse_ts(r.get::<&str, _>("changed_at"))?,
+                    version: r.get("version"),
+                    diff: serde_json::from_str(r.get::<&str, _>("diff"))
+                        .map_err(|e| corrupt("history diff", e))?,
+                    reason: r.get("reason"),
+                })
+            })
+            .collect()
+    }
+
     async fn cursor(&self, connector: &str) -> Result<Option<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT cursor FROM cursors WHERE connector = ?")
