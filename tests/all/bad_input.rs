@@ -97,6 +97,27 @@ async fn api_and_cli_explain_bad_ids() {
     let (status, _) = get(app.clone(), "/fhir/Patient").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
+    // Relations link persons: the related person's key when it is stored.
+    let with_family = truth
+        .iter()
+        .find(|t| {
+            t.fields
+                .get("relations.family")
+                .and_then(|r| r.as_array())
+                .is_some_and(|r| !r.is_empty())
+        })
+        .expect("someone has family");
+    let (_, body) = get(
+        app.clone(),
+        &format!("/v1/persons/{}", with_family.ids.last().expect("id")),
+    )
+    .await;
+    let relative = with_family.fields["relations.family"][0]["id"]
+        .as_str()
+        .expect("relative id");
+    let (_, other) = get(app.clone(), &format!("/v1/persons/{relative}")).await;
+    assert_eq!(body["related"][relative], other["key"], "{body}");
+
     // The change sequence host apps follow.
     let (status, body) = get(app.clone(), "/v1/changes?since=0&limit=5").await;
     assert_eq!(status, StatusCode::OK, "{body}");

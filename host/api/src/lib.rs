@@ -219,7 +219,29 @@ async fn get_person(
 ) -> Result<Json<Value>, ApiError> {
     let provenance = flag(&query.provenance, "provenance")?;
     let person = find_person(&state, &id).await?;
-    Ok(Json(person_json(&person, &state.basis, provenance)))
+    let mut out = person_json(&person, &state.basis, provenance);
+    // Relations are links between persons: the store's key of each related
+    // person it holds (any of their IDs resolves).
+    let mut related = serde_json::Map::new();
+    if let Some(fields) = out["fields"].as_object() {
+        for (path, value) in fields {
+            if !path.starts_with("relations.") {
+                continue;
+            }
+            for relation in value.as_array().into_iter().flatten() {
+                if let Some(rid) = relation.get("id").and_then(Value::as_str)
+                    && !related.contains_key(rid)
+                    && let Some(p) = state.store.person(rid).await.map_err(ApiError::internal)?
+                {
+                    related.insert(rid.to_string(), json!(p.key));
+                }
+            }
+        }
+    }
+    if !related.is_empty() {
+        out["related"] = Value::Object(related);
+    }
+    Ok(Json(out))
 }
 
 async fn health(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {

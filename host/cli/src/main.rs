@@ -202,6 +202,8 @@ enum OverridesCommand {
 enum IdentityCommand {
     /// Every identity link, with who undid it and why.
     Links,
+    /// Persons reported without an ID who fit several stored persons.
+    Review,
     /// Undo a link: both persons come back, and the pair is not merged again on its own.
     Undo {
         id: i64,
@@ -393,6 +395,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Identity {
                     command: IdentityCommand::Links,
                 } => commands::overrides::links(&host).await,
+                Command::Identity {
+                    command: IdentityCommand::Review,
+                } => commands::overrides::reviews(&host).await,
                 Command::Identity {
                     command: IdentityCommand::Undo { id, reason },
                 } => commands::overrides::undo_link(&host, id, &reason, &actor()).await,

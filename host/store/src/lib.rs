@@ -81,6 +81,9 @@ pub trait PersonStore: Send + Sync {
         action: &str,
         reason: &str,
     ) -> Result<bool, StoreError>;
+    /// Persons reported without an ID that fit more than one stored person
+    /// on name and birth date: created separately, listed for review.
+    async fn identity_reviews(&self) -> Result<Vec<IdentityReview>, StoreError>;
     /// Identity links the store made (persons merged because the register
     /// that issues their IDs said they are one), with undo state.
     async fn identity_links(&self) -> Result<Vec<IdentityLink>, StoreError>;

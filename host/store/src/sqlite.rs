@@ -161,9 +161,43 @@ async fn resolve(
     }
     // Prefer the person that holds the active ID; else any holder.
     let active = person.ids.iter().find(|i| i.active).or(person.ids.first());
-    let chosen = active
+    let mut chosen = active
         .and_then(|a| owners.get(&a.value).copied())
         .or_else(|| owners.values().next().copied());
+    // No ID at all (a relative known by name): the one stored person with
+    // the same given name, family name and birth date, if exactly one.
+    let mut review = Vec::new();
+    if person.ids.is_empty() {
+        let text = |path: &str| {
+            person
+                .fields
+                .iter()
+                .find(|f| f.path == path)
+                .and_then(|f| f.value.as_str())
+                .map(str::to_uppercase)
+        };
+        if let (Some(given), Some(family), Some(born)) =
+            (text("name.given"), text("name.family"), text("birth.date"))
+        {
+            let fits: Vec<i64> = sqlx::query_scalar(
+                "SELECT person_id FROM merged
+                 WHERE json_extract(record, '$.fields.\"birth.date\".value') = ?
+                   AND upper(json_extract(record, '$.fields.\"name.family\".value')) = ?
+                   AND upper(json_extract(record, '$.fields.\"name.given\".value')) = ?
+                 ORDER BY person_id",
+            )
+            .bind(&born)
+            .bind(&family)
+            .bind(&given)
+            .fetch_all(&mut **tx)
+            .await?;
+            match fits.as_slice() {
+                [one] => chosen = Some(*one),
+                [] => {}
+                many => review = many.to_vec(),
+            }
+        }
+    }
     let (key, created) = match chosen {
         Some(key) => (key, false),
         None => {
@@ -175,6 +209,17 @@ async fn resolve(
             (key, true)
         }
     };
+    if !review.is_empty() {
+        sqlx::query(
+            "INSERT INTO identity_reviews (person_id, candidates, source, at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(key)
+        .bind(id_list(&review))
+        .bind(source)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    }
     let mut conflicting = Vec::new();
     for id in &person.ids {
         match owners.get(&id.value) {
@@ -1104,6 +1149,24 @@ impl PersonStore for SqliteStore {
         self.audited(connector, actor, action, reason, None).await
     }
 
+    async fn identity_reviews(&self) -> Result<Vec<IdentityReview>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM identity_reviews ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(IdentityReview {
+                    id: r.get("id"),
+                    person: r.get("person_id"),
+                    candidates: serde_json::from_str(r.get::<&str, _>("candidates"))
+                        .map_err(|e| corrupt("review candidates", e))?,
+                    source: r.get("source"),
+                    at: parse_ts(r.get::<&str, _>("at"))?,
+                })
+            })
+            .collect()
+    }
+
     async fn identity_links(&self) -> Result<Vec<IdentityLink>, StoreError> {
         let rows = sqlx::query("SELECT * FROM identity_merges ORDER BY id")
             .fetch_all(&self.pool)
@@ -1896,6 +1959,58 @@ mod tests {
         assert_eq!(r.identity_conflicts.len(), 1);
         assert_eq!(store.count_persons().await.unwrap(), 2);
         assert!(store.rebuild(false).await.unwrap().differing.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_person_without_an_id_is_matched_only_when_exactly_one_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("n.db"), MergeRules::default())
+            .await
+            .unwrap();
+        let named = |ids: &[(&str, bool)], given: &str, born: &str| {
+            person(
+                ids,
+                &[
+                    ("name.given", json!(given)),
+                    ("name.family", json!("NORDMANN")),
+                    ("birth.date", json!(born)),
+                ],
+            )
+        };
+        store
+            .apply(batch(
+                vec![named(&[("03851598730", true)], "KARI", "1985-03-03")],
+                None,
+            ))
+            .await
+            .unwrap();
+        // Known by name only: exactly one fits, so it is that person
+        // (names compared without regard to case).
+        let mut b = batch(vec![named(&[], "Kari", "1985-03-03")], None);
+        b.source = "x".into();
+        let r = store.apply(b).await.unwrap();
+        assert_eq!(r.persons_created, 0);
+        assert_eq!(store.count_persons().await.unwrap(), 1);
+        // A different birth date fits nobody: a new person, nothing to review.
+        let mut b = batch(vec![named(&[], "KARI", "1990-01-01")], None);
+        b.source = "x".into();
+        assert_eq!(store.apply(b).await.unwrap().persons_created, 1);
+        assert!(store.identity_reviews().await.unwrap().is_empty());
+        // Two fit: never a guess — a new person, listed for review.
+        store
+            .apply(batch(
+                vec![named(&[("01010112345", true)], "KARI", "1985-03-03")],
+                None,
+            ))
+            .await
+            .unwrap();
+        let mut b = batch(vec![named(&[], "KARI", "1985-03-03")], None);
+        b.source = "x".into();
+        assert_eq!(store.apply(b).await.unwrap().persons_created, 1);
+        let reviews = store.identity_reviews().await.unwrap();
+        assert_eq!(reviews.len(), 1);
+        assert_eq!(reviews[0].candidates.len(), 2);
+        assert_eq!(store.count_persons().await.unwrap(), 4);
     }
 
     #[tokio::test]

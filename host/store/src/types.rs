@@ -217,3 +217,15 @@ pub struct IdentityLink {
     pub undone_by: Option<String>,
     pub undone_reason: Option<String>,
 }
+
+/// A person reported without an ID who fits several stored persons.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentityReview {
+    pub id: i64,
+    /// The person created for the report.
+    pub person: i64,
+    /// The stored persons it might be.
+    pub candidates: Vec<i64>,
+    pub source: String,
+    pub at: DateTime<Utc>,
+}

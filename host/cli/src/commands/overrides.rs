@@ -163,3 +163,21 @@ pub async fn undo_link(host: &Host, id: i64, reason: &str, actor: &str) -> anyho
     println!("identity link #{id} undone: both persons are separate again");
     Ok(())
 }
+
+pub async fn reviews(host: &Host) -> anyhow::Result<()> {
+    let list = host.store().identity_reviews().await?;
+    if list.is_empty() {
+        println!("nothing to review");
+    }
+    for r in list {
+        println!(
+            "#{} {}: person {} (reported by {} without an ID) may be one of persons {:?}",
+            r.id,
+            r.at.format("%Y-%m-%d %H:%M"),
+            r.person,
+            r.source,
+            r.candidates
+        );
+    }
+    Ok(())
+}

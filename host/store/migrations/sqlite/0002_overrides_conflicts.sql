@@ -48,3 +48,14 @@ CREATE TABLE identity_merges (
     undone_by     TEXT,
     undone_reason TEXT
 );
+
+-- Persons reported without any ID (a relative known by name) that match
+-- more than one stored person on name and birth date: created as a new
+-- person and listed here for an admin to review, never merged on a guess.
+CREATE TABLE identity_reviews (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    person_id   INTEGER NOT NULL REFERENCES persons(id),
+    candidates  TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    at          TEXT NOT NULL
+);
