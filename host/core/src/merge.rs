@@ -166,24 +166,45 @@ impl MergedRecord {
 }
 
 /// Merges the candidates of every field (`path → one candidate per source`).
+/// Registration statuses that say the person does not live in the
+/// register's country now.
+const NOT_RESIDENT: &[&str] = &["emigrated", "not-resident"];
+
+/// Groups where the register of the person's current residence wins.
+const RESIDENCE_GROUPS: &[&str] = &["address", "district"];
+
 pub fn merge(rules: &MergeRules, candidates: &BTreeMap<String, Vec<Candidate>>) -> MergedRecord {
     let mut record = MergedRecord::default();
+    // Sources that say the person has left their country: for a person
+    // registered in two countries, the register of current residence wins
+    // the address, whatever the configured order.
+    let left: Vec<&str> = candidates
+        .get("status")
+        .into_iter()
+        .flatten()
+        .filter(|c| c.value.as_str().is_some_and(|s| NOT_RESIDENT.contains(&s)))
+        .map(|c| c.source.as_str())
+        .collect();
     for (path, list) in candidates {
         let group = fields::group_of(path);
+        let residence = RESIDENCE_GROUPS.contains(&group);
+        let rank = |source: &str| {
+            let demoted = residence && source != OVERRIDE && left.contains(&source);
+            (demoted, rules.rank(group, source))
+        };
         let mut with_value: Vec<&Candidate> = list.iter().filter(|c| !c.value.is_null()).collect();
         if with_value.is_empty() {
             continue;
         }
         with_value.sort_by(|a, b| {
-            rules
-                .rank(group, &a.source)
-                .cmp(&rules.rank(group, &b.source))
+            rank(&a.source)
+                .cmp(&rank(&b.source))
                 .then(b.effective.cmp(&a.effective))
                 .then(a.source.cmp(&b.source))
         });
         let best = with_value[0];
         let conflict = with_value.iter().skip(1).any(|c| {
-            rules.rank(group, &c.source) == rules.rank(group, &best.source)
+            rank(&c.source) == rank(&best.source)
                 && c.effective == best.effective
                 && c.value != best.value
         });
@@ -197,7 +218,14 @@ pub fn merge(rules: &MergeRules, candidates: &BTreeMap<String, Vec<Candidate>>) 
                 best.release
             )
         } else {
-            format!("group {group}: {order}, then newest effective time")
+            format!(
+                "group {group}: {order}{}, then newest effective time",
+                if residence {
+                    " (a register that says the person left its country ranks last)"
+                } else {
+                    ""
+                }
+            )
         };
         record.fields.insert(
             path.clone(),
@@ -308,6 +336,60 @@ mod tests {
         let r = merge(&MergeRules::default(), &c);
         assert!(!r.fields.contains_key("death.date"));
         assert!(r.fields["contact.email"].conflict);
+    }
+
+    #[test]
+    fn the_register_of_current_residence_wins_the_address() {
+        let mut c = BTreeMap::new();
+        c.insert(
+            "status".to_string(),
+            vec![
+                candidate("folkeregister", json!("emigrated"), None),
+                candidate("spar", json!("resident"), None),
+            ],
+        );
+        c.insert(
+            "address.residential".to_string(),
+            vec![
+                candidate(
+                    "folkeregister",
+                    json!({"kind": "street", "city": "OSLO"}),
+                    None,
+                ),
+                candidate(
+                    "spar",
+                    json!({"kind": "postal", "lines": ["Storgatan 1"]}),
+                    None,
+                ),
+            ],
+        );
+        c.insert(
+            "name.family".to_string(),
+            vec![
+                candidate("folkeregister", json!("HANSEN"), None),
+                candidate("spar", json!("Hansen"), None),
+            ],
+        );
+        let r = merge(&MergeRules::default(), &c);
+        assert_eq!(r.fields["address.residential"].provenance.source, "spar");
+        assert!(
+            r.fields["address.residential"]
+                .provenance
+                .rule
+                .contains("left its country")
+        );
+        // Other groups keep the configured order.
+        assert_eq!(r.fields["name.family"].provenance.source, "folkeregister");
+        // Back home: the configured order again.
+        c.insert(
+            "status".to_string(),
+            vec![candidate("folkeregister", json!("resident"), None)],
+        );
+        let r = merge(&MergeRules::default(), &c);
+        assert_eq!(
+            r.fields["address.residential"].provenance.source,
+            "folkeregister"
+        );
     }
 
     #[test]
