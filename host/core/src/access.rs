@@ -214,27 +214,8 @@ pub fn view_diff(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::merge::{self, Candidate, MergeRules};
+    use crate::testing::record;
     use serde_json::json;
-
-    fn record(pairs: &[(&str, Value)]) -> MergedRecord {
-        let mut c = BTreeMap::new();
-        for (path, value) in pairs {
-            c.insert(
-                path.to_string(),
-                vec![Candidate {
-                    source: "folkeregister".into(),
-                    release: "1".into(),
-                    upstream_version: "v1".into(),
-                    value: value.clone(),
-                    labels: vec![],
-                    effective: None,
-                    retrieved: "2026-01-01T00:00:00Z".parse().unwrap(),
-                }],
-            );
-        }
-        merge::merge(&MergeRules::default(), &c)
-    }
 
     #[test]
     fn strengt_fortrolig_hides_every_location_field_and_says_so() {

@@ -293,27 +293,7 @@ pub fn patient(key: i64, ids: &[(String, String, bool)], view: &View) -> Value {
 mod tests {
     use super::*;
     use crate::access::{LegalBasis, view};
-    use crate::merge::{self, Candidate, MergeRules};
-    use std::collections::BTreeMap;
-
-    fn record(pairs: &[(&str, Value)]) -> crate::merge::MergedRecord {
-        let mut c = BTreeMap::new();
-        for (path, value) in pairs {
-            c.insert(
-                path.to_string(),
-                vec![Candidate {
-                    source: "folkeregister".into(),
-                    release: "1".into(),
-                    upstream_version: "v1".into(),
-                    value: value.clone(),
-                    labels: vec![],
-                    effective: None,
-                    retrieved: "2026-01-01T00:00:00Z".parse().unwrap(),
-                }],
-            );
-        }
-        merge::merge(&MergeRules::default(), &c)
-    }
+    use crate::testing::record;
 
     #[test]
     fn a_patient_with_nordic_identifiers_relations_and_security() {

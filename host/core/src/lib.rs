@@ -18,3 +18,34 @@ pub use ids::{IdError, IdScheme, PersonId};
 pub use labels::Protection;
 pub use merge::{MergeRules, MergedField, MergedRecord, Provenance};
 pub use observation::{Observation, SourceRecord};
+
+/// Helpers for this crate's unit tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod testing {
+    use std::collections::BTreeMap;
+
+    use serde_json::Value;
+
+    use crate::merge::{self, Candidate, MergeRules, MergedRecord};
+
+    /// The merged record of Folkeregisteret saying these values.
+    pub fn record(pairs: &[(&str, Value)]) -> MergedRecord {
+        let mut c = BTreeMap::new();
+        for (path, value) in pairs {
+            c.insert(
+                path.to_string(),
+                vec![Candidate {
+                    source: "folkeregister".into(),
+                    release: "1".into(),
+                    upstream_version: "v1".into(),
+                    value: value.clone(),
+                    labels: vec![],
+                    effective: None,
+                    retrieved: "2026-01-01T00:00:00Z".parse().unwrap(),
+                }],
+            );
+        }
+        merge::merge(&MergeRules::default(), &c)
+    }
+}

@@ -337,6 +337,13 @@ async fn load_candidates(
     .bind(key)
     .fetch_all(&mut **tx)
     .await?;
+    candidates_from_rows(rows)
+}
+
+/// Statements read from the log or its index, by path.
+fn candidates_from_rows(
+    rows: Vec<sqlx::sqlite::SqliteRow>,
+) -> Result<BTreeMap<String, Vec<Candidate>>, StoreError> {
     let mut out: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
     for row in rows {
         let path: String = row.get("path");
@@ -354,6 +361,19 @@ async fn load_candidates(
         });
     }
     Ok(out)
+}
+
+/// A history row.
+fn change_from(r: &sqlx::sqlite::SqliteRow) -> Result<PersonChange, StoreError> {
+    Ok(PersonChange {
+        seq: r.get("seq"),
+        person: r.get("person_id"),
+        changed_at: parse_ts(r.get::<&str, _>("changed_at"))?,
+        version: r.get("version"),
+        diff: serde_json::from_str(r.get::<&str, _>("diff"))
+            .map_err(|e| corrupt("history diff", e))?,
+        reason: r.get("reason"),
+    })
 }
 
 /// Open overrides of a person as candidates (source `override`).
@@ -405,22 +425,7 @@ async fn candidates_from_log(
     .bind(key)
     .fetch_all(&mut **tx)
     .await?;
-    let mut out: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
-    for row in rows {
-        let path: String = row.get("path");
-        let value: String = row.get("value");
-        let labels: String = row.get("labels");
-        let effective: Option<String> = row.get("effective_at");
-        out.entry(path).or_default().push(Candidate {
-            source: row.get("source"),
-            release: row.get("release"),
-            upstream_version: row.get("upstream_version"),
-            value: serde_json::from_str(&value).map_err(|e| corrupt("observation value", e))?,
-            labels: serde_json::from_str(&labels).map_err(|e| corrupt("observation labels", e))?,
-            effective: effective.as_deref().map(parse_ts).transpose()?,
-            retrieved: parse_ts(row.get::<&str, _>("retrieved_at"))?,
-        });
-    }
+    let mut out = candidates_from_rows(rows)?;
     for list in out.values_mut() {
         list.sort_by(|a, b| a.source.cmp(&b.source));
     }
@@ -1014,19 +1019,7 @@ impl PersonStore for SqliteStore {
             .bind(person)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PersonChange {
-                    seq: r.get("seq"),
-                    person: r.get("person_id"),
-                    changed_at: parse_ts(r.get::<&str, _>("changed_at"))?,
-                    version: r.get("version"),
-                    diff: serde_json::from_str(r.get::<&str, _>("diff"))
-                        .map_err(|e| corrupt("history diff", e))?,
-                    reason: r.get("reason"),
-                })
-            })
-            .collect()
+        rows.iter().map(change_from).collect()
     }
 
     async fn changes_since(&self, seq: i64, limit: u32) -> Result<Vec<PersonChange>, StoreError> {
@@ -1035,19 +1028,7 @@ impl PersonStore for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PersonChange {
-                    seq: r.get("seq"),
-                    person: r.get("person_id"),
-                    changed_at: parse_ts(r.get::<&str, _>("changed_at"))?,
-                    version: r.get("version"),
-                    diff: serde_json::from_str(r.get::<&str, _>("diff"))
-                        .map_err(|e| corrupt("history diff", e))?,
-                    reason: r.get("reason"),
-                })
-            })
-            .collect()
+        rows.iter().map(change_from).collect()
     }
 
     async fn cursor(&self, connector: &str) -> Result<Option<String>, StoreError> {
