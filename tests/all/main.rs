@@ -8,6 +8,7 @@ mod bad_input;
 mod contract;
 mod docs;
 mod end_to_end;
+mod jobs;
 mod krr;
 mod nordic;
 mod registers;

@@ -2,6 +2,7 @@
 
 pub mod connectors;
 pub mod credentials;
+pub mod jobs;
 pub mod overrides;
 pub mod person;
 pub mod serve;

@@ -320,6 +320,18 @@ impl Host {
     }
 }
 
+/// A connector's spending this month against its budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetState {
+    pub spent: f64,
+    pub budget: f64,
+    /// At 80 % or more.
+    pub warn: bool,
+    /// At 100 % and the operator asked to stop non-urgent jobs.
+    pub stop: bool,
+    pub message: String,
+}
+
 /// What upgrading an installed connector to another release would change.
 #[derive(Debug)]
 pub struct UpgradePlan {
@@ -344,6 +356,54 @@ pub fn added_removed(a: &[String], b: &[String]) -> (Vec<String>, Vec<String>) {
 }
 
 impl Host {
+    /// The price of one register call: operator config, else the release's.
+    pub fn cost_per_call(&self, connector: &Connector) -> f64 {
+        self.config
+            .connector(&connector.id)
+            .costs
+            .per_call
+            .or_else(|| {
+                self.manifest
+                    .find(&connector.id, Some(&connector.version))
+                    .map(|r| r.cost_per_call)
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// This month's spending (calls and the monthly fee) against the
+    /// connector's budget; `None` without a budget.
+    pub async fn budget(&self, connector: &str) -> anyhow::Result<Option<BudgetState>> {
+        let costs = self.config.connector(connector).costs;
+        let Some(budget) = costs.monthly_budget else {
+            return Ok(None);
+        };
+        let month = self.today().format("%Y-%m").to_string();
+        let calls: f64 = self
+            .store
+            .costs(Some(&month))
+            .await?
+            .iter()
+            .filter(|r| r.connector == connector)
+            .map(|r| r.cost)
+            .sum();
+        let spent = calls + costs.monthly_fee;
+        let share = if budget > 0.0 {
+            spent / budget
+        } else {
+            f64::INFINITY
+        };
+        Ok(Some(BudgetState {
+            spent,
+            budget,
+            warn: share >= 0.8,
+            stop: share >= 1.0 && costs.stop_at_budget,
+            message: format!(
+                "{spent:.2} of the {budget:.2} budget for {month} spent ({:.0} %)",
+                share * 100.0
+            ),
+        }))
+    }
+
     /// The merge rules from `folkhub.toml` over the defaults.
     pub fn rules(&self) -> MergeRules {
         let mut rules = MergeRules::default();

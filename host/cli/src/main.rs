@@ -65,6 +65,17 @@ enum Command {
         #[command(subcommand)]
         command: OverridesCommand,
     },
+    /// The run log book: every sync run with its counts and errors.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// Register calls and their cost by month, connector and job.
+    Costs {
+        /// YYYY-MM (default: every month).
+        #[arg(long)]
+        month: Option<String>,
+    },
     /// Fields where sources of equal rank disagree.
     Conflicts,
     /// Persons the store merged because a register said their IDs are one
@@ -196,6 +207,17 @@ enum OverridesCommand {
         #[arg(long)]
         reason: String,
     },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// The latest runs, newest first.
+    List {
+        #[arg(long, default_value_t = 30)]
+        limit: u32,
+    },
+    /// One run with its counts and errors (JSON).
+    Show { run: i64 },
 }
 
 #[derive(Subcommand)]
@@ -392,6 +414,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     command: OverridesCommand::Remove { id, reason },
                 } => commands::overrides::remove(&host, id, &reason, &actor()).await,
                 Command::Conflicts => commands::overrides::conflicts(&host).await,
+                Command::Jobs {
+                    command: JobsCommand::List { limit },
+                } => commands::jobs::list(&host, limit).await,
+                Command::Jobs {
+                    command: JobsCommand::Show { run },
+                } => commands::jobs::show(&host, run).await,
+                Command::Costs { month } => commands::jobs::costs(&host, month.as_deref()).await,
                 Command::Identity {
                     command: IdentityCommand::Links,
                 } => commands::overrides::links(&host).await,

@@ -98,6 +98,23 @@ pub struct ConnectorConfig {
     /// PEM file with CA certificates to trust for this connector's TLS
     /// connections, in addition to the public web roots.
     pub tls_roots: Option<PathBuf>,
+    /// What the register charges and what the operator allows per month.
+    pub costs: CostConfig,
+}
+
+/// A register's price list and the operator's monthly budget.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CostConfig {
+    /// Price of one register call; unset: the release's `cost_per_call`.
+    pub per_call: Option<f64>,
+    /// A fixed fee for every month the connector is used (e.g. SPAR's).
+    pub monthly_fee: f64,
+    /// Monthly budget (fee included); unset: none. Warns at 80 %.
+    pub monthly_budget: Option<f64>,
+    /// At 100 % of the budget, refuse full refreshes (feeds and lookups
+    /// of single persons still run).
+    pub stop_at_budget: bool,
 }
 
 /// Credentials the host adds to a connector's requests.
@@ -287,6 +304,18 @@ impl Config {
             });
         }
         for (id, c) in &self.connectors {
+            for (key, value) in [
+                ("per_call", c.costs.per_call),
+                ("monthly_fee", Some(c.costs.monthly_fee)),
+                ("monthly_budget", c.costs.monthly_budget),
+            ] {
+                if value.is_some_and(|v| v < 0.0 || !v.is_finite()) {
+                    problems.push(Problem {
+                        path: format!("connectors.{id}.costs.{key}"),
+                        message: "must be zero or more".into(),
+                    });
+                }
+            }
             for (i, host) in c.grant_hosts.iter().enumerate() {
                 if crate::registry::origin_of(host).is_none() {
                     problems.push(Problem {

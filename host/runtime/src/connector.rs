@@ -56,6 +56,7 @@ pub struct Connector {
     tls: Arc<rustls::ClientConfig>,
     secrets: Arc<BTreeMap<String, String>>,
     permits: Arc<Semaphore>,
+    upstream_calls: Arc<AtomicU64>,
     engine: wasmtime::Engine,
     limits: crate::engine::Limits,
 }
@@ -186,6 +187,7 @@ impl Runtime {
             },
             secrets: Arc::new(settings.secrets),
             permits: Arc::new(Semaphore::new(self.limits.max_concurrency.max(1))),
+            upstream_calls: Arc::new(AtomicU64::new(0)),
             engine: self.engine.clone(),
             limits: self.limits.clone(),
         })
@@ -204,6 +206,13 @@ impl std::fmt::Display for Stopped {
 
 impl Connector {
     /// Origins this connector may reach (requested ∩ granted).
+    /// Requests this prepared connector has sent to its register so far
+    /// (the cost ledger records the difference over a run).
+    pub fn upstream_calls(&self) -> u64 {
+        self.upstream_calls
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn allowed_origins(&self) -> Vec<String> {
         self.policy.allowed.iter().cloned().collect()
     }
@@ -219,6 +228,7 @@ impl Connector {
             hostcalls: hostcalls.clone(),
             max_hostcalls: self.limits.max_hostcalls,
             connector: Arc::from(self.id.as_str()),
+            upstream_calls: self.upstream_calls.clone(),
         };
         let mut store = Store::new(
             &self.engine,

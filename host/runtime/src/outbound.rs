@@ -97,6 +97,9 @@ pub struct PolicyHooks {
     pub hostcalls: Arc<AtomicU64>,
     pub max_hostcalls: u64,
     pub connector: Arc<str>,
+    /// Requests sent to the register (what the cost ledger counts): one per
+    /// request that passed the policy and went out, whatever its answer.
+    pub upstream_calls: Arc<AtomicU64>,
 }
 
 impl WasiHttpHooks for PolicyHooks {
@@ -132,6 +135,7 @@ impl WasiHttpHooks for PolicyHooks {
         let deadline = self.deadline;
         let over_limit = self.hostcalls.fetch_add(1, Ordering::Relaxed) + 1 > self.max_hostcalls;
         let connector = self.connector.clone();
+        let upstream_calls = self.upstream_calls.clone();
         Box::new(async move {
             if over_limit {
                 return Err(HttpError::HttpRequestDenied);
@@ -199,6 +203,7 @@ impl WasiHttpHooks for PolicyHooks {
                 between_bytes_timeout: clamp(options.and_then(|o| o.between_bytes_timeout)),
             };
             let request = substitute_secrets(request, &secrets, &connector).await?;
+            upstream_calls.fetch_add(1, Ordering::Relaxed);
             let (response, io) = send(request, &addresses, port, tls, options).await?;
             let limit = policy.max_response_bytes;
             if let Some(length) = response

@@ -120,6 +120,11 @@ pub trait PersonStore: Send + Sync {
     ) -> Result<std::collections::BTreeMap<String, Vec<folkhub_core::merge::Candidate>>, StoreError>;
     async fn audit(&self, connector: &str) -> Result<Vec<AuditEntry>, StoreError>;
 
+    /// Records the register calls of a run in the cost ledger.
+    async fn record_cost(&self, entry: CostEntry) -> Result<(), StoreError>;
+    /// The ledger by month (`YYYY-MM`, or every month), connector and job.
+    async fn costs(&self, month: Option<&str>) -> Result<Vec<CostRow>, StoreError>;
+
     async fn start_run(&self, job: &str, connector: Option<&str>) -> Result<i64, StoreError>;
     async fn finish_run(
         &self,

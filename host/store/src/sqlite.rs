@@ -1509,6 +1509,46 @@ impl PersonStore for SqliteStore {
             .collect()
     }
 
+    async fn record_cost(&self, entry: CostEntry) -> Result<(), StoreError> {
+        let _w = self.writer.lock().await;
+        sqlx::query(
+            "INSERT INTO cost_ledger (at, month, connector, release, job, run_id, calls, cost_per_call, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(ts(entry.at))
+        .bind(entry.at.format("%Y-%m").to_string())
+        .bind(&entry.connector)
+        .bind(&entry.release)
+        .bind(&entry.job)
+        .bind(entry.run)
+        .bind(entry.calls as i64)
+        .bind(entry.cost_per_call)
+        .bind(entry.calls as f64 * entry.cost_per_call)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn costs(&self, month: Option<&str>) -> Result<Vec<CostRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT month, connector, job, SUM(calls) AS calls, SUM(cost) AS cost FROM cost_ledger
+             WHERE ? IS NULL OR month = ? GROUP BY month, connector, job ORDER BY month, connector, job",
+        )
+        .bind(month)
+        .bind(month)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| CostRow {
+                month: r.get("month"),
+                connector: r.get("connector"),
+                job: r.get("job"),
+                calls: r.get::<i64, _>("calls") as u64,
+                cost: r.get("cost"),
+            })
+            .collect())
+    }
+
     async fn start_run(&self, job: &str, connector: Option<&str>) -> Result<i64, StoreError> {
         let _w = self.writer.lock().await;
         Ok(sqlx::query_scalar("INSERT INTO job_runs (job, connector, started_at, status, counts, errors) VALUES (?, ?, ?, 'running', '{}', '[]') RETURNING id")

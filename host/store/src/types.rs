@@ -134,6 +134,7 @@ impl RunStatus {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RunCounts {
     pub fetched: u64,
     pub changed: u64,
@@ -142,6 +143,8 @@ pub struct RunCounts {
     pub not_found: u64,
     pub errors: u64,
     pub feed_events: u64,
+    /// Requests sent to the register (what the cost ledger counts).
+    pub upstream_calls: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,4 +231,27 @@ pub struct IdentityReview {
     pub candidates: Vec<i64>,
     pub source: String,
     pub at: DateTime<Utc>,
+}
+
+/// Register calls of one run, priced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostEntry {
+    pub at: DateTime<Utc>,
+    pub connector: String,
+    pub release: String,
+    pub job: String,
+    pub run: Option<i64>,
+    pub calls: u64,
+    pub cost_per_call: f64,
+}
+
+/// Calls and cost by month, connector and job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostRow {
+    /// `YYYY-MM`.
+    pub month: String,
+    pub connector: String,
+    pub job: String,
+    pub calls: u64,
+    pub cost: f64,
 }

@@ -42,6 +42,9 @@ pub struct Options<'a> {
     /// First backoff; doubles each attempt.
     pub backoff: Duration,
     pub progress: Option<&'a (dyn Fn(Progress) + Sync)>,
+    /// Price of one register call, for the cost ledger (operator config,
+    /// else the release's `cost_per_call`).
+    pub cost_per_call: f64,
 }
 
 impl Default for Options<'_> {
@@ -51,6 +54,7 @@ impl Default for Options<'_> {
             attempts: 5,
             backoff: Duration::from_millis(200),
             progress: None,
+            cost_per_call: 0.0,
         }
     }
 }
@@ -130,6 +134,9 @@ struct Runner<'a> {
     errors: Vec<String>,
     conflicts: Vec<String>,
     reason: String,
+    job: String,
+    /// The connector's register-call count when the run started.
+    calls_before: u64,
 }
 
 impl<'a> Runner<'a> {
@@ -147,6 +154,8 @@ impl<'a> Runner<'a> {
             errors: vec![],
             conflicts: vec![],
             reason: format!("{job} ({} {})", connector.id, connector.version),
+            job: job.to_string(),
+            calls_before: connector.upstream_calls(),
         }
     }
 
@@ -600,6 +609,28 @@ async fn finish(
     mut runner: Runner<'_>,
     outcome: Result<BTreeSet<String>, CallError>,
 ) -> Result<Summary, SyncError> {
+    // Every register call of the run goes into the cost ledger, failed
+    // runs included: the register counts them too.
+    let calls = runner
+        .connector
+        .upstream_calls()
+        .saturating_sub(runner.calls_before);
+    runner.counts.upstream_calls = calls;
+    if calls > 0
+        && let Err(e) = store
+            .record_cost(folkhub_store::CostEntry {
+                at: Utc::now(),
+                connector: runner.connector.id.clone(),
+                release: runner.connector.version.clone(),
+                job: runner.job.clone(),
+                run: Some(run),
+                calls,
+                cost_per_call: runner.options.cost_per_call,
+            })
+            .await
+    {
+        runner.errors.push(format!("store: cost ledger: {e}"));
+    }
     let status = match &outcome {
         Err(e) => {
             runner.errors.push(e.to_string());

@@ -56,6 +56,20 @@ pub async fn run(
     quiet: bool,
 ) -> anyhow::Result<folkhub_sync::Summary> {
     let connector = host.load(connector).await?;
+    let per_call = host.cost_per_call(&connector);
+    if let Some(state) = host.budget(&connector.id).await? {
+        if state.stop && matches!(mode, Mode::Full) {
+            bail!(
+                "{}: {}; the full refresh is not run (connectors.{}.costs.stop_at_budget). Feeds and lookups still run; raise the budget or wait for next month",
+                connector.id,
+                state.message,
+                connector.id
+            );
+        }
+        if state.warn {
+            eprintln!("warning: {}: {}", connector.id, state.message);
+        }
+    }
     let started = Instant::now();
     let progress = move |p: Progress| {
         let rate = p.done as f64 / started.elapsed().as_secs_f64().max(0.001);
@@ -74,6 +88,7 @@ pub async fn run(
     };
     let options = Options {
         progress: if quiet { None } else { Some(&progress) },
+        cost_per_call: per_call,
         ..Options::default()
     };
     let summary = match mode {
@@ -89,7 +104,7 @@ pub async fn run(
         eprintln!();
         let c = &summary.counts;
         println!(
-            "run {}: {} in {:.1}s — fetched {}, created {}, changed {}, unchanged {}, not found {}, feed events {}, errors {}",
+            "run {}: {} in {:.1}s — fetched {}, created {}, changed {}, unchanged {}, not found {}, feed events {}, register calls {}, errors {}",
             summary.run,
             summary.status.as_str(),
             started.elapsed().as_secs_f64(),
@@ -99,6 +114,7 @@ pub async fn run(
             c.unchanged,
             c.not_found,
             c.feed_events,
+            c.upstream_calls,
             c.errors
         );
         for e in summary.errors.iter().take(10) {

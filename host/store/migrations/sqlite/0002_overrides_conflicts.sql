@@ -59,3 +59,19 @@ CREATE TABLE identity_reviews (
     source      TEXT NOT NULL,
     at          TEXT NOT NULL
 );
+
+-- The cost ledger: register calls per run, with the price they were
+-- counted at (manifest or operator config).
+CREATE TABLE cost_ledger (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    at             TEXT NOT NULL,
+    month          TEXT NOT NULL,
+    connector      TEXT NOT NULL,
+    release        TEXT NOT NULL,
+    job            TEXT NOT NULL,
+    run_id         INTEGER,
+    calls          INTEGER NOT NULL,
+    cost_per_call  REAL NOT NULL,
+    cost           REAL NOT NULL
+);
+CREATE INDEX cost_ledger_month ON cost_ledger(month, connector);

@@ -1,0 +1,115 @@
+//! `folkhub jobs list | show <run>` (the run log book) and `folkhub costs`.
+
+use anyhow::bail;
+
+use crate::host::Host;
+
+pub async fn list(host: &Host, limit: u32) -> anyhow::Result<()> {
+    let runs = host.store().runs(limit).await?;
+    if runs.is_empty() {
+        println!("no runs yet");
+    }
+    println!(
+        "{:>5}  {:<8} {:<14} {:<10} {:<20} {:>8} {:>8} {:>8} {:>7} {:>6}",
+        "RUN",
+        "JOB",
+        "CONNECTOR",
+        "STATUS",
+        "STARTED",
+        "SECONDS",
+        "FETCHED",
+        "CHANGED",
+        "CALLS",
+        "ERRORS"
+    );
+    for r in runs {
+        let seconds = r
+            .finished_at
+            .map(|f| {
+                format!(
+                    "{:.1}",
+                    (f - r.started_at).num_milliseconds() as f64 / 1000.0
+                )
+            })
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:>5}  {:<8} {:<14} {:<10} {:<20} {:>8} {:>8} {:>8} {:>7} {:>6}",
+            r.id,
+            r.job,
+            r.connector.as_deref().unwrap_or("-"),
+            r.status.as_str(),
+            r.started_at.format("%Y-%m-%d %H:%M:%S"),
+            seconds,
+            r.counts.fetched,
+            r.counts.changed,
+            r.counts.upstream_calls,
+            r.counts.errors
+        );
+    }
+    Ok(())
+}
+
+pub async fn show(host: &Host, id: i64) -> anyhow::Result<()> {
+    let Some(run) = host
+        .store()
+        .runs(u32::MAX)
+        .await?
+        .into_iter()
+        .find(|r| r.id == id)
+    else {
+        bail!("there is no run {id}; see `folkhub jobs list`");
+    };
+    println!("{}", serde_json::to_string_pretty(&run)?);
+    Ok(())
+}
+
+pub async fn costs(host: &Host, month: Option<&str>) -> anyhow::Result<()> {
+    if let Some(m) = month
+        && chrono::NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d").is_err()
+    {
+        bail!("--month {m:?} is not YYYY-MM");
+    }
+    let rows = host.store().costs(month).await?;
+    if rows.is_empty() {
+        println!(
+            "no register calls recorded{}",
+            month.map(|m| format!(" for {m}")).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<8} {:<14} {:<8} {:>8} {:>10}",
+        "MONTH", "CONNECTOR", "JOB", "CALLS", "COST"
+    );
+    let mut totals: std::collections::BTreeMap<(String, String), (u64, f64)> = Default::default();
+    for r in &rows {
+        println!(
+            "{:<8} {:<14} {:<8} {:>8} {:>10.2}",
+            r.month, r.connector, r.job, r.calls, r.cost
+        );
+        let t = totals
+            .entry((r.month.clone(), r.connector.clone()))
+            .or_default();
+        t.0 += r.calls;
+        t.1 += r.cost;
+    }
+    println!();
+    for ((m, c), (calls, cost)) in totals {
+        let costs = host.config.connector(&c).costs;
+        let total = cost + costs.monthly_fee;
+        let budget = costs
+            .monthly_budget
+            .map(|b| {
+                format!(
+                    " of a {b:.2} budget ({:.0} %)",
+                    total / b.max(f64::MIN_POSITIVE) * 100.0
+                )
+            })
+            .unwrap_or_default();
+        println!(
+            "{m} {c}: {calls} calls, {cost:.2} + monthly fee {:.2} = {total:.2}{budget}",
+            costs.monthly_fee
+        );
+    }
+    Ok(())
+}
