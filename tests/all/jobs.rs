@@ -80,3 +80,90 @@ async fn the_cost_ledger_counts_what_the_register_served_and_a_budget_stops_refr
         .sum();
     assert_eq!(total, served + summary.counts.upstream_calls);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lookup_cache_serves_within_its_ttl_and_a_feed_event_invalidates_it() {
+    let env = TestEnv::start(Setup {
+        seed: 42,
+        count: 120,
+        ..Setup::default()
+    })
+    .await;
+    env.host
+        .install("krr", None, false, "test", "ttl")
+        .await
+        .expect("install");
+    env.host
+        .install("folkeregister", None, false, "test", "ttl")
+        .await
+        .expect("install");
+    let freg = env.host.load("folkeregister").await.expect("load");
+    let krr = env.host.load("krr").await.expect("load");
+    let schemes = ["no-fnr", "no-dnr"];
+    folkhub_sync::full(
+        env.host.store(),
+        &freg,
+        &schemes,
+        &folkhub_sync::Options::default(),
+    )
+    .await
+    .expect("freg");
+    let now = chrono::Utc::now();
+    let at = |days: i64| folkhub_sync::Options {
+        cache_ttl: folkhub_manifest::config::parse_ttl("week"),
+        now: Some(now + chrono::Duration::days(days)),
+        ..folkhub_sync::Options::default()
+    };
+    let first = folkhub_sync::full(env.host.store(), &krr, &schemes, &at(0))
+        .await
+        .expect("first");
+    let persons = env.host.store().count_persons().await.expect("count");
+    assert_eq!(first.counts.cached, 0);
+    assert!(first.counts.fetched >= persons - 5, "{:?}", first.counts);
+
+    // A day later: everyone is served from the last answer.
+    let before = env.sim.shared.requests();
+    let day = folkhub_sync::full(env.host.store(), &krr, &schemes, &at(1))
+        .await
+        .expect("cached");
+    assert_eq!(day.counts.fetched, 0, "{:?}", day.counts);
+    assert!(day.counts.cached >= persons - 5, "{:?}", day.counts);
+    assert!(
+        env.sim.shared.requests() - before <= 1,
+        "only the feed page"
+    );
+
+    // A feed event refreshes its person within the TTL.
+    env.sim.advance(60).await;
+    let feed = folkhub_sync::full(env.host.store(), &krr, &schemes, &at(2))
+        .await
+        .expect("feed");
+    assert!(feed.counts.feed_events > 0, "{:?}", feed.counts);
+    assert!(
+        feed.counts.fetched > 0 && feed.counts.cached > 0,
+        "{:?}",
+        feed.counts
+    );
+
+    // After the TTL everyone is asked again.
+    let week = folkhub_sync::full(env.host.store(), &krr, &schemes, &at(8))
+        .await
+        .expect("expired");
+    assert_eq!(week.counts.cached, 0, "{:?}", week.counts);
+
+    // A person the operator adds is looked up at once.
+    let truth = env.sim.truth_for(&["folkeregister", "krr"]).await;
+    let known = truth[0].ids.last().expect("id").clone();
+    // (The clock is injected; the answers were stored at the real time.)
+    let added = folkhub_sync::lookup(env.host.store(), &krr, &[known], &at(3))
+        .await
+        .expect("lookup");
+    assert_eq!(
+        added.counts.cached, 1,
+        "answered within the week: from the cache"
+    );
+    let fresh = folkhub_sync::lookup(env.host.store(), &krr, &["12345678903".to_string()], &at(3))
+        .await
+        .expect("new");
+    assert_eq!(fresh.counts.cached, 0, "never answered: asked at once");
+}

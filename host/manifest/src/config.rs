@@ -100,6 +100,31 @@ pub struct ConnectorConfig {
     pub tls_roots: Option<PathBuf>,
     /// What the register charges and what the operator allows per month.
     pub costs: CostConfig,
+    /// How long a register's answer about a person is good for refreshes
+    /// and lookups: `week`, `month` (30 days), `quarter` (91 days) or a
+    /// duration like `36h`, `10d`. Unset: every refresh asks again. Feed
+    /// events always refresh.
+    pub cache_ttl: Option<String>,
+}
+
+/// Parses a cache TTL (`week`, `month`, `quarter`, `N[smhd]`).
+pub fn parse_ttl(text: &str) -> Option<chrono::Duration> {
+    let t = text.trim();
+    match t {
+        "week" => return Some(chrono::Duration::days(7)),
+        "month" => return Some(chrono::Duration::days(30)),
+        "quarter" => return Some(chrono::Duration::days(91)),
+        _ => {}
+    }
+    let (number, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit())?);
+    let n: i64 = number.parse().ok().filter(|n| *n > 0)?;
+    match unit {
+        "s" => Some(chrono::Duration::seconds(n)),
+        "m" => Some(chrono::Duration::minutes(n)),
+        "h" => Some(chrono::Duration::hours(n)),
+        "d" => Some(chrono::Duration::days(n)),
+        _ => None,
+    }
 }
 
 /// A register's price list and the operator's monthly budget.
@@ -304,6 +329,16 @@ impl Config {
             });
         }
         for (id, c) in &self.connectors {
+            if let Some(ttl) = &c.cache_ttl
+                && parse_ttl(ttl).is_none()
+            {
+                problems.push(Problem {
+                    path: format!("connectors.{id}.cache_ttl"),
+                    message: format!(
+                        "{ttl:?} is not week, month, quarter or a duration like 36h or 10d"
+                    ),
+                });
+            }
             for (key, value) in [
                 ("per_call", c.costs.per_call),
                 ("monthly_fee", Some(c.costs.monthly_fee)),

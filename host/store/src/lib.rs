@@ -33,6 +33,14 @@ pub trait PersonStore: Send + Sync {
     /// Active identifiers of the given schemes, for refreshing known persons.
     async fn active_ids(&self, schemes: &[&str]) -> Result<Vec<String>, StoreError>;
 
+    /// Every ID of the persons `source` answered for at or after `since`
+    /// (the lookups a TTL cache may skip).
+    async fn refreshed_since(
+        &self,
+        source: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<std::collections::BTreeSet<String>, StoreError>;
+
     /// Number of persons.
     async fn count_persons(&self) -> Result<u64, StoreError>;
 

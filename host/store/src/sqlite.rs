@@ -1007,6 +1007,21 @@ impl PersonStore for SqliteStore {
         Ok(out)
     }
 
+    async fn refreshed_since(
+        &self,
+        source: &str,
+        since: DateTime<Utc>,
+    ) -> Result<BTreeSet<String>, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT i.value FROM identifiers i JOIN source_refresh sr ON sr.person_id = i.person_id AND sr.source = ? WHERE sr.retrieved_at >= ?",
+        )
+        .bind(source)
+        .bind(ts(since))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().collect())
+    }
+
     async fn count_persons(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM merged")
             .fetch_one(&self.pool)

@@ -145,6 +145,9 @@ pub struct RunCounts {
     pub feed_events: u64,
     /// Requests sent to the register (what the cost ledger counts).
     pub upstream_calls: u64,
+    /// Persons not looked up because the register answered for them within
+    /// the connector's cache TTL.
+    pub cached: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

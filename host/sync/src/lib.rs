@@ -45,6 +45,12 @@ pub struct Options<'a> {
     /// Price of one register call, for the cost ledger (operator config,
     /// else the release's `cost_per_call`).
     pub cost_per_call: f64,
+    /// Persons the register answered for within this long are not looked
+    /// up again by refreshes and lookups (a feed event still refreshes
+    /// them). `None`: no cache.
+    pub cache_ttl: Option<chrono::Duration>,
+    /// The clock the TTL is judged by (tests move it); `None`: now.
+    pub now: Option<chrono::DateTime<Utc>>,
 }
 
 impl Default for Options<'_> {
@@ -55,6 +61,8 @@ impl Default for Options<'_> {
             backoff: Duration::from_millis(200),
             progress: None,
             cost_per_call: 0.0,
+            cache_ttl: None,
+            now: None,
         }
     }
 }
@@ -370,6 +378,26 @@ impl Runner<'_> {
 }
 
 impl Runner<'_> {
+    /// Drops the IDs the cache TTL covers (counted as `cached`).
+    async fn uncached(&mut self, ids: Vec<String>) -> Vec<String> {
+        let Some(ttl) = self.options.cache_ttl else {
+            return ids;
+        };
+        let since = self.options.now.unwrap_or_else(Utc::now) - ttl;
+        match self.store.refreshed_since(&self.connector.id, since).await {
+            Ok(fresh) => {
+                let before = ids.len();
+                let rest: Vec<String> = ids.into_iter().filter(|id| !fresh.contains(id)).collect();
+                self.counts.cached += (before - rest.len()) as u64;
+                rest
+            }
+            Err(e) => {
+                self.errors.push(format!("cache: {e}; looking everyone up"));
+                ids
+            }
+        }
+    }
+
     /// For a `watch` feed without a stored cursor: the register's position
     /// now, to store with the first lookups.
     async fn watch_start(&self) -> Result<Option<String>, CallError> {
@@ -586,6 +614,7 @@ async fn run(
         match store.active_ids(schemes).await {
             Ok(known) => {
                 let rest: Vec<String> = known.into_iter().filter(|id| !done.contains(id)).collect();
+                let rest = runner.uncached(rest).await;
                 if let Some(report) = options.progress {
                     report(Progress {
                         done: runner.counts.fetched,
@@ -682,8 +711,9 @@ pub async fn lookup(
     let mut runner = Runner::new(store, connector, options, "lookup");
     // A watched feed (DVV) starts where the first lookups are: later
     // changes runs then miss nothing that happened after them.
+    let ids = runner.uncached(ids.to_vec()).await;
     let outcome = match runner.watch_start().await {
-        Ok(cursor) => runner.refresh(ids, cursor).await,
+        Ok(cursor) => runner.refresh(&ids, cursor).await,
         Err(e) => Err(e),
     };
     finish(store, run_id, runner, outcome.map(|_| BTreeSet::new())).await

@@ -89,6 +89,16 @@ pub async fn run(
     let options = Options {
         progress: if quiet { None } else { Some(&progress) },
         cost_per_call: per_call,
+        cache_ttl: host
+            .config
+            .connector(&connector.id)
+            .cache_ttl
+            .as_deref()
+            .and_then(folkhub_manifest::config::parse_ttl),
+        now: host
+            .today
+            .and_then(|d| d.and_hms_opt(12, 0, 0))
+            .map(|t| t.and_utc()),
         ..Options::default()
     };
     let summary = match mode {
@@ -104,7 +114,7 @@ pub async fn run(
         eprintln!();
         let c = &summary.counts;
         println!(
-            "run {}: {} in {:.1}s — fetched {}, created {}, changed {}, unchanged {}, not found {}, feed events {}, register calls {}, errors {}",
+            "run {}: {} in {:.1}s — fetched {}, created {}, changed {}, unchanged {}, not found {}, feed events {}, register calls {}, from cache {}, errors {}",
             summary.run,
             summary.status.as_str(),
             started.elapsed().as_secs_f64(),
@@ -115,6 +125,7 @@ pub async fn run(
             c.not_found,
             c.feed_events,
             c.upstream_calls,
+            c.cached,
             c.errors
         );
         for e in summary.errors.iter().take(10) {
