@@ -167,3 +167,81 @@ async fn the_lookup_cache_serves_within_its_ttl_and_a_feed_event_invalidates_it(
         .expect("new");
     assert_eq!(fresh.counts.cached, 0, "never answered: asked at once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_runs_jobs_on_their_schedule_and_stops_cleanly() {
+    let env = TestEnv::start(Setup {
+        seed: 43,
+        count: 60,
+        ..Setup::default()
+    })
+    .await;
+    let mut config = env.host.config.clone();
+    let job = |kind: &str, connector: Option<&str>, every: Option<&str>, cron: Option<&str>| {
+        folkhub_manifest::config::JobConfig {
+            kind: kind.into(),
+            connector: connector.map(String::from),
+            every: every.map(String::from),
+            cron: cron.map(String::from),
+        }
+    };
+    config.jobs.insert(
+        "krr-feed".into(),
+        job("changes", Some("krr"), Some("1s"), None),
+    );
+    // 02:00 on 29 February only: not during this test.
+    config.jobs.insert(
+        "leap-refresh".into(),
+        job("full", Some("folkeregister"), None, Some("0 2 29 2 *")),
+    );
+    let host = folkhub_cli::host::Host::open(config).await.expect("host");
+    for id in ["folkeregister", "krr"] {
+        host.install(id, None, false, "test", "scheduler")
+            .await
+            .expect("install");
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (scheduled, ()) = tokio::join!(folkhub_cli::scheduler::run(&host, stopped), async {
+        tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
+        let _ = stop.send(true);
+    });
+    scheduled.expect("scheduler");
+    let runs = host.store().runs(100).await.expect("runs");
+    let feed: Vec<_> = runs.iter().filter(|r| r.job == "krr-feed").collect();
+    assert!((2..=4).contains(&feed.len()), "{runs:?}");
+    assert!(
+        runs.iter()
+            .all(|r| r.status != folkhub_store::RunStatus::Running),
+        "every run finished: {runs:?}"
+    );
+    assert!(!runs.iter().any(|r| r.job == "leap-refresh"));
+
+    // A manual run of a configured job, and a clear error for an unknown one.
+    let outcome = folkhub_cli::scheduler::run_job(&host, "leap-refresh", true)
+        .await
+        .expect("manual run");
+    assert!(outcome.contains("succeeded"), "{outcome}");
+    let e = folkhub_cli::scheduler::run_job(&host, "nightly", true)
+        .await
+        .expect_err("unknown")
+        .to_string();
+    assert!(e.contains("krr-feed, leap-refresh"), "{e}");
+
+    // The log book over the API.
+    let app = folkhub_api::app(
+        folkhub_cli::commands::serve::state(&host)
+            .await
+            .expect("state"),
+    );
+    let (status, body) = crate::bad_input::get(app.clone(), "/v1/jobs/runs?limit=2").await;
+    assert_eq!(status, axum::http::StatusCode::OK, "{body}");
+    assert_eq!(body["runs"][0]["job"], "leap-refresh");
+    let id = body["runs"][0]["id"].as_i64().expect("id");
+    let (status, body) = crate::bad_input::get(app.clone(), &format!("/v1/jobs/runs/{id}")).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (axum::http::StatusCode::OK, Some("succeeded"))
+    );
+    let (status, _) = crate::bad_input::get(app, "/v1/jobs/runs/99999").await;
+    assert_eq!(status, axum::http::StatusCode::NOT_FOUND);
+}

@@ -455,6 +455,58 @@ async fn changes(
     })))
 }
 
+#[derive(Debug, Deserialize)]
+struct RunsQuery {
+    limit: Option<String>,
+}
+
+/// `GET /v1/jobs/runs?limit=N`: the run log book, newest first.
+async fn runs(
+    State(state): State<ApiState>,
+    Query(query): Query<RunsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = match query.limit.as_deref() {
+        None => 50,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-parameter",
+                    format!("limit={text}: 1 to 1000"),
+                )
+            })?,
+    };
+    let list = state.store.runs(limit).await.map_err(ApiError::internal)?;
+    Ok(Json(json!({ "runs": list })))
+}
+
+/// `GET /v1/jobs/runs/{id}`: one run with its counts and errors.
+async fn run(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "run-not-found",
+            format!("no run {id}; see GET /v1/jobs/runs"),
+        )
+    };
+    let id: i64 = id.parse().map_err(|_| not_found())?;
+    let found = state
+        .store
+        .runs(u32::MAX)
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or_else(not_found)?;
+    Ok(Json(json!(found)))
+}
+
 /// Open conflicts (admin).
 async fn conflicts(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let mut list = state.store.conflicts().await.map_err(ApiError::internal)?;
@@ -517,6 +569,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/connectors", get(connectors))
         .route("/v1/conflicts", get(conflicts))
         .route("/v1/changes", get(changes))
+        .route("/v1/jobs/runs", get(runs))
+        .route("/v1/jobs/runs/{id}", get(run))
         .route("/v1/overrides", get(overrides))
         .route("/v1/connectors/{id}/history", get(connector_history))
         .fallback(fallback)

@@ -218,6 +218,8 @@ enum JobsCommand {
     },
     /// One run with its counts and errors (JSON).
     Show { run: i64 },
+    /// Run a job of [jobs] in folkhub.toml now, with progress.
+    Run { name: String },
 }
 
 #[derive(Subcommand)]
@@ -420,6 +422,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Jobs {
                     command: JobsCommand::Show { run },
                 } => commands::jobs::show(&host, run).await,
+                Command::Jobs {
+                    command: JobsCommand::Run { name },
+                } => folkhub_cli::scheduler::run_job(&host, &name, false)
+                    .await
+                    .map(|outcome| println!("{outcome}")),
                 Command::Costs { month } => commands::jobs::costs(&host, month.as_deref()).await,
                 Command::Identity {
                     command: IdentityCommand::Links,

@@ -26,6 +26,41 @@ pub struct Config {
     pub connectors: BTreeMap<String, ConnectorConfig>,
     /// Survivorship: field group → sources, best first. Unset groups keep the defaults.
     pub merge: MergeConfig,
+    /// Scheduled jobs `folkhub serve` runs (and `folkhub jobs run NAME`).
+    pub jobs: BTreeMap<String, JobConfig>,
+}
+
+/// One scheduled job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// `changes` (the connector's feed from its cursor), `full` (feed, then
+    /// a refresh of everyone else, honouring the cache TTL and budget) or
+    /// `expire-overrides`.
+    pub kind: String,
+    /// The connector, for `changes` and `full`.
+    pub connector: Option<String>,
+    /// An interval: `15m`, `1h`, `1d`, `week`.
+    pub every: Option<String>,
+    /// Or a cron expression (UTC): `0 2 * * *`.
+    pub cron: Option<String>,
+}
+
+impl JobConfig {
+    /// The schedule, when the config is valid.
+    pub fn schedule(&self) -> Result<crate::schedule::Schedule, String> {
+        match (&self.every, &self.cron) {
+            (Some(every), None) => parse_ttl(every)
+                .map(crate::schedule::Schedule::Every)
+                .ok_or_else(|| {
+                    format!("every = {every:?} is not a duration like 15m, 1h, 1d or week")
+                }),
+            (None, Some(cron)) => crate::schedule::Cron::parse(cron)
+                .map(crate::schedule::Schedule::Cron)
+                .map_err(|e| format!("cron = {cron:?}: {e}")),
+            _ => Err("give exactly one of `every` and `cron`".into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -360,6 +395,29 @@ impl Config {
                 }
             }
         }
+        for (name, job) in &self.jobs {
+            if let Err(e) = job.schedule() {
+                problems.push(Problem {
+                    path: format!("jobs.{name}"),
+                    message: e,
+                });
+            }
+            match job.kind.as_str() {
+                "changes" | "full" => {
+                    if job.connector.is_none() {
+                        problems.push(Problem {
+                            path: format!("jobs.{name}.connector"),
+                            message: format!("a `{}` job names its connector", job.kind),
+                        });
+                    }
+                }
+                "expire-overrides" => {}
+                other => problems.push(Problem {
+                    path: format!("jobs.{name}.kind"),
+                    message: format!("{other:?} is not one of changes, full, expire-overrides"),
+                }),
+            }
+        }
         let groups: std::collections::BTreeSet<&str> = folkhub_core::fields::CATALOGUE
             .iter()
             .map(|f| f.group)
@@ -470,6 +528,24 @@ scope = "folkeregister:deling/offentligmedhjemmel"
             e.contains("unknown field `lisen`") && e.contains("line 2"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn invalid_jobs_are_reported_with_their_path() {
+        let e = Config::parse(
+            "[jobs.a]\nkind = \"changes\"\nevery = \"15m\"\n[jobs.b]\nkind = \"sync\"\nconnector = \"krr\"\ncron = \"0 25 * * *\"\n[jobs.c]\nkind = \"full\"\nconnector = \"krr\"\nevery = \"1h\"\ncron = \"0 2 * * *\"\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "jobs.a.connector: a `changes` job names its connector",
+            "jobs.b.kind: \"sync\" is not one of changes, full, expire-overrides",
+            "jobs.b: cron = \"0 25 * * *\": hour",
+            "jobs.c: give exactly one of `every` and `cron`",
+        ] {
+            assert!(e.contains(expected), "missing {expected:?} in {e}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod registry;
+pub mod schedule;
 pub mod support;
 
 pub use config::{Config, ConnectorConfig, Credentials};

@@ -51,6 +51,9 @@ pub struct Options<'a> {
     pub cache_ttl: Option<chrono::Duration>,
     /// The clock the TTL is judged by (tests move it); `None`: now.
     pub now: Option<chrono::DateTime<Utc>>,
+    /// The job's name in the run log and the cost ledger (a scheduled
+    /// job's name); `None`: the kind (`full`, `changes`, `lookup`).
+    pub job: Option<&'a str>,
 }
 
 impl Default for Options<'_> {
@@ -63,6 +66,7 @@ impl Default for Options<'_> {
             cost_per_call: 0.0,
             cache_ttl: None,
             now: None,
+            job: None,
         }
     }
 }
@@ -602,6 +606,7 @@ async fn run(
     full: bool,
     schemes: &[&str],
 ) -> Result<Summary, SyncError> {
+    let job = options.job.unwrap_or(job);
     let run = store.start_run(job, Some(&connector.id)).await?;
     let mut runner = Runner::new(store, connector, options, job);
     if connector.capabilities.iter().any(|c| c == "enrich") {
@@ -707,8 +712,9 @@ pub async fn lookup(
     ids: &[String],
     options: &Options<'_>,
 ) -> Result<Summary, SyncError> {
-    let run_id = store.start_run("lookup", Some(&connector.id)).await?;
-    let mut runner = Runner::new(store, connector, options, "lookup");
+    let job = options.job.unwrap_or("lookup");
+    let run_id = store.start_run(job, Some(&connector.id)).await?;
+    let mut runner = Runner::new(store, connector, options, job);
     // A watched feed (DVV) starts where the first lookups are: later
     // changes runs then miss nothing that happened after them.
     let ids = runner.uncached(ids.to_vec()).await;

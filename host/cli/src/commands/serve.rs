@@ -120,9 +120,15 @@ pub async fn run(host: &Host, listen: &str) -> anyhow::Result<()> {
         "folkhub API on http://{}/v1 (Ctrl-C stops)",
         listener.local_addr()?
     );
-    folkhub_api::serve(listener, state, async {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let api = folkhub_api::serve(listener, state, async move {
         let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+        let _ = stop.send(true);
+    });
+    // The API and the scheduler side by side; Ctrl-C stops both, letting
+    // requests in flight and a running job finish.
+    let (api, jobs) = tokio::join!(api, crate::scheduler::run(host, stopped));
+    api?;
+    jobs?;
     Ok(())
 }

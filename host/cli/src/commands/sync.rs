@@ -55,6 +55,18 @@ pub async fn run(
     mode: Mode,
     quiet: bool,
 ) -> anyhow::Result<folkhub_sync::Summary> {
+    run_as(host, connector, mode, quiet, None).await
+}
+
+/// As [`run`], recorded in the run log and cost ledger under `job` (a
+/// scheduled job's name) instead of the mode.
+pub async fn run_as(
+    host: &Host,
+    connector: &str,
+    mode: Mode,
+    quiet: bool,
+    job: Option<&str>,
+) -> anyhow::Result<folkhub_sync::Summary> {
     let connector = host.load(connector).await?;
     let per_call = host.cost_per_call(&connector);
     if let Some(state) = host.budget(&connector.id).await? {
@@ -99,6 +111,7 @@ pub async fn run(
             .today
             .and_then(|d| d.and_hms_opt(12, 0, 0))
             .map(|t| t.and_utc()),
+        job,
         ..Options::default()
     };
     let summary = match mode {

@@ -1,0 +1,106 @@
+//! The job scheduler of `folkhub serve`: each `[jobs.NAME]` of
+//! folkhub.toml runs on its interval or cron schedule, one run at a time,
+//! and the last start of each job is read from the run log so a restart
+//! keeps the rhythm (an overdue interval job runs at once). On shutdown no
+//! new run starts and the running one finishes: a feed page and its cursor
+//! are stored together, so stopping between pages loses nothing.
+
+use std::collections::BTreeMap;
+
+use anyhow::bail;
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use crate::commands::sync::{Mode, run_as};
+use crate::host::Host;
+
+/// Runs one configured job now. Returns a one-line outcome.
+pub async fn run_job(host: &Host, name: &str, quiet: bool) -> anyhow::Result<String> {
+    let Some(job) = host.config.jobs.get(name) else {
+        let names: Vec<&str> = host.config.jobs.keys().map(String::as_str).collect();
+        bail!(
+            "no job {name:?} in [jobs] of folkhub.toml; configured: {}",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+    };
+    match job.kind.as_str() {
+        "changes" | "full" => {
+            let connector = job.connector.as_deref().unwrap_or_default();
+            let mode = if job.kind == "full" {
+                Mode::Full
+            } else {
+                Mode::Changes
+            };
+            let summary = run_as(host, connector, mode, quiet, Some(name)).await?;
+            Ok(format!(
+                "run {} {}: fetched {}, changed {}, feed events {}, errors {}",
+                summary.run,
+                summary.status.as_str(),
+                summary.counts.fetched,
+                summary.counts.changed,
+                summary.counts.feed_events,
+                summary.counts.errors
+            ))
+        }
+        "expire-overrides" => {
+            let now = host
+                .today
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map_or_else(Utc::now, |t| t.and_utc());
+            let ended = host.store().expire_overrides(now).await?;
+            Ok(format!("{} overrides expired", ended.len()))
+        }
+        other => bail!("job {name}: unknown kind {other:?}"),
+    }
+}
+
+/// Runs the schedule until `shutdown` turns true.
+pub async fn run(host: &Host, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut schedules = BTreeMap::new();
+    for (name, job) in &host.config.jobs {
+        let schedule = job
+            .schedule()
+            .map_err(|e| anyhow::anyhow!("jobs.{name}: {e}"))?;
+        schedules.insert(name.clone(), schedule);
+    }
+    if schedules.is_empty() {
+        return Ok(());
+    }
+    // The last start of each job, from the run log.
+    let mut last: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    for run in host.store().runs(10_000).await? {
+        if schedules.contains_key(&run.job) {
+            let entry = last.entry(run.job.clone()).or_insert(run.started_at);
+            *entry = (*entry).max(run.started_at);
+        }
+    }
+    tracing::info!(jobs = schedules.len(), "scheduler started");
+    loop {
+        let now = Utc::now();
+        let Some((name, due)) = schedules
+            .iter()
+            .map(|(name, s)| (name.clone(), s.next(last.get(name).copied(), now)))
+            .min_by_key(|(_, due)| *due)
+        else {
+            return Ok(());
+        };
+        let wait = (due - now).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            tracing::info!("scheduler stopped");
+            return Ok(());
+        }
+        last.insert(name.clone(), Utc::now());
+        match run_job(host, &name, true).await {
+            Ok(outcome) => tracing::info!(job = %name, "{outcome}"),
+            Err(e) => tracing::warn!(job = %name, "the job failed: {e:#}"),
+        }
+    }
+}
