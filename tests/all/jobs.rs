@@ -245,3 +245,87 @@ async fn the_scheduler_runs_jobs_on_their_schedule_and_stops_cleanly() {
     let (status, _) = crate::bad_input::get(app, "/v1/jobs/runs/99999").await;
     assert_eq!(status, axum::http::StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_breaker_opens_after_repeated_failed_runs_and_says_so() {
+    let env = TestEnv::start(Setup {
+        seed: 44,
+        count: 30,
+        ..Setup::default()
+    })
+    .await;
+    env.host
+        .install("folkeregister", None, false, "test", "breaker")
+        .await
+        .expect("install");
+    // The register answers 503 to the next 15 requests: each run tries
+    // five times and fails.
+    env.sim.shared.inject(std::iter::repeat_n(
+        folkhub_sim::Fault::Status { status: 503 },
+        15,
+    ));
+    for _ in 0..folkhub_cli::host::BREAKER_FAILURES {
+        let e = run(&env.host, "folkeregister", Mode::Changes, true)
+            .await
+            .expect_err("fails")
+            .to_string();
+        assert!(e.contains("failed"), "{e}");
+    }
+    let breaker = env
+        .host
+        .store()
+        .breaker("folkeregister")
+        .await
+        .expect("breaker");
+    assert_eq!(breaker.failures, folkhub_cli::host::BREAKER_FAILURES);
+    assert!(breaker.open_until.is_some());
+    // Open: the next run makes no call and says why, in the log book too.
+    let before = env.sim.shared.requests();
+    let e = run(&env.host, "folkeregister", Mode::Changes, true)
+        .await
+        .expect_err("open")
+        .to_string();
+    assert!(
+        e.contains("circuit open") && e.contains("3 failed runs"),
+        "{e}"
+    );
+    assert_eq!(
+        env.sim.shared.requests(),
+        before,
+        "no register call while open"
+    );
+    let runs = env.host.store().runs(1).await.expect("runs");
+    assert_eq!(runs[0].status, folkhub_store::RunStatus::Cancelled);
+    assert!(runs[0].errors[0].contains("circuit open"));
+    let state = folkhub_cli::commands::serve::state(&env.host)
+        .await
+        .expect("state");
+    let status = state
+        .connectors
+        .iter()
+        .find(|c| c.id == "folkeregister")
+        .expect("status");
+    assert!(
+        status
+            .breaker
+            .as_deref()
+            .is_some_and(|b| b.starts_with("open until")),
+        "{:?}",
+        status.breaker
+    );
+    // After the pause (moved here by hand) a successful run closes it.
+    let mut b = breaker.clone();
+    b.open_until = Some(chrono::Utc::now() - chrono::Duration::seconds(1));
+    env.host.store().set_breaker(&b).await.expect("set");
+    let summary = run(&env.host, "folkeregister", Mode::Changes, true)
+        .await
+        .expect("the register answers again");
+    assert_eq!(summary.status, folkhub_store::RunStatus::Succeeded);
+    let closed = env
+        .host
+        .store()
+        .breaker("folkeregister")
+        .await
+        .expect("breaker");
+    assert_eq!((closed.failures, closed.open_until), (0, None));
+}

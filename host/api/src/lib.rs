@@ -30,6 +30,10 @@ pub struct ConnectorStatus {
     pub support: String,
     /// Kept by the admin: no deadline action moves it.
     pub pinned: bool,
+    /// The circuit breaker, when runs failed: `open until …` or
+    /// `closed (N failed runs in a row)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<String>,
     /// The newest release in the registry.
     pub newest: String,
     /// When a newer release carries a breaking note: the release, the
@@ -250,7 +254,10 @@ async fn health(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> 
         .count_persons()
         .await
         .map_err(ApiError::internal)?;
-    let degraded = state.connectors.iter().any(|c| c.error.is_some());
+    let degraded = state
+        .connectors
+        .iter()
+        .any(|c| c.error.is_some() || c.breaker.as_deref().is_some_and(|b| b.starts_with("open")));
     Ok(Json(json!({
         "status": if degraded { "degraded" } else { "ok" },
         "persons": persons,

@@ -320,6 +320,9 @@ impl Host {
     }
 }
 
+/// Failed runs in a row that open a connector's circuit breaker.
+pub const BREAKER_FAILURES: u32 = 3;
+
 /// A connector's spending this month against its budget.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BudgetState {
@@ -356,6 +359,48 @@ pub fn added_removed(a: &[String], b: &[String]) -> (Vec<String>, Vec<String>) {
 }
 
 impl Host {
+    /// Updates the connector's circuit breaker after a run: failed runs in a
+    /// row open it after [`BREAKER_FAILURES`], for 5 minutes doubling with
+    /// each further failure (at most a day); a run that is not failed
+    /// closes it.
+    pub async fn after_run(
+        &self,
+        connector: &str,
+        summary: &folkhub_sync::Summary,
+    ) -> anyhow::Result<()> {
+        let mut b = self.store.breaker(connector).await?;
+        if summary.status == folkhub_store::RunStatus::Failed {
+            b.failures += 1;
+            b.last_error = summary.errors.last().cloned();
+            if b.failures >= BREAKER_FAILURES {
+                let now = Utc::now();
+                let doublings = (b.failures - BREAKER_FAILURES).min(9);
+                let pause =
+                    chrono::Duration::minutes(5 * (1 << doublings)).min(chrono::Duration::days(1));
+                if b.open_until.is_none_or(|u| u <= now) {
+                    b.opened_at = Some(now);
+                }
+                b.open_until = Some(now + pause);
+                tracing::warn!(
+                    connector,
+                    "circuit opened after {} failed runs; no calls until {}",
+                    b.failures,
+                    now + pause
+                );
+            }
+        } else {
+            if b.failures == 0 && b.open_until.is_none() {
+                return Ok(());
+            }
+            b = folkhub_store::Breaker {
+                connector: connector.to_string(),
+                ..Default::default()
+            };
+        }
+        self.store.set_breaker(&b).await?;
+        Ok(())
+    }
+
     /// The price of one register call: operator config, else the release's.
     pub fn cost_per_call(&self, connector: &Connector) -> f64 {
         self.config

@@ -133,6 +133,11 @@ pub trait PersonStore: Send + Sync {
     /// The ledger by month (`YYYY-MM`, or every month), connector and job.
     async fn costs(&self, month: Option<&str>) -> Result<Vec<CostRow>, StoreError>;
 
+    /// A connector's circuit breaker (all zero when it never failed).
+    async fn breaker(&self, connector: &str) -> Result<Breaker, StoreError>;
+    /// Stores a connector's circuit breaker.
+    async fn set_breaker(&self, breaker: &Breaker) -> Result<(), StoreError>;
+
     async fn start_run(&self, job: &str, connector: Option<&str>) -> Result<i64, StoreError>;
     async fn finish_run(
         &self,

@@ -1564,6 +1564,49 @@ impl PersonStore for SqliteStore {
             .collect())
     }
 
+    async fn breaker(&self, connector: &str) -> Result<Breaker, StoreError> {
+        let Some(r) = sqlx::query("SELECT * FROM breakers WHERE connector = ?")
+            .bind(connector)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(Breaker {
+                connector: connector.to_string(),
+                ..Breaker::default()
+            });
+        };
+        let opt = |name: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+            r.get::<Option<String>, _>(name)
+                .as_deref()
+                .map(parse_ts)
+                .transpose()
+        };
+        Ok(Breaker {
+            connector: connector.to_string(),
+            failures: r.get::<i64, _>("failures") as u32,
+            opened_at: opt("opened_at")?,
+            open_until: opt("open_until")?,
+            last_error: r.get("last_error"),
+        })
+    }
+
+    async fn set_breaker(&self, b: &Breaker) -> Result<(), StoreError> {
+        let _w = self.writer.lock().await;
+        sqlx::query(
+            "INSERT INTO breakers (connector, failures, opened_at, open_until, last_error) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (connector) DO UPDATE SET failures = excluded.failures, opened_at = excluded.opened_at,
+             open_until = excluded.open_until, last_error = excluded.last_error",
+        )
+        .bind(&b.connector)
+        .bind(i64::from(b.failures))
+        .bind(b.opened_at.map(ts))
+        .bind(b.open_until.map(ts))
+        .bind(&b.last_error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn start_run(&self, job: &str, connector: Option<&str>) -> Result<i64, StoreError> {
         let _w = self.writer.lock().await;
         Ok(sqlx::query_scalar("INSERT INTO job_runs (job, connector, started_at, status, counts, errors) VALUES (?, ?, ?, 'running', '{}', '[]') RETURNING id")

@@ -258,3 +258,15 @@ pub struct CostRow {
     pub calls: u64,
     pub cost: f64,
 }
+
+/// A connector's circuit breaker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Breaker {
+    pub connector: String,
+    /// Failed runs in a row.
+    pub failures: u32,
+    pub opened_at: Option<DateTime<Utc>>,
+    /// Runs are refused until then.
+    pub open_until: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}

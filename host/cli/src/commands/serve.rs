@@ -65,7 +65,19 @@ pub async fn state(host: &Host) -> anyhow::Result<ApiState> {
             .find(&installation.connector, None)
             .map(|r| r.version.clone())
             .unwrap_or_default();
+        let b = host.store.breaker(&installation.connector).await?;
+        let breaker = match b.open_until {
+            Some(until) if until > chrono::Utc::now() => Some(format!(
+                "open until {} after {} failed runs in a row: {}",
+                until.format("%Y-%m-%d %H:%M:%S UTC"),
+                b.failures,
+                b.last_error.as_deref().unwrap_or("?")
+            )),
+            _ if b.failures > 0 => Some(format!("closed ({} failed runs in a row)", b.failures)),
+            _ => None,
+        };
         connectors.push(ConnectorStatus {
+            breaker,
             pinned: installation.pinned,
             newest,
             upgrade,

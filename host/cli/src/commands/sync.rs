@@ -20,6 +20,17 @@ pub enum Mode {
     Ids(Vec<String>),
 }
 
+impl Mode {
+    /// The run log's job name for the mode.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Changes => "changes",
+            Mode::Ids(_) => "lookup",
+        }
+    }
+}
+
 /// Reads IDs, one per line (`-` = stdin); blank lines and `#` comments are
 /// skipped, and an `se:`/`fi:`/`no:` prefix (for IDs that read validly in
 /// two countries) is dropped.
@@ -68,6 +79,32 @@ pub async fn run_as(
     job: Option<&str>,
 ) -> anyhow::Result<folkhub_sync::Summary> {
     let connector = host.load(connector).await?;
+    let breaker = host.store().breaker(&connector.id).await?;
+    let now = chrono::Utc::now();
+    if let Some(until) = breaker.open_until
+        && until > now
+    {
+        // Refused runs go into the log book too.
+        let run = host
+            .store()
+            .start_run(job.unwrap_or(mode.name()), Some(&connector.id))
+            .await?;
+        let message = format!(
+            "circuit open: {} failed runs in a row (last: {}); no calls to the register until {}",
+            breaker.failures,
+            breaker.last_error.as_deref().unwrap_or("?"),
+            until.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+        host.store()
+            .finish_run(
+                run,
+                RunStatus::Cancelled,
+                &folkhub_store::RunCounts::default(),
+                std::slice::from_ref(&message),
+            )
+            .await?;
+        bail!("{}: {message}", connector.id);
+    }
     let per_call = host.cost_per_call(&connector);
     if let Some(state) = host.budget(&connector.id).await? {
         if state.stop && matches!(mode, Mode::Full) {
@@ -151,6 +188,7 @@ pub async fn run_as(
             );
         }
     }
+    host.after_run(&connector.id, &summary).await?;
     if summary.status == RunStatus::Failed {
         bail!(
             "the sync failed: {}",

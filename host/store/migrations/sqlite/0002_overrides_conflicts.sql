@@ -75,3 +75,13 @@ CREATE TABLE cost_ledger (
     cost           REAL NOT NULL
 );
 CREATE INDEX cost_ledger_month ON cost_ledger(month, connector);
+
+-- Circuit breaker per connector: consecutive failed runs; open until a
+-- time after repeated failures.
+CREATE TABLE breakers (
+    connector      TEXT PRIMARY KEY,
+    failures       INTEGER NOT NULL,
+    opened_at      TEXT,
+    open_until     TEXT,
+    last_error     TEXT
+);
