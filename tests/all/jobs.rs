@@ -183,6 +183,7 @@ async fn the_scheduler_runs_jobs_on_their_schedule_and_stops_cleanly() {
             connector: connector.map(String::from),
             every: every.map(String::from),
             cron: cron.map(String::from),
+            area: None,
         }
     };
     config.jobs.insert(
@@ -328,4 +329,69 @@ async fn a_circuit_breaker_opens_after_repeated_failed_runs_and_says_so() {
         .await
         .expect("breaker");
     assert_eq!((closed.failures, closed.open_until), (0, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_refresh_of_one_area_asks_only_for_its_persons() {
+    let env = TestEnv::start(Setup {
+        seed: 45,
+        count: 150,
+        ..Setup::default()
+    })
+    .await;
+    for id in ["folkeregister", "krr"] {
+        env.host
+            .install(id, None, false, "test", "area")
+            .await
+            .expect("install");
+    }
+    run(&env.host, "folkeregister", Mode::Full, true)
+        .await
+        .expect("freg");
+    // The most common home municipality.
+    let truth = env.sim.truth_for(&["folkeregister"]).await;
+    let mut by_area = std::collections::BTreeMap::<String, usize>::new();
+    for t in &truth {
+        if let Some(m) = t
+            .fields
+            .get("address.municipality")
+            .and_then(|m| m.as_str())
+        {
+            *by_area.entry(m.to_string()).or_default() += 1;
+        }
+    }
+    let (area, _) = by_area.iter().max_by_key(|(_, n)| **n).expect("an area");
+    let in_area = env
+        .host
+        .store()
+        .active_ids_in(&["no-fnr", "no-dnr"], area)
+        .await
+        .expect("ids");
+    assert!(!in_area.is_empty() && in_area.len() < truth.len());
+    let summary = run(&env.host, "krr", Mode::Area(area.clone()), true)
+        .await
+        .expect("area refresh");
+    assert_eq!(
+        summary.counts.fetched + summary.counts.not_found + summary.counts.errors,
+        in_area.len() as u64 + summary.counts.feed_events,
+        "{:?}",
+        summary.counts
+    );
+    let outside = truth.iter().find(|t| {
+        t.fields
+            .get("address.municipality")
+            .and_then(|m| m.as_str())
+            != Some(area.as_str())
+            && t.fields.contains_key("contact.email")
+    });
+    if let Some(t) = outside {
+        let p = env
+            .host
+            .store()
+            .person(t.ids.last().expect("id"))
+            .await
+            .expect("read")
+            .expect("stored");
+        assert!(!p.record.fields.contains_key("contact.email"), "not asked");
+    }
 }

@@ -43,6 +43,10 @@ enum Command {
         /// register without an "everyone" feed (DVV) should follow.
         #[arg(long, value_name = "FILE", conflicts_with_all = ["full", "changes"])]
         ids: Option<std::path::PathBuf>,
+        /// With --full: refresh only persons whose home municipality is this
+        /// (e.g. 0301); the feed is still followed to its head.
+        #[arg(long, requires = "full")]
+        area: Option<String>,
     },
     /// Read persons.
     Person {
@@ -276,10 +280,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     full,
                     changes: _,
                     ids,
+                    area,
                 } => {
                     let mode = match ids {
                         Some(file) => commands::sync::Mode::Ids(commands::sync::read_ids(&file)?),
-                        None if full => commands::sync::Mode::Full,
+                        None if full => match area {
+                            Some(area) => commands::sync::Mode::Area(area),
+                            None => commands::sync::Mode::Full,
+                        },
                         None => commands::sync::Mode::Changes,
                     };
                     commands::sync::run(&host, &connector, mode, false)

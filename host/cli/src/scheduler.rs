@@ -30,10 +30,10 @@ pub async fn run_job(host: &Host, name: &str, quiet: bool) -> anyhow::Result<Str
     match job.kind.as_str() {
         "changes" | "full" => {
             let connector = job.connector.as_deref().unwrap_or_default();
-            let mode = if job.kind == "full" {
-                Mode::Full
-            } else {
-                Mode::Changes
+            let mode = match (job.kind.as_str(), &job.area) {
+                ("full", Some(area)) => Mode::Area(area.clone()),
+                ("full", None) => Mode::Full,
+                _ => Mode::Changes,
             };
             let summary = run_as(host, connector, mode, quiet, Some(name)).await?;
             Ok(format!(

@@ -44,6 +44,9 @@ pub struct JobConfig {
     pub every: Option<String>,
     /// Or a cron expression (UTC): `0 2 * * *`.
     pub cron: Option<String>,
+    /// For `full`: refresh only persons whose home municipality is this
+    /// (kommunenummer, kommunkod or kotikunta as the record has it).
+    pub area: Option<String>,
 }
 
 impl JobConfig {

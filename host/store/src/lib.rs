@@ -33,6 +33,14 @@ pub trait PersonStore: Send + Sync {
     /// Active identifiers of the given schemes, for refreshing known persons.
     async fn active_ids(&self, schemes: &[&str]) -> Result<Vec<String>, StoreError>;
 
+    /// Active identifiers of the given schemes of persons whose merged home
+    /// municipality is `municipality` (a refresh of one area).
+    async fn active_ids_in(
+        &self,
+        schemes: &[&str],
+        municipality: &str,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// Every ID of the persons `source` answered for at or after `since`
     /// (the lookups a TTL cache may skip).
     async fn refreshed_since(

@@ -1007,6 +1007,28 @@ impl PersonStore for SqliteStore {
         Ok(out)
     }
 
+    async fn active_ids_in(
+        &self,
+        schemes: &[&str],
+        municipality: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for scheme in schemes {
+            let mut list: Vec<String> = sqlx::query_scalar(
+                "SELECT i.value FROM identifiers i JOIN merged m ON m.person_id = i.person_id
+                 WHERE i.scheme = ? AND i.active = 1
+                   AND json_extract(m.record, '$.fields.\"address.municipality\".value') = ?
+                 ORDER BY i.value",
+            )
+            .bind(scheme)
+            .bind(municipality)
+            .fetch_all(&self.pool)
+            .await?;
+            out.append(&mut list);
+        }
+        Ok(out)
+    }
+
     async fn refreshed_since(
         &self,
         source: &str,

@@ -54,6 +54,9 @@ pub struct Options<'a> {
     /// The job's name in the run log and the cost ledger (a scheduled
     /// job's name); `None`: the kind (`full`, `changes`, `lookup`).
     pub job: Option<&'a str>,
+    /// A full run refreshes only the persons whose home municipality is
+    /// this (after following the whole feed).
+    pub area: Option<&'a str>,
 }
 
 impl Default for Options<'_> {
@@ -67,6 +70,7 @@ impl Default for Options<'_> {
             cache_ttl: None,
             now: None,
             job: None,
+            area: None,
         }
     }
 }
@@ -616,7 +620,11 @@ async fn run(
     }
     let mut outcome = runner.follow_feed().await;
     if full && let Ok(done) = &outcome {
-        match store.active_ids(schemes).await {
+        let known = match options.area {
+            Some(area) => store.active_ids_in(schemes, area).await,
+            None => store.active_ids(schemes).await,
+        };
+        match known {
             Ok(known) => {
                 let rest: Vec<String> = known.into_iter().filter(|id| !done.contains(id)).collect();
                 let rest = runner.uncached(rest).await;

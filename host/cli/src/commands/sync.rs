@@ -14,6 +14,8 @@ use crate::host::Host;
 pub enum Mode {
     /// Follow the feed, then refresh every other known person.
     Full,
+    /// Follow the feed, then refresh the known persons of one municipality.
+    Area(String),
     /// Follow the feed from the stored cursor.
     Changes,
     /// Look up these IDs now.
@@ -24,7 +26,7 @@ impl Mode {
     /// The run log's job name for the mode.
     pub fn name(&self) -> &'static str {
         match self {
-            Mode::Full => "full",
+            Mode::Full | Mode::Area(_) => "full",
             Mode::Changes => "changes",
             Mode::Ids(_) => "lookup",
         }
@@ -107,7 +109,7 @@ pub async fn run_as(
     }
     let per_call = host.cost_per_call(&connector);
     if let Some(state) = host.budget(&connector.id).await? {
-        if state.stop && matches!(mode, Mode::Full) {
+        if state.stop && matches!(mode, Mode::Full | Mode::Area(_)) {
             bail!(
                 "{}: {}; the full refresh is not run (connectors.{}.costs.stop_at_budget). Feeds and lookups still run; raise the budget or wait for next month",
                 connector.id,
@@ -149,16 +151,20 @@ pub async fn run_as(
             .and_then(|d| d.and_hms_opt(12, 0, 0))
             .map(|t| t.and_utc()),
         job,
+        area: match &mode {
+            Mode::Area(area) => Some(area.as_str()),
+            _ => None,
+        },
         ..Options::default()
     };
-    let summary = match mode {
-        Mode::Full => {
+    let summary = match &mode {
+        Mode::Full | Mode::Area(_) => {
             let schemes = host.schemes(&connector);
             let schemes: Vec<&str> = schemes.iter().map(String::as_str).collect();
             folkhub_sync::full(host.store(), &connector, &schemes, &options).await?
         }
         Mode::Changes => folkhub_sync::changes(host.store(), &connector, &options).await?,
-        Mode::Ids(ids) => folkhub_sync::lookup(host.store(), &connector, &ids, &options).await?,
+        Mode::Ids(ids) => folkhub_sync::lookup(host.store(), &connector, ids, &options).await?,
     };
     if !quiet {
         eprintln!();
