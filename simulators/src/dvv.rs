@@ -233,7 +233,7 @@ fn custodians(population: &Population, p: &FiPerson) -> String {
 
 async fn query(State(shared): State<Shared>, headers: HeaderMap, body: String) -> Response {
     shared.count_request();
-    if let Some(r) = soap_fault_response(&shared) {
+    if let Some(r) = soap_fault_response(&shared).await {
         return r;
     }
     let action = headers
@@ -310,10 +310,14 @@ fn json_error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-fn check_mutp(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
+async fn check_mutp(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
     shared.count_request();
     if let Some(fault) = next_fault(shared) {
         return Err(Box::new(match fault {
+            Fault::Slow { ms } => {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                return check_headers(headers);
+            }
             Fault::RateLimited { retry_after_ms } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 [(
@@ -342,6 +346,11 @@ fn check_mutp(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>>
             Fault::Gone => json_error(StatusCode::GONE, "Rajapintaversio on poistettu käytöstä"),
         }));
     }
+    check_headers(headers)
+}
+
+/// The change interface's own checks after any fault.
+fn check_headers(headers: &HeaderMap) -> Result<(), Box<Response>> {
     if headers.get("x-road-client").is_none() {
         return Err(Box::new(json_error(
             StatusCode::BAD_REQUEST,
@@ -368,7 +377,7 @@ async fn key_for_date(
     headers: HeaderMap,
     Path(date): Path<String>,
 ) -> Response {
-    if let Err(r) = check_mutp(&shared, &headers) {
+    if let Err(r) = check_mutp(&shared, &headers).await {
         return *r;
     }
     let Ok(date) = NaiveDate::parse_from_str(&date, "%Y-%m-%d") else {
@@ -447,7 +456,7 @@ fn group(p: &FiPerson, name: &str, previous: &str) -> Value {
 }
 
 async fn changes(State(shared): State<Shared>, headers: HeaderMap, body: String) -> Response {
-    if let Err(r) = check_mutp(&shared, &headers) {
+    if let Err(r) = check_mutp(&shared, &headers).await {
         return *r;
     }
     let request: ChangesRequest = match serde_json::from_str(&body) {

@@ -341,9 +341,9 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> 
     }
 }
 
-fn guard(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
+async fn guard(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
     shared.count_request();
-    if let Some(r) = fault_response(shared) {
+    if let Some(r) = fault_response(shared).await {
         return Err(Box::new(r));
     }
     authorize(shared, headers)
@@ -355,7 +355,7 @@ pub async fn person(
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Response {
-    if let Err(r) = guard(&shared, &headers) {
+    if let Err(r) = guard(&shared, &headers).await {
         return *r;
     }
     if folkhub_core::ids::parse_norwegian(&id).is_err() {
@@ -384,7 +384,7 @@ pub async fn bulk(
     uri: axum::http::Uri,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = guard(&shared, &headers) {
+    if let Err(r) = guard(&shared, &headers).await {
         return *r;
     }
     let request: BulkRequest = match serde_json::from_slice(&body) {
@@ -431,7 +431,7 @@ pub async fn feed(
     headers: HeaderMap,
     Query(q): Query<FeedQuery>,
 ) -> Response {
-    if let Err(r) = guard(&shared, &headers) {
+    if let Err(r) = guard(&shared, &headers).await {
         return *r;
     }
     let Some(seq) = q.seq.as_deref().and_then(|s| s.parse::<u64>().ok()) else {
@@ -473,7 +473,7 @@ pub async fn feed(
 }
 
 pub async fn latest_sequence(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(r) = guard(&shared, &headers) {
+    if let Err(r) = guard(&shared, &headers).await {
         return *r;
     }
     let population = shared.population.read().await;

@@ -316,7 +316,7 @@ fn paged(hits: Vec<Value>, per_page: usize, page: usize, query: &str) -> Respons
 
 async fn sok(State(shared): State<Shared>, Query(q): Query<BTreeMap<String, String>>) -> Response {
     shared.count_request();
-    if let Some(r) = fault_response(&shared) {
+    if let Some(r) = fault_response(&shared).await {
         return r;
     }
     let (per_page, page) = match page_params(&q) {
@@ -388,7 +388,7 @@ async fn punktsok(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
     shared.count_request();
-    if let Some(r) = fault_response(&shared) {
+    if let Some(r) = fault_response(&shared).await {
         return r;
     }
     let (per_page, page) = match page_params(&q) {
@@ -445,7 +445,7 @@ async fn corresponds_at(
     Query(q): Query<CorrespondsQuery>,
 ) -> Response {
     shared.count_request();
-    if let Some(r) = fault_response(&shared) {
+    if let Some(r) = fault_response(&shared).await {
         return r;
     }
     if q.date.is_none() {

@@ -29,13 +29,13 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 /// Checks the token; returns (contact scope, mailbox scope).
-fn authorize(
+async fn authorize(
     shared: &Shared,
     headers: &HeaderMap,
     version: &str,
 ) -> Result<(bool, bool), Box<Response>> {
     shared.count_request();
-    if let Some(r) = fault_response(shared) {
+    if let Some(r) = fault_response(shared).await {
         return Err(Box::new(r));
     }
     if version != "v1" && version != "v2" {
@@ -150,7 +150,7 @@ pub async fn persons(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let scopes = match authorize(&shared, &headers, &version) {
+    let scopes = match authorize(&shared, &headers, &version).await {
         Ok(s) => s,
         Err(r) => return *r,
     };
@@ -203,7 +203,7 @@ pub async fn changes(
     headers: HeaderMap,
     Query(q): Query<ChangesQuery>,
 ) -> Response {
-    let scopes = match authorize(&shared, &headers, &version) {
+    let scopes = match authorize(&shared, &headers, &version).await {
         Ok(s) => s,
         Err(r) => return *r,
     };

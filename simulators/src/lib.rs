@@ -182,6 +182,8 @@ pub enum Fault {
     Html,
     /// 410 Gone: the API version was retired.
     Gone,
+    /// Answer correctly, but only after this many milliseconds.
+    Slow { ms: u64 },
 }
 
 pub struct Inner {
@@ -266,10 +268,15 @@ pub fn next_fault(shared: &Shared) -> Option<Fault> {
     shared.faults.lock().ok()?.pop_front()
 }
 
-/// The next queued fault as a SOAP service answers it (SPAR, VTJ), if any.
-pub fn soap_fault_response(shared: &Shared) -> Option<Response> {
+/// The next queued fault as a SOAP service answers it (SPAR, VTJ), if any
+/// (a slow fault waits, then lets the request be answered normally).
+pub async fn soap_fault_response(shared: &Shared) -> Option<Response> {
     let fault = next_fault(shared)?;
     Some(match fault {
+        Fault::Slow { ms } => {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            return None;
+        }
         Fault::Status { status } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             (
@@ -309,10 +316,15 @@ pub fn soap_fault_response(shared: &Shared) -> Option<Response> {
     })
 }
 
-/// The next queued fault as a response, if any.
-pub fn fault_response(shared: &Shared) -> Option<Response> {
+/// The next queued fault as a response, if any (a slow fault waits, then
+/// lets the request be answered normally).
+pub async fn fault_response(shared: &Shared) -> Option<Response> {
     let fault = next_fault(shared)?;
     Some(match fault {
+        Fault::Slow { ms } => {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            return None;
+        }
         Fault::Status { status } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             freg::error(status, "FREG-500", "Intern feil (simulert)")

@@ -311,7 +311,7 @@ async fn personsok(
         )
             .into_response();
     }
-    if let Some(r) = soap_fault_response(&shared) {
+    if let Some(r) = soap_fault_response(&shared).await {
         return r;
     }
     let expected_action = soap_action(&version);
@@ -439,7 +439,7 @@ async fn personsok(
 
 async fn avisering(State(shared): State<Shared>, Path(number): Path<u64>) -> Response {
     shared.count_request();
-    if let Some(r) = soap_fault_response(&shared) {
+    if let Some(r) = soap_fault_response(&shared).await {
         return r;
     }
     let population = shared.population.read().await;

@@ -395,3 +395,46 @@ async fn a_full_refresh_of_one_area_asks_only_for_its_persons() {
         assert!(!p.record.fields.contains_key("contact.email"), "not asked");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_refresh_through_faults_completes_correctly_and_logs_its_retries() {
+    use folkhub_sim::Fault;
+    let env = TestEnv::start(Setup {
+        seed: 46,
+        count: 200,
+        ..Setup::default()
+    })
+    .await;
+    env.host
+        .install("folkeregister", None, false, "test", "faults")
+        .await
+        .expect("install");
+    let freg = env.host.load("folkeregister").await.expect("load");
+    env.sim.shared.inject([
+        Fault::Status { status: 503 },
+        Fault::RateLimited { retry_after_ms: 50 },
+        Fault::Slow { ms: 300 },
+        Fault::Truncated,
+        Fault::Html,
+        Fault::Status { status: 500 },
+    ]);
+    let options = folkhub_sync::Options {
+        backoff: std::time::Duration::from_millis(5),
+        ..folkhub_sync::Options::default()
+    };
+    let summary = folkhub_sync::full(env.host.store(), &freg, &["no-fnr", "no-dnr"], &options)
+        .await
+        .expect("run");
+    assert_eq!(
+        summary.status,
+        folkhub_store::RunStatus::Succeeded,
+        "{:?}",
+        summary.errors
+    );
+    assert_eq!(summary.counts.retries, 5, "{:?}", summary.counts);
+    let logged = env.host.store().runs(1).await.expect("runs");
+    assert_eq!(logged[0].counts.retries, 5);
+    let truth = env.sim.truth_for(&["folkeregister"]).await;
+    let wrong = crate::end_to_end::mismatches(env.host.store(), &truth, &["folkeregister"]).await;
+    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
+}

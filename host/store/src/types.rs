@@ -148,6 +148,8 @@ pub struct RunCounts {
     /// Persons not looked up because the register answered for them within
     /// the connector's cache TTL.
     pub cached: u64,
+    /// Calls retried after a transient error (rate limit, 5xx, malformed).
+    pub retries: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -115,7 +115,11 @@ fn rand_jitter(max: u64) -> u64 {
     u64::from(nanos) % max
 }
 
-async fn with_retries<T, F, Fut>(options: &Options<'_>, mut call: F) -> Result<T, CallError>
+async fn with_retries<T, F, Fut>(
+    options: &Options<'_>,
+    retries: &std::sync::atomic::AtomicU64,
+    mut call: F,
+) -> Result<T, CallError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, CallError>>,
@@ -133,6 +137,7 @@ where
                             delay_ms = delay.as_millis() as u64,
                             "retrying after: {error}"
                         );
+                        retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tokio::time::sleep(delay).await;
                     }
                     _ => return Err(error),
@@ -153,6 +158,8 @@ struct Runner<'a> {
     job: String,
     /// The connector's register-call count when the run started.
     calls_before: u64,
+    /// Calls retried after a transient error (the log book shows them).
+    retries: std::sync::atomic::AtomicU64,
 }
 
 impl<'a> Runner<'a> {
@@ -172,6 +179,7 @@ impl<'a> Runner<'a> {
             reason: format!("{job} ({} {})", connector.id, connector.version),
             job: job.to_string(),
             calls_before: connector.upstream_calls(),
+            retries: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -187,7 +195,8 @@ impl<'a> Runner<'a> {
         }
         let last = chunks.len() - 1;
         for (i, chunk) in chunks.into_iter().enumerate() {
-            let results = with_retries(self.options, || self.connector.lookup(chunk)).await?;
+            let results =
+                with_retries(self.options, &self.retries, || self.connector.lookup(chunk)).await?;
             let persons = self.collect(results);
             if !self
                 .store_batch(persons, if i == last { cursor.clone() } else { None })
@@ -311,8 +320,10 @@ impl<'a> Runner<'a> {
             return Ok(refreshed);
         }
         loop {
-            let page =
-                with_retries(self.options, || self.connector.changes(cursor.as_deref())).await?;
+            let page = with_retries(self.options, &self.retries, || {
+                self.connector.changes(cursor.as_deref())
+            })
+            .await?;
             self.counts.feed_events += page.changes.len() as u64;
             let (records, ids) = split_changes(page.changes);
             refreshed.extend(ids.iter().cloned());
@@ -358,7 +369,7 @@ impl Runner<'_> {
         for chunk in followed.chunks(self.options.batch.clamp(1, 1000)) {
             let mut cursor = start.clone();
             loop {
-                let page = with_retries(self.options, || {
+                let page = with_retries(self.options, &self.retries, || {
                     self.connector.changes_for(cursor.as_deref(), chunk)
                 })
                 .await?;
@@ -424,7 +435,10 @@ impl Runner<'_> {
         if stored.is_some() {
             return Ok(None);
         }
-        let page = with_retries(self.options, || self.connector.changes_for(None, &[])).await?;
+        let page = with_retries(self.options, &self.retries, || {
+            self.connector.changes_for(None, &[])
+        })
+        .await?;
         Ok(Some(page.next_cursor))
     }
 }
@@ -546,7 +560,10 @@ impl Runner<'_> {
             let results = if locations.is_empty() {
                 vec![]
             } else {
-                with_retries(self.options, || self.connector.enrich(&locations)).await?
+                with_retries(self.options, &self.retries, || {
+                    self.connector.enrich(&locations)
+                })
+                .await?
             };
             let mut found = Vec::new();
             let as_found = |p: &folkhub_store::StoredPerson, fields| FoundPerson {
@@ -658,6 +675,7 @@ async fn finish(
         .upstream_calls()
         .saturating_sub(runner.calls_before);
     runner.counts.upstream_calls = calls;
+    runner.counts.retries = runner.retries.load(std::sync::atomic::Ordering::Relaxed);
     if calls > 0
         && let Err(e) = store
             .record_cost(folkhub_store::CostEntry {
