@@ -6,6 +6,7 @@
 mod access;
 mod bad_input;
 mod contract;
+mod crash;
 mod docs;
 mod end_to_end;
 mod jobs;
