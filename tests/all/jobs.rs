@@ -184,6 +184,7 @@ async fn the_scheduler_runs_jobs_on_their_schedule_and_stops_cleanly() {
             every: every.map(String::from),
             cron: cron.map(String::from),
             area: None,
+            ages: None,
         }
     };
     config.jobs.insert(
@@ -437,4 +438,94 @@ async fn a_full_refresh_through_faults_completes_correctly_and_logs_its_retries(
     let truth = env.sim.truth_for(&["folkeregister"]).await;
     let wrong = crate::end_to_end::mismatches(env.host.store(), &truth, &["folkeregister"]).await;
     assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(5)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guardian_linking_fetches_the_guardians_of_pupils_and_only_adds() {
+    let env = TestEnv::start(Setup {
+        seed: 48,
+        count: 300,
+        ..Setup::default()
+    })
+    .await;
+    let mut config = env.host.config.clone();
+    config.jobs.insert(
+        "guardians".into(),
+        folkhub_manifest::config::JobConfig {
+            kind: "guardians".into(),
+            connector: Some("folkeregister".into()),
+            every: Some("1d".into()),
+            cron: None,
+            area: None,
+            ages: Some("6-19".into()),
+        },
+    );
+    let host = folkhub_cli::host::Host::open(config).await.expect("host");
+    host.install("folkeregister", None, false, "test", "guardians")
+        .await
+        .expect("install");
+    // The school system adds its pupils only.
+    let today = chrono::Utc::now().date_naive();
+    let truth = env.sim.truth_for(&["folkeregister"]).await;
+    let pupils: Vec<String> = truth
+        .iter()
+        .filter(|t| {
+            let age = t
+                .fields
+                .get("birth.date")
+                .and_then(|b| b.as_str())
+                .and_then(|b| chrono::NaiveDate::parse_from_str(b, "%Y-%m-%d").ok())
+                .and_then(|b| today.years_since(b));
+            age.is_some_and(|a| (6..=19).contains(&a))
+                && t.fields
+                    .get("relations.parental-responsibility")
+                    .and_then(|r| r.as_array())
+                    .is_some_and(|r| !r.is_empty())
+        })
+        .take(25)
+        .map(|t| t.ids.last().expect("id").clone())
+        .collect();
+    assert!(pupils.len() >= 5, "{} pupils", pupils.len());
+    run(&host, "folkeregister", Mode::Ids(pupils.clone()), true)
+        .await
+        .expect("pupils");
+    let before = host.store().count_persons().await.expect("count");
+    let missing = folkhub_cli::commands::sync::missing_guardians(&host, "6-19")
+        .await
+        .expect("missing");
+    assert!(!missing.is_empty());
+
+    let outcome = folkhub_cli::scheduler::run_job(&host, "guardians", true)
+        .await
+        .expect("guardians job");
+    assert!(outcome.contains("guardians looked up"), "{outcome}");
+    let after = host.store().count_persons().await.expect("count");
+    assert_eq!(
+        after,
+        before + missing.len() as u64,
+        "one new person per guardian"
+    );
+    assert!(
+        folkhub_cli::commands::sync::missing_guardians(&host, "6-19")
+            .await
+            .expect("missing")
+            .is_empty()
+    );
+    // The pupils are untouched and their guardians resolve.
+    for id in &pupils {
+        let p = host.store().person(id).await.expect("read").expect("pupil");
+        for r in p.record.fields["relations.parental-responsibility"]
+            .value
+            .as_array()
+            .expect("list")
+        {
+            let g = r["id"].as_str().expect("id");
+            assert!(host.store().person(g).await.expect("read").is_some(), "{g}");
+        }
+    }
+    let again = folkhub_cli::scheduler::run_job(&host, "guardians", true)
+        .await
+        .expect("again");
+    assert!(again.contains("every guardian"), "{again}");
+    assert_eq!(host.store().count_persons().await.expect("count"), after);
 }

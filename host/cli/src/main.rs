@@ -47,6 +47,10 @@ enum Command {
         /// (e.g. 0301); the feed is still followed to its head.
         #[arg(long, requires = "full")]
         area: Option<String>,
+        /// Look up the guardians of persons of these ages (MIN-MAX years,
+        /// e.g. 6-19) that the store does not hold yet.
+        #[arg(long, value_name = "AGES", conflicts_with_all = ["full", "changes", "ids"])]
+        guardians: Option<String>,
     },
     /// Read persons.
     Person {
@@ -281,7 +285,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     changes: _,
                     ids,
                     area,
+                    guardians,
                 } => {
+                    if let Some(ages) = guardians {
+                        let missing = commands::sync::missing_guardians(&host, &ages).await?;
+                        if missing.is_empty() {
+                            println!("every guardian of persons aged {ages} is stored");
+                            return Ok(());
+                        }
+                        return commands::sync::run(
+                            &host,
+                            &connector,
+                            commands::sync::Mode::Ids(missing),
+                            false,
+                        )
+                        .await
+                        .map(|_| ());
+                    }
                     let mode = match ids {
                         Some(file) => commands::sync::Mode::Ids(commands::sync::read_ids(&file)?),
                         None if full => match area {

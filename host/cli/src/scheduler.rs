@@ -46,6 +46,22 @@ pub async fn run_job(host: &Host, name: &str, quiet: bool) -> anyhow::Result<Str
                 summary.counts.errors
             ))
         }
+        "guardians" => {
+            let connector = job.connector.as_deref().unwrap_or_default();
+            let ages = job.ages.as_deref().unwrap_or("6-19");
+            let missing = crate::commands::sync::missing_guardians(host, ages).await?;
+            if missing.is_empty() {
+                return Ok(format!("every guardian of persons aged {ages} is stored"));
+            }
+            let summary = run_as(host, connector, Mode::Ids(missing), quiet, Some(name)).await?;
+            Ok(format!(
+                "run {} {}: {} guardians looked up, {} new persons",
+                summary.run,
+                summary.status.as_str(),
+                summary.counts.fetched,
+                summary.counts.created
+            ))
+        }
         "expire-overrides" => {
             let now = host
                 .today

@@ -35,8 +35,9 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct JobConfig {
     /// `changes` (the connector's feed from its cursor), `full` (feed, then
-    /// a refresh of everyone else, honouring the cache TTL and budget) or
-    /// `expire-overrides`.
+    /// a refresh of everyone else, honouring the cache TTL and budget),
+    /// `guardians` (look up the guardians of persons of `ages` that are not
+    /// stored yet) or `expire-overrides`.
     pub kind: String,
     /// The connector, for `changes` and `full`.
     pub connector: Option<String>,
@@ -47,6 +48,9 @@ pub struct JobConfig {
     /// For `full`: refresh only persons whose home municipality is this
     /// (kommunenummer, kommunkod or kotikunta as the record has it).
     pub area: Option<String>,
+    /// For `guardians`: the ages (years, `MIN-MAX`) of the persons whose
+    /// guardians are fetched, e.g. pupils `6-19` (the default).
+    pub ages: Option<String>,
 }
 
 impl JobConfig {
@@ -406,7 +410,7 @@ impl Config {
                 });
             }
             match job.kind.as_str() {
-                "changes" | "full" => {
+                "changes" | "full" | "guardians" => {
                     if job.connector.is_none() {
                         problems.push(Problem {
                             path: format!("jobs.{name}.connector"),
@@ -417,7 +421,9 @@ impl Config {
                 "expire-overrides" => {}
                 other => problems.push(Problem {
                     path: format!("jobs.{name}.kind"),
-                    message: format!("{other:?} is not one of changes, full, expire-overrides"),
+                    message: format!(
+                        "{other:?} is not one of changes, full, guardians, expire-overrides"
+                    ),
                 }),
             }
         }
@@ -543,7 +549,7 @@ scope = "folkeregister:deling/offentligmedhjemmel"
         .to_string();
         for expected in [
             "jobs.a.connector: a `changes` job names its connector",
-            "jobs.b.kind: \"sync\" is not one of changes, full, expire-overrides",
+            "jobs.b.kind: \"sync\" is not one of changes, full, guardians, expire-overrides",
             "jobs.b: cron = \"0 25 * * *\": hour",
             "jobs.c: give exactly one of `every` and `cron`",
         ] {

@@ -207,3 +207,65 @@ pub async fn run_as(
     }
     Ok(summary)
 }
+
+/// The IDs of guardians (parental responsibility and guardianship) of the
+/// persons aged `ages` (`MIN-MAX` years, by the host's clock) that the store
+/// does not hold yet: what a guardian-linking job looks up.
+pub async fn missing_guardians(host: &Host, ages: &str) -> anyhow::Result<Vec<String>> {
+    let Some((min, max)) = ages
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?)))
+        .filter(|(a, b)| a <= b)
+    else {
+        bail!("ages {ages:?} is not MIN-MAX in years, e.g. 6-19");
+    };
+    let today = host.today();
+    let mut wanted = std::collections::BTreeSet::new();
+    let mut after = 0;
+    loop {
+        let page = host.store().persons_after(after, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.key;
+        for p in &page {
+            let Some(born) = p
+                .record
+                .fields
+                .get("birth.date")
+                .and_then(|f| f.value.as_str())
+                .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            else {
+                continue;
+            };
+            let Some(age) = today.years_since(born) else {
+                continue;
+            };
+            if age < min || age > max {
+                continue;
+            }
+            for path in [
+                "relations.parental-responsibility",
+                "relations.guardianship",
+            ] {
+                for r in p
+                    .record
+                    .fields
+                    .get(path)
+                    .and_then(|f| f.value.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(id) = r.get("id").and_then(|v| v.as_str()) {
+                        wanted.insert(id.to_string());
+                    }
+                }
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    for id in wanted {
+        if host.store().person(&id).await?.is_none() {
+            missing.push(id);
+        }
+    }
+    Ok(missing)
+}
