@@ -132,6 +132,11 @@ async fn a_change_feed_killed_twenty_times_ends_as_a_run_never_killed() {
         interrupted >= 15,
         "most kills landed inside a run: {interrupted} of 20"
     );
+    assert!(
+        runs.iter()
+            .any(|r| r.status == folkhub_store::RunStatus::Running && r.counts.fetched > 0),
+        "a killed run's progress is in the log book"
+    );
     assert_eq!(
         killed
             .store()

@@ -203,10 +203,16 @@ async fn the_scheduler_runs_jobs_on_their_schedule_and_stops_cleanly() {
             .expect("install");
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let (scheduled, ()) = tokio::join!(folkhub_cli::scheduler::run(&host, stopped), async {
-        tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
-        let _ = stop.send(true);
-    });
+    // A manual run asked for (as POST /v1/jobs/{name}/run does).
+    let (queue, requests) = tokio::sync::mpsc::unbounded_channel();
+    queue.send("leap-refresh".to_string()).expect("queue");
+    let (scheduled, ()) = tokio::join!(
+        folkhub_cli::scheduler::run(&host, stopped, Some(requests)),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
+            let _ = stop.send(true);
+        }
+    );
     scheduled.expect("scheduler");
     let runs = host.store().runs(100).await.expect("runs");
     let feed: Vec<_> = runs.iter().filter(|r| r.job == "krr-feed").collect();
@@ -216,7 +222,11 @@ async fn the_scheduler_runs_jobs_on_their_schedule_and_stops_cleanly() {
             .all(|r| r.status != folkhub_store::RunStatus::Running),
         "every run finished: {runs:?}"
     );
-    assert!(!runs.iter().any(|r| r.job == "leap-refresh"));
+    assert_eq!(
+        runs.iter().filter(|r| r.job == "leap-refresh").count(),
+        1,
+        "only the manual run: its cron is 29 February"
+    );
 
     // A manual run of a configured job, and a clear error for an unknown one.
     let outcome = folkhub_cli::scheduler::run_job(&host, "leap-refresh", true)
@@ -229,11 +239,32 @@ async fn the_scheduler_runs_jobs_on_their_schedule_and_stops_cleanly() {
         .to_string();
     assert!(e.contains("krr-feed, leap-refresh"), "{e}");
 
-    // The log book over the API.
-    let app = folkhub_api::app(
-        folkhub_cli::commands::serve::state(&host)
-            .await
-            .expect("state"),
+    // The log book over the API, and manual runs through it.
+    let mut state = folkhub_cli::commands::serve::state(&host)
+        .await
+        .expect("state");
+    let no_scheduler = folkhub_api::app(state.clone());
+    let (status, body) = crate::bad_input::post(no_scheduler, "/v1/jobs/krr-feed/run").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Some("no-scheduler")
+        )
+    );
+    let (queue, mut requests) = tokio::sync::mpsc::unbounded_channel();
+    state.jobs = Some(folkhub_api::JobQueue {
+        names: std::sync::Arc::new(vec!["krr-feed".into(), "leap-refresh".into()]),
+        sender: queue,
+    });
+    let app = folkhub_api::app(state);
+    let (status, _) = crate::bad_input::post(app.clone(), "/v1/jobs/krr-feed/run").await;
+    assert_eq!(status, axum::http::StatusCode::ACCEPTED);
+    assert_eq!(requests.recv().await.as_deref(), Some("krr-feed"));
+    let (status, body) = crate::bad_input::post(app.clone(), "/v1/jobs/nightly/run").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (axum::http::StatusCode::NOT_FOUND, Some("job-not-found"))
     );
     let (status, body) = crate::bad_input::get(app.clone(), "/v1/jobs/runs?limit=2").await;
     assert_eq!(status, axum::http::StatusCode::OK, "{body}");

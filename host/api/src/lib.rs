@@ -72,11 +72,21 @@ pub struct ContractSupport {
     pub removal: Option<String>,
 }
 
+/// Where the API queues manual job runs (the scheduler of `folkhub serve`).
+#[derive(Clone)]
+pub struct JobQueue {
+    /// The jobs of `[jobs]` in folkhub.toml.
+    pub names: Arc<Vec<String>>,
+    pub sender: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
 /// Dependencies of the API.
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn PersonStore>,
     pub connectors: Arc<Vec<ConnectorStatus>>,
+    /// Manual job runs go here; `None` when no scheduler runs.
+    pub jobs: Option<JobQueue>,
     /// The legal basis readers of this API have (`server.legal_basis`;
     /// per-client bases come with API clients).
     pub basis: Arc<LegalBasis>,
@@ -490,6 +500,42 @@ async fn runs(
     Ok(Json(json!({ "runs": list })))
 }
 
+/// `POST /v1/jobs/{name}/run`: queues a run of a configured job; the
+/// scheduler runs it after the run in progress, if any.
+async fn queue_job(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let Some(queue) = &state.jobs else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no-scheduler",
+            "this API has no scheduler to run jobs; run `folkhub jobs run NAME`",
+        ));
+    };
+    if !queue.names.contains(&name) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "job-not-found",
+            format!(
+                "no job {name:?} in [jobs] of folkhub.toml; configured: {}",
+                queue.names.join(", ")
+            ),
+        ));
+    }
+    queue.sender.send(name.clone()).map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no-scheduler",
+            "the scheduler has stopped",
+        )
+    })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"queued": name, "see": "GET /v1/jobs/runs"})),
+    ))
+}
+
 /// `GET /v1/jobs/runs/{id}`: one run with its counts and errors.
 async fn run(
     State(state): State<ApiState>,
@@ -578,6 +624,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/changes", get(changes))
         .route("/v1/jobs/runs", get(runs))
         .route("/v1/jobs/runs/{id}", get(run))
+        .route("/v1/jobs/{name}/run", axum::routing::post(queue_job))
         .route("/v1/overrides", get(overrides))
         .route("/v1/connectors/{id}/history", get(connector_history))
         .fallback(fallback)

@@ -74,8 +74,14 @@ pub async fn run_job(host: &Host, name: &str, quiet: bool) -> anyhow::Result<Str
     }
 }
 
-/// Runs the schedule until `shutdown` turns true.
-pub async fn run(host: &Host, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+/// Runs the schedule until `shutdown` turns true. `requests` brings manual
+/// runs (the API's `POST /v1/jobs/{name}/run`); they run between scheduled
+/// ones, one run at a time.
+pub async fn run(
+    host: &Host,
+    mut shutdown: watch::Receiver<bool>,
+    mut requests: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
+) -> anyhow::Result<()> {
     let mut schedules = BTreeMap::new();
     for (name, job) in &host.config.jobs {
         let schedule = job
@@ -83,7 +89,7 @@ pub async fn run(host: &Host, mut shutdown: watch::Receiver<bool>) -> anyhow::Re
             .map_err(|e| anyhow::anyhow!("jobs.{name}: {e}"))?;
         schedules.insert(name.clone(), schedule);
     }
-    if schedules.is_empty() {
+    if schedules.is_empty() && requests.is_none() {
         return Ok(());
     }
     // The last start of each job, from the run log.
@@ -97,22 +103,31 @@ pub async fn run(host: &Host, mut shutdown: watch::Receiver<bool>) -> anyhow::Re
     tracing::info!(jobs = schedules.len(), "scheduler started");
     loop {
         let now = Utc::now();
-        let Some((name, due)) = schedules
+        let next = schedules
             .iter()
             .map(|(name, s)| (name.clone(), s.next(last.get(name).copied(), now)))
-            .min_by_key(|(_, due)| *due)
-        else {
-            return Ok(());
+            .min_by_key(|(_, due)| *due);
+        let wait = next
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(3600), |(_, due)| {
+                (*due - now).to_std().unwrap_or_default()
+            });
+        let manual = async {
+            match requests.as_mut() {
+                Some(r) => r.recv().await,
+                None => std::future::pending().await,
+            }
         };
-        let wait = (due - now).to_std().unwrap_or_default();
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => {}
-        }
+        let job = tokio::select! {
+            _ = tokio::time::sleep(wait) => next.map(|(name, _)| name),
+            request = manual => request,
+            _ = shutdown.changed() => None,
+        };
         if *shutdown.borrow() {
             tracing::info!("scheduler stopped");
             return Ok(());
         }
+        let Some(name) = job else { continue };
         last.insert(name.clone(), Utc::now());
         match run_job(host, &name, true).await {
             Ok(outcome) => tracing::info!(job = %name, "{outcome}"),

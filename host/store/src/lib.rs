@@ -147,6 +147,8 @@ pub trait PersonStore: Send + Sync {
     async fn set_breaker(&self, breaker: &Breaker) -> Result<(), StoreError>;
 
     async fn start_run(&self, job: &str, connector: Option<&str>) -> Result<i64, StoreError>;
+    /// The counts of a running run so far (its progress).
+    async fn update_run(&self, id: i64, counts: &RunCounts) -> Result<(), StoreError>;
     async fn finish_run(
         &self,
         id: i64,

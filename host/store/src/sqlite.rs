@@ -757,7 +757,7 @@ impl SqliteStore {
             }
             None => (MergedRecord::default(), 0),
         };
-        sync_conflicts(tx, key, &before, &merged, at).await?;
+        report.conflicts_opened += sync_conflicts(tx, key, &before, &merged, at).await?;
         let changes = diff(&before, &merged);
         if changes.is_empty() && !created {
             // A statement that changes no value (the same again, or a newer
@@ -807,7 +807,7 @@ async fn sync_conflicts(
     before: &MergedRecord,
     after: &MergedRecord,
     at: &str,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let was: BTreeSet<&String> = before
         .fields
         .iter()
@@ -821,8 +821,9 @@ async fn sync_conflicts(
         .map(|(p, _)| p)
         .collect();
     if was.is_empty() && now.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
+    let opened = now.difference(&was).count() as u64;
     for path in was.difference(&now) {
         sqlx::query("DELETE FROM conflicts WHERE person_id = ? AND path = ?")
             .bind(key)
@@ -851,7 +852,7 @@ async fn sync_conflicts(
         .execute(&mut **tx)
         .await?;
     }
-    Ok(())
+    Ok(opened)
 }
 
 impl SqliteStore {
@@ -1637,6 +1638,16 @@ impl PersonStore for SqliteStore {
             .bind(ts(now()))
             .fetch_one(&self.pool)
             .await?)
+    }
+
+    async fn update_run(&self, id: i64, counts: &RunCounts) -> Result<(), StoreError> {
+        let _w = self.writer.lock().await;
+        sqlx::query("UPDATE job_runs SET counts = ? WHERE id = ? AND status = 'running'")
+            .bind(serde_json::to_string(counts).map_err(|e| corrupt("run counts", e))?)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn finish_run(

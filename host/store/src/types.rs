@@ -37,6 +37,8 @@ pub struct ApplyReport {
     pub observations_added: u64,
     /// IDs that a record linked to a different person than its other IDs: not merged, listed for review.
     pub identity_conflicts: Vec<String>,
+    /// Field conflicts this batch opened (sources of equal rank disagreeing).
+    pub conflicts_opened: u64,
 }
 
 impl ApplyReport {
@@ -46,6 +48,7 @@ impl ApplyReport {
         self.persons_unchanged += other.persons_unchanged;
         self.observations_added += other.observations_added;
         self.identity_conflicts.extend(other.identity_conflicts);
+        self.conflicts_opened += other.conflicts_opened;
     }
 }
 
@@ -150,6 +153,10 @@ pub struct RunCounts {
     pub cached: u64,
     /// Calls retried after a transient error (rate limit, 5xx, malformed).
     pub retries: u64,
+    /// Field conflicts the run opened.
+    pub conflicts_opened: u64,
+    /// Persons the run will ask for, when known (progress of a running run).
+    pub total: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -160,6 +160,8 @@ struct Runner<'a> {
     calls_before: u64,
     /// Calls retried after a transient error (the log book shows them).
     retries: std::sync::atomic::AtomicU64,
+    /// The run's id in the log book (0 until started), for progress.
+    run: i64,
 }
 
 impl<'a> Runner<'a> {
@@ -180,6 +182,7 @@ impl<'a> Runner<'a> {
             job: job.to_string(),
             calls_before: connector.upstream_calls(),
             retries: std::sync::atomic::AtomicU64::new(0),
+            run: 0,
         }
     }
 
@@ -216,6 +219,7 @@ impl<'a> Runner<'a> {
                     total: None,
                 });
             }
+            self.progress().await;
         }
         Ok(())
     }
@@ -282,6 +286,7 @@ impl<'a> Runner<'a> {
         self.counts.fetched += records.len() as u64;
         let persons = records.into_iter().map(|(_, p)| p).collect();
         if self.store_batch(persons, cursor).await {
+            self.progress().await;
             Ok(())
         } else {
             Err(CallError::Host {
@@ -292,7 +297,19 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// Writes the counts so far to the log book (progress of a running run).
+    async fn progress(&mut self) {
+        if self.run == 0 {
+            return;
+        }
+        self.counts.retries = self.retries.load(std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = self.store.update_run(self.run, &self.counts).await {
+            tracing::debug!("progress not stored: {e}");
+        }
+    }
+
     fn count(&mut self, report: ApplyReport) {
+        self.counts.conflicts_opened += report.conflicts_opened;
         self.counts.changed += report.persons_changed;
         self.counts.created += report.persons_created;
         self.counts.unchanged += report.persons_unchanged;
@@ -630,6 +647,7 @@ async fn run(
     let job = options.job.unwrap_or(job);
     let run = store.start_run(job, Some(&connector.id)).await?;
     let mut runner = Runner::new(store, connector, options, job);
+    runner.run = run;
     if connector.capabilities.iter().any(|c| c == "enrich") {
         // An enriching source: no persons of its own, a walk over everyone.
         let outcome = runner.enrich_all(!full).await;
@@ -645,6 +663,7 @@ async fn run(
             Ok(known) => {
                 let rest: Vec<String> = known.into_iter().filter(|id| !done.contains(id)).collect();
                 let rest = runner.uncached(rest).await;
+                runner.counts.total = runner.counts.fetched + rest.len() as u64;
                 if let Some(report) = options.progress {
                     report(Progress {
                         done: runner.counts.fetched,
@@ -741,6 +760,8 @@ pub async fn lookup(
     let job = options.job.unwrap_or("lookup");
     let run_id = store.start_run(job, Some(&connector.id)).await?;
     let mut runner = Runner::new(store, connector, options, job);
+    runner.run = run_id;
+    runner.counts.total = ids.len() as u64;
     // A watched feed (DVV) starts where the first lookups are: later
     // changes runs then miss nothing that happened after them.
     let ids = runner.uncached(ids.to_vec()).await;

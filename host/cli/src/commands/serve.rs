@@ -91,6 +91,7 @@ pub async fn state(host: &Host) -> anyhow::Result<ApiState> {
         });
     }
     Ok(ApiState {
+        jobs: None,
         basis: Arc::new(
             folkhub_core::access::LegalBasis::profile(&host.config.server.legal_basis)
                 .context("server.legal_basis names no legal-basis profile")?,
@@ -124,7 +125,12 @@ pub async fn state(host: &Host) -> anyhow::Result<ApiState> {
 }
 
 pub async fn run(host: &Host, listen: &str) -> anyhow::Result<()> {
-    let state = state(host).await?;
+    let mut state = state(host).await?;
+    let (queue, requests) = tokio::sync::mpsc::unbounded_channel();
+    state.jobs = Some(folkhub_api::JobQueue {
+        names: Arc::new(host.config.jobs.keys().cloned().collect()),
+        sender: queue,
+    });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -139,7 +145,7 @@ pub async fn run(host: &Host, listen: &str) -> anyhow::Result<()> {
     });
     // The API and the scheduler side by side; Ctrl-C stops both, letting
     // requests in flight and a running job finish.
-    let (api, jobs) = tokio::join!(api, crate::scheduler::run(host, stopped));
+    let (api, jobs) = tokio::join!(api, crate::scheduler::run(host, stopped, Some(requests)));
     api?;
     jobs?;
     Ok(())
