@@ -9,11 +9,9 @@ use tower::ServiceExt;
 
 use folkhub_tests::{Setup, TestEnv};
 
-pub async fn post(app: axum::Router, uri: &str) -> (StatusCode, Value) {
-    let response = app
-        .oneshot(Request::post(uri).body(Body::empty()).expect("request"))
-        .await
-        .expect("response");
+/// Sends a request through the router: status and JSON body (null when not JSON).
+async fn send(app: axum::Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = app.oneshot(request).await.expect("response");
     let status = response.status();
     let bytes = response
         .into_body()
@@ -27,22 +25,16 @@ pub async fn post(app: axum::Router, uri: &str) -> (StatusCode, Value) {
     )
 }
 
-pub async fn get(app: axum::Router, uri: &str) -> (StatusCode, Value) {
-    let response = app
-        .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
-        .await
-        .expect("response");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+pub async fn post(app: axum::Router, uri: &str) -> (StatusCode, Value) {
+    send(
+        app,
+        Request::post(uri).body(Body::empty()).expect("request"),
     )
+    .await
+}
+
+pub async fn get(app: axum::Router, uri: &str) -> (StatusCode, Value) {
+    send(app, Request::get(uri).body(Body::empty()).expect("request")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,34 @@ fn folkhub(dir: &std::path::Path) -> Command {
     c
 }
 
+/// A temporary directory with a folkhub.toml over the repository's
+/// registry (and `extra` TOML appended).
+fn workspace(extra: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::write(
+        dir.path().join("folkhub.toml"),
+        format!(
+            "[store]\nurl = \"sqlite://{}\"\n[registry]\nmanifest = \"{}\"\n[runtime]\ncache_dir = \"{}\"\n{extra}",
+            dir.path().join("f.db").display(),
+            root.join("registry-manifest.toml").display(),
+            root.join("target/test-cache").display(),
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// Runs the binary: exit code, stdout, stderr.
+fn run_in(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = folkhub(dir).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn a_malformed_id_is_explained_and_fails() {
     let dir = tempfile::tempdir().unwrap();
@@ -70,18 +98,7 @@ fn version_lists_the_contract_versions() {
 
 #[test]
 fn outdated_warns_before_the_deadline_and_says_unsupported_after_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    std::fs::write(
-        dir.path().join("folkhub.toml"),
-        format!(
-            "[store]\nurl = \"sqlite://{}\"\n[registry]\nmanifest = \"{}\"\n[runtime]\ncache_dir = \"{}\"\n",
-            dir.path().join("f.db").display(),
-            root.join("registry-manifest.toml").display(),
-            root.join("target/test-cache").display(),
-        ),
-    )
-    .unwrap();
+    let dir = workspace("");
     let install = folkhub(dir.path())
         .args([
             "connectors",
@@ -154,26 +171,9 @@ fn outdated_warns_before_the_deadline_and_says_unsupported_after_it() {
 
 #[test]
 fn upgrade_rollback_pin_and_history_from_the_command_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    std::fs::write(
-        dir.path().join("folkhub.toml"),
-        format!(
-            "[store]\nurl = \"sqlite://{}\"\n[registry]\nmanifest = \"{}\"\n[runtime]\ncache_dir = \"{}\"\n[connectors.krr]\ngrant_hosts = [\"https://test.kontaktregisteret.no\"]\n",
-            dir.path().join("f.db").display(),
-            root.join("registry-manifest.toml").display(),
-            root.join("target/test-cache").display(),
-        ),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let out = folkhub(dir.path()).args(args).output().unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let dir =
+        workspace("[connectors.krr]\ngrant_hosts = [\"https://test.kontaktregisteret.no\"]\n");
+    let run = |args: &[&str]| run_in(dir.path(), args);
     let (code, _, err) = run(&["connectors", "install", "krr", "--version", "1.0.1"]);
     assert_eq!(code, Some(0), "{err}");
     // Not newer, unknown, and --set without --dry-run: refused with what to do.
@@ -263,25 +263,8 @@ fn an_unknown_legal_basis_is_named_with_the_profiles() {
 
 #[test]
 fn overrides_and_conflicts_explain_bad_input() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    std::fs::write(
-        dir.path().join("folkhub.toml"),
-        format!(
-            "[store]\nurl = \"sqlite://{}\"\n[registry]\nmanifest = \"{}\"\n",
-            dir.path().join("f.db").display(),
-            root.join("registry-manifest.toml").display(),
-        ),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let out = folkhub(dir.path()).args(args).output().unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let dir = workspace("");
+    let run = |args: &[&str]| run_in(dir.path(), args);
     let (code, _, err) = run(&[
         "overrides",
         "add",
