@@ -328,5 +328,97 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(runtime_benches, benches);
+/// 1,000 Folkeregisteret persons as the host stores them.
+fn freg_persons() -> Vec<FoundPerson> {
+    let (_, body) = bodies()
+        .into_iter()
+        .find(|(r, _)| *r == "folkeregister")
+        .unwrap();
+    use connector_folkeregister::mapping;
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut warnings = Vec::new();
+    mapping::map_bulk(&json, &mut warnings)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, outcome)| match outcome {
+            mapping::Outcome::Found(p) => Some(to_core(
+                p.ids,
+                p.fields
+                    .into_iter()
+                    .map(|f| (f.path.to_string(), f.value, f.labels))
+                    .collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn batch(persons: &[FoundPerson], at: chrono::DateTime<chrono::Utc>) -> folkhub_store::Batch {
+    folkhub_store::Batch {
+        source: "folkeregister".into(),
+        release: "1.0.1".into(),
+        retrieved: at,
+        persons: persons.to_vec(),
+        cursor: Some("1".into()),
+        reason: "bench".into(),
+    }
+}
+
+/// The store's side of a sync (DESIGN §8): applying register answers to
+/// SQLite, new persons (a first full sync or a feed of new persons) and a
+/// refresh that changes nothing; in batches of 500 as the sync writes them.
+fn store_benches(c: &mut Criterion) {
+    use folkhub_store::PersonStore;
+    use folkhub_store::sqlite::SqliteStore;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let persons = freg_persons();
+    assert_eq!(persons.len(), 1000);
+    let mut group = c.benchmark_group("store: apply 1,000 Folkeregisteret persons (2 batches)");
+    group.sample_size(10);
+    group.bench_function("new persons (fresh store)", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                let store = rt
+                    .block_on(SqliteStore::open(
+                        &dir.path().join("b.db"),
+                        Default::default(),
+                    ))
+                    .unwrap();
+                let started = std::time::Instant::now();
+                for chunk in persons.chunks(500) {
+                    rt.block_on(store.apply(batch(chunk, chrono::Utc::now())))
+                        .unwrap();
+                }
+                total += started.elapsed();
+            }
+            total
+        })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = rt
+        .block_on(SqliteStore::open(
+            &dir.path().join("u.db"),
+            Default::default(),
+        ))
+        .unwrap();
+    for chunk in persons.chunks(500) {
+        rt.block_on(store.apply(batch(chunk, chrono::Utc::now())))
+            .unwrap();
+    }
+    group.bench_function("unchanged persons (a refresh that changes nothing)", |b| {
+        b.iter(|| {
+            for chunk in persons.chunks(500) {
+                let report = rt
+                    .block_on(store.apply(batch(chunk, chrono::Utc::now())))
+                    .unwrap();
+                assert_eq!(report.persons_unchanged, 500);
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(runtime_benches, benches, store_benches);
 criterion_main!(runtime_benches);
