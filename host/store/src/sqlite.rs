@@ -513,6 +513,8 @@ impl SqliteStore {
             })
             .collect();
         let mut seen = BTreeSet::new();
+        // (path, value, labels, effective) of the statements that are new.
+        let mut fresh: Vec<(&str, String, String, Option<String>)> = Vec::new();
         for field in &person.fields {
             if !seen.insert(field.path.clone()) {
                 continue; // a connector sent a path twice: the first wins
@@ -530,38 +532,53 @@ impl SqliteStore {
             {
                 continue;
             }
-            report.observations_added += 1;
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO observations (person_id, path, value, labels, source, release, upstream_version, effective_at, retrieved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(key)
-            .bind(&field.path)
-            .bind(&value)
-            .bind(&labels)
-            .bind(&batch.source)
-            .bind(&batch.release)
-            .bind(&person.upstream_version)
-            .bind(&effective)
-            .bind(&at)
-            .fetch_one(&mut **tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO current_observations (person_id, source, path, observation_id, value, labels, release, upstream_version, effective_at, retrieved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            fresh.push((field.path.as_str(), value, labels, effective));
+        }
+        if !fresh.is_empty() {
+            // One multi-row insert into the log and one into its index: the
+            // rows get consecutive ids in VALUES order (one writer, one
+            // transaction), the last of which SQLite reports.
+            report.observations_added += fresh.len() as u64;
+            let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; fresh.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO observations (person_id, path, value, labels, source, release, upstream_version, effective_at, retrieved_at) VALUES {rows}"
+            );
+            let mut q = sqlx::query(&sql);
+            for (path, value, labels, effective) in &fresh {
+                q = q
+                    .bind(key)
+                    .bind(*path)
+                    .bind(value)
+                    .bind(labels)
+                    .bind(&batch.source)
+                    .bind(&batch.release)
+                    .bind(&person.upstream_version)
+                    .bind(effective)
+                    .bind(&at);
+            }
+            let last = q.execute(&mut **tx).await?.last_insert_rowid();
+            let first = last - fresh.len() as i64 + 1;
+            let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; fresh.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO current_observations (person_id, source, path, observation_id, value, labels, release, upstream_version, effective_at, retrieved_at) VALUES {rows}
                  ON CONFLICT (person_id, source, path) DO UPDATE SET observation_id = excluded.observation_id, value = excluded.value, labels = excluded.labels,
-                 release = excluded.release, upstream_version = excluded.upstream_version, effective_at = excluded.effective_at, retrieved_at = excluded.retrieved_at",
-            )
-            .bind(key)
-            .bind(&batch.source)
-            .bind(&field.path)
-            .bind(id)
-            .bind(&value)
-            .bind(&labels)
-            .bind(&batch.release)
-            .bind(&person.upstream_version)
-            .bind(&effective)
-            .bind(&at)
-            .execute(&mut **tx)
-            .await?;
+                 release = excluded.release, upstream_version = excluded.upstream_version, effective_at = excluded.effective_at, retrieved_at = excluded.retrieved_at"
+            );
+            let mut q = sqlx::query(&sql);
+            for (i, (path, value, labels, effective)) in fresh.iter().enumerate() {
+                q = q
+                    .bind(key)
+                    .bind(&batch.source)
+                    .bind(*path)
+                    .bind(first + i as i64)
+                    .bind(value)
+                    .bind(labels)
+                    .bind(&batch.release)
+                    .bind(&person.upstream_version)
+                    .bind(effective)
+                    .bind(&at);
+            }
+            q.execute(&mut **tx).await?;
         }
         // Whatever the source said before and no longer says is retracted.
         for path in current.keys() {
@@ -1829,6 +1846,15 @@ mod tests {
                     .unwrap()
                     .map(|p| p.record)
                     .unwrap_or_default();
+                // The index points at the log rows it copies.
+                let wrong: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM current_observations co JOIN observations o ON o.id = co.observation_id
+                     WHERE o.path <> co.path OR o.value <> co.value OR o.source <> co.source OR o.person_id <> co.person_id",
+                )
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+                assert_eq!(wrong, 0, "case {case}");
                 // Rebuilding from the log gives what was applied incrementally.
                 let rebuilt = store.rebuild(false).await.unwrap();
                 assert!(rebuilt.differing.is_empty(), "case {case}: {rebuilt:?}");
