@@ -12,6 +12,23 @@ use folkhub_runtime::{Connector, ConnectorSettings, Limits, Runtime};
 use folkhub_store::sqlite::SqliteStore;
 use folkhub_store::{Installation, PersonStore};
 
+/// The time overrides expire by: the start of `today` when it is set
+/// (`FOLKHUB_TODAY`), else now.
+fn clock(today: Option<chrono::NaiveDate>) -> chrono::DateTime<Utc> {
+    today
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or_else(Utc::now, |t| t.and_utc())
+}
+
+/// The merge rules of a config: its `[merge.groups]` over the defaults.
+fn rules_of(config: &Config) -> MergeRules {
+    let mut rules = MergeRules::default();
+    for (group, sources) in &config.merge.groups {
+        rules.groups.insert(group.clone(), sources.clone());
+    }
+    rules
+}
+
 /// Everything a command needs.
 pub struct Host {
     pub config: Config,
@@ -34,24 +51,12 @@ impl Host {
             Err(_) => None,
         };
         let manifest = Manifest::load(&config.registry.manifest)?;
-        let mut rules = MergeRules::default();
-        for (group, sources) in &config.merge.groups {
-            rules.groups.insert(group.clone(), sources.clone());
-        }
-        // (Host::rules gives the same for callers after open.)
-        let store = SqliteStore::open(&config.sqlite_path(), rules)
+        let store = SqliteStore::open(&config.sqlite_path(), rules_of(&config))
             .await
             .with_context(|| format!("opening the store {}", config.store.url))?;
         // Overrides whose expiry passed end now (by the same clock as
         // deadlines), so every command sees them ended.
-        let at = match today {
-            Some(day) => day
-                .and_hms_opt(0, 0, 0)
-                .map(|t| t.and_utc())
-                .unwrap_or_else(Utc::now),
-            None => Utc::now(),
-        };
-        let expired = store.expire_overrides(at).await?;
+        let expired = store.expire_overrides(clock(today)).await?;
         if !expired.is_empty() {
             tracing::info!("overrides expired: {expired:?}");
         }
@@ -300,6 +305,11 @@ impl Host {
         Ok(())
     }
 
+    /// The time overrides expire by (see [`Host::today`]).
+    pub fn now(&self) -> chrono::DateTime<Utc> {
+        clock(self.today)
+    }
+
     /// Today for deadlines and support states: `FOLKHUB_TODAY` (read at
     /// open) or the field set by a caller, so an admin can rehearse a
     /// deadline and tests can move the clock; otherwise the real date.
@@ -451,11 +461,7 @@ impl Host {
 
     /// The merge rules from `folkhub.toml` over the defaults.
     pub fn rules(&self) -> MergeRules {
-        let mut rules = MergeRules::default();
-        for (group, sources) in &self.config.merge.groups {
-            rules.groups.insert(group.clone(), sources.clone());
-        }
-        rules
+        rules_of(&self.config)
     }
 
     /// Checks an upgrade without changing anything: the target exists, is

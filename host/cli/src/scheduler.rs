@@ -63,11 +63,7 @@ pub async fn run_job(host: &Host, name: &str, quiet: bool) -> anyhow::Result<Str
             ))
         }
         "expire-overrides" => {
-            let now = host
-                .today
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map_or_else(Utc::now, |t| t.and_utc());
-            let ended = host.store().expire_overrides(now).await?;
+            let ended = host.store().expire_overrides(host.now()).await?;
             Ok(format!("{} overrides expired", ended.len()))
         }
         other => bail!("job {name}: unknown kind {other:?}"),

@@ -129,11 +129,7 @@ impl Runtime {
             Support::Deprecated { removal, .. } => Some(format!(
                 "{connector} {version} is built on folkhub:connector {contract}; major {} is deprecated on this host and removed after {removal}: ask the vendor for a release on {}",
                 major.major,
-                negotiate::SUPPORTED
-                    .iter()
-                    .map(|s| s.newest)
-                    .max()
-                    .unwrap_or(contract)
+                negotiate::newest()
             )),
         };
         let link_error = |e: wasmtime::Error| InstallError::Link {

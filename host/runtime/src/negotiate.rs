@@ -106,6 +106,19 @@ pub const SUPPORTED: &[SupportedMajor] = &[
     },
 ];
 
+/// The newest contract version this host runs.
+pub fn newest() -> ContractVersion {
+    SUPPORTED
+        .iter()
+        .map(|s| s.newest)
+        .max()
+        .unwrap_or(ContractVersion {
+            major: 0,
+            minor: 0,
+            patch: 0,
+        })
+}
+
 /// The export that carries the version.
 pub const SOURCE_INTERFACE: &str = "folkhub:connector/source";
 

@@ -376,6 +376,17 @@ fn change_from(r: &sqlx::sqlite::SqliteRow) -> Result<PersonChange, StoreError> 
     })
 }
 
+/// What a person's merged record is computed from: each source's current
+/// statement per field, and the open overrides.
+async fn current_candidates(
+    tx: &mut Transaction<'_, Sqlite>,
+    key: i64,
+) -> Result<BTreeMap<String, Vec<Candidate>>, StoreError> {
+    let mut out = load_candidates(tx, key).await?;
+    override_candidates(tx, key, &mut out).await?;
+    Ok(out)
+}
+
 /// Open overrides of a person as candidates (source `override`).
 async fn override_candidates(
     tx: &mut Transaction<'_, Sqlite>,
@@ -756,8 +767,7 @@ impl SqliteStore {
         reason: &str,
         report: &mut ApplyReport,
     ) -> Result<(), StoreError> {
-        let mut candidates = load_candidates(tx, key).await?;
-        override_candidates(tx, key, &mut candidates).await?;
+        let candidates = current_candidates(tx, key).await?;
         let merged = merge::merge(&self.rules, &candidates);
         let previous = sqlx::query("SELECT record, version FROM merged WHERE person_id = ?")
             .bind(key)
@@ -1536,8 +1546,7 @@ impl PersonStore for SqliteStore {
         person: i64,
     ) -> Result<BTreeMap<String, Vec<Candidate>>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let mut out = load_candidates(&mut tx, person).await?;
-        override_candidates(&mut tx, person, &mut out).await?;
+        let out = current_candidates(&mut tx, person).await?;
         tx.commit().await?;
         Ok(out)
     }

@@ -205,13 +205,7 @@ impl<'a> Runner<'a> {
                 .store_batch(persons, if i == last { cursor.clone() } else { None })
                 .await
             {
-                // The cursor did not move: the page is read again next run,
-                // and re-applying what was stored changes nothing.
-                return Err(CallError::Host {
-                    connector: self.connector.id.clone(),
-                    version: self.connector.version.clone(),
-                    message: "the store refused a batch; stopped without moving the cursor".into(),
-                });
+                return Err(self.refused());
             }
             if let Some(report) = self.options.progress {
                 report(Progress {
@@ -289,11 +283,18 @@ impl<'a> Runner<'a> {
             self.progress().await;
             Ok(())
         } else {
-            Err(CallError::Host {
-                connector: self.connector.id.clone(),
-                version: self.connector.version.clone(),
-                message: "the store refused a batch; stopped without moving the cursor".into(),
-            })
+            Err(self.refused())
+        }
+    }
+
+    /// The store refused a batch (its error is recorded): the cursor did
+    /// not move, so the page is read again next run, and re-applying what
+    /// was stored changes nothing.
+    fn refused(&self) -> CallError {
+        CallError::Host {
+            connector: self.connector.id.clone(),
+            version: self.connector.version.clone(),
+            message: "the store refused a batch; stopped without moving the cursor".into(),
         }
     }
 

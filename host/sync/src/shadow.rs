@@ -172,7 +172,7 @@ async fn answers(
                         let Ok(key) = r.key.parse::<i64>() else {
                             continue;
                         };
-                        let answer = r.outcome_fields().map(|f| {
+                        let answer = enriched(r.outcome).map(|f| {
                             f.map(|fields| Answer {
                                 fields,
                                 ids: vec![],
@@ -233,17 +233,12 @@ fn record(fields: Result<Option<Answer>, String>, tally: &mut ReleaseAnswers) ->
     }
 }
 
-trait OutcomeFields {
-    fn outcome_fields(self) -> Result<Option<Vec<Observation>>, String>;
-}
-
-impl OutcomeFields for folkhub_core::contract::EnrichResult {
-    fn outcome_fields(self) -> Result<Option<Vec<Observation>>, String> {
-        match self.outcome {
-            EnrichOutcome::Found(fields) => Ok(Some(fields)),
-            EnrichOutcome::NotFound => Ok(None),
-            EnrichOutcome::Failed(e) => Err(e.to_string()),
-        }
+/// What an enriching source answered for one location.
+fn enriched(outcome: EnrichOutcome) -> Result<Option<Vec<Observation>>, String> {
+    match outcome {
+        EnrichOutcome::Found(fields) => Ok(Some(fields)),
+        EnrichOutcome::NotFound => Ok(None),
+        EnrichOutcome::Failed(e) => Err(e.to_string()),
     }
 }
 

@@ -55,11 +55,7 @@ pub async fn outdated(host: &Host) -> anyhow::Result<()> {
                 .find(|s| s.major == version.major)
             && let folkhub_runtime::negotiate::Support::Deprecated { removal, .. } = major.support
         {
-            let newest = folkhub_runtime::SUPPORTED
-                .iter()
-                .map(|s| s.newest)
-                .max()
-                .unwrap_or(version);
+            let newest = folkhub_runtime::negotiate::newest();
             let on_newer = host
                 .manifest
                 .releases_of(&i.connector)
