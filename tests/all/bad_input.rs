@@ -1,41 +1,11 @@
 //! Malformed IDs get clear errors from the CLI and 400 with a code from the
 //! API; unknown IDs are 404.
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use serde_json::Value;
-use tower::ServiceExt;
+use axum::http::StatusCode;
 
 use folkhub_tests::{Setup, TestEnv};
 
-/// Sends a request through the router: status and JSON body (null when not JSON).
-async fn send(app: axum::Router, request: Request<Body>) -> (StatusCode, Value) {
-    let response = app.oneshot(request).await.expect("response");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
-pub async fn post(app: axum::Router, uri: &str) -> (StatusCode, Value) {
-    send(
-        app,
-        Request::post(uri).body(Body::empty()).expect("request"),
-    )
-    .await
-}
-
-pub async fn get(app: axum::Router, uri: &str) -> (StatusCode, Value) {
-    send(app, Request::get(uri).body(Body::empty()).expect("request")).await
-}
+use crate::api::{Api, get};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_and_cli_explain_bad_ids() {
@@ -58,10 +28,7 @@ async fn api_and_cli_explain_bad_ids() {
     )
     .await
     .expect("sync");
-    let state = folkhub_cli::commands::serve::state(&env.host)
-        .await
-        .expect("state");
-    let app = folkhub_api::app(state);
+    let app = Api::new(&env.host, "full", true).await;
 
     let truth = env.sim.truth_for(&["folkeregister", "krr"]).await;
     let id = truth[0].ids.last().expect("id").clone();

@@ -243,8 +243,8 @@ async fn the_scheduler_runs_jobs_on_their_schedule_and_stops_cleanly() {
     let mut state = folkhub_cli::commands::serve::state(&host)
         .await
         .expect("state");
-    let no_scheduler = folkhub_api::app(state.clone());
-    let (status, body) = crate::bad_input::post(no_scheduler, "/v1/jobs/krr-feed/run").await;
+    let no_scheduler = crate::api::Api::with_state(state.clone(), "full", true).await;
+    let (status, body) = crate::api::post(no_scheduler, "/v1/jobs/krr-feed/run").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (
@@ -257,25 +257,25 @@ async fn the_scheduler_runs_jobs_on_their_schedule_and_stops_cleanly() {
         names: std::sync::Arc::new(vec!["krr-feed".into(), "leap-refresh".into()]),
         sender: queue,
     });
-    let app = folkhub_api::app(state);
-    let (status, _) = crate::bad_input::post(app.clone(), "/v1/jobs/krr-feed/run").await;
+    let app = crate::api::Api::with_state(state, "full", true).await;
+    let (status, _) = crate::api::post(app.clone(), "/v1/jobs/krr-feed/run").await;
     assert_eq!(status, axum::http::StatusCode::ACCEPTED);
     assert_eq!(requests.recv().await.as_deref(), Some("krr-feed"));
-    let (status, body) = crate::bad_input::post(app.clone(), "/v1/jobs/nightly/run").await;
+    let (status, body) = crate::api::post(app.clone(), "/v1/jobs/nightly/run").await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (axum::http::StatusCode::NOT_FOUND, Some("job-not-found"))
     );
-    let (status, body) = crate::bad_input::get(app.clone(), "/v1/jobs/runs?limit=2").await;
+    let (status, body) = crate::api::get(app.clone(), "/v1/jobs/runs?limit=2").await;
     assert_eq!(status, axum::http::StatusCode::OK, "{body}");
     assert_eq!(body["runs"][0]["job"], "leap-refresh");
     let id = body["runs"][0]["id"].as_i64().expect("id");
-    let (status, body) = crate::bad_input::get(app.clone(), &format!("/v1/jobs/runs/{id}")).await;
+    let (status, body) = crate::api::get(app.clone(), &format!("/v1/jobs/runs/{id}")).await;
     assert_eq!(
         (status, body["status"].as_str()),
         (axum::http::StatusCode::OK, Some("succeeded"))
     );
-    let (status, _) = crate::bad_input::get(app, "/v1/jobs/runs/99999").await;
+    let (status, _) = crate::api::get(app, "/v1/jobs/runs/99999").await;
     assert_eq!(status, axum::http::StatusCode::NOT_FOUND);
 }
 

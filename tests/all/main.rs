@@ -4,6 +4,7 @@
 //! `cargo xtask test` does.
 
 mod access;
+mod api;
 mod bad_input;
 mod contract;
 mod crash;

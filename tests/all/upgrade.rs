@@ -302,12 +302,8 @@ async fn the_admin_upgrades_across_an_upstream_sunset_and_a_contract_major_and_r
     );
     assert_eq!(to.digest, digest_101);
     // The same state over the API (the admin's read-only view).
-    let app = folkhub_api::app(
-        folkhub_cli::commands::serve::state(&old_host)
-            .await
-            .expect("state"),
-    );
-    let (status, body) = crate::bad_input::get(app.clone(), "/v1/connectors").await;
+    let app = crate::api::Api::new(&old_host, "full", true).await;
+    let (status, body) = crate::api::get(app.clone(), "/v1/connectors").await;
     assert_eq!(status, axum::http::StatusCode::OK, "{body}");
     let krr = body["connectors"]
         .as_array()
@@ -328,7 +324,7 @@ async fn the_admin_upgrades_across_an_upstream_sunset_and_a_contract_major_and_r
     assert_eq!(krr["upgrade"]["to"], "2.0.0", "{krr}");
     assert_eq!(krr["upgrade"]["deadline"], "2027-05-31");
     assert_eq!(krr["upgrade"]["days_left"], 6);
-    let (status, body) = crate::bad_input::get(app.clone(), "/v1/connectors/krr/history").await;
+    let (status, body) = crate::api::get(app.clone(), "/v1/connectors/krr/history").await;
     assert_eq!(status, axum::http::StatusCode::OK);
     assert_eq!(
         body["history"].as_array().expect("history").len(),
@@ -336,7 +332,7 @@ async fn the_admin_upgrades_across_an_upstream_sunset_and_a_contract_major_and_r
         "{body}"
     );
     assert_eq!(body["history"][2]["action"], "rollback");
-    let (status, body) = crate::bad_input::get(app, "/v1/connectors/nope/history").await;
+    let (status, body) = crate::api::get(app, "/v1/connectors/nope/history").await;
     assert_eq!(status, axum::http::StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "connector-not-installed");
 

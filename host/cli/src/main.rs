@@ -99,8 +99,73 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// API clients: who may read, with which legal basis and purpose.
+    Clients {
+        #[command(subcommand)]
+        command: ClientsCommand,
+    },
+    /// The access log: every read of person data, with client, purpose,
+    /// person, fields and time (oldest first).
+    Audit {
+        /// Only this client's reads.
+        #[arg(long)]
+        client: Option<String>,
+        /// Only reads of this person (any of their IDs).
+        #[arg(long)]
+        person: Option<String>,
+        /// From this day (YYYY-MM-DD) or time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this day or time.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the API's OpenAPI 3.1 document (what GET /v1/openapi.json serves).
+    Openapi,
     /// Contract versions this host supports.
     Version,
+}
+
+#[derive(Subcommand)]
+enum ClientsCommand {
+    /// Create a client; its secret is printed once.
+    Add {
+        /// A name for the access log, e.g. school-oslo.
+        name: String,
+        /// Its legal basis: full, school, benefits, directory or one of
+        /// [legal_bases] in folkhub.toml.
+        #[arg(long)]
+        basis: String,
+        /// What it reads person data for (written with every read).
+        #[arg(long)]
+        purpose: String,
+        /// How it sends its secret: api-key (X-API-Key) or bearer
+        /// (Authorization: Bearer).
+        #[arg(long, default_value = "api-key")]
+        auth: String,
+        /// May read the admin routes (connectors, jobs, costs, conflicts,
+        /// overrides, clients, the access log).
+        #[arg(long)]
+        admin: bool,
+        /// Requests per second (per host).
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+    },
+    /// Every client (never secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a client: its secret stops working at once.
+    Revoke {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -258,6 +323,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Credentials {
             command: CredentialsCommand::GenerateKey { out },
         } => commands::credentials::generate_key(&out),
+        Command::Openapi => {
+            println!("{}", folkhub_api::openapi().to_pretty_json()?);
+            Ok(())
+        }
         Command::Version => {
             println!("folkhub {}", env!("CARGO_PKG_VERSION"));
             for s in folkhub_runtime::SUPPORTED {
@@ -330,13 +399,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     } else {
                         commands::person::Form::Text
                     };
-                    let basis = commands::person::basis(&basis)?;
+                    let basis = commands::person::basis(&host, &basis)?;
                     commands::person::get(&host, &id, form, &basis).await
                 }
                 Command::Person {
                     command: PersonCommand::History { id, basis },
                 } => {
-                    let basis = commands::person::basis(&basis)?;
+                    let basis = commands::person::basis(&host, &basis)?;
                     commands::person::history(&host, &id, &basis).await
                 }
                 Command::Connectors {
@@ -465,8 +534,59 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Identity {
                     command: IdentityCommand::Undo { id, reason },
                 } => commands::overrides::undo_link(&host, id, &reason, &actor()).await,
+                Command::Clients {
+                    command:
+                        ClientsCommand::Add {
+                            name,
+                            basis,
+                            purpose,
+                            auth,
+                            admin,
+                            rate,
+                        },
+                } => commands::clients::add(
+                    &host,
+                    commands::clients::AddClient {
+                        name: &name,
+                        basis: &basis,
+                        purpose: &purpose,
+                        auth: &auth,
+                        admin,
+                        rate,
+                    },
+                    &actor(),
+                )
+                .await
+                .map(|_| ()),
+                Command::Clients {
+                    command: ClientsCommand::List { json },
+                } => commands::clients::list(&host, json).await,
+                Command::Clients {
+                    command: ClientsCommand::Revoke { name, reason },
+                } => commands::clients::revoke(&host, &name, &reason, &actor()).await,
+                Command::Audit {
+                    client,
+                    person,
+                    since,
+                    until,
+                    limit,
+                    json,
+                } => {
+                    commands::clients::audit(
+                        &host,
+                        commands::clients::AuditFilter {
+                            client: client.as_deref(),
+                            person: person.as_deref(),
+                            since: since.as_deref(),
+                            until: until.as_deref(),
+                            limit,
+                            json,
+                        },
+                    )
+                    .await
+                }
                 Command::Rebuild { check } => commands::person::rebuild(&host, check).await,
-                Command::Credentials { .. } | Command::Version => Ok(()),
+                Command::Credentials { .. } | Command::Version | Command::Openapi => Ok(()),
             }
         }
     }

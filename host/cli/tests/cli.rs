@@ -235,13 +235,11 @@ fn upgrade_rollback_pin_and_history_from_the_command_line() {
 }
 
 #[test]
-fn an_unknown_legal_basis_is_named_with_the_profiles() {
+fn legal_bases_and_clients_are_checked_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("folkhub.toml"),
-        "[server]\nlegal_basis = \"teacher\"\n",
-    )
-    .unwrap();
+    let config = dir.path().join("folkhub.toml");
+    // The old one-basis-for-everyone key says what replaced it.
+    std::fs::write(&config, "[server]\nlegal_basis = \"school\"\n").unwrap();
     let out = folkhub(dir.path())
         .args(["connectors", "list"])
         .output()
@@ -249,16 +247,109 @@ fn an_unknown_legal_basis_is_named_with_the_profiles() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("server.legal_basis")
-            && stderr.contains("\"teacher\"")
-            && stderr.contains("full, school, benefits, directory"),
+        stderr.contains("server.legal_basis") && stderr.contains("folkhub clients add"),
         "{stderr}"
     );
+    // A basis of the operator's own: its groups and markers are checked.
+    std::fs::write(
+        &config,
+        "[legal_bases.teacher]\ngroups = [\"name\", \"shoe\"]\nmarkers = [\"SECRET\"]\n",
+    )
+    .unwrap();
     let out = folkhub(dir.path())
-        .args(["person", "get", "03851598730", "--basis", "teacher"])
+        .args(["connectors", "list"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("legal_bases.teacher.groups")
+            && stderr.contains("\"shoe\" is not a field group")
+            && stderr.contains("legal_bases.teacher.markers"),
+        "{stderr}"
+    );
+    let dir = workspace("[legal_bases.teacher]\ngroups = [\"name\", \"birth\", \"contact\"]\n");
+    let out = folkhub(dir.path())
+        .args([
+            "clients",
+            "add",
+            "school-a",
+            "--basis",
+            "coach",
+            "--purpose",
+            "pupils",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"coach\"") && stderr.contains("teacher"),
+        "{stderr}"
+    );
+    let out = folkhub(dir.path())
+        .args([
+            "clients",
+            "add",
+            "school-a",
+            "--basis",
+            "teacher",
+            "--purpose",
+            "pupils of class 3b",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("X-API-Key: fh_"), "{stdout}");
+    let out = folkhub(dir.path())
+        .args([
+            "clients",
+            "add",
+            "school-a",
+            "--basis",
+            "teacher",
+            "--purpose",
+            "again",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists already"));
+    let out = folkhub(dir.path())
+        .args(["clients", "list"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("school-a") && stdout.contains("active"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("fh_"), "no secret is listed: {stdout}");
+    let out = folkhub(dir.path())
+        .args(["clients", "revoke", "school-a", "--reason", "term ended"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = folkhub(dir.path())
+        .args(["clients", "list"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked"));
+    let out = folkhub(dir.path())
+        .args(["person", "get", "03851598730", "--basis", "coach"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = folkhub(dir.path())
+        .args(["audit", "--since", "yesterday"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("YYYY-MM-DD"));
 }
 
 #[test]

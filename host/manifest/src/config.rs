@@ -28,6 +28,55 @@ pub struct Config {
     pub merge: MergeConfig,
     /// Scheduled jobs `folkhub serve` runs (and `folkhub jobs run NAME`).
     pub jobs: BTreeMap<String, JobConfig>,
+    /// Legal bases of the operator's own, beside the built-in profiles
+    /// (`full`, `school`, `benefits`, `directory`); API clients hold one.
+    pub legal_bases: BTreeMap<String, BasisConfig>,
+}
+
+/// A legal basis defined in folkhub.toml: which field groups its clients
+/// read and which protected values they may see.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasisConfig {
+    /// Field groups (`name`, `birth`, `address`, ...); empty: every group.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The strictest Norwegian address protection whose values it sees
+    /// (`UGRADERT`, the default: none of them; `FORTROLIG`, ...).
+    #[serde(default)]
+    pub max_protection: Option<folkhub_core::labels::Protection>,
+    /// Other markers it sees past: `SEKRETESSMARKERING`,
+    /// `SKYDDAD_FOLKBOKFORING`, `TURVAKIELTO`.
+    #[serde(default)]
+    pub markers: Vec<String>,
+}
+
+impl Config {
+    /// Every legal basis a client may hold: the built-in profiles and
+    /// `[legal_bases]`.
+    pub fn legal_bases(&self) -> BTreeMap<String, folkhub_core::access::LegalBasis> {
+        let mut out: BTreeMap<String, folkhub_core::access::LegalBasis> =
+            folkhub_core::access::LegalBasis::PROFILES
+                .iter()
+                .filter_map(|n| {
+                    folkhub_core::access::LegalBasis::profile(n).map(|b| (n.to_string(), b))
+                })
+                .collect();
+        for (name, b) in &self.legal_bases {
+            out.insert(
+                name.clone(),
+                folkhub_core::access::LegalBasis {
+                    name: name.clone(),
+                    groups: b.groups.clone(),
+                    max_protection: b
+                        .max_protection
+                        .unwrap_or(folkhub_core::labels::Protection::Ugradert),
+                    markers: b.markers.clone(),
+                },
+            );
+        }
+        out
+    }
 }
 
 /// One scheduled job.
@@ -82,9 +131,10 @@ pub struct StoreConfig {
 pub struct ServerConfig {
     /// Address the API listens on.
     pub listen: String,
-    /// The legal basis of the API's readers until API clients have their
-    /// own: a built-in profile (`full`, `school`, `benefits`, `directory`).
-    pub legal_basis: String,
+    /// Replaced by each API client's own legal basis; refused with a
+    /// pointer to `folkhub clients add` when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legal_basis: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,7 +279,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:8080".into(),
-            legal_basis: "full".into(),
+            legal_basis: None,
         }
     }
 }
@@ -342,15 +392,53 @@ impl Config {
                 message: format!("{:?} is not IP:PORT", self.server.listen),
             });
         }
-        if folkhub_core::access::LegalBasis::profile(&self.server.legal_basis).is_none() {
+        if let Some(basis) = &self.server.legal_basis {
             problems.push(Problem {
                 path: "server.legal_basis".into(),
                 message: format!(
-                    "{:?} is not a legal-basis profile; use one of {}",
-                    self.server.legal_basis,
-                    folkhub_core::access::LegalBasis::PROFILES.join(", ")
+                    "{basis:?}: the API no longer has one basis for every reader; remove this \
+                     line and give each client its own (`folkhub clients add NAME --basis {basis} \
+                     --purpose ...`)"
                 ),
             });
+        }
+        for (name, b) in &self.legal_bases {
+            let path = format!("legal_bases.{name}");
+            if folkhub_core::access::LegalBasis::PROFILES.contains(&name.as_str()) {
+                problems.push(Problem {
+                    path: path.clone(),
+                    message: format!("{name} is a built-in profile; choose another name"),
+                });
+            }
+            for group in &b.groups {
+                if !folkhub_core::fields::CATALOGUE
+                    .iter()
+                    .any(|f| f.group == group)
+                {
+                    let groups: std::collections::BTreeSet<&str> = folkhub_core::fields::CATALOGUE
+                        .iter()
+                        .map(|f| f.group)
+                        .collect();
+                    problems.push(Problem {
+                        path: format!("{path}.groups"),
+                        message: format!(
+                            "{group:?} is not a field group; groups: {}",
+                            groups.into_iter().collect::<Vec<_>>().join(", ")
+                        ),
+                    });
+                }
+            }
+            for marker in &b.markers {
+                if !folkhub_core::access::MARKERS.contains(&marker.as_str()) {
+                    problems.push(Problem {
+                        path: format!("{path}.markers"),
+                        message: format!(
+                            "{marker:?} is not a marker; use {}",
+                            folkhub_core::access::MARKERS.join(", ")
+                        ),
+                    });
+                }
+            }
         }
         if self.runtime.call_timeout_ms == 0 {
             problems.push(Problem {

@@ -23,6 +23,41 @@ pub trait PersonStore: Send + Sync {
     /// A person by any of their identifiers (normalised value).
     async fn person(&self, id: &str) -> Result<Option<StoredPerson>, StoreError>;
 
+    /// Persons by identifiers (normalised values), looked up together:
+    /// each ID with its person, `None` when no stored person has it.
+    async fn persons(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, Option<StoredPerson>)>, StoreError>;
+
+    /// Persons a search matches, in key order, with a key above `after`
+    /// (at most `limit`). Persons merged into another are not listed.
+    async fn search(
+        &self,
+        search: &Search,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredPerson>, StoreError>;
+
+    /// Registers an API client. Refused when the name is taken.
+    async fn add_client(&self, client: NewClient) -> Result<Client, StoreError>;
+    /// Every client, revoked ones included, by name.
+    async fn clients(&self) -> Result<Vec<Client>, StoreError>;
+    /// The client (not revoked) whose secret has this SHA-256.
+    async fn client_by_secret(&self, secret_sha256: &str) -> Result<Option<Client>, StoreError>;
+    /// Revokes a client (its row stays for the access log). False when no
+    /// client of this name is active.
+    async fn revoke_client(
+        &self,
+        name: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError>;
+    /// Appends entries to the access log, in one transaction.
+    async fn log_access(&self, entries: &[AccessEntry]) -> Result<(), StoreError>;
+    /// Reads the access log.
+    async fn access_log(&self, query: &AccessQuery) -> Result<Vec<AccessRecord>, StoreError>;
+
     /// A person by the store's key.
     async fn person_by_key(&self, key: i64) -> Result<Option<StoredPerson>, StoreError>;
 

@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "overrides and conflicts",
         include_str!("../migrations/sqlite/0002_overrides_conflicts.sql"),
     ),
+    (
+        3,
+        "clients and access log",
+        include_str!("../migrations/sqlite/0003_clients_access_log.sql"),
+    ),
 ];
 
 pub struct SqliteStore {
@@ -135,6 +140,76 @@ impl SqliteStore {
                 .await?,
         )
     }
+
+    /// Persons by their (surviving) keys, with three queries per chunk
+    /// instead of three per person.
+    async fn load_persons(&self, keys: &[i64]) -> Result<BTreeMap<i64, StoredPerson>, StoreError> {
+        let mut out = BTreeMap::new();
+        for chunk in keys.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let mut ids: BTreeMap<i64, Vec<StoredId>> = BTreeMap::new();
+            let sql = format!(
+                "SELECT person_id, scheme, value, active FROM identifiers WHERE person_id IN ({marks}) ORDER BY person_id, active DESC, first_seen"
+            );
+            let mut query = sqlx::query(&sql);
+            for key in chunk {
+                query = query.bind(key);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                ids.entry(row.get("person_id")).or_default().push(StoredId {
+                    scheme: row.get("scheme"),
+                    value: row.get("value"),
+                    active: row.get("active"),
+                });
+            }
+            let sql = format!(
+                "SELECT person_id, record, version, updated_at FROM merged WHERE person_id IN ({marks})"
+            );
+            let mut query = sqlx::query(&sql);
+            for key in chunk {
+                query = query.bind(key);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                let key: i64 = row.get("person_id");
+                let record: String = row.get("record");
+                out.insert(
+                    key,
+                    StoredPerson {
+                        key,
+                        ids: ids.remove(&key).unwrap_or_default(),
+                        record: serde_json::from_str(&record)
+                            .map_err(|e| corrupt("merged record", e))?,
+                        version: row.get("version"),
+                        updated_at: parse_ts(row.get::<&str, _>("updated_at"))?,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn client_from(row: &sqlx::sqlite::SqliteRow) -> Result<Client, StoreError> {
+    let auth: String = row.get("auth");
+    let opt_ts = |name: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        row.get::<Option<&str>, _>(name).map(parse_ts).transpose()
+    };
+    Ok(Client {
+        id: row.get("id"),
+        name: row.get("name"),
+        auth: ClientAuth::parse(&auth).ok_or_else(|| corrupt("client auth", &auth))?,
+        basis: row.get("basis"),
+        purpose: row.get("purpose"),
+        admin: row.get("admin"),
+        rate_limit: row
+            .get::<i64, _>("rate_limit")
+            .clamp(0, i64::from(u32::MAX)) as u32,
+        created_at: parse_ts(row.get::<&str, _>("created_at"))?,
+        created_by: row.get("created_by"),
+        revoked_at: opt_ts("revoked_at")?,
+        revoked_by: row.get("revoked_by"),
+        revoked_reason: row.get("revoked_reason"),
+    })
 }
 
 /// Finds or creates the person a record belongs to, and links its IDs.
@@ -971,6 +1046,213 @@ impl PersonStore for SqliteStore {
         self.person_by_key(key).await
     }
 
+    async fn persons(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<(String, Option<StoredPerson>)>, StoreError> {
+        let mut owner: BTreeMap<String, i64> = BTreeMap::new();
+        for chunk in ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let sql = format!(
+                "SELECT i.value, COALESCE(p.merged_into, p.id) AS key FROM identifiers i JOIN persons p ON p.id = i.person_id WHERE i.value IN ({marks})"
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                owner.insert(row.get("value"), row.get("key"));
+            }
+        }
+        let keys: BTreeSet<i64> = owner.values().copied().collect();
+        let persons = self
+            .load_persons(&keys.into_iter().collect::<Vec<_>>())
+            .await?;
+        Ok(ids
+            .iter()
+            .map(|id| {
+                let person = owner.get(id).and_then(|key| persons.get(key)).cloned();
+                (id.clone(), person)
+            })
+            .collect())
+    }
+
+    async fn search(
+        &self,
+        search: &Search,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredPerson>, StoreError> {
+        let keys: Vec<i64> = match search {
+            Search::IdPrefix(prefix) => {
+                // A range over the identifier index: every value that
+                // starts with the prefix sorts between it and prefix + U+FFFF.
+                sqlx::query_scalar(
+                    "SELECT DISTINCT p.id FROM identifiers i JOIN persons p ON p.id = i.person_id
+                     WHERE i.value >= ?1 AND i.value < ?1 || char(65535)
+                       AND p.merged_into IS NULL AND p.id > ?2
+                     ORDER BY p.id LIMIT ?3",
+                )
+                .bind(prefix)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Search::Name {
+                family,
+                given,
+                birth_date,
+            } => {
+                // The birth date uses the expression index; names compare
+                // case-insensitively by prefix.
+                sqlx::query_scalar(
+                    "SELECT m.person_id FROM merged m JOIN persons p ON p.id = m.person_id
+                     WHERE json_extract(m.record, '$.fields.\"birth.date\".value') = ?1
+                       AND p.merged_into IS NULL AND m.person_id > ?2
+                       AND instr(lower(json_extract(m.record, '$.fields.\"name.family\".value')), lower(?3)) = 1
+                       AND (?4 IS NULL OR instr(lower(json_extract(m.record, '$.fields.\"name.given\".value')), lower(?4)) = 1)
+                     ORDER BY m.person_id LIMIT ?5",
+                )
+                .bind(birth_date)
+                .bind(after)
+                .bind(family)
+                .bind(given.as_deref())
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        let mut persons = self.load_persons(&keys).await?;
+        Ok(keys.iter().filter_map(|k| persons.remove(k)).collect())
+    }
+
+    async fn add_client(&self, client: NewClient) -> Result<Client, StoreError> {
+        let _w = self.writer.lock().await;
+        let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM clients WHERE name = ?")
+            .bind(&client.name)
+            .fetch_optional(&self.pool)
+            .await?;
+        if taken.is_some() {
+            return Err(StoreError::Refused(format!(
+                "a client named {:?} exists already (names stay taken after a revoke, so the access log stays clear); choose another name",
+                client.name
+            )));
+        }
+        let row = sqlx::query("INSERT INTO clients (name, auth, secret_sha256, basis, purpose, admin, rate_limit, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *")
+            .bind(&client.name)
+            .bind(client.auth.as_str())
+            .bind(&client.secret_sha256)
+            .bind(&client.basis)
+            .bind(&client.purpose)
+            .bind(client.admin)
+            .bind(i64::from(client.rate_limit))
+            .bind(ts(now()))
+            .bind(&client.created_by)
+            .fetch_one(&self.pool)
+            .await?;
+        client_from(&row)
+    }
+
+    async fn clients(&self) -> Result<Vec<Client>, StoreError> {
+        sqlx::query("SELECT * FROM clients ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(client_from)
+            .collect()
+    }
+
+    async fn client_by_secret(&self, secret_sha256: &str) -> Result<Option<Client>, StoreError> {
+        sqlx::query("SELECT * FROM clients WHERE secret_sha256 = ? AND revoked_at IS NULL")
+            .bind(secret_sha256)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(client_from)
+            .transpose()
+    }
+
+    async fn revoke_client(
+        &self,
+        name: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let _w = self.writer.lock().await;
+        let done = sqlx::query("UPDATE clients SET revoked_at = ?, revoked_by = ?, revoked_reason = ? WHERE name = ? AND revoked_at IS NULL")
+            .bind(ts(now()))
+            .bind(actor)
+            .bind(reason)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn log_access(&self, entries: &[AccessEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let _w = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        for chunk in entries.chunks(100) {
+            let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(",");
+            let sql = format!(
+                "INSERT INTO access_log (at, client, basis, purpose, person_id, endpoint, fields) VALUES {rows}"
+            );
+            let mut query = sqlx::query(&sql);
+            for e in chunk {
+                query = query
+                    .bind(ts(e.at))
+                    .bind(&e.client)
+                    .bind(&e.basis)
+                    .bind(&e.purpose)
+                    .bind(e.person)
+                    .bind(&e.endpoint)
+                    .bind(serde_json::to_string(&e.fields).unwrap_or_default());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn access_log(&self, q: &AccessQuery) -> Result<Vec<AccessRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM access_log WHERE seq > ?1
+               AND (?2 IS NULL OR client = ?2) AND (?3 IS NULL OR person_id = ?3)
+               AND (?4 IS NULL OR at >= ?4) AND (?5 IS NULL OR at < ?5)
+             ORDER BY seq LIMIT ?6",
+        )
+        .bind(q.after)
+        .bind(q.client.as_deref())
+        .bind(q.person)
+        .bind(q.since.map(ts))
+        .bind(q.until.map(ts))
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let fields: String = row.get("fields");
+                Ok(AccessRecord {
+                    seq: row.get("seq"),
+                    entry: AccessEntry {
+                        at: parse_ts(row.get::<&str, _>("at"))?,
+                        client: row.get("client"),
+                        basis: row.get("basis"),
+                        purpose: row.get("purpose"),
+                        person: row.get("person_id"),
+                        endpoint: row.get("endpoint"),
+                        fields: serde_json::from_str(&fields)
+                            .map_err(|e| corrupt("access log fields", e))?,
+                    },
+                })
+            })
+            .collect()
+    }
+
     async fn persons_after(&self, after: i64, limit: u32) -> Result<Vec<StoredPerson>, StoreError> {
         let keys: Vec<i64> = sqlx::query_scalar(
             "SELECT person_id FROM merged WHERE person_id > ? ORDER BY person_id LIMIT ?",
@@ -979,13 +1261,8 @@ impl PersonStore for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(p) = self.person_by_key(key).await? {
-                out.push(p);
-            }
-        }
-        Ok(out)
+        let mut persons = self.load_persons(&keys).await?;
+        Ok(keys.iter().filter_map(|k| persons.remove(k)).collect())
     }
 
     async fn person_by_key(&self, key: i64) -> Result<Option<StoredPerson>, StoreError> {
@@ -2326,5 +2603,72 @@ mod tests {
             "install"
         );
         assert_eq!(store.runs(10).await.unwrap()[0].counts.fetched, 3);
+    }
+
+    #[tokio::test]
+    async fn the_access_log_is_append_only_and_clients_keep_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db"), MergeRules::default())
+            .await
+            .unwrap();
+        let entry = |person: i64| AccessEntry {
+            at: Utc::now(),
+            client: "school".into(),
+            basis: "school".into(),
+            purpose: "pupils".into(),
+            person,
+            endpoint: "GET /v1/persons/{id}".into(),
+            fields: vec!["name.given".into()],
+        };
+        store
+            .log_access(&(1..=250).map(entry).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let all = store
+            .access_log(&AccessQuery {
+                limit: 1000,
+                ..AccessQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all.len(), 250);
+        let mut want = entry(250);
+        want.at = all[249].entry.at;
+        assert_eq!(all[249].entry, want);
+        for sql in [
+            "UPDATE access_log SET client = 'nobody'",
+            "DELETE FROM access_log WHERE seq = 1",
+        ] {
+            let e = sqlx::query(sql).execute(&store.pool).await.unwrap_err();
+            assert!(e.to_string().contains("append-only"), "{e}");
+        }
+        let page = store
+            .access_log(&AccessQuery {
+                person: Some(7),
+                after: 0,
+                limit: 10,
+                ..AccessQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 1);
+
+        let new = |name: &str, hash: &str| NewClient {
+            name: name.into(),
+            auth: ClientAuth::ApiKey,
+            secret_sha256: hash.into(),
+            basis: "school".into(),
+            purpose: "pupils".into(),
+            admin: false,
+            rate_limit: 10,
+            created_by: "test".into(),
+        };
+        store.add_client(new("school", "aa")).await.unwrap();
+        assert!(store.client_by_secret("aa").await.unwrap().is_some());
+        assert!(store.revoke_client("school", "ops", "done").await.unwrap());
+        assert!(store.client_by_secret("aa").await.unwrap().is_none());
+        assert!(!store.revoke_client("school", "ops", "again").await.unwrap());
+        let e = store.add_client(new("school", "bb")).await.unwrap_err();
+        assert!(e.to_string().contains("exists already"), "{e}");
     }
 }

@@ -11,6 +11,9 @@ pub enum StoreError {
     Open { path: String, message: String },
     #[error("{0}")]
     NotFound(String),
+    /// The request contradicts what is stored (e.g. a name already taken).
+    #[error("{0}")]
+    Refused(String),
     #[error("stored data is corrupt ({what}): {message}")]
     Corrupt { what: String, message: String },
 }
@@ -52,7 +55,7 @@ impl ApplyReport {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredId {
     pub scheme: String,
     pub value: String,
@@ -70,7 +73,7 @@ pub struct StoredPerson {
 }
 
 /// One change of a merged record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PersonChange {
     pub seq: i64,
     pub person: i64,
@@ -92,7 +95,7 @@ pub struct Installation {
     pub installed_by: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub connector: String,
     pub at: DateTime<Utc>,
@@ -105,7 +108,7 @@ pub struct AuditEntry {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunStatus {
     Running,
@@ -136,7 +139,7 @@ impl RunStatus {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct RunCounts {
     pub fetched: u64,
@@ -159,7 +162,7 @@ pub struct RunCounts {
     pub total: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobRun {
     pub id: i64,
     pub job: String,
@@ -193,7 +196,7 @@ pub struct NewOverride {
 }
 
 /// A manual override and its audit trail.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Override {
     pub id: i64,
     pub person: i64,
@@ -209,7 +212,7 @@ pub struct Override {
 }
 
 /// An open conflict: sources of equal rank disagree about a field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Conflict {
     pub person: i64,
     pub path: String,
@@ -258,7 +261,7 @@ pub struct CostEntry {
 }
 
 /// Calls and cost by month, connector and job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CostRow {
     /// `YYYY-MM`.
     pub month: String,
@@ -278,4 +281,117 @@ pub struct Breaker {
     /// Runs are refused until then.
     pub open_until: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+}
+
+/// How an API client presents its secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuth {
+    /// `X-API-Key: <secret>`.
+    ApiKey,
+    /// `Authorization: Bearer <secret>`.
+    Bearer,
+}
+
+impl ClientAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::ApiKey => "api-key",
+            ClientAuth::Bearer => "bearer",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ClientAuth> {
+        match text {
+            "api-key" => Some(ClientAuth::ApiKey),
+            "bearer" => Some(ClientAuth::Bearer),
+            _ => None,
+        }
+    }
+}
+
+/// A new API client; `secret_sha256` is the hash of the secret handed to
+/// the client once (the store never sees the secret).
+#[derive(Debug, Clone)]
+pub struct NewClient {
+    pub name: String,
+    pub auth: ClientAuth,
+    pub secret_sha256: String,
+    pub basis: String,
+    pub purpose: String,
+    pub admin: bool,
+    pub rate_limit: u32,
+    pub created_by: String,
+}
+
+/// An API client as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Client {
+    pub id: i64,
+    pub name: String,
+    pub auth: ClientAuth,
+    /// The name of its legal basis (a built-in profile or one of
+    /// `[legal_bases]` in folkhub.toml).
+    pub basis: String,
+    pub purpose: String,
+    /// May read the admin endpoints (connectors, jobs, costs, conflicts,
+    /// overrides, the access log).
+    pub admin: bool,
+    /// Requests per second.
+    pub rate_limit: u32,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_reason: Option<String>,
+}
+
+/// One read of one person's data, for the access log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AccessEntry {
+    pub at: DateTime<Utc>,
+    pub client: String,
+    pub basis: String,
+    pub purpose: String,
+    pub person: i64,
+    /// The route that answered, e.g. `GET /v1/persons/{id}`.
+    pub endpoint: String,
+    /// The field paths returned.
+    pub fields: Vec<String>,
+}
+
+/// An access log entry as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AccessRecord {
+    pub seq: i64,
+    #[serde(flatten)]
+    pub entry: AccessEntry,
+}
+
+/// Which access log entries to read (all filters optional), oldest first
+/// after `after`.
+#[derive(Debug, Clone, Default)]
+pub struct AccessQuery {
+    pub client: Option<String>,
+    pub person: Option<i64>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Entries with a sequence number above this.
+    pub after: i64,
+    pub limit: u32,
+}
+
+/// A person search: by the start of an identifier (at least the birth
+/// date part) or by family name (prefix, any case) and birth date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Search {
+    IdPrefix(String),
+    Name {
+        family: String,
+        given: Option<String>,
+        birth_date: String,
+    },
 }

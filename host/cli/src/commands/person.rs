@@ -14,17 +14,26 @@ pub fn parse_id(id: &str) -> anyhow::Result<folkhub_core::PersonId> {
     })
 }
 
-/// A legal-basis profile by name, or what the names are.
-pub fn basis(name: &str) -> anyhow::Result<LegalBasis> {
-    LegalBasis::profile(name).ok_or_else(|| {
+/// A legal basis by name (a built-in profile or one of `[legal_bases]`),
+/// or what the names are.
+pub fn basis(host: &Host, name: &str) -> anyhow::Result<LegalBasis> {
+    let bases = host.config.legal_bases();
+    bases.get(name).cloned().ok_or_else(|| {
         anyhow::anyhow!(
-            "--basis {name:?} is not a legal-basis profile; use one of {}",
-            LegalBasis::PROFILES.join(", ")
+            "--basis {name:?} is not a legal basis; use one of {}",
+            bases.keys().cloned().collect::<Vec<_>>().join(", ")
         )
     })
 }
 
-async fn find(host: &Host, id: &str) -> anyhow::Result<folkhub_store::StoredPerson> {
+/// Finds a person and writes the operator's read to the access log (as
+/// client `cli:$USER`), like every read through the API.
+async fn find(
+    host: &Host,
+    id: &str,
+    basis: &LegalBasis,
+    what: &str,
+) -> anyhow::Result<folkhub_store::StoredPerson> {
     let parsed = parse_id(id)?;
     let Some(person) = host.store().person(&parsed.value).await? else {
         bail!(
@@ -33,6 +42,24 @@ async fn find(host: &Host, id: &str) -> anyhow::Result<folkhub_store::StoredPers
             parsed.value
         );
     };
+    let fields = folkhub_core::access::view(&person.record, basis)
+        .fields
+        .into_keys()
+        .collect();
+    host.store()
+        .log_access(&[folkhub_store::AccessEntry {
+            at: chrono::Utc::now(),
+            client: format!(
+                "cli:{}",
+                std::env::var("USER").unwrap_or_else(|_| "operator".into())
+            ),
+            basis: basis.name.clone(),
+            purpose: "operator on the host".into(),
+            person: person.key,
+            endpoint: what.into(),
+            fields,
+        }])
+        .await?;
     Ok(person)
 }
 
@@ -45,7 +72,7 @@ pub enum Form {
 }
 
 pub async fn get(host: &Host, id: &str, form: Form, basis: &LegalBasis) -> anyhow::Result<()> {
-    let person = find(host, id).await?;
+    let person = find(host, id, basis, "folkhub person get").await?;
     match form {
         Form::Json => {
             println!(
@@ -122,7 +149,7 @@ pub async fn get(host: &Host, id: &str, form: Form, basis: &LegalBasis) -> anyho
 
 /// Every change of a person's record, as `basis` may see it.
 pub async fn history(host: &Host, id: &str, basis: &LegalBasis) -> anyhow::Result<()> {
-    let person = find(host, id).await?;
+    let person = find(host, id, basis, "folkhub person history").await?;
     let changes = host.store().history(person.key).await?;
     println!(
         "{}",

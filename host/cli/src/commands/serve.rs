@@ -76,7 +76,9 @@ pub async fn state(host: &Host) -> anyhow::Result<ApiState> {
             _ if b.failures > 0 => Some(format!("closed ({} failed runs in a row)", b.failures)),
             _ => None,
         };
+        let breaker_open = b.open_until.is_some_and(|until| until > chrono::Utc::now());
         connectors.push(ConnectorStatus {
+            breaker_open,
             breaker,
             pinned: installation.pinned,
             newest,
@@ -90,38 +92,33 @@ pub async fn state(host: &Host) -> anyhow::Result<ApiState> {
             error,
         });
     }
-    Ok(ApiState {
-        jobs: None,
-        basis: Arc::new(
-            folkhub_core::access::LegalBasis::profile(&host.config.server.legal_basis)
-                .context("server.legal_basis names no legal-basis profile")?,
-        ),
-        store: host.store.clone() as Arc<dyn PersonStore>,
-        connectors: Arc::new(connectors),
-        contract_versions: Arc::new(
-            folkhub_runtime::SUPPORTED
-                .iter()
-                .map(|s| {
-                    let (state, deprecated_since, removal) = match s.support {
-                        folkhub_runtime::negotiate::Support::Supported => ("supported", None, None),
-                        folkhub_runtime::negotiate::Support::Deprecated { since, removal } => (
-                            "deprecated",
-                            Some(since.to_string()),
-                            Some(removal.to_string()),
-                        ),
-                    };
-                    folkhub_api::ContractSupport {
-                        major: s.major,
-                        newest: s.newest.to_string(),
-                        supported_since: s.since.to_string(),
-                        state: state.to_string(),
-                        deprecated_since,
-                        removal,
-                    }
-                })
-                .collect(),
-        ),
-    })
+    let bases = host.config.legal_bases();
+    Ok(ApiState::new(
+        host.store.clone() as Arc<dyn PersonStore>,
+        bases,
+        connectors,
+        folkhub_runtime::SUPPORTED
+            .iter()
+            .map(|s| {
+                let (state, deprecated_since, removal) = match s.support {
+                    folkhub_runtime::negotiate::Support::Supported => ("supported", None, None),
+                    folkhub_runtime::negotiate::Support::Deprecated { since, removal } => (
+                        "deprecated",
+                        Some(since.to_string()),
+                        Some(removal.to_string()),
+                    ),
+                };
+                folkhub_api::ContractSupport {
+                    major: s.major,
+                    newest: s.newest.to_string(),
+                    supported_since: s.since.to_string(),
+                    state: state.to_string(),
+                    deprecated_since,
+                    removal,
+                }
+            })
+            .collect(),
+    ))
 }
 
 pub async fn run(host: &Host, listen: &str) -> anyhow::Result<()> {

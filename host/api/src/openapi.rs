@@ -1,0 +1,297 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations and
+//! the response types (utoipa), served at `GET /v1/openapi.json`. A test
+//! runs schemathesis against a running server and this document.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use serde_json::Value;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::{ConnectorStatus, ContractSupport, UpgradeNotice};
+use folkhub_store::{
+    AccessEntry, AccessRecord, AuditEntry, Client, ClientAuth, Conflict, CostRow, JobRun, Override,
+    RunCounts, RunStatus, StoredId,
+};
+
+/// An error: a stable `code` to branch on, a `message` for humans and, when
+/// one parameter was wrong, its name in `field`.
+#[derive(ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(ToSchema)]
+pub struct ErrorDetail {
+    /// Stable: `invalid-id`, `invalid-parameter`, `missing-parameter`,
+    /// `unknown-field`, `page-too-large`, `batch-too-large`, `invalid-body`,
+    /// `invalid-path`, `person-not-found`, `unauthenticated`, `admin-only`,
+    /// `outside-basis`, `unknown-basis`, `rate-limited`, `no-such-route`,
+    /// `access-log-unavailable`, `internal`, ...
+    pub code: String,
+    pub message: String,
+    /// The query parameter, path segment, header or body member at fault.
+    pub field: Option<String>,
+}
+
+/// Why a field was withheld: the legal basis does not cover its group, or
+/// the value is protected beyond the basis.
+#[derive(ToSchema)]
+#[schema(rename_all = "kebab-case")]
+pub enum Withheld {
+    OutsideBasis,
+    Protected,
+}
+
+/// A unified person record as the client's legal basis lets it see it.
+#[derive(ToSchema)]
+pub struct Person {
+    /// The store's key of the person (stable; also the FHIR Patient id).
+    pub key: i64,
+    /// Every identifier, active first; old ones keep resolving.
+    pub ids: Vec<StoredId>,
+    pub version: i64,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// Field path → value (see docs/fields.md for the shapes).
+    pub fields: BTreeMap<String, Value>,
+    /// Field path → confidentiality labels.
+    pub labels: BTreeMap<String, Vec<String>>,
+    /// Field path → why it is not in `fields`.
+    pub withheld: Option<BTreeMap<String, Withheld>>,
+    /// Fields where sources of equal rank disagree.
+    pub conflicts: Option<Vec<String>>,
+    /// With `provenance=true`: field path → source, release, upstream
+    /// version and times.
+    pub provenance: Option<BTreeMap<String, Value>>,
+    /// Relative's ID → their key, for relatives the store holds.
+    pub related: Option<BTreeMap<String, i64>>,
+    /// In a batch: the requested IDs that found this person.
+    pub requested: Option<Vec<String>>,
+}
+
+/// A batch request.
+#[derive(ToSchema)]
+pub struct BatchRequest {
+    /// 1 to 1,000 IDs (any country, optionally prefixed `no:`, `se:`, `fi:`).
+    pub ids: Vec<String>,
+    /// Fields or field groups to return; all when left out.
+    pub fields: Option<Vec<String>>,
+    #[schema(default = false)]
+    pub provenance: Option<bool>,
+}
+
+#[derive(ToSchema)]
+pub struct BatchAnswer {
+    /// One per person found, however many of its IDs were asked for.
+    pub persons: Vec<Person>,
+    /// Requested IDs no stored person has.
+    pub not_found: Vec<String>,
+}
+
+#[derive(ToSchema)]
+pub struct SearchPage {
+    pub persons: Vec<Person>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next: Option<i64>,
+}
+
+#[derive(ToSchema)]
+pub struct HistoryEntry {
+    pub seq: i64,
+    pub version: i64,
+    pub changed_at: chrono::DateTime<chrono::Utc>,
+    pub reason: String,
+    /// Field path → `{from, to}`.
+    pub changes: BTreeMap<String, Value>,
+    /// Field path → why its change is not shown.
+    pub withheld: Option<BTreeMap<String, Withheld>>,
+}
+
+#[derive(ToSchema)]
+pub struct History {
+    pub key: i64,
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(ToSchema)]
+pub struct ChangeEntry {
+    pub seq: i64,
+    pub person: i64,
+    pub version: i64,
+    pub changed_at: chrono::DateTime<chrono::Utc>,
+    pub reason: String,
+    pub changes: BTreeMap<String, Value>,
+    pub withheld: Option<BTreeMap<String, Withheld>>,
+}
+
+#[derive(ToSchema)]
+pub struct Changes {
+    pub changes: Vec<ChangeEntry>,
+    /// The `since` of the next request.
+    pub next: i64,
+    /// True when this page was the last change there is.
+    pub caught_up: bool,
+}
+
+/// A FHIR R4 Patient resource (http://hl7.org/fhir/R4/patient.html).
+#[derive(serde::Serialize, ToSchema)]
+pub struct Patient {
+    #[serde(rename = "resourceType")]
+    #[schema(example = "Patient")]
+    pub resource_type: String,
+    pub id: String,
+}
+
+/// A FHIR R4 searchset Bundle of Patients.
+#[derive(serde::Serialize, ToSchema)]
+pub struct PatientBundle {
+    #[serde(rename = "resourceType")]
+    pub resource_type: String,
+    pub r#type: String,
+    pub total: u64,
+    pub entry: Vec<BTreeMap<String, Value>>,
+}
+
+#[derive(ToSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` when a connector cannot load or its circuit
+    /// breaker is open.
+    pub status: String,
+    pub persons: u64,
+    pub contract_versions: Vec<ContractSupport>,
+    pub connectors: Vec<ConnectorStatus>,
+}
+
+#[derive(ToSchema)]
+pub struct Connectors {
+    pub connectors: Vec<ConnectorStatus>,
+}
+
+#[derive(ToSchema)]
+pub struct ConnectorHistory {
+    pub connector: String,
+    pub history: Vec<AuditEntry>,
+}
+
+#[derive(ToSchema)]
+pub struct Runs {
+    pub runs: Vec<JobRun>,
+}
+
+#[derive(ToSchema)]
+pub struct Queued {
+    pub queued: String,
+    pub see: String,
+}
+
+#[derive(ToSchema)]
+pub struct Costs {
+    pub costs: Vec<CostRow>,
+}
+
+#[derive(ToSchema)]
+pub struct Conflicts {
+    pub conflicts: Vec<Conflict>,
+}
+
+#[derive(ToSchema)]
+pub struct Overrides {
+    pub overrides: Vec<Override>,
+}
+
+#[derive(ToSchema)]
+pub struct Clients {
+    pub clients: Vec<Client>,
+}
+
+#[derive(ToSchema)]
+pub struct AccessLogPage {
+    pub entries: Vec<AccessRecord>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next: Option<i64>,
+}
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "A client's API key (`folkhub clients add NAME --basis B --purpose P`).",
+            ))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A client's bearer token (`folkhub clients add NAME --auth bearer ...`).",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "folkhub",
+        description = "One merged person record per person from the Nordic population registers (Folkeregisteret, KRR, Kartverket, SPAR, DVV/VTJ), shaped by each client's legal basis; every read of person data is written to the access log.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        crate::persons::get_person,
+        crate::persons::batch,
+        crate::persons::search,
+        crate::persons::person_history,
+        crate::persons::changes,
+        crate::persons::fhir_patient,
+        crate::persons::fhir_search,
+        crate::admin::health,
+        crate::admin::connectors,
+        crate::admin::connector_history,
+        crate::admin::runs,
+        crate::admin::run,
+        crate::admin::queue_job,
+        crate::admin::costs,
+        crate::admin::conflicts,
+        crate::admin::overrides,
+        crate::admin::clients,
+        crate::admin::access_log,
+        crate::metrics::serve_metrics,
+        serve_openapi,
+    ),
+    components(schemas(
+        ErrorBody, ErrorDetail, Withheld, Person, BatchRequest, BatchAnswer, SearchPage,
+        HistoryEntry, History, ChangeEntry, Changes, Patient, PatientBundle, Health, Connectors,
+        ConnectorHistory, Runs, Queued, Costs, Conflicts, Overrides, Clients, AccessLogPage,
+        ConnectorStatus, UpgradeNotice, ContractSupport, StoredId, AuditEntry, JobRun, RunCounts,
+        RunStatus, CostRow, Conflict, Override, Client, ClientAuth, AccessRecord, AccessEntry,
+    )),
+    modifiers(&Security),
+    tags(
+        (name = "persons", description = "Person data: every read is logged."),
+        (name = "fhir", description = "FHIR R4 Patient read and search."),
+        (name = "admin", description = "For admin clients: connectors, jobs, costs, conflicts, overrides, clients, the access log."),
+        (name = "operations", description = "Health, metrics and this document; no client needed."),
+    )
+)]
+struct ApiDoc;
+
+/// The OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// The OpenAPI 3.1 document of this API.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
+pub(crate) async fn serve_openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi())
+}
