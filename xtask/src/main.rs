@@ -268,9 +268,38 @@ fn apt_install_if_missing(binary: &str, package: &str) {
         .status();
 }
 
+/// The schemathesis release the API test runs (pinned: its checks change
+/// between releases).
+const SCHEMATHESIS: &str = "4.32.5";
+
+/// Installs schemathesis from PyPI into target/tools/schemathesis (a
+/// virtual environment of the machine's python3) unless that version is
+/// there already.
+fn ensure_schemathesis() -> anyhow::Result<()> {
+    let venv = root().join("target/tools/schemathesis");
+    let bin = venv.join("bin/schemathesis");
+    if let Ok(out) = Command::new(&bin).arg("--version").output()
+        && String::from_utf8_lossy(&out.stdout).contains(SCHEMATHESIS)
+    {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing schemathesis {SCHEMATHESIS} from PyPI into {}",
+        venv.display()
+    );
+    let mut c = Command::new("python3");
+    c.args(["-m", "venv"]).arg(&venv);
+    run(c, "python3 -m venv target/tools/schemathesis")?;
+    let mut c = Command::new(venv.join("bin/pip"));
+    c.args(["install", "--quiet", "--disable-pip-version-check"])
+        .arg(format!("schemathesis=={SCHEMATHESIS}"));
+    run(c, "pip install schemathesis")
+}
+
 fn test() -> anyhow::Result<()> {
     ensure_wasm_target()?;
     apt_install_if_missing("sha256sum", "coreutils");
+    ensure_schemathesis()?;
     build_connectors(false)?;
     let mut c = cargo();
     // Doc tests are left out: the crates document with prose, not doctests.

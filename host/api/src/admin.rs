@@ -104,7 +104,7 @@ pub(crate) struct LimitQuery {
 
 /// `GET /v1/jobs/runs?limit=N`: the run log book, newest first.
 #[utoipa::path(get, path = "/v1/jobs/runs", tag = "admin",
-    params(("limit" = Option<u32>, Query, description = "1 to 1,000 (default 50)")),
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1 to 1,000 (default 50)")),
     responses((status = 200, description = "The run log book, newest first", body = crate::openapi::Runs),
         (status = 400, description = "Malformed limit", body = crate::openapi::ErrorBody),
         (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
@@ -122,7 +122,7 @@ pub(crate) async fn runs(
 
 /// `GET /v1/jobs/runs/{id}`: one run with its counts and errors.
 #[utoipa::path(get, path = "/v1/jobs/runs/{id}", tag = "admin",
-    params(("id" = String, Path, description = "Run id")),
+    params(("id" = String, Path, pattern = "^[0-9]{1,18}$", description = "Run id")),
     responses((status = 200, description = "One run", body = folkhub_store::JobRun),
         (status = 400, description = "Malformed path", body = crate::openapi::ErrorBody),
         (status = 404, description = "No such run", body = crate::openapi::ErrorBody),
@@ -209,7 +209,7 @@ pub(crate) struct CostsQuery {
 
 /// `GET /v1/costs?month=YYYY-MM`: the cost ledger by month, connector and job.
 #[utoipa::path(get, path = "/v1/costs", tag = "admin",
-    params(("month" = Option<String>, Query, description = "YYYY-MM; every month when left out")),
+    params(("month" = Option<String>, Query, pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$", description = "YYYY-MM; every month when left out")),
     responses((status = 200, description = "Register calls and cost by month, connector and job", body = crate::openapi::Costs),
         (status = 400, description = "Malformed month", body = crate::openapi::ErrorBody),
         (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
@@ -354,8 +354,8 @@ fn instant(text: &str, name: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiE
         ("person" = Option<String>, Query, description = "A person key or any of the person's IDs"),
         ("since" = Option<String>, Query, description = "From this time (YYYY-MM-DD or RFC 3339)"),
         ("until" = Option<String>, Query, description = "Before this time"),
-        ("after" = Option<i64>, Query, description = "The `next` of the previous page"),
-        ("limit" = Option<u32>, Query, description = "1 to 10,000 (default 100)")),
+        ("after" = Option<i64>, Query, minimum = 0, description = "The `next` of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "1 to 10,000 (default 100)")),
     responses((status = 200, description = "Access log entries, oldest first", body = crate::openapi::AccessLogPage),
         (status = 400, description = "A malformed filter", body = crate::openapi::ErrorBody),
         (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),

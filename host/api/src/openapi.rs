@@ -74,6 +74,7 @@ pub struct Person {
 #[derive(ToSchema)]
 pub struct BatchRequest {
     /// 1 to 1,000 IDs (any country, optionally prefixed `no:`, `se:`, `fi:`).
+    #[schema(min_items = 1, max_items = 1000)]
     pub ids: Vec<String>,
     /// Fields or field groups to return; all when left out.
     pub fields: Option<Vec<String>>,

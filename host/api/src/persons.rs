@@ -241,7 +241,7 @@ pub(crate) struct PersonQuery {
 
 /// `GET /v1/persons/{id}`.
 #[utoipa::path(get, path = "/v1/persons/{id}", tag = "persons",
-    params(("id" = String, Path, description = "Any of the person's IDs: fødselsnummer, D-number, personnummer, samordningsnummer, HETU (optionally `no:`, `se:`, `fi:`)"),
+    params(("id" = String, Path, pattern = r"^(no:|se:|fi:)?[0-9]{6}[0-9A-Y+-]{4,7}$", description = "Any of the person's IDs: fødselsnummer, D-number, personnummer, samordningsnummer, HETU (optionally `no:`, `se:`, `fi:`)"),
         ("fields" = Option<String>, Query, description = "Comma-separated fields or field groups to return (docs/fields.md); all when left out"),
         ("provenance" = Option<bool>, Query, description = "Add per-field provenance")),
     responses((status = 200, description = "The person as the client's legal basis lets it see it", body = crate::openapi::Person),
@@ -417,12 +417,12 @@ pub(crate) struct SearchQuery {
 
 /// `GET /v1/persons?id=PREFIX` or `?family=&birth_date=[&given=]`, paged.
 #[utoipa::path(get, path = "/v1/persons", tag = "persons",
-    params(("id" = Option<String>, Query, description = "The start of an identifier as stored, at least its birth-date part (DDMMYY for NO/FI, YYYYMMDD for SE)"),
+    params(("id" = Option<String>, Query, pattern = "^[0-9A-Za-z+-]{6,13}$", description = "The start of an identifier as stored, at least its birth-date part (DDMMYY for NO/FI, YYYYMMDD for SE)"),
         ("family" = Option<String>, Query, description = "The start of the family name (any case); with birth_date"),
         ("given" = Option<String>, Query, description = "The start of a given name (any case)"),
-        ("birth_date" = Option<String>, Query, description = "YYYY-MM-DD; with family"),
-        ("limit" = Option<u32>, Query, description = "Persons per page, 1 to 100 (default 20)"),
-        ("after" = Option<i64>, Query, description = "The `next` of the previous page"),
+        ("birth_date" = Option<String>, Query, format = Date, description = "YYYY-MM-DD; with family"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Persons per page, 1 to 100 (default 20)"),
+        ("after" = Option<i64>, Query, minimum = 0, description = "The `next` of the previous page"),
         ("fields" = Option<String>, Query, description = "Comma-separated fields or field groups to return"),
         ("provenance" = Option<bool>, Query, description = "Add per-field provenance")),
     responses((status = 200, description = "A page of persons, in key order. Persons whose protection the client may not see past are not found by search (only by their full ID).", body = crate::openapi::SearchPage),
@@ -583,7 +583,7 @@ pub(crate) async fn search(
 
 /// `GET /v1/persons/{id}/history`.
 #[utoipa::path(get, path = "/v1/persons/{id}/history", tag = "persons",
-    params(("id" = String, Path, description = "Any of the person's IDs")),
+    params(("id" = String, Path, pattern = r"^(no:|se:|fi:)?[0-9]{6}[0-9A-Y+-]{4,7}$", description = "Any of the person's IDs")),
     responses((status = 200, description = "Every change of the merged record, oldest first; changes the basis does not cover are listed as withheld", body = crate::openapi::History),
         (status = 400, description = "Malformed ID", body = crate::openapi::ErrorBody),
         (status = 404, description = "No such person in the store", body = crate::openapi::ErrorBody),
@@ -631,8 +631,8 @@ pub(crate) struct ChangesQuery {
 /// `GET /v1/changes?since=SEQ&limit=N`: changes of every record after SEQ,
 /// as the reader may see them; `next` is the SEQ to ask from next.
 #[utoipa::path(get, path = "/v1/changes", tag = "persons",
-    params(("since" = Option<i64>, Query, description = "Changes after this sequence number (0: from the start)"),
-        ("limit" = Option<u32>, Query, description = "1 to 10,000 (default 1,000)")),
+    params(("since" = Option<i64>, Query, minimum = 0, description = "Changes after this sequence number (0: from the start)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "1 to 10,000 (default 1,000)")),
     responses((status = 200, description = "Changes of every record after `since`, in order", body = crate::openapi::Changes),
         (status = 400, description = "Malformed number or page too large", body = crate::openapi::ErrorBody),
         (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
@@ -701,7 +701,7 @@ pub(crate) async fn changes(
 
 /// `GET /fhir/Patient/{key}`: the resource id is the store's person key.
 #[utoipa::path(get, path = "/fhir/Patient/{key}", tag = "fhir",
-    params(("key" = String, Path, description = "The Patient id: the person's key")),
+    params(("key" = String, Path, pattern = "^[0-9]{1,18}$", description = "The Patient id: the person's key")),
     responses((status = 200, description = "A FHIR R4 Patient", body = crate::openapi::Patient),
         (status = 400, description = "Malformed path", body = crate::openapi::ErrorBody),
         (status = 404, description = "No such Patient", body = crate::openapi::ErrorBody),
