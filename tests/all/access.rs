@@ -44,9 +44,37 @@ fn shows(text: &str, leaf: &str) -> bool {
     }
 }
 
+/// What each profile must not see of each person: the protected values
+/// (as JSON leaves) not also visible elsewhere in the record, by person key
+/// and profile (in `LegalBasis::PROFILES` order), and an ID of each person
+/// (`no:`, `se:` or `fi:` and the value).
+#[derive(Default)]
+pub struct Secrets {
+    pub by_person: BTreeMap<i64, Vec<Vec<String>>>,
+    pub id_of: BTreeMap<i64, String>,
+}
+
+impl Secrets {
+    fn check(&self, key: i64, profile: usize, what: &str, output: &Value) {
+        let text = output.to_string();
+        let Some(secrets) = self.by_person.get(&key) else {
+            panic!("{what}: person {key} is not a stored person");
+        };
+        for leaf in &secrets[profile] {
+            assert!(
+                !shows(&text, leaf),
+                "person {key} basis {}: {what} shows the protected value {leaf:?}",
+                LegalBasis::PROFILES[profile]
+            );
+        }
+    }
+}
+
 /// Walks every stored person and checks every profile. Returns how many
-/// (person, profile) pairs had protected values withheld, by label.
-pub async fn assert_nothing_leaks(store: &dyn PersonStore) -> BTreeMap<String, u64> {
+/// (person, profile) pairs had protected values withheld, by label, and
+/// what each profile must not see.
+pub async fn assert_nothing_leaks(store: &dyn PersonStore) -> (BTreeMap<String, u64>, Secrets) {
+    let mut secrets = Secrets::default();
     let profiles: Vec<LegalBasis> = LegalBasis::PROFILES
         .iter()
         .map(|p| LegalBasis::profile(p).expect("profile"))
@@ -59,6 +87,16 @@ pub async fn assert_nothing_leaks(store: &dyn PersonStore) -> BTreeMap<String, u
         after = last.key;
         for person in &page {
             let history = store.history(person.key).await.expect("history");
+            let active = person
+                .ids
+                .iter()
+                .find(|i| i.active)
+                .unwrap_or(&person.ids[0]);
+            // Prefixed by country: a HETU can also read as a personnummer.
+            secrets.id_of.insert(
+                person.key,
+                format!("{}:{}", &active.scheme[..2], active.value),
+            );
             for basis in &profiles {
                 // What this reader must not see: values of protected fields
                 // now, and of protected sides of history entries.
@@ -94,6 +132,11 @@ pub async fn assert_nothing_leaks(store: &dyn PersonStore) -> BTreeMap<String, u
                     }
                 }
                 let secret: Vec<&String> = secret.difference(&visible).collect();
+                secrets
+                    .by_person
+                    .entry(person.key)
+                    .or_default()
+                    .push(secret.iter().map(|s| s.to_string()).collect());
                 let outputs = [
                     ("person", folkhub_api::person_json(person, basis, true)),
                     ("fhir", folkhub_api::patient_json(person, basis)),
@@ -137,5 +180,189 @@ pub async fn assert_nothing_leaks(store: &dyn PersonStore) -> BTreeMap<String, u
             }
         }
     }
-    withheld_by_label
+    (withheld_by_label, secrets)
+}
+
+/// The same promise through the real router, for a client of every
+/// profile and every endpoint that returns person data: batch (every
+/// person), the change sequence (every change), and person by ID (with
+/// provenance), history, FHIR and searches by ID prefix and by name + birth
+/// date for every person the profile has protected values of. Searches never return a person
+/// whose protection the client may not see past, and the access log holds
+/// exactly one entry per person each client got back.
+pub async fn assert_nothing_leaks_over_the_api(host: &folkhub_cli::host::Host, secrets: &Secrets) {
+    use crate::api::{Api, get, post_json};
+    let keys: Vec<i64> = secrets.id_of.keys().copied().collect();
+    let store = host.store();
+    let mut survivor: BTreeMap<i64, i64> = keys.iter().map(|k| (*k, *k)).collect();
+    for (profile, name) in LegalBasis::PROFILES.iter().enumerate() {
+        let api = Api::new(host, name, false).await;
+        let mut returned = 0usize;
+        // Batch: every person, 1,000 at a time.
+        for chunk in keys.chunks(1000) {
+            let ids: Vec<&String> = chunk.iter().map(|k| &secrets.id_of[k]).collect();
+            let (status, body) = post_json(
+                api.clone(),
+                "/v1/persons/batch",
+                &serde_json::json!({"ids": ids, "provenance": true}),
+            )
+            .await;
+            assert_eq!(status, axum::http::StatusCode::OK, "{body}");
+            let persons = body["persons"].as_array().expect("persons");
+            assert_eq!(persons.len(), chunk.len());
+            for p in persons {
+                secrets.check(p["key"].as_i64().expect("key"), profile, "batch", p);
+            }
+            returned += persons.len();
+        }
+        // Person, history and FHIR of every person with something this
+        // profile must not see (for the others there is nothing a leak
+        // could show), 32 persons at a time.
+        let guarded: Vec<i64> = keys
+            .iter()
+            .copied()
+            .filter(|k| !secrets.by_person[k][profile].is_empty())
+            .collect();
+        // (`full` sees everything; `directory` reads no group that carries
+        // protected values.)
+        if ["school", "benefits"].contains(name) {
+            assert!(
+                !guarded.is_empty(),
+                "basis {name} has protected persons to test"
+            );
+        }
+        for chunk in guarded.chunks(32) {
+            let mut set = tokio::task::JoinSet::new();
+            for key in chunk {
+                let (api, id, key) = (api.clone(), secrets.id_of[key].clone(), *key);
+                set.spawn(async move {
+                    let person =
+                        get(api.clone(), &format!("/v1/persons/{id}?provenance=true")).await;
+                    let history = get(api.clone(), &format!("/v1/persons/{id}/history")).await;
+                    let fhir = get(api, &format!("/fhir/Patient/{key}")).await;
+                    (
+                        key,
+                        [("person", person), ("history", history), ("fhir", fhir)],
+                    )
+                });
+            }
+            while let Some(done) = set.join_next().await {
+                let (key, answers) = done.expect("join");
+                for (what, (status, body)) in answers {
+                    assert_eq!(status, axum::http::StatusCode::OK, "{what} {key}: {body}");
+                    secrets.check(key, profile, what, &body);
+                    returned += 1;
+                }
+            }
+        }
+        // Searches from every guarded person and every 25th other: by the
+        // birth-date part of the ID and by the start of the family name +
+        // birth date.
+        let mut searched: Vec<i64> = keys.iter().step_by(25).copied().collect();
+        searched.extend(&guarded);
+        for key in &searched {
+            let person = store
+                .person_by_key(*key)
+                .await
+                .expect("read")
+                .expect("person");
+            let id = &secrets.id_of[key];
+            let mut uris = vec![format!(
+                "/v1/persons?id={}&limit=100&provenance=true",
+                &id[3..9]
+            )];
+            if let (Some(family), Some(birth)) = (
+                person
+                    .record
+                    .fields
+                    .get("name.family")
+                    .and_then(|f| f.value.as_str()),
+                person
+                    .record
+                    .fields
+                    .get("birth.date")
+                    .and_then(|f| f.value.as_str()),
+            ) {
+                let start: String = family.chars().take(2).collect();
+                uris.push(format!(
+                    "/v1/persons?family={}&birth_date={birth}&limit=100",
+                    start
+                        .bytes()
+                        .map(|b| if b.is_ascii_alphanumeric() {
+                            (b as char).to_string()
+                        } else {
+                            format!("%{b:02X}")
+                        })
+                        .collect::<String>()
+                ));
+            }
+            for uri in uris {
+                let (status, body) = get(api.clone(), &uri).await;
+                if status == axum::http::StatusCode::FORBIDDEN {
+                    // A basis without names and birth dates may not search by them.
+                    assert_eq!(body["error"]["code"], "outside-basis", "{uri}");
+                    continue;
+                }
+                assert_eq!(status, axum::http::StatusCode::OK, "{uri}: {body}");
+                for p in body["persons"].as_array().expect("persons") {
+                    let withheld = p["withheld"].as_object().cloned().unwrap_or_default();
+                    assert!(
+                        withheld.values().all(|w| w != "protected"),
+                        "basis {name}: a search returned a protected person: {p}"
+                    );
+                    secrets.check(p["key"].as_i64().expect("key"), profile, "search", p);
+                    returned += 1;
+                }
+            }
+        }
+        // The change sequence, from the start.
+        let mut since = 0;
+        loop {
+            let (status, body) = get(
+                api.clone(),
+                &format!("/v1/changes?since={since}&limit=10000"),
+            )
+            .await;
+            assert_eq!(status, axum::http::StatusCode::OK, "{body}");
+            let mut persons = std::collections::BTreeSet::new();
+            for change in body["changes"].as_array().expect("changes") {
+                let key = change["person"].as_i64().expect("person");
+                // A change may name a person merged into another since.
+                let key = match survivor.get(&key) {
+                    Some(k) => *k,
+                    None => {
+                        let k = store
+                            .person_by_key(key)
+                            .await
+                            .expect("read")
+                            .map_or(key, |p| p.key);
+                        survivor.insert(key, k);
+                        k
+                    }
+                };
+                if secrets.by_person.contains_key(&key) {
+                    secrets.check(key, profile, "changes", change);
+                }
+                persons.insert(change["person"].as_i64().expect("person"));
+            }
+            returned += persons.len();
+            if body["caught_up"] == true {
+                break;
+            }
+            since = body["next"].as_i64().expect("next");
+        }
+        let logged = store
+            .access_log(&folkhub_store::AccessQuery {
+                client: Some(api.client.clone()),
+                limit: 10_000_000,
+                ..Default::default()
+            })
+            .await
+            .expect("access log")
+            .len();
+        assert_eq!(
+            logged, returned,
+            "basis {name}: one access-log entry per person returned"
+        );
+    }
 }

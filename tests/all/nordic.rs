@@ -168,7 +168,10 @@ async fn five_registers_over_five_thousand_persons_match_the_truth() {
 
     // Every label of every register protects what it should, for every
     // legal-basis profile, in every output (person, history, FHIR).
-    let withheld = crate::access::assert_nothing_leaks(env.host.store()).await;
+    let (withheld, secrets) = crate::access::assert_nothing_leaks(env.host.store()).await;
+    let started = std::time::Instant::now();
+    crate::access::assert_nothing_leaks_over_the_api(&env.host, &secrets).await;
+    eprintln!("no leak over the API: {:?}", started.elapsed());
     for label in ["FORTROLIG", "STRENGT_FORTROLIG", "TURVAKIELTO"] {
         assert!(
             withheld.get(label).copied().unwrap_or(0) > 0,
