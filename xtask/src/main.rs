@@ -43,6 +43,21 @@ enum Task {
     },
     /// Run the benchmarks.
     Bench,
+    /// Load-test person reads over loopback with wrk (installed from
+    /// Debian's packages if missing): alone, during a full refresh, and
+    /// batches of 1,000. Release build; prints wrk's reports.
+    BenchApi {
+        /// Persons in the simulator (Norwegian population).
+        #[arg(long, default_value_t = 5000)]
+        count: usize,
+        /// Seconds per wrk run.
+        #[arg(long, default_value_t = 20)]
+        seconds: u32,
+        #[arg(long, default_value_t = 18090)]
+        port: u16,
+        #[arg(long, default_value_t = 18091)]
+        sim_port: u16,
+    },
     /// Regenerate docs/fields.md from the field catalogue.
     Docs,
 }
@@ -542,6 +557,38 @@ cache_dir = "{cache}"
             .next()
             .map(|f| format!("fi:{f}")),
     );
+    // Two API clients: an admin with the full basis (e.g. a health
+    // service's operator) and a school; their keys are printed once.
+    let key_of = |name: &str, args: &[&str]| -> anyhow::Result<String> {
+        let mut all = vec!["clients", "add", name];
+        all.extend(args);
+        let out = folkhub(&all).output().context("folkhub clients add")?;
+        if !out.status.success() {
+            bail!(
+                "folkhub clients add {name} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .split("X-API-Key: ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(String::from)
+            .context("folkhub clients add printed no key")
+    };
+    let admin_key = key_of(
+        "demo-admin",
+        &["--basis", "full", "--purpose", "trying folkhub", "--admin"],
+    )?;
+    let school_key = key_of(
+        "demo-school",
+        &[
+            "--basis",
+            "school",
+            "--purpose",
+            "pupil register of the demo school",
+        ],
+    )?;
     let server = folkhub(&["serve"])
         .spawn()
         .context("starting folkhub serve")?;
@@ -551,13 +598,38 @@ cache_dir = "{cache}"
     println!(
         "\nfolkhub demo is running: API on http://127.0.0.1:{port}, simulators on {sim_url} and {tls_url} (SPAR, mutual TLS); one change every 5 s\n"
     );
-    println!("Try:");
-    println!("  curl -s http://127.0.0.1:{port}/v1/health");
+    println!("API clients (keys shown once; `folkhub clients list` lists them):");
+    println!("  demo-admin  basis full, admin    X-API-Key: {admin_key}");
+    println!("  demo-school basis school         X-API-Key: {school_key}");
+    println!("\nTry:");
+    let admin = format!("curl -s -H 'X-API-Key: {admin_key}'");
+    let school = format!("curl -s -H 'X-API-Key: {school_key}'");
+    let api = format!("http://127.0.0.1:{port}");
+    println!("  curl -s {api}/v1/health");
     for id in &ids {
-        println!("  curl -s http://127.0.0.1:{port}/v1/persons/{id}");
+        println!("  {admin} {api}/v1/persons/{id}");
     }
-    println!("  curl -s 'http://127.0.0.1:{port}/v1/persons/{first}?provenance=true'");
-    println!("  curl -s http://127.0.0.1:{port}/v1/persons/12345678901        # 400 invalid-id");
+    println!("  {admin} '{api}/v1/persons/{first}?provenance=true'");
+    println!(
+        "  {school} {api}/v1/persons/{first}         # what a school may see; withheld fields listed"
+    );
+    println!("  {admin} '{api}/v1/persons/{first}?fields=name,address'");
+    println!(
+        "  {admin} '{api}/v1/persons?id={}'          # search by the birth-date part of the ID",
+        first.get(..6).unwrap_or("010190")
+    );
+    println!(
+        "  {admin} -X POST {api}/v1/persons/batch -H 'content-type: application/json' -d '{{\"ids\": [\"{first}\"]}}'"
+    );
+    println!("  {admin} '{api}/v1/changes?since=0&limit=5'");
+    println!("  {admin} {api}/v1/persons/12345678901        # 400 invalid-id");
+    println!("  curl -s {api}/v1/persons/{first}        # 401: every read needs a client");
+    println!("  {admin} '{api}/v1/access-log?client=demo-school'   # who read what, and why");
+    println!("  curl -s {api}/v1/openapi.json | head -c 300; curl -s {api}/metrics | head");
+    println!(
+        "  target/release/folkhub --config {} audit --client demo-school",
+        config.display()
+    );
     println!(
         "  target/release/folkhub --config {} person get {first}",
         config.display()
@@ -590,7 +662,7 @@ cache_dir = "{cache}"
         "  target/release/folkhub --config {} connectors upgrade krr --to 2.1.0   # then: connectors rollback krr, connectors history krr",
         config.display()
     );
-    println!("  curl -s http://127.0.0.1:{port}/v1/connectors");
+    println!("  {admin} {api}/v1/connectors");
     println!(
         "  target/release/folkhub-sim population --seed {seed} --count {count} | head -3   # the ground truth"
     );
@@ -605,6 +677,192 @@ cache_dir = "{cache}"
     Ok(())
 }
 
+/// `cargo xtask bench-api`: a store of `count` synced persons served on
+/// loopback, one client with no practical rate limit, and wrk reading
+/// random persons by ID.
+fn bench_api(count: usize, seconds: u32, port: u16, sim_port: u16) -> anyhow::Result<()> {
+    apt_install_if_missing("wrk", "wrk");
+    build_connectors(false)?;
+    let mut c = cargo();
+    c.args(["build", "--release", "-p", "folkhub", "-p", "folkhub-sim"]);
+    run(c, "cargo build --release (folkhub, folkhub-sim)")?;
+    let bin = root().join("target/release");
+    let dir = root().join("target/bench-api");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let key = dir.join("maskinporten-key.pem");
+    let mut c = Command::new(bin.join("folkhub"));
+    c.args(["credentials", "generate-key", "--out"]).arg(&key);
+    run(c, "folkhub credentials generate-key")?;
+    let sim_url = format!("http://127.0.0.1:{sim_port}");
+    let pki = dir.join("pki");
+    let connectors = Command::new(bin.join("folkhub-sim"))
+        .args(["host-config", "--url", &sim_url])
+        .args(["--tls-url", &format!("https://127.0.0.1:{}", sim_port + 1)])
+        .args(["--client-id", "folkhub-bench", "--pki-dir"])
+        .arg(&pki)
+        .arg("--key-file")
+        .arg(&key)
+        .output()
+        .context("folkhub-sim host-config")?;
+    let config = dir.join("folkhub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"sqlite://{}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[registry]\nmanifest = \"{}\"\n[runtime]\ncache_dir = \"{}\"\n\n{}",
+            dir.join("folkhub.db").display(),
+            root().join("registry-manifest.toml").display(),
+            root().join("data/cache").display(),
+            String::from_utf8_lossy(&connectors.stdout)
+        ),
+    )?;
+    let mut children = Guard(vec![]);
+    let sim = Command::new(bin.join("folkhub-sim"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{sim_port}")])
+        .args(["--listen-tls", &format!("127.0.0.1:{}", sim_port + 1)])
+        .args([
+            "--seed",
+            "7",
+            "--count",
+            &count.to_string(),
+            "--trust-client",
+        ])
+        .arg(format!(
+            "folkhub-bench={}",
+            key.with_extension("pub.pem").display()
+        ))
+        .arg("--pki-dir")
+        .arg(&pki)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting folkhub-sim")?;
+    children.0.push(sim);
+    wait_for_port(sim_port, Duration::from_secs(20))?;
+    let folkhub = |args: &[&str]| {
+        let mut c = Command::new(bin.join("folkhub"));
+        c.env("RUST_LIB_BACKTRACE", "0");
+        c.arg("--config").arg(&config).args(args);
+        c
+    };
+    run(
+        folkhub(&["connectors", "install", "folkeregister"]),
+        "install folkeregister",
+    )?;
+    run(folkhub(&["sync", "folkeregister", "--full"]), "first sync")?;
+    let out = folkhub(&[
+        "clients",
+        "add",
+        "bench",
+        "--basis",
+        "full",
+        "--purpose",
+        "load test",
+        "--rate",
+        "1000000",
+    ])
+    .output()?;
+    let secret = String::from_utf8_lossy(&out.stdout)
+        .split("X-API-Key: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .map(String::from)
+        .context("no key printed")?;
+    // Norwegian IDs of the population, for wrk to pick from.
+    let truth = Command::new(bin.join("folkhub-sim"))
+        .args(["population", "--seed", "7", "--count", &count.to_string()])
+        .output()?;
+    let ids: Vec<String> = String::from_utf8_lossy(&truth.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split("\"ids\":[\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .map(String::from)
+        })
+        .collect();
+    if ids.len() < 1000 {
+        bail!("only {} IDs in the population", ids.len());
+    }
+    let list = ids
+        .iter()
+        .map(|i| format!("\"{i}\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    let reads = dir.join("reads.lua");
+    std::fs::write(
+        &reads,
+        format!(
+            "ids = {{{list}}}\nmath.randomseed(7)\nwrk.headers[\"X-API-Key\"] = \"{secret}\"\nrequest = function()\n  return wrk.format(\"GET\", \"/v1/persons/\" .. ids[math.random(#ids)])\nend\n"
+        ),
+    )?;
+    let batch = dir.join("batch.lua");
+    let thousand = ids[..1000]
+        .iter()
+        .map(|i| format!("\\\"{i}\\\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    std::fs::write(
+        &batch,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"X-API-Key\"] = \"{secret}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = \"{{\\\"ids\\\": [{thousand}]}}\"\n"
+        ),
+    )?;
+    let server = folkhub(&["serve"])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting folkhub serve")?;
+    children.0.push(server);
+    wait_for_port(port, Duration::from_secs(20))?;
+    let url = format!("http://127.0.0.1:{port}");
+    let wrk = |connections: u32, script: &std::path::Path, path: &str, what: &str| {
+        let mut c = Command::new("wrk");
+        c.args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(script)
+        .arg(format!("{url}{path}"));
+        run(c, what)
+    };
+    println!("\n== person reads by ID, alone (1 wrk thread, 4 connections)");
+    wrk(4, &reads, "/", "wrk reads alone")?;
+    println!("\n== person reads by ID, alone (1 wrk thread, 16 connections)");
+    wrk(16, &reads, "/", "wrk reads alone, 16 connections")?;
+    println!("\n== batches of 1,000 IDs (1 connection)");
+    wrk(1, &batch, "/v1/persons/batch", "wrk batch")?;
+    println!("\n== person reads by ID during a full refresh (4 connections)");
+    let mut refresh = folkhub(&["sync", "folkeregister", "--full"])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting the refresh")?;
+    std::thread::sleep(Duration::from_secs(1));
+    wrk(4, &reads, "/", "wrk reads during a refresh")?;
+    let still_running = refresh.try_wait()?.is_none();
+    let status = refresh.wait()?;
+    println!(
+        "(the refresh {} while wrk ran; it ended {status})",
+        if still_running {
+            "was still running"
+        } else {
+            "had finished"
+        }
+    );
+    let metrics = Command::new("curl")
+        .args(["-s", &format!("{url}/metrics")])
+        .output();
+    if let Ok(m) = metrics {
+        for line in String::from_utf8_lossy(&m.stdout).lines() {
+            if line.starts_with("folkhub_access_log_entries_total") {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::Demo {
@@ -615,6 +873,12 @@ fn main() -> anyhow::Result<()> {
         } => demo(port, seed, count, sim_port),
         Task::Test => test(),
         Task::BuildConnectors { publish } => build_connectors(publish),
+        Task::BenchApi {
+            count,
+            seconds,
+            port,
+            sim_port,
+        } => bench_api(count, seconds, port, sim_port),
         Task::Bench => {
             build_connectors(false)?;
             let mut c = cargo();
