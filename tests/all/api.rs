@@ -247,6 +247,12 @@ async fn clients_their_basis_and_the_access_log() {
             .await
             .expect("revoke")
     );
+    // A revoke from another process reaches the API's client cache within
+    // CLIENT_CACHE_SECONDS.
+    tokio::time::sleep(std::time::Duration::from_millis(
+        folkhub_api::auth::CLIENT_CACHE_SECONDS * 1000 + 200,
+    ))
+    .await;
     let (status, _) = get(school, &format!("/v1/persons/{id}")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
@@ -876,5 +882,37 @@ async fn schemathesis_finds_the_server_true_to_its_openapi_document() {
     assert!(
         text.contains(&selected) && text.contains(&tested),
         "{operations} operations: {text}"
+    );
+}
+
+/// `server.access_log = "buffered"`: answers do not wait for the commit,
+/// and every read is in the log once the queue is flushed (as `serve` does
+/// at a graceful shutdown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_access_log_holds_every_read_after_a_flush() {
+    let env = synced_env(25, 20).await;
+    let mut state = folkhub_cli::commands::serve::state(&env.host)
+        .await
+        .expect("state");
+    state.access_log = folkhub_api::access_log::AccessLog::start(
+        state.store.clone(),
+        state.metrics.clone(),
+        folkhub_api::access_log::Mode::Buffered,
+    );
+    let log = state.access_log.clone();
+    let api = Api::with_state(state, "school", false).await;
+    let truth = env.sim.truth_for(&["folkeregister"]).await;
+    for t in &truth {
+        let (status, _) = get(
+            api.clone(),
+            &format!("/v1/persons/{}", t.ids.last().expect("id")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    log.flush().await.expect("flush");
+    assert_eq!(
+        logged(env.host.store(), &api.client).await.len(),
+        truth.len()
     );
 }

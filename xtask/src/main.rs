@@ -408,6 +408,13 @@ fn demo(port: u16, seed: u64, count: usize, sim_port: u16) -> anyhow::Result<()>
     let _ = std::fs::remove_file(data.join("folkhub.db"));
     let _ = std::fs::remove_file(data.join("folkhub.db-wal"));
     let _ = std::fs::remove_file(data.join("folkhub.db-shm"));
+    for file in [
+        "folkhub-access.db",
+        "folkhub-access.db-wal",
+        "folkhub-access.db-shm",
+    ] {
+        let _ = std::fs::remove_file(data.join(file));
+    }
     let sim_url = format!("http://127.0.0.1:{sim_port}");
     let tls_port = sim_port + 1;
     let tls_url = format!("https://127.0.0.1:{tls_port}");
@@ -767,18 +774,15 @@ fn bench_api(count: usize, seconds: u32, port: u16, sim_port: u16) -> anyhow::Re
         .and_then(|r| r.split_whitespace().next())
         .map(String::from)
         .context("no key printed")?;
-    // Norwegian IDs of the population, for wrk to pick from.
-    let truth = Command::new(bin.join("folkhub-sim"))
-        .args(["population", "--seed", "7", "--count", &count.to_string()])
+    // The current ID of every person Folkeregisteret knows, for wrk to
+    // pick from.
+    let listed = Command::new(bin.join("folkhub-sim"))
+        .args(["ids", "--register", "folkeregister", "--seed", "7"])
+        .args(["--count", &count.to_string()])
         .output()?;
-    let ids: Vec<String> = String::from_utf8_lossy(&truth.stdout)
+    let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
         .lines()
-        .filter_map(|l| {
-            l.split("\"ids\":[\"")
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .map(String::from)
-        })
+        .map(String::from)
         .collect();
     if ids.len() < 1000 {
         bail!("only {} IDs in the population", ids.len());
@@ -807,12 +811,6 @@ fn bench_api(count: usize, seconds: u32, port: u16, sim_port: u16) -> anyhow::Re
             "wrk.method = \"POST\"\nwrk.headers[\"X-API-Key\"] = \"{secret}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = \"{{\\\"ids\\\": [{thousand}]}}\"\n"
         ),
     )?;
-    let server = folkhub(&["serve"])
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting folkhub serve")?;
-    children.0.push(server);
-    wait_for_port(port, Duration::from_secs(20))?;
     let url = format!("http://127.0.0.1:{port}");
     let wrk = |connections: u32, script: &std::path::Path, path: &str, what: &str| {
         let mut c = Command::new("wrk");
@@ -827,39 +825,80 @@ fn bench_api(count: usize, seconds: u32, port: u16, sim_port: u16) -> anyhow::Re
         .arg(format!("{url}{path}"));
         run(c, what)
     };
-    println!("\n== person reads by ID, alone (1 wrk thread, 4 connections)");
-    wrk(4, &reads, "/", "wrk reads alone")?;
-    println!("\n== person reads by ID, alone (1 wrk thread, 16 connections)");
-    wrk(16, &reads, "/", "wrk reads alone, 16 connections")?;
-    println!("\n== batches of 1,000 IDs (1 connection)");
-    wrk(1, &batch, "/v1/persons/batch", "wrk batch")?;
-    println!("\n== person reads by ID during a full refresh (4 connections)");
-    let mut refresh = folkhub(&["sync", "folkeregister", "--full"])
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting the refresh")?;
-    std::thread::sleep(Duration::from_secs(1));
-    wrk(4, &reads, "/", "wrk reads during a refresh")?;
-    let still_running = refresh.try_wait()?.is_none();
-    let status = refresh.wait()?;
-    println!(
-        "(the refresh {} while wrk ran; it ended {status})",
-        if still_running {
-            "was still running"
-        } else {
-            "had finished"
-        }
-    );
-    let metrics = Command::new("curl")
-        .args(["-s", &format!("{url}/metrics")])
-        .output();
-    if let Ok(m) = metrics {
-        for line in String::from_utf8_lossy(&m.stdout).lines() {
-            if line.starts_with("folkhub_access_log_entries_total") {
-                println!("{line}");
+    // Full refreshes one after another while `during` runs.
+    let refreshing = |during: &dyn Fn() -> anyhow::Result<()>| -> anyhow::Result<()> {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let config = config.clone();
+        let bin = bin.clone();
+        let flag = stop.clone();
+        let loop_ = std::thread::spawn(move || {
+            let mut done = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let ok = Command::new(bin.join("folkhub"))
+                    .env("RUST_LIB_BACKTRACE", "0")
+                    .arg("--config")
+                    .arg(&config)
+                    .args(["sync", "folkeregister", "--full"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    return Err(anyhow::anyhow!("a refresh failed"));
+                }
+                done += 1;
             }
-        }
+            Ok(done)
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let result = during();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let done = loop_
+            .join()
+            .map_err(|_| anyhow::anyhow!("refresh thread"))??;
+        println!("({done} full refreshes of {count} persons ran during the measurement)");
+        result
+    };
+    for mode in ["before-answer", "buffered"] {
+        let text = std::fs::read_to_string(&config)?;
+        let text = text
+            .lines()
+            .filter(|l| !l.starts_with("access_log ="))
+            .map(|l| {
+                if l.starts_with("listen =") {
+                    format!("{l}\naccess_log = \"{mode}\"")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&config, text)?;
+        let mut server = folkhub(&["serve"])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting folkhub serve")?;
+        wait_for_port(port, Duration::from_secs(20))?;
+        println!(
+            "\n== access_log = {mode}: person reads by ID, alone (1 wrk thread, 4 connections)"
+        );
+        wrk(4, &reads, "/", "wrk reads alone")?;
+        println!(
+            "\n== access_log = {mode}: person reads by ID, alone (1 wrk thread, 16 connections)"
+        );
+        wrk(16, &reads, "/", "wrk reads alone, 16 connections")?;
+        println!("\n== access_log = {mode}: batches of 1,000 IDs (1 connection)");
+        wrk(1, &batch, "/v1/persons/batch", "wrk batch")?;
+        println!(
+            "\n== access_log = {mode}: person reads by ID during full refreshes (4 connections)"
+        );
+        refreshing(&|| wrk(4, &reads, "/", "wrk reads during refreshes"))?;
+        let _ = Command::new("kill")
+            .args(["-INT", &server.id().to_string()])
+            .status();
+        server.wait()?;
     }
+    drop(children);
     Ok(())
 }
 

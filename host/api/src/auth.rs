@@ -86,11 +86,7 @@ pub async fn authenticate(
     next: Next,
 ) -> Result<Response, ApiError> {
     let (how, secret) = presented(request.headers())?;
-    let client = state
-        .store
-        .client_by_secret(&hash_secret(&secret))
-        .await
-        .map_err(ApiError::internal)?;
+    let client = state.clients.get(&state, &hash_secret(&secret)).await?;
     let Some(client) = client else {
         state.metrics.auth_failed();
         return Err(unauthenticated(
@@ -152,6 +148,47 @@ pub async fn require_admin(request: Request, next: Next) -> Result<Response, Api
             ),
         )),
         None => Err(unauthenticated("this route needs an admin client")),
+    }
+}
+
+/// How long a client found by its secret is trusted without asking the
+/// store again: a revoke (from the CLI, another process) takes effect
+/// within this time.
+pub const CLIENT_CACHE_SECONDS: u64 = 5;
+
+/// Clients recently found by their secret's hash. Unknown secrets are not
+/// cached (a stream of random keys must not fill memory).
+#[derive(Default)]
+pub struct ClientCache {
+    found: Mutex<HashMap<String, (Client, Instant)>>,
+}
+
+impl ClientCache {
+    async fn get(&self, state: &ApiState, hash: &str) -> Result<Option<Client>, ApiError> {
+        if let Some((client, at)) = self
+            .found
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(hash)
+            && at.elapsed().as_secs() < CLIENT_CACHE_SECONDS
+        {
+            return Ok(Some(client.clone()));
+        }
+        let client = state
+            .store
+            .client_by_secret(hash)
+            .await
+            .map_err(ApiError::internal)?;
+        let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        match &client {
+            Some(c) => {
+                found.insert(hash.to_string(), (c.clone(), Instant::now()));
+            }
+            None => {
+                found.remove(hash);
+            }
+        }
+        Ok(client)
     }
 }
 

@@ -115,6 +115,8 @@ pub struct ApiState {
     /// The access log writer (group commit).
     pub access_log: access_log::AccessLog,
     pub limits: Arc<auth::RateLimits>,
+    /// Clients recently found by their secret (see [`auth::CLIENT_CACHE_SECONDS`]).
+    pub clients: Arc<auth::ClientCache>,
     pub metrics: Arc<metrics::Metrics>,
 }
 
@@ -126,16 +128,18 @@ impl ApiState {
         bases: BTreeMap<String, LegalBasis>,
         connectors: Vec<ConnectorStatus>,
         contract_versions: Vec<ContractSupport>,
+        access_log: access_log::Mode,
     ) -> ApiState {
         let metrics = Arc::new(metrics::Metrics::default());
         ApiState {
-            access_log: access_log::AccessLog::start(store.clone(), metrics.clone()),
+            access_log: access_log::AccessLog::start(store.clone(), metrics.clone(), access_log),
             store,
             connectors: Arc::new(connectors),
             jobs: None,
             bases: Arc::new(bases),
             contract_versions: Arc::new(contract_versions),
             limits: Arc::new(auth::RateLimits::default()),
+            clients: Arc::new(auth::ClientCache::default()),
             metrics,
         }
     }
@@ -273,7 +277,10 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_router(listener, app(state), shutdown).await
+    let log = state.access_log.clone();
+    serve_router(listener, app(state), shutdown).await?;
+    // Reads answered in buffered mode are committed before we return.
+    log.flush().await.map_err(std::io::Error::other)
 }
 
 /// [`serve`] for a router built by the caller (tests add routes).

@@ -35,6 +35,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
     access_log_entries: AtomicU64,
+    access_log_failures: AtomicU64,
     auth_failures: AtomicU64,
     rate_limited: Mutex<BTreeMap<String, u64>>,
 }
@@ -42,6 +43,11 @@ pub struct Metrics {
 impl Metrics {
     pub(crate) fn logged(&self, entries: usize) {
         self.access_log_entries
+            .fetch_add(entries as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn log_failed(&self, entries: usize) {
+        self.access_log_failures
             .fetch_add(entries as u64, Ordering::Relaxed);
     }
 
@@ -122,6 +128,11 @@ impl Metrics {
             out,
             "# HELP folkhub_access_log_entries_total Person reads written to the access log.\n# TYPE folkhub_access_log_entries_total counter\nfolkhub_access_log_entries_total {}",
             self.access_log_entries.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP folkhub_access_log_failures_total Access-log entries a commit failed to write (buffered mode; in the default mode their requests were refused).\n# TYPE folkhub_access_log_failures_total counter\nfolkhub_access_log_failures_total {}",
+            self.access_log_failures.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

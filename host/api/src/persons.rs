@@ -384,20 +384,39 @@ pub(crate) async fn batch(
             None => {}
         }
     }
-    let mut persons = Vec::with_capacity(order.len());
-    let mut reads = Vec::with_capacity(order.len());
-    for key in order {
-        let (person, asked) = &by_key[&key];
-        let (mut out, returned) = shape(
-            person,
-            &caller.basis,
-            request.provenance,
-            selection.as_ref(),
-        );
-        out["requested"] = json!(asked);
-        persons.push(out);
-        reads.push((key, returned));
-    }
+    // Shaped on two threads when large (each person is independent).
+    let mut work: Vec<(StoredPerson, Vec<String>)> = order
+        .into_iter()
+        .filter_map(|key| by_key.remove(&key))
+        .collect();
+    let shape_all = {
+        let basis = caller.basis.clone();
+        let provenance = request.provenance;
+        move |part: Vec<(StoredPerson, Vec<String>)>, selection: Option<Selection>| {
+            part.into_iter()
+                .map(|(person, asked)| {
+                    let (mut out, returned) =
+                        shape(&person, &basis, provenance, selection.as_ref());
+                    out["requested"] = json!(asked);
+                    (out, (person.key, returned))
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let shaped = if work.len() < 200 {
+        shape_all(work, selection)
+    } else {
+        let second = work.split_off(work.len() / 2);
+        let (f1, f2) = (shape_all.clone(), shape_all);
+        let s2 = selection.clone();
+        let other = tokio::task::spawn_blocking(move || f2(second, s2));
+        let mut first = tokio::task::spawn_blocking(move || f1(work, selection))
+            .await
+            .map_err(ApiError::internal)?;
+        first.extend(other.await.map_err(ApiError::internal)?);
+        first
+    };
+    let (persons, reads): (Vec<Value>, Vec<(i64, Vec<String>)>) = shaped.into_iter().unzip();
     log_reads(&state, &caller, "POST /v1/persons/batch", reads).await?;
     Ok(Json(json!({ "persons": persons, "not_found": missing })))
 }

@@ -131,6 +131,11 @@ pub struct StoreConfig {
 pub struct ServerConfig {
     /// Address the API listens on.
     pub listen: String,
+    /// When a read's access-log entries are committed: `before-answer`
+    /// (the default: no entry, no answer) or `buffered` (the answer does
+    /// not wait; entries are committed within milliseconds and at a
+    /// graceful shutdown, and a crash can lose the last group).
+    pub access_log: String,
     /// Replaced by each API client's own legal basis; refused with a
     /// pointer to `folkhub clients add` when set.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -280,6 +285,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:8080".into(),
             legal_basis: None,
+            access_log: "before-answer".into(),
         }
     }
 }
@@ -390,6 +396,15 @@ impl Config {
             problems.push(Problem {
                 path: "server.listen".into(),
                 message: format!("{:?} is not IP:PORT", self.server.listen),
+            });
+        }
+        if !["before-answer", "buffered"].contains(&self.server.access_log.as_str()) {
+            problems.push(Problem {
+                path: "server.access_log".into(),
+                message: format!(
+                    "{:?}: use before-answer (no log entry, no answer) or buffered",
+                    self.server.access_log
+                ),
             });
         }
         if let Some(basis) = &self.server.legal_basis {

@@ -30,6 +30,13 @@ pub trait PersonStore: Send + Sync {
         ids: &[String],
     ) -> Result<Vec<(String, Option<StoredPerson>)>, StoreError>;
 
+    /// The key of the person holding each ID (those held by nobody are
+    /// left out); a person merged into another answers with that one's key.
+    async fn keys(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::BTreeMap<String, i64>, StoreError>;
+
     /// Persons a search matches, in key order, with a key above `after`
     /// (at most `limit`). Persons merged into another are not listed.
     async fn search(

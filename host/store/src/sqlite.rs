@@ -31,13 +31,24 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         3,
-        "clients and access log",
-        include_str!("../migrations/sqlite/0003_clients_access_log.sql"),
+        "clients",
+        include_str!("../migrations/sqlite/0003_clients.sql"),
     ),
 ];
 
+/// Migrations of the access-log database.
+const ACCESS_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "access log",
+    include_str!("../migrations/sqlite-access/0001_access_log.sql"),
+)];
+
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The access log's own database (see [`SqliteStore::access_path`]).
+    access: SqlitePool,
+    /// Its writer.
+    access_writer: Mutex<()>,
     rules: MergeRules,
     /// SQLite has one writer; queueing here avoids busy errors.
     writer: Mutex<()>,
@@ -76,116 +87,91 @@ impl SqliteStore {
                 message: e.to_string(),
             })?;
         }
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-            .map_err(|e| StoreError::Open {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|e| StoreError::Open {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
         let store = SqliteStore {
-            pool,
+            pool: connect(path, false).await?,
+            access: connect(&Self::access_path(path), true).await?,
+            access_writer: Mutex::new(()),
             rules,
             writer: Mutex::new(()),
         };
-        store.migrate().await?;
+        {
+            let _w = store.writer.lock().await;
+            migrate(&store.pool, MIGRATIONS).await?;
+        }
+        {
+            let _w = store.access_writer.lock().await;
+            migrate(&store.access, ACCESS_MIGRATIONS).await?;
+        }
+        // Checkpoints of the access log, beside its writer (PASSIVE never
+        // blocks it); a full WAL is also checkpointed once more when the
+        // pool closes.
+        let access = store.access.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if access.is_closed() {
+                    break;
+                }
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&access)
+                    .await
+                {
+                    tracing::warn!("access log checkpoint: {e}");
+                }
+            }
+        });
         Ok(store)
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let _w = self.writer.lock().await;
-        sqlx::query("CREATE TABLE IF NOT EXISTS folkhub_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
-            .execute(&self.pool)
-            .await?;
-        for (version, name, sql) in MIGRATIONS {
-            let done: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM folkhub_migrations WHERE version = ?")
-                    .bind(version)
-                    .fetch_optional(&self.pool)
-                    .await?;
-            if done.is_some() {
-                continue;
-            }
-            let mut tx = self.pool.begin().await?;
-            sqlx::raw_sql(sql).execute(&mut *tx).await?;
-            sqlx::query(
-                "INSERT INTO folkhub_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-            )
-            .bind(version)
-            .bind(name)
-            .bind(ts(now()))
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-        }
-        Ok(())
+    /// Where the access log of the store at `path` lives: beside it,
+    /// `folkhub.db` → `folkhub-access.db`. Back both files up together.
+    pub fn access_path(path: &Path) -> std::path::PathBuf {
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "folkhub".into());
+        path.with_file_name(format!("{stem}-access.db"))
     }
 
-    async fn person_key(&self, id: &str) -> Result<Option<i64>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT person_id FROM identifiers WHERE value = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+    /// A write transaction. `BEGIN IMMEDIATE` takes the write lock at the
+    /// start, so the busy timeout applies when another process writes (a
+    /// deferred transaction that read first and then writes fails at once
+    /// when someone else committed in between: `folkhub sync` beside a busy
+    /// `folkhub serve` writing its access log did).
+    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    /// Persons by their (surviving) keys, with three queries per chunk
-    /// instead of three per person.
+    /// Persons by their (surviving) keys, in one query. Many records are
+    /// parsed on two threads (a batch of 1,000 spends most of its time in
+    /// JSON parsing).
     async fn load_persons(&self, keys: &[i64]) -> Result<BTreeMap<i64, StoredPerson>, StoreError> {
-        let mut out = BTreeMap::new();
-        for chunk in keys.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(",");
-            let mut ids: BTreeMap<i64, Vec<StoredId>> = BTreeMap::new();
-            let sql = format!(
-                "SELECT person_id, scheme, value, active FROM identifiers WHERE person_id IN ({marks}) ORDER BY person_id, active DESC, first_seen"
-            );
-            let mut query = sqlx::query(&sql);
-            for key in chunk {
-                query = query.bind(key);
-            }
-            for row in query.fetch_all(&self.pool).await? {
-                ids.entry(row.get("person_id")).or_default().push(StoredId {
-                    scheme: row.get("scheme"),
-                    value: row.get("value"),
-                    active: row.get("active"),
-                });
-            }
-            let sql = format!(
-                "SELECT person_id, record, version, updated_at FROM merged WHERE person_id IN ({marks})"
-            );
-            let mut query = sqlx::query(&sql);
-            for key in chunk {
-                query = query.bind(key);
-            }
-            for row in query.fetch_all(&self.pool).await? {
-                let key: i64 = row.get("person_id");
-                let record: String = row.get("record");
-                out.insert(
-                    key,
-                    StoredPerson {
-                        key,
-                        ids: ids.remove(&key).unwrap_or_default(),
-                        record: serde_json::from_str(&record)
-                            .map_err(|e| corrupt("merged record", e))?,
-                        version: row.get("version"),
-                        updated_at: parse_ts(row.get::<&str, _>("updated_at"))?,
-                    },
-                );
-            }
+        if keys.is_empty() {
+            return Ok(BTreeMap::new());
         }
-        Ok(out)
+        let rows = sqlx::query(&format!(
+            "SELECT {PERSON_COLUMNS} FROM json_each(?) j JOIN merged m ON m.person_id = j.value"
+        ))
+        .bind(json!(keys).to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        let parse = |rows: Vec<sqlx::sqlite::SqliteRow>| -> Result<Vec<StoredPerson>, StoreError> {
+            rows.iter().map(stored_person).collect()
+        };
+        let persons = if rows.len() < 200 {
+            parse(rows)?
+        } else {
+            let mut rows = rows;
+            let second = rows.split_off(rows.len() / 2);
+            let other = tokio::task::spawn_blocking(move || parse(second));
+            let mut first = tokio::task::spawn_blocking(move || parse(rows))
+                .await
+                .map_err(|e| corrupt("merged records", e))??;
+            first.extend(other.await.map_err(|e| corrupt("merged records", e))??);
+            first
+        };
+        Ok(persons.into_iter().map(|p| (p.key, p)).collect())
     }
 }
 
@@ -210,6 +196,97 @@ fn client_from(row: &sqlx::sqlite::SqliteRow) -> Result<Client, StoreError> {
         revoked_by: row.get("revoked_by"),
         revoked_reason: row.get("revoked_reason"),
     })
+}
+
+/// The columns of a merged record with its IDs as a JSON array (`ids`),
+/// for queries that read whole persons.
+const PERSON_COLUMNS: &str = "m.person_id, m.record, m.version, m.updated_at,
+    (SELECT json_group_array(json_array(scheme, value, CASE WHEN active THEN json('true') ELSE json('false') END)) FROM
+       (SELECT scheme, value, active FROM identifiers
+        WHERE person_id = m.person_id ORDER BY active DESC, first_seen)) AS ids";
+
+/// A person from a row of [`PERSON_COLUMNS`].
+fn stored_person(row: &sqlx::sqlite::SqliteRow) -> Result<StoredPerson, StoreError> {
+    let ids: Vec<(String, String, bool)> =
+        serde_json::from_str(row.get::<&str, _>("ids")).map_err(|e| corrupt("identifiers", e))?;
+    Ok(StoredPerson {
+        key: row.get("person_id"),
+        ids: ids
+            .into_iter()
+            .map(|(scheme, value, active)| StoredId {
+                scheme,
+                value,
+                active,
+            })
+            .collect(),
+        record: serde_json::from_str(row.get::<&str, _>("record"))
+            .map_err(|e| corrupt("merged record", e))?,
+        version: row.get("version"),
+        updated_at: parse_ts(row.get::<&str, _>("updated_at"))?,
+    })
+}
+
+/// Opens (creating if needed) one SQLite database file: WAL, normal sync,
+/// foreign keys, a busy timeout for other processes' writers.
+async fn connect(path: &Path, background_checkpoints: bool) -> Result<SqlitePool, StoreError> {
+    let open_error = |e: &dyn std::fmt::Display| StoreError::Open {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+        .map_err(|e| open_error(&e))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10));
+    // A checkpoint run by the committing writer (every 1,000 WAL pages)
+    // syncs the file to disk while that writer waits: with the access log
+    // committed before each answer, that showed as the API's slowest reads.
+    // Such a database is checkpointed by a background task instead.
+    let options = if background_checkpoints {
+        options.pragma("wal_autocheckpoint", "0")
+    } else {
+        options
+    };
+    // Readers run side by side (WAL); writers queue on the store's mutexes.
+    // No ping before each use: the file is local, and the ping is a round
+    // trip to the connection's worker thread per statement (a third of the
+    // API's time per read in a profile).
+    SqlitePoolOptions::new()
+        .max_connections(8)
+        .test_before_acquire(false)
+        .connect_with(options)
+        .await
+        .map_err(|e| open_error(&e))
+}
+
+/// Applies the migrations a database has not had yet, each in its own
+/// transaction with its record in `folkhub_migrations`.
+async fn migrate(pool: &SqlitePool, migrations: &[(i64, &str, &str)]) -> Result<(), StoreError> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS folkhub_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+        .execute(pool)
+        .await?;
+    for (version, name, sql) in migrations {
+        let done: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM folkhub_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_optional(pool)
+                .await?;
+        if done.is_some() {
+            continue;
+        }
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO folkhub_migrations (version, name, applied_at) VALUES (?, ?, ?)")
+            .bind(version)
+            .bind(name)
+            .bind(ts(now()))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
 }
 
 /// Finds or creates the person a record belongs to, and links its IDs.
@@ -969,7 +1046,7 @@ impl SqliteStore {
         pinned: Option<bool>,
     ) -> Result<bool, StoreError> {
         let _w = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let Some(row) =
             sqlx::query("SELECT version, digest FROM installations WHERE connector = ?")
                 .bind(connector)
@@ -1021,7 +1098,7 @@ fn installation_from(row: &sqlx::sqlite::SqliteRow) -> Result<Installation, Stor
 impl PersonStore for SqliteStore {
     async fn apply(&self, batch: Batch) -> Result<ApplyReport, StoreError> {
         let _w = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut report = ApplyReport::default();
         for person in &batch.persons {
             self.apply_person(&mut tx, &batch, person, &mut report)
@@ -1040,38 +1117,69 @@ impl PersonStore for SqliteStore {
     }
 
     async fn person(&self, id: &str) -> Result<Option<StoredPerson>, StoreError> {
-        let Some(key) = self.person_key(id).await? else {
-            return Ok(None);
-        };
-        self.person_by_key(key).await
+        // One query (the hot path of the API): the record of whoever holds
+        // the ID now (a person merged into another answers as that one)
+        // with all its IDs.
+        sqlx::query(&format!(
+            "SELECT {PERSON_COLUMNS}
+             FROM identifiers i JOIN persons p ON p.id = i.person_id
+             JOIN merged m ON m.person_id = COALESCE(p.merged_into, p.id)
+             WHERE i.value = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(stored_person)
+        .transpose()
+    }
+
+    async fn keys(&self, ids: &[String]) -> Result<BTreeMap<String, i64>, StoreError> {
+        if ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let rows = sqlx::query(
+            "SELECT i.value, COALESCE(p.merged_into, p.id) AS key
+             FROM json_each(?) j JOIN identifiers i ON i.value = j.value
+             JOIN persons p ON p.id = i.person_id",
+        )
+        .bind(json!(ids).to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|row| (row.get("value"), row.get("key")))
+            .collect())
     }
 
     async fn persons(
         &self,
         ids: &[String],
     ) -> Result<Vec<(String, Option<StoredPerson>)>, StoreError> {
-        let mut owner: BTreeMap<String, i64> = BTreeMap::new();
-        for chunk in ids.chunks(500) {
-            let marks = vec!["?"; chunk.len()].join(",");
-            let sql = format!(
-                "SELECT i.value, COALESCE(p.merged_into, p.id) AS key FROM identifiers i JOIN persons p ON p.id = i.person_id WHERE i.value IN ({marks})"
-            );
-            let mut query = sqlx::query(&sql);
-            for id in chunk {
-                query = query.bind(id);
-            }
-            for row in query.fetch_all(&self.pool).await? {
-                owner.insert(row.get("value"), row.get("key"));
-            }
-        }
+        let owner = self.keys(ids).await?;
         let keys: BTreeSet<i64> = owner.values().copied().collect();
-        let persons = self
+        let mut persons = self
             .load_persons(&keys.into_iter().collect::<Vec<_>>())
             .await?;
+        // Each person is moved to the last ID that names it and cloned
+        // only for the others.
+        let mut last_mention: BTreeMap<i64, usize> = BTreeMap::new();
+        for (i, id) in ids.iter().enumerate() {
+            if let Some(key) = owner.get(id) {
+                last_mention.insert(*key, i);
+            }
+        }
         Ok(ids
             .iter()
-            .map(|id| {
-                let person = owner.get(id).and_then(|key| persons.get(key)).cloned();
+            .enumerate()
+            .map(|(i, id)| {
+                let person = owner.get(id).and_then(|key| {
+                    if last_mention.get(key) == Some(&i) {
+                        persons.remove(key)
+                    } else {
+                        persons.get(key).cloned()
+                    }
+                });
                 (id.clone(), person)
             })
             .collect())
@@ -1194,27 +1302,35 @@ impl PersonStore for SqliteStore {
         if entries.is_empty() {
             return Ok(());
         }
-        let _w = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
-        for chunk in entries.chunks(100) {
-            let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(",");
-            let sql = format!(
-                "INSERT INTO access_log (at, client, basis, purpose, person_id, endpoint, fields) VALUES {rows}"
-            );
-            let mut query = sqlx::query(&sql);
-            for e in chunk {
-                query = query
-                    .bind(ts(e.at))
-                    .bind(&e.client)
-                    .bind(&e.basis)
-                    .bind(&e.purpose)
-                    .bind(e.person)
-                    .bind(&e.endpoint)
-                    .bind(serde_json::to_string(&e.fields).unwrap_or_default());
-            }
-            query.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
+        // One fixed statement whatever the group's size: the entries travel
+        // as one JSON array and SQLite unpacks them (prepared once, one
+        // round trip to the connection's thread, its own transaction).
+        let rows: Vec<Value> = entries
+            .iter()
+            .map(|e| {
+                json!([
+                    ts(e.at),
+                    e.client,
+                    e.basis,
+                    e.purpose,
+                    e.person,
+                    e.endpoint,
+                    e.fields
+                ])
+            })
+            .collect();
+        let _w = self.access_writer.lock().await;
+        sqlx::query(
+            "INSERT INTO access_log (at, client, basis, purpose, person_id, endpoint, fields)
+             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                    json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                    json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+                    json_extract(value, '$[6]')
+             FROM json_each(?) ORDER BY key",
+        )
+        .bind(Value::Array(rows).to_string())
+        .execute(&self.access)
+        .await?;
         Ok(())
     }
 
@@ -1231,7 +1347,7 @@ impl PersonStore for SqliteStore {
         .bind(q.since.map(ts))
         .bind(q.until.map(ts))
         .bind(i64::from(q.limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.access)
         .await?;
         rows.iter()
             .map(|row| {
@@ -1404,7 +1520,7 @@ impl PersonStore for SqliteStore {
         reason: &str,
     ) -> Result<(), StoreError> {
         let _w = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let before = sqlx::query("SELECT version, digest FROM installations WHERE connector = ?")
             .bind(&installation.connector)
             .fetch_optional(&mut *tx)
@@ -1517,7 +1633,7 @@ impl PersonStore for SqliteStore {
 
     async fn undo_link(&self, id: i64, actor: &str, reason: &str) -> Result<bool, StoreError> {
         let _w = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let Some(row) =
             sqlx::query("SELECT * FROM identity_merges WHERE id = ? AND undone_at IS NULL")
                 .bind(id)
@@ -1586,7 +1702,7 @@ impl PersonStore for SqliteStore {
 
     async fn add_override(&self, new: NewOverride) -> Result<Override, StoreError> {
         let _w = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let key: i64 = sqlx::query_scalar("SELECT person_id FROM identifiers WHERE value = ?")
             .bind(&new.person_id)
             .fetch_optional(&mut *tx)
@@ -1633,7 +1749,7 @@ impl PersonStore for SqliteStore {
 
     async fn end_override(&self, id: i64, actor: &str, reason: &str) -> Result<bool, StoreError> {
         let _w = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let key: Option<i64> =
             sqlx::query_scalar("SELECT person_id FROM overrides WHERE id = ? AND ended_at IS NULL")
                 .bind(id)
@@ -1659,7 +1775,7 @@ impl PersonStore for SqliteStore {
 
     async fn expire_overrides(&self, at: DateTime<Utc>) -> Result<Vec<i64>, StoreError> {
         let _w = self.writer.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let rows = sqlx::query(
             "SELECT id, person_id, expires_at FROM overrides WHERE ended_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY id",
         )
@@ -1754,7 +1870,7 @@ impl PersonStore for SqliteStore {
                 .await?;
         let mut report = RebuildReport::default();
         for chunk in keys.chunks(500) {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.write_tx().await?;
             for &key in chunk {
                 report.persons += 1;
                 let mut candidates = candidates_from_log(&mut tx, key).await?;
@@ -1822,7 +1938,7 @@ impl PersonStore for SqliteStore {
         &self,
         person: i64,
     ) -> Result<BTreeMap<String, Vec<Candidate>>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let out = current_candidates(&mut tx, person).await?;
         tx.commit().await?;
         Ok(out)
@@ -2639,7 +2755,7 @@ mod tests {
             "UPDATE access_log SET client = 'nobody'",
             "DELETE FROM access_log WHERE seq = 1",
         ] {
-            let e = sqlx::query(sql).execute(&store.pool).await.unwrap_err();
+            let e = sqlx::query(sql).execute(&store.access).await.unwrap_err();
             assert!(e.to_string().contains("append-only"), "{e}");
         }
         let page = store

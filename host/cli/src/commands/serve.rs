@@ -118,6 +118,8 @@ pub async fn state(host: &Host) -> anyhow::Result<ApiState> {
                 }
             })
             .collect(),
+        folkhub_api::access_log::Mode::parse(&host.config.server.access_log)
+            .context("server.access_log")?,
     ))
 }
 

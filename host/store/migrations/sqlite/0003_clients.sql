@@ -18,29 +18,5 @@ CREATE TABLE clients (
     revoked_reason TEXT
 );
 
--- Every read of person data: who, for what purpose, which person, which
--- fields, when. Append-only: the triggers refuse changes and deletions.
-CREATE TABLE access_log (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-    at         TEXT NOT NULL,
-    client     TEXT NOT NULL,
-    basis      TEXT NOT NULL,
-    purpose    TEXT NOT NULL,
-    person_id  INTEGER NOT NULL,
-    endpoint   TEXT NOT NULL,
-    fields     TEXT NOT NULL              -- JSON array of the paths returned
-);
-CREATE INDEX access_log_person ON access_log(person_id, seq);
-CREATE INDEX access_log_client ON access_log(client, seq);
-
-CREATE TRIGGER access_log_no_update BEFORE UPDATE ON access_log
-BEGIN
-    SELECT RAISE(ABORT, 'the access log is append-only');
-END;
-CREATE TRIGGER access_log_no_delete BEFORE DELETE ON access_log
-BEGIN
-    SELECT RAISE(ABORT, 'the access log is append-only');
-END;
-
 -- Search by birth date (+ name) over the merged records.
 CREATE INDEX merged_birth_date ON merged(json_extract(record, '$.fields."birth.date".value'));
