@@ -1321,7 +1321,7 @@ impl PersonStore for SqliteStore {
             .collect();
         let _w = self.access_writer.lock().await;
         sqlx::query(
-            "INSERT INTO access_log (at, client, basis, purpose, person_id, endpoint, fields)
+            "INSERT INTO access_log_in (at, client, basis, purpose, person_id, endpoint, fields)
              SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                     json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                     json_extract(value, '$[4]'), json_extract(value, '$[5]'),
@@ -1336,7 +1336,8 @@ impl PersonStore for SqliteStore {
 
     async fn access_log(&self, q: &AccessQuery) -> Result<Vec<AccessRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM access_log WHERE seq > ?1
+            "SELECT a.*, f.fields FROM access_log a JOIN access_field_sets f ON f.id = a.field_set
+             WHERE seq > ?1
                AND (?2 IS NULL OR client = ?2) AND (?3 IS NULL OR person_id = ?3)
                AND (?4 IS NULL OR at >= ?4) AND (?5 IS NULL OR at < ?5)
              ORDER BY seq LIMIT ?6",
@@ -2751,9 +2752,17 @@ mod tests {
         let mut want = entry(250);
         want.at = all[249].entry.at;
         assert_eq!(all[249].entry, want);
+        // 250 reads of the same fields: the list is stored once.
+        let sets: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM access_field_sets")
+            .fetch_one(&store.access)
+            .await
+            .unwrap();
+        assert_eq!(sets, 1);
         for sql in [
             "UPDATE access_log SET client = 'nobody'",
             "DELETE FROM access_log WHERE seq = 1",
+            "UPDATE access_field_sets SET fields = '[]'",
+            "DELETE FROM access_field_sets",
         ] {
             let e = sqlx::query(sql).execute(&store.access).await.unwrap_err();
             assert!(e.to_string().contains("append-only"), "{e}");
