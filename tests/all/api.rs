@@ -856,6 +856,8 @@ async fn schemathesis_finds_the_server_true_to_its_openapi_document() {
             "--report-dir",
         ])
         .arg(reports.path())
+        // It keeps a cache in its working directory: not in the checkout.
+        .current_dir(reports.path())
         .env("SCHEMATHESIS_TELEMETRY", "false")
         .output()
         .await

@@ -859,6 +859,7 @@ fn bench_api(count: usize, seconds: u32, port: u16, sim_port: u16) -> anyhow::Re
         println!("({done} full refreshes of {count} persons ran during the measurement)");
         result
     };
+    let mut logged = 0u64;
     for mode in ["before-answer", "buffered"] {
         let text = std::fs::read_to_string(&config)?;
         let text = text
@@ -893,12 +894,32 @@ fn bench_api(count: usize, seconds: u32, port: u16, sim_port: u16) -> anyhow::Re
             "\n== access_log = {mode}: person reads by ID during full refreshes (4 connections)"
         );
         refreshing(&|| wrk(4, &reads, "/", "wrk reads during refreshes"))?;
+        if let Ok(m) = Command::new("curl")
+            .args(["-s", &format!("{url}/metrics")])
+            .output()
+        {
+            for line in String::from_utf8_lossy(&m.stdout).lines() {
+                if let Some(n) = line.strip_prefix("folkhub_access_log_entries_total ") {
+                    logged += n.trim().parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
         let _ = Command::new("kill")
             .args(["-INT", &server.id().to_string()])
             .status();
         server.wait()?;
     }
     drop(children);
+    let bytes: u64 = ["folkhub-access.db", "folkhub-access.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "\naccess log: {logged} entries in {:.1} MB ({} bytes per entry)",
+        bytes as f64 / 1e6,
+        bytes / logged.max(1)
+    );
     Ok(())
 }
 

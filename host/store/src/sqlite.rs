@@ -88,8 +88,8 @@ impl SqliteStore {
             })?;
         }
         let store = SqliteStore {
-            pool: connect(path, false).await?,
-            access: connect(&Self::access_path(path), true).await?,
+            pool: connect(path).await?,
+            access: connect(&Self::access_path(path)).await?,
             access_writer: Mutex::new(()),
             rules,
             writer: Mutex::new(()),
@@ -102,25 +102,6 @@ impl SqliteStore {
             let _w = store.access_writer.lock().await;
             migrate(&store.access, ACCESS_MIGRATIONS).await?;
         }
-        // Checkpoints of the access log, beside its writer (PASSIVE never
-        // blocks it); a full WAL is also checkpointed once more when the
-        // pool closes.
-        let access = store.access.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                if access.is_closed() {
-                    break;
-                }
-                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                    .execute(&access)
-                    .await
-                {
-                    tracing::warn!("access log checkpoint: {e}");
-                }
-            }
-        });
         Ok(store)
     }
 
@@ -228,7 +209,7 @@ fn stored_person(row: &sqlx::sqlite::SqliteRow) -> Result<StoredPerson, StoreErr
 
 /// Opens (creating if needed) one SQLite database file: WAL, normal sync,
 /// foreign keys, a busy timeout for other processes' writers.
-async fn connect(path: &Path, background_checkpoints: bool) -> Result<SqlitePool, StoreError> {
+async fn connect(path: &Path) -> Result<SqlitePool, StoreError> {
     let open_error = |e: &dyn std::fmt::Display| StoreError::Open {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -240,15 +221,6 @@ async fn connect(path: &Path, background_checkpoints: bool) -> Result<SqlitePool
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10));
-    // A checkpoint run by the committing writer (every 1,000 WAL pages)
-    // syncs the file to disk while that writer waits: with the access log
-    // committed before each answer, that showed as the API's slowest reads.
-    // Such a database is checkpointed by a background task instead.
-    let options = if background_checkpoints {
-        options.pragma("wal_autocheckpoint", "0")
-    } else {
-        options
-    };
     // Readers run side by side (WAL); writers queue on the store's mutexes.
     // No ping before each use: the file is local, and the ping is a round
     // trip to the connection's worker thread per statement (a third of the
