@@ -159,7 +159,8 @@ async fn logged(store: &dyn PersonStore, client: &str) -> Vec<folkhub_store::Acc
         .expect("access log")
 }
 
-async fn synced_env(seed: u64, count: usize) -> TestEnv {
+/// A simulator and a host with Folkeregisteret installed and fully synced.
+pub async fn synced_env(seed: u64, count: usize) -> TestEnv {
     let env = TestEnv::start(Setup {
         seed,
         count,

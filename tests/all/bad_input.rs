@@ -3,31 +3,11 @@
 
 use axum::http::StatusCode;
 
-use folkhub_tests::{Setup, TestEnv};
-
 use crate::api::{Api, get};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_and_cli_explain_bad_ids() {
-    let env = TestEnv::start(Setup {
-        seed: 11,
-        count: 30,
-        ..Setup::default()
-    })
-    .await;
-    env.host
-        .install("folkeregister", None, false, "test", "api")
-        .await
-        .expect("install");
-    let connector = env.host.load("folkeregister").await.expect("load");
-    folkhub_sync::full(
-        env.host.store(),
-        &connector,
-        &["no-fnr"],
-        &folkhub_sync::Options::default(),
-    )
-    .await
-    .expect("sync");
+    let env = crate::api::synced_env(11, 30).await;
     let app = Api::new(&env.host, "full", true).await;
 
     let truth = env.sim.truth_for(&["folkeregister", "krr"]).await;

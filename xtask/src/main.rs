@@ -566,22 +566,10 @@ cache_dir = "{cache}"
     );
     // Two API clients: an admin with the full basis (e.g. a health
     // service's operator) and a school; their keys are printed once.
-    let key_of = |name: &str, args: &[&str]| -> anyhow::Result<String> {
+    let key_of = |name: &str, args: &[&str]| {
         let mut all = vec!["clients", "add", name];
         all.extend(args);
-        let out = folkhub(&all).output().context("folkhub clients add")?;
-        if !out.status.success() {
-            bail!(
-                "folkhub clients add {name} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        String::from_utf8_lossy(&out.stdout)
-            .split("X-API-Key: ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(String::from)
-            .context("folkhub clients add printed no key")
+        add_client(folkhub(&all))
     };
     let admin_key = key_of(
         "demo-admin",
@@ -684,6 +672,23 @@ cache_dir = "{cache}"
     Ok(())
 }
 
+/// Runs `folkhub clients add …` and returns the API key it printed.
+fn add_client(mut command: Command) -> anyhow::Result<String> {
+    let out = command.output().context("folkhub clients add")?;
+    if !out.status.success() {
+        bail!(
+            "folkhub clients add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .split("X-API-Key: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(String::from)
+        .context("folkhub clients add printed no key")
+}
+
 /// `cargo xtask bench-api`: a store of `count` synced persons served on
 /// loopback, one client with no practical rate limit, and wrk reading
 /// random persons by ID.
@@ -756,7 +761,7 @@ fn bench_api(count: usize, seconds: u32, port: u16, sim_port: u16) -> anyhow::Re
         "install folkeregister",
     )?;
     run(folkhub(&["sync", "folkeregister", "--full"]), "first sync")?;
-    let out = folkhub(&[
+    let secret = add_client(folkhub(&[
         "clients",
         "add",
         "bench",
@@ -766,14 +771,7 @@ fn bench_api(count: usize, seconds: u32, port: u16, sim_port: u16) -> anyhow::Re
         "load test",
         "--rate",
         "1000000",
-    ])
-    .output()?;
-    let secret = String::from_utf8_lossy(&out.stdout)
-        .split("X-API-Key: ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .map(String::from)
-        .context("no key printed")?;
+    ]))?;
     // The current ID of every person Folkeregisteret knows, for wrk to
     // pick from.
     let listed = Command::new(bin.join("folkhub-sim"))

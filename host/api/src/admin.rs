@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
-use crate::extract::{PathParam, QueryParams};
+use crate::extract::{PathParam, QueryParams, flag, limit, position};
 use crate::{ApiError, ApiState};
 
 /// `GET /v1/health`: persons, contract versions, connectors with circuit
@@ -40,10 +40,7 @@ pub(crate) async fn health(State(state): State<ApiState>) -> Result<Json<Value>,
 /// any upgrade deadline (the admin's `connectors list`/`outdated`).
 #[utoipa::path(get, path = "/v1/connectors", tag = "admin",
     responses((status = 200, description = "Installed connectors", body = crate::openapi::Connectors),
-        (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The client may not use this route or search", body = crate::openapi::ErrorBody),
-        (status = 429, description = "The client's rate limit; wait Retry-After seconds", body = crate::openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),), security(("api_key" = []), ("bearer" = [])))]
+        crate::openapi::ClientErrors), security(("api_key" = []), ("bearer" = [])))]
 pub(crate) async fn connectors(State(state): State<ApiState>) -> Json<Value> {
     Json(json!({ "connectors": *state.connectors }))
 }
@@ -55,10 +52,7 @@ pub(crate) async fn connectors(State(state): State<ApiState>) -> Json<Value> {
     responses((status = 200, description = "Every installation change", body = crate::openapi::ConnectorHistory),
         (status = 400, description = "Malformed path", body = crate::openapi::ErrorBody),
         (status = 404, description = "Never installed", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The client may not use this route or search", body = crate::openapi::ErrorBody),
-        (status = 429, description = "The client's rate limit; wait Retry-After seconds", body = crate::openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),), security(("api_key" = []), ("bearer" = [])))]
+        crate::openapi::ClientErrors), security(("api_key" = []), ("bearer" = [])))]
 pub(crate) async fn connector_history(
     State(state): State<ApiState>,
     PathParam(id): PathParam<String>,
@@ -75,27 +69,6 @@ pub(crate) async fn connector_history(
     Ok(Json(json!({ "connector": id, "history": audit })))
 }
 
-fn limit(text: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
-    let Some(text) = text else {
-        return Ok(default);
-    };
-    let n: u32 = text.parse().map_err(|_| {
-        ApiError::bad(
-            "invalid-parameter",
-            "limit",
-            format!("limit={text}: a whole number from 1 to {max}"),
-        )
-    })?;
-    if n == 0 || n > max {
-        return Err(ApiError::bad(
-            "page-too-large",
-            "limit",
-            format!("limit={n}: 1 to {max}"),
-        ));
-    }
-    Ok(n)
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LimitQuery {
@@ -107,10 +80,7 @@ pub(crate) struct LimitQuery {
     params(("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1 to 1,000 (default 50)")),
     responses((status = 200, description = "The run log book, newest first", body = crate::openapi::Runs),
         (status = 400, description = "Malformed limit", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The client may not use this route or search", body = crate::openapi::ErrorBody),
-        (status = 429, description = "The client's rate limit; wait Retry-After seconds", body = crate::openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),), security(("api_key" = []), ("bearer" = [])))]
+        crate::openapi::ClientErrors), security(("api_key" = []), ("bearer" = [])))]
 pub(crate) async fn runs(
     State(state): State<ApiState>,
     QueryParams(query): QueryParams<LimitQuery>,
@@ -126,10 +96,7 @@ pub(crate) async fn runs(
     responses((status = 200, description = "One run", body = folkhub_store::JobRun),
         (status = 400, description = "Malformed path", body = crate::openapi::ErrorBody),
         (status = 404, description = "No such run", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The client may not use this route or search", body = crate::openapi::ErrorBody),
-        (status = 429, description = "The client's rate limit; wait Retry-After seconds", body = crate::openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),), security(("api_key" = []), ("bearer" = [])))]
+        crate::openapi::ClientErrors), security(("api_key" = []), ("bearer" = [])))]
 pub(crate) async fn run(
     State(state): State<ApiState>,
     PathParam(id): PathParam<String>,
@@ -161,10 +128,7 @@ pub(crate) async fn run(
     responses((status = 202, description = "Queued for the scheduler", body = crate::openapi::Queued),
         (status = 400, description = "Malformed path", body = crate::openapi::ErrorBody),
         (status = 404, description = "No such job", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The client may not use this route or search", body = crate::openapi::ErrorBody),
-        (status = 429, description = "The client's rate limit; wait Retry-After seconds", body = crate::openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        crate::openapi::ClientErrors,
         (status = 503, description = "No scheduler runs in this process", body = crate::openapi::ErrorBody)), security(("api_key" = []), ("bearer" = [])))]
 pub(crate) async fn queue_job(
     State(state): State<ApiState>,
@@ -212,10 +176,7 @@ pub(crate) struct CostsQuery {
     params(("month" = Option<String>, Query, pattern = "^[0-9]{4}-(0[1-9]|1[0-2])$", description = "YYYY-MM; every month when left out")),
     responses((status = 200, description = "Register calls and cost by month, connector and job", body = crate::openapi::Costs),
         (status = 400, description = "Malformed month", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The client may not use this route or search", body = crate::openapi::ErrorBody),
-        (status = 429, description = "The client's rate limit; wait Retry-After seconds", body = crate::openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),), security(("api_key" = []), ("bearer" = [])))]
+        crate::openapi::ClientErrors), security(("api_key" = []), ("bearer" = [])))]
 pub(crate) async fn costs(
     State(state): State<ApiState>,
     QueryParams(query): QueryParams<CostsQuery>,
@@ -245,10 +206,7 @@ fn reads_everything(basis: &LegalBasis) -> bool {
 /// `GET /v1/conflicts`: open conflicts; values only for the full basis.
 #[utoipa::path(get, path = "/v1/conflicts", tag = "admin",
     responses((status = 200, description = "Open conflicts (candidate values only for the full basis)", body = crate::openapi::Conflicts),
-        (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The client may not use this route or search", body = crate::openapi::ErrorBody),
-        (status = 429, description = "The client's rate limit; wait Retry-After seconds", body = crate::openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),), security(("api_key" = []), ("bearer" = [])))]
+        crate::openapi::ClientErrors), security(("api_key" = []), ("bearer" = [])))]
 pub(crate) async fn conflicts(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -276,26 +234,13 @@ pub(crate) struct AllQuery {
     params(("all" = Option<bool>, Query, description = "Include ended overrides")),
     responses((status = 200, description = "Overrides with their audit trail (values only for the full basis)", body = crate::openapi::Overrides),
         (status = 400, description = "Malformed flag", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The client may not use this route or search", body = crate::openapi::ErrorBody),
-        (status = 429, description = "The client's rate limit; wait Retry-After seconds", body = crate::openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),), security(("api_key" = []), ("bearer" = [])))]
+        crate::openapi::ClientErrors), security(("api_key" = []), ("bearer" = [])))]
 pub(crate) async fn overrides(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     QueryParams(query): QueryParams<AllQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let all = match query.all.as_deref() {
-        None | Some("false") | Some("0") => false,
-        Some("true") | Some("1") => true,
-        Some(other) => {
-            return Err(ApiError::bad(
-                "invalid-parameter",
-                "all",
-                format!("all={other}: use true or false"),
-            ));
-        }
-    };
+    let all = flag(query.all.as_deref(), "all")?;
     let mut list = state
         .store
         .overrides(!all)
@@ -312,10 +257,7 @@ pub(crate) async fn overrides(
 /// `GET /v1/clients`: every client (no secrets).
 #[utoipa::path(get, path = "/v1/clients", tag = "admin",
     responses((status = 200, description = "Every client (no secrets)", body = crate::openapi::Clients),
-        (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The client may not use this route or search", body = crate::openapi::ErrorBody),
-        (status = 429, description = "The client's rate limit; wait Retry-After seconds", body = crate::openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),), security(("api_key" = []), ("bearer" = [])))]
+        crate::openapi::ClientErrors), security(("api_key" = []), ("bearer" = [])))]
 pub(crate) async fn clients(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let list = state.store.clients().await.map_err(ApiError::internal)?;
     Ok(Json(json!({ "clients": list })))
@@ -358,10 +300,7 @@ fn instant(text: &str, name: &str) -> Result<chrono::DateTime<chrono::Utc>, ApiE
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "1 to 10,000 (default 100)")),
     responses((status = 200, description = "Access log entries, oldest first", body = crate::openapi::AccessLogPage),
         (status = 400, description = "A malformed filter", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The client may not use this route or search", body = crate::openapi::ErrorBody),
-        (status = 429, description = "The client's rate limit; wait Retry-After seconds", body = crate::openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),), security(("api_key" = []), ("bearer" = [])))]
+        crate::openapi::ClientErrors), security(("api_key" = []), ("bearer" = [])))]
 pub(crate) async fn access_log(
     State(state): State<ApiState>,
     QueryParams(q): QueryParams<AccessLogQuery>,
@@ -386,20 +325,7 @@ pub(crate) async fn access_log(
             }
         },
     };
-    let after = match q.after.as_deref() {
-        None => 0,
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| {
-                ApiError::bad(
-                    "invalid-parameter",
-                    "after",
-                    format!("after={text}: the `next` value of the previous page"),
-                )
-            })?,
-    };
+    let after = position(q.after.as_deref(), "after")?;
     let query = AccessQuery {
         client: q.client.clone(),
         person,

@@ -69,3 +69,56 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         })
     }
 }
+
+/// `name=true|false` (or 1|0), false when left out.
+pub fn flag(value: Option<&str>, name: &str) -> Result<bool, ApiError> {
+    match value {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(other) => Err(ApiError::bad(
+            "invalid-parameter",
+            name,
+            format!("{name}={other}: use true or false"),
+        )),
+    }
+}
+
+/// A page size: `default` when left out, 400 `page-too-large` outside
+/// 1..=max.
+pub fn limit(text: Option<&str>, default: u32, max: u32) -> Result<u32, ApiError> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    let n: u32 = text.parse().map_err(|_| {
+        ApiError::bad(
+            "invalid-parameter",
+            "limit",
+            format!("limit={text}: a whole number from 1 to {max}"),
+        )
+    })?;
+    if n == 0 || n > max {
+        return Err(ApiError::bad(
+            "page-too-large",
+            "limit",
+            format!("limit={n}: ask for 1 to {max} per page"),
+        ));
+    }
+    Ok(n)
+}
+
+/// A position to continue from (`after`, `since`): a whole number, 0 or
+/// more; 0 when left out.
+pub fn position(text: Option<&str>, name: &str) -> Result<i64, ApiError> {
+    match text {
+        None => Ok(0),
+        Some(text) => text.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ApiError::bad(
+                "invalid-parameter",
+                name,
+                format!(
+                    "{name}={text}: a whole number, 0 or more (the `next` of the previous page)"
+                ),
+            )
+        }),
+    }
+}

@@ -35,6 +35,29 @@ pub struct ErrorDetail {
     pub field: Option<String>,
 }
 
+/// The answers of every route that needs a client, besides its own.
+#[derive(utoipa::IntoResponses)]
+pub enum ClientErrors {
+    /// No client, or an unknown or revoked secret.
+    #[response(status = 401)]
+    Unauthenticated(ErrorBody),
+    /// The client may not use this route or search.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// The client's rate limit; wait Retry-After seconds.
+    #[response(status = 429, headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    RateLimited(ErrorBody),
+}
+
+/// The answer of a route that returns person data when its reads cannot
+/// be written to the access log.
+#[derive(utoipa::IntoResponses)]
+pub enum LogErrors {
+    /// The access log cannot be written.
+    #[response(status = 503)]
+    AccessLogUnavailable(ErrorBody),
+}
+
 /// Why a field was withheld: the legal basis does not cover its group, or
 /// the value is protected beyond the basis.
 #[derive(ToSchema)]

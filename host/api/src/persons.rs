@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
-use crate::extract::{JsonBody, PathParam, QueryParams};
+use crate::extract::{JsonBody, PathParam, QueryParams, flag, limit, position};
 use crate::{ApiError, ApiState};
 
 /// The most IDs one batch takes.
@@ -23,7 +23,7 @@ pub const BATCH_MAX: usize = 1000;
 /// The largest search page.
 pub const SEARCH_PAGE_MAX: u32 = 100;
 /// The largest page of changes.
-pub const CHANGES_PAGE_MAX: i64 = 10_000;
+pub const CHANGES_PAGE_MAX: u32 = 10_000;
 
 /// The JSON shape of a person, shared by the API and `folkhub person get --json`.
 pub fn person_json(person: &StoredPerson, basis: &LegalBasis, provenance: bool) -> Value {
@@ -206,18 +206,6 @@ async fn log_reads(
     })
 }
 
-fn flag(value: Option<&str>, name: &str) -> Result<bool, ApiError> {
-    match value {
-        None | Some("false") | Some("0") => Ok(false),
-        Some("true") | Some("1") => Ok(true),
-        Some(other) => Err(ApiError::bad(
-            "invalid-parameter",
-            name,
-            format!("{name}={other}: use true or false"),
-        )),
-    }
-}
-
 fn parse_id(text: &str, field: &str) -> Result<folkhub_core::ids::PersonId, ApiError> {
     folkhub_core::ids::parse(text).map_err(|e| ApiError::bad("invalid-id", field, e.to_string()))
 }
@@ -247,11 +235,7 @@ pub(crate) struct PersonQuery {
     responses((status = 200, description = "The person as the client's legal basis lets it see it", body = crate::openapi::Person),
         (status = 400, description = "Malformed ID, unknown field or parameter", body = crate::openapi::ErrorBody),
         (status = 404, description = "No such person in the store", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The client may not use this route or search", body = crate::openapi::ErrorBody),
-        (status = 429, description = "The client's rate limit; wait Retry-After seconds", body = crate::openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "The access log cannot be written", body = crate::openapi::ErrorBody)),
+        crate::openapi::ClientErrors, crate::openapi::LogErrors),
     security(("api_key" = []), ("bearer" = [])))]
 pub(crate) async fn get_person(
     State(state): State<ApiState>,
@@ -321,11 +305,7 @@ pub(crate) struct BatchRequest {
     request_body(content = crate::openapi::BatchRequest, content_type = "application/json"),
     responses((status = 200, description = "The persons found (one per person) and the IDs not found", body = crate::openapi::BatchAnswer),
         (status = 400, description = "No IDs, more than 1,000, a malformed ID (field `ids[N]`) or an unknown field", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The client may not use this route or search", body = crate::openapi::ErrorBody),
-        (status = 429, description = "The client's rate limit; wait Retry-After seconds", body = crate::openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "The access log cannot be written", body = crate::openapi::ErrorBody)),
+        crate::openapi::ClientErrors, crate::openapi::LogErrors),
     security(("api_key" = []), ("bearer" = [])))]
 pub(crate) async fn batch(
     State(state): State<ApiState>,
@@ -446,11 +426,7 @@ pub(crate) struct SearchQuery {
         ("provenance" = Option<bool>, Query, description = "Add per-field provenance")),
     responses((status = 200, description = "A page of persons, in key order. Persons whose protection the client may not see past are not found by search (only by their full ID).", body = crate::openapi::SearchPage),
         (status = 400, description = "No or contradicting criteria, a malformed value, a page too large", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The client may not use this route or search", body = crate::openapi::ErrorBody),
-        (status = 429, description = "The client's rate limit; wait Retry-After seconds", body = crate::openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "The access log cannot be written", body = crate::openapi::ErrorBody)),
+        crate::openapi::ClientErrors, crate::openapi::LogErrors),
     security(("api_key" = []), ("bearer" = [])))]
 pub(crate) async fn search(
     State(state): State<ApiState>,
@@ -459,40 +435,8 @@ pub(crate) async fn search(
 ) -> Result<Json<Value>, ApiError> {
     let provenance = flag(q.provenance.as_deref(), "provenance")?;
     let selection = Selection::parse(q.fields.as_deref().map(|f| f.split(',')), "fields")?;
-    let limit = match q.limit.as_deref() {
-        None => 20,
-        Some(text) => {
-            let n: u32 = text.parse().map_err(|_| {
-                ApiError::bad(
-                    "invalid-parameter",
-                    "limit",
-                    format!("limit={text}: a whole number from 1 to {SEARCH_PAGE_MAX}"),
-                )
-            })?;
-            if n == 0 || n > SEARCH_PAGE_MAX {
-                return Err(ApiError::bad(
-                    "page-too-large",
-                    "limit",
-                    format!("limit={n}: ask for 1 to {SEARCH_PAGE_MAX} persons per page"),
-                ));
-            }
-            n
-        }
-    };
-    let after = match q.after.as_deref() {
-        None => 0,
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| {
-                ApiError::bad(
-                    "invalid-parameter",
-                    "after",
-                    format!("after={text}: the `next` value of the previous page"),
-                )
-            })?,
-    };
+    let limit = limit(q.limit.as_deref(), 20, SEARCH_PAGE_MAX)?;
+    let after = position(q.after.as_deref(), "after")?;
     let name_given = q.family.is_some() || q.given.is_some() || q.birth_date.is_some();
     let search = match (&q.id, name_given) {
         (Some(_), true) => {
@@ -606,11 +550,7 @@ pub(crate) async fn search(
     responses((status = 200, description = "Every change of the merged record, oldest first; changes the basis does not cover are listed as withheld", body = crate::openapi::History),
         (status = 400, description = "Malformed ID", body = crate::openapi::ErrorBody),
         (status = 404, description = "No such person in the store", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The client may not use this route or search", body = crate::openapi::ErrorBody),
-        (status = 429, description = "The client's rate limit; wait Retry-After seconds", body = crate::openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "The access log cannot be written", body = crate::openapi::ErrorBody)),
+        crate::openapi::ClientErrors, crate::openapi::LogErrors),
     security(("api_key" = []), ("bearer" = [])))]
 pub(crate) async fn person_history(
     State(state): State<ApiState>,
@@ -654,41 +594,18 @@ pub(crate) struct ChangesQuery {
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "1 to 10,000 (default 1,000)")),
     responses((status = 200, description = "Changes of every record after `since`, in order", body = crate::openapi::Changes),
         (status = 400, description = "Malformed number or page too large", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The client may not use this route or search", body = crate::openapi::ErrorBody),
-        (status = 429, description = "The client's rate limit; wait Retry-After seconds", body = crate::openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "The access log cannot be written", body = crate::openapi::ErrorBody)),
+        crate::openapi::ClientErrors, crate::openapi::LogErrors),
     security(("api_key" = []), ("bearer" = [])))]
 pub(crate) async fn changes(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     QueryParams(query): QueryParams<ChangesQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let number = |value: &Option<String>, name: &str, default: i64| -> Result<i64, ApiError> {
-        match value.as_deref() {
-            None => Ok(default),
-            Some(text) => text.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                ApiError::bad(
-                    "invalid-parameter",
-                    name,
-                    format!("{name}={text}: a whole number, 0 or more"),
-                )
-            }),
-        }
-    };
-    let since = number(&query.since, "since", 0)?;
-    let limit = number(&query.limit, "limit", 1000)?;
-    if limit == 0 || limit > CHANGES_PAGE_MAX {
-        return Err(ApiError::bad(
-            "page-too-large",
-            "limit",
-            format!("limit={limit}: ask for 1 to {CHANGES_PAGE_MAX} changes per page"),
-        ));
-    }
+    let since = position(query.since.as_deref(), "since")?;
+    let limit = limit(query.limit.as_deref(), 1000, CHANGES_PAGE_MAX)?;
     let list = state
         .store
-        .changes_since(since, limit as u32)
+        .changes_since(since, limit)
         .await
         .map_err(ApiError::internal)?;
     let next = list.last().map_or(since, |c| c.seq);
@@ -714,7 +631,7 @@ pub(crate) async fn changes(
     Ok(Json(json!({
         "changes": entries,
         "next": next,
-        "caught_up": (list.len() as i64) < limit,
+        "caught_up": (list.len() as u32) < limit,
     })))
 }
 
@@ -724,11 +641,7 @@ pub(crate) async fn changes(
     responses((status = 200, description = "A FHIR R4 Patient", body = crate::openapi::Patient),
         (status = 400, description = "Malformed path", body = crate::openapi::ErrorBody),
         (status = 404, description = "No such Patient", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The client may not use this route or search", body = crate::openapi::ErrorBody),
-        (status = 429, description = "The client's rate limit; wait Retry-After seconds", body = crate::openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "The access log cannot be written", body = crate::openapi::ErrorBody)),
+        crate::openapi::ClientErrors, crate::openapi::LogErrors),
     security(("api_key" = []), ("bearer" = [])))]
 pub(crate) async fn fhir_patient(
     State(state): State<ApiState>,
@@ -771,11 +684,7 @@ pub(crate) struct PatientSearch {
     params(("identifier" = String, Query, description = "`system|value` or `value`, e.g. urn:oid:2.16.578.1.12.4.1.4.1|03851598730")),
     responses((status = 200, description = "A searchset Bundle with the match, if any", body = crate::openapi::PatientBundle),
         (status = 400, description = "Missing identifier, unknown system or malformed ID", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No client, or an unknown or revoked secret", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The client may not use this route or search", body = crate::openapi::ErrorBody),
-        (status = 429, description = "The client's rate limit; wait Retry-After seconds", body = crate::openapi::ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, description = "The access log cannot be written", body = crate::openapi::ErrorBody)),
+        crate::openapi::ClientErrors, crate::openapi::LogErrors),
     security(("api_key" = []), ("bearer" = [])))]
 pub(crate) async fn fhir_search(
     State(state): State<ApiState>,
