@@ -1356,35 +1356,17 @@ impl PersonStore for SqliteStore {
 
     async fn person_by_key(&self, key: i64) -> Result<Option<StoredPerson>, StoreError> {
         // A person merged into another answers as that one.
-        let key: i64 =
-            sqlx::query_scalar("SELECT COALESCE(merged_into, id) FROM persons WHERE id = ?")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?
-                .unwrap_or(key);
-        let ids = sqlx::query("SELECT scheme, value, active FROM identifiers WHERE person_id = ? ORDER BY active DESC, first_seen")
-            .bind(key)
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|r| StoredId { scheme: r.get("scheme"), value: r.get("value"), active: r.get("active") })
-            .collect();
-        let Some(row) =
-            sqlx::query("SELECT record, version, updated_at FROM merged WHERE person_id = ?")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?
-        else {
-            return Ok(None);
-        };
-        let record: String = row.get("record");
-        Ok(Some(StoredPerson {
-            key,
-            ids,
-            record: serde_json::from_str(&record).map_err(|e| corrupt("merged record", e))?,
-            version: row.get("version"),
-            updated_at: parse_ts(row.get::<&str, _>("updated_at"))?,
-        }))
+        sqlx::query(&format!(
+            "SELECT {PERSON_COLUMNS}
+             FROM persons p JOIN merged m ON m.person_id = COALESCE(p.merged_into, p.id)
+             WHERE p.id = ?"
+        ))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(stored_person)
+        .transpose()
     }
 
     async fn active_ids(&self, schemes: &[&str]) -> Result<Vec<String>, StoreError> {
