@@ -6,6 +6,7 @@
 mod access;
 mod api;
 mod bad_input;
+mod cluster;
 mod contract;
 mod crash;
 mod docs;

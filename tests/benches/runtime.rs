@@ -361,6 +361,7 @@ fn batch(persons: &[FoundPerson], at: chrono::DateTime<chrono::Utc>) -> folkhub_
         persons: persons.to_vec(),
         cursor: Some("1".into()),
         reason: "bench".into(),
+        fence: Default::default(),
     }
 }
 
@@ -369,7 +370,7 @@ fn batch(persons: &[FoundPerson], at: chrono::DateTime<chrono::Utc>) -> folkhub_
 /// refresh that changes nothing; in batches of 500 as the sync writes them.
 fn store_benches(c: &mut Criterion) {
     use folkhub_store::PersonStore;
-    use folkhub_store::sqlite::SqliteStore;
+    use folkhub_store::sql::SqlStore;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let persons = freg_persons();
     assert_eq!(persons.len(), 1000);
@@ -381,10 +382,7 @@ fn store_benches(c: &mut Criterion) {
             for _ in 0..iters {
                 let dir = tempfile::tempdir().unwrap();
                 let store = rt
-                    .block_on(SqliteStore::open(
-                        &dir.path().join("b.db"),
-                        Default::default(),
-                    ))
+                    .block_on(SqlStore::open(&dir.path().join("b.db"), Default::default()))
                     .unwrap();
                 let started = std::time::Instant::now();
                 for chunk in persons.chunks(500) {
@@ -398,10 +396,7 @@ fn store_benches(c: &mut Criterion) {
     });
     let dir = tempfile::tempdir().unwrap();
     let store = rt
-        .block_on(SqliteStore::open(
-            &dir.path().join("u.db"),
-            Default::default(),
-        ))
+        .block_on(SqlStore::open(&dir.path().join("u.db"), Default::default()))
         .unwrap();
     for chunk in persons.chunks(500) {
         rt.block_on(store.apply(batch(chunk, chrono::Utc::now())))

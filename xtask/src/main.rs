@@ -258,7 +258,7 @@ fn build_connectors(publish: bool) -> anyhow::Result<()> {
 
 fn apt_install_if_missing(binary: &str, package: &str) {
     if Command::new("sh")
-        .args(["-c", &format!("command -v {binary}")])
+        .args(["-c", &format!("command -v {binary} || ls {binary}")])
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
@@ -311,9 +311,28 @@ fn ensure_schemathesis() -> anyhow::Result<()> {
     run(c, "pip install schemathesis")
 }
 
+/// The local PostgreSQL helper the tests use (plain std, shared source).
+#[path = "../../host/store/src/local_postgres.rs"]
+#[allow(dead_code)]
+mod local_postgres;
+
+/// PostgreSQL's server programs, from Debian's `postgresql` package when
+/// they are missing (the store suite runs on both backends; each test
+/// process starts its own throwaway cluster with them).
+fn ensure_postgres() -> anyhow::Result<()> {
+    if local_postgres::bin_dir().is_ok() {
+        return Ok(());
+    }
+    apt_install_if_missing("/usr/lib/postgresql/*/bin/initdb", "postgresql");
+    local_postgres::bin_dir()
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 fn test() -> anyhow::Result<()> {
     ensure_wasm_target()?;
     apt_install_if_missing("sha256sum", "coreutils");
+    ensure_postgres()?;
     ensure_schemathesis()?;
     build_connectors(false)?;
     let mut c = cargo();

@@ -9,7 +9,7 @@ use chrono::Utc;
 use folkhub_core::MergeRules;
 use folkhub_manifest::{Config, Manifest, Release};
 use folkhub_runtime::{Connector, ConnectorSettings, Limits, Runtime};
-use folkhub_store::sqlite::SqliteStore;
+use folkhub_store::sql::{OpenMode, SqlStore, redact};
 use folkhub_store::{Installation, PersonStore};
 
 /// The time overrides expire by: the start of `today` when it is set
@@ -33,7 +33,7 @@ fn rules_of(config: &Config) -> MergeRules {
 pub struct Host {
     pub config: Config,
     pub manifest: Manifest,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<SqlStore>,
     pub runtime: Runtime,
     /// The date deadlines are judged by, when not the real one.
     pub today: Option<chrono::NaiveDate>,
@@ -51,9 +51,13 @@ impl Host {
             Err(_) => None,
         };
         let manifest = Manifest::load(&config.registry.manifest)?;
-        let store = SqliteStore::open(&config.sqlite_path(), rules_of(&config))
+        let mode = match config.store.migrate {
+            folkhub_manifest::MigrateMode::OnStart => OpenMode::Migrate,
+            folkhub_manifest::MigrateMode::Manual => OpenMode::RequireCurrent,
+        };
+        let store = SqlStore::open_url(&config.store.url, rules_of(&config), mode)
             .await
-            .with_context(|| format!("opening the store {}", config.store.url))?;
+            .with_context(|| format!("opening the store {}", redact(&config.store.url)))?;
         // Overrides whose expiry passed end now (by the same clock as
         // deadlines), so every command sees them ended.
         let expired = store.expire_overrides(clock(today)).await?;
@@ -323,6 +327,27 @@ impl Host {
             .find(&connector.id, Some(&connector.version))
             .map(|r| r.id_schemes.clone())
             .unwrap_or_default()
+    }
+
+    /// This host's name when several hosts share the database
+    /// (PostgreSQL); `None` on SQLite (one host).
+    pub fn cluster_name(&self) -> Option<String> {
+        if self.store.backend() != folkhub_store::sql::Backend::Postgres {
+            return None;
+        }
+        Some(self.config.store.host_name.clone().unwrap_or_else(|| {
+            let machine = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "host".into());
+            format!("{machine}-{}", std::process::id())
+        }))
+    }
+
+    /// How long leases last (`store.lease`).
+    pub fn lease(&self) -> std::time::Duration {
+        folkhub_manifest::config::parse_ttl(&self.config.store.lease)
+            .and_then(|d| d.to_std().ok())
+            .unwrap_or(std::time::Duration::from_secs(60))
     }
 
     pub fn store(&self) -> &dyn PersonStore {

@@ -3,6 +3,7 @@
 //! module per verb. `main.rs` only parses arguments and dispatches, and the
 //! integration tests drive the same [`host::Host`].
 
+pub mod cluster;
 pub mod commands;
 pub mod host;
 pub mod scheduler;

@@ -126,6 +126,14 @@ enum Command {
     },
     /// Print the API's OpenAPI 3.1 document (what GET /v1/openapi.json serves).
     Openapi,
+    /// Bring the store's schema to this build's version (SQLite or
+    /// PostgreSQL, whichever store.url names). Safe to run again, and from
+    /// several hosts at once: each migration is applied once.
+    Migrate {
+        /// Only say which version the database is at and what would run.
+        #[arg(long)]
+        check: bool,
+    },
     /// Contract versions this host supports.
     Version,
 }
@@ -334,6 +342,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Migrate { check } => commands::migrate(cli.config.as_deref(), check).await,
         command => {
             // Check what can be checked before opening anything.
             if let Command::Person {
@@ -586,7 +595,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .await
                 }
                 Command::Rebuild { check } => commands::person::rebuild(&host, check).await,
-                Command::Credentials { .. } | Command::Version | Command::Openapi => Ok(()),
+                Command::Credentials { .. }
+                | Command::Version
+                | Command::Openapi
+                | Command::Migrate { .. } => Ok(()),
             }
         }
     }

@@ -97,17 +97,28 @@ pub async fn run(
         }
     }
     tracing::info!(jobs = schedules.len(), "scheduler started");
+    let cluster = host.cluster_name();
+    // Jobs another host holds the lease of: not before this.
+    let mut blocked: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    let mut workers = crate::cluster::Workers::default();
     loop {
         let now = Utc::now();
         let next = schedules
             .iter()
-            .map(|(name, s)| (name.clone(), s.next(last.get(name).copied(), now)))
+            .map(|(name, s)| {
+                let due = s.next(last.get(name).copied(), now);
+                (name.clone(), blocked.get(name).map_or(due, |b| due.max(*b)))
+            })
             .min_by_key(|(_, due)| *due);
-        let wait = next
+        let mut wait = next
             .as_ref()
             .map_or(std::time::Duration::from_secs(3600), |(_, due)| {
                 (*due - now).to_std().unwrap_or_default()
             });
+        if cluster.is_some() {
+            // Several hosts: look for queued refresh batches every second.
+            wait = wait.min(std::time::Duration::from_secs(1));
+        }
         let manual = async {
             match requests.as_mut() {
                 Some(r) => r.recv().await,
@@ -115,7 +126,9 @@ pub async fn run(
             }
         };
         let job = tokio::select! {
-            _ = tokio::time::sleep(wait) => next.map(|(name, _)| name),
+            _ = tokio::time::sleep(wait) => next
+                .filter(|(_, due)| *due <= Utc::now())
+                .map(|(name, _)| name),
             request = manual => request,
             _ = shutdown.changed() => None,
         };
@@ -123,7 +136,36 @@ pub async fn run(
             tracing::info!("scheduler stopped");
             return Ok(());
         }
-        let Some(name) = job else { continue };
+        let Some(name) = job else {
+            if let Some(me) = &cluster {
+                // Idle: help with other hosts' queued refresh batches.
+                if let Err(e) = workers.work(host, me, &mut shutdown).await {
+                    tracing::warn!("refresh batches: {e:#}");
+                }
+            }
+            continue;
+        };
+        if let Some(me) = &cluster {
+            match crate::cluster::lead(host, me, &name, &schedules[&name], &mut last).await {
+                Ok(crate::cluster::Lead::Run(lease)) => {
+                    let outcome = lease.hold(run_job(host, &name, true)).await;
+                    match outcome {
+                        Ok(outcome) => tracing::info!(job = %name, "{outcome}"),
+                        Err(e) => tracing::warn!(job = %name, "the job failed: {e:#}"),
+                    }
+                }
+                Ok(crate::cluster::Lead::HeldBy(holder, until)) => {
+                    tracing::debug!(job = %name, "{holder} runs it (lease until {until})");
+                    blocked.insert(name.clone(), until);
+                }
+                Ok(crate::cluster::Lead::NotDue) => {}
+                Err(e) => {
+                    tracing::warn!(job = %name, "lease: {e:#}");
+                    blocked.insert(name.clone(), Utc::now() + chrono::Duration::seconds(5));
+                }
+            }
+            continue;
+        }
         last.insert(name.clone(), Utc::now());
         match run_job(host, &name, true).await {
             Ok(outcome) => tracing::info!(job = %name, "{outcome}"),

@@ -122,8 +122,32 @@ impl JobConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `sqlite://PATH` (created if missing).
+    /// `sqlite://PATH` (a file, created if missing) or
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` (a server, for
+    /// several hosts on one database).
     pub url: String,
+    /// When schema migrations run: `on-start` (every command applies what
+    /// is pending; hosts starting together apply each once) or `manual`
+    /// (only `folkhub migrate`; other commands refuse a database that is
+    /// not at this build's version).
+    pub migrate: MigrateMode,
+    /// This host's name among several on one PostgreSQL database (in the
+    /// run log, leases and the feed-page log book); unset: the machine's
+    /// hostname and the process id.
+    pub host_name: Option<String>,
+    /// How long a job or a refresh batch stays a host's without it
+    /// renewing its lease; a host that dies hands its work over after
+    /// this long (e.g. `60s`, `5m`).
+    pub lease: String,
+}
+
+/// When the store's schema migrations run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum MigrateMode {
+    #[default]
+    OnStart,
+    Manual,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -276,6 +300,9 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             url: "sqlite://data/folkhub.db".into(),
+            migrate: MigrateMode::OnStart,
+            host_name: None,
+            lease: "60s".into(),
         }
     }
 }
@@ -383,12 +410,25 @@ impl Config {
     }
 
     fn validate(&self, problems: &mut Vec<Problem>) {
-        if !self.store.url.starts_with("sqlite:") {
+        let url = &self.store.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             problems.push(Problem {
                 path: "store.url".into(),
                 message: format!(
-                    "{:?}: only sqlite://PATH is supported by this build",
-                    self.store.url
+                    "{:?}: a store URL is sqlite://PATH (a file) or postgres://USER@HOST:PORT/DATABASE (a server)",
+                    url.split('@').next_back().unwrap_or(url)
+                ),
+            });
+        }
+        if parse_ttl(&self.store.lease).is_none() {
+            problems.push(Problem {
+                path: "store.lease".into(),
+                message: format!(
+                    "{:?} is not a duration: a number and s, m or h (e.g. 60s)",
+                    self.store.lease
                 ),
             });
         }
@@ -565,16 +605,6 @@ impl Config {
                 }
             }
         }
-    }
-
-    /// The SQLite file path of `store.url`.
-    pub fn sqlite_path(&self) -> PathBuf {
-        PathBuf::from(
-            self.store
-                .url
-                .trim_start_matches("sqlite://")
-                .trim_start_matches("sqlite:"),
-        )
     }
 
     /// Settings of one connector (empty when the operator set none).

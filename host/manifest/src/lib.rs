@@ -10,7 +10,7 @@ pub mod registry;
 pub mod schedule;
 pub mod support;
 
-pub use config::{Config, ConnectorConfig, Credentials};
+pub use config::{Config, ConnectorConfig, Credentials, MigrateMode};
 pub use registry::{Manifest, Release};
 pub use support::{SupportState, support_state};
 

@@ -2,11 +2,12 @@
 //! identifiers, merged records with per-field provenance and history,
 //! connector installations, change-feed cursors and job runs.
 //!
-//! [`PersonStore`] is the seam: callers never see SQL. [`sqlite::SqliteStore`]
+//! [`PersonStore`] is the seam: callers never see SQL. [`sql::SqlStore`]
 //! is the embedded default; a PostgreSQL implementation plugs in behind the
 //! same trait with its own migrations.
 
-pub mod sqlite;
+pub mod local_postgres;
+pub mod sql;
 mod types;
 
 pub use types::*;
@@ -199,4 +200,51 @@ pub trait PersonStore: Send + Sync {
         errors: &[String],
     ) -> Result<(), StoreError>;
     async fn runs(&self, limit: u32) -> Result<Vec<JobRun>, StoreError>;
+
+    /// Takes or renews the lease `name` for `holder` until `until`: true
+    /// when `holder` holds it now (it was free, expired, or its own).
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives a lease up (only its holder can).
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Who holds a lease, and until when (`None`: nobody, or expired).
+    async fn lease(
+        &self,
+        name: &str,
+    ) -> Result<Option<(String, chrono::DateTime<chrono::Utc>)>, StoreError>;
+
+    /// Queues a run's refresh batches for any host to claim.
+    async fn queue_work(
+        &self,
+        run: i64,
+        connector: &str,
+        batches: &[Vec<String>],
+    ) -> Result<(), StoreError>;
+
+    /// Claims the oldest batch of these connectors that is pending or whose
+    /// lease expired, for `holder` until `until`.
+    async fn claim_work(
+        &self,
+        holder: &str,
+        until: chrono::DateTime<chrono::Utc>,
+        connectors: &[String],
+    ) -> Result<Option<WorkItem>, StoreError>;
+
+    /// Where a run's queued batches stand.
+    async fn work_state(&self, run: i64) -> Result<WorkState, StoreError>;
+
+    /// Runs still marked running for a job (a host that died leaves one).
+    async fn open_runs(&self, job: &str) -> Result<Vec<JobRun>, StoreError>;
+
+    /// Records which host runs a run.
+    async fn set_run_host(&self, run: i64, host: &str) -> Result<(), StoreError>;
+
+    /// The feed-page log book of a connector, oldest first.
+    async fn feed_pages(&self, connector: &str) -> Result<Vec<FeedPage>, StoreError>;
 }

@@ -16,6 +16,11 @@ pub enum StoreError {
     Refused(String),
     #[error("stored data is corrupt ({what}): {message}")]
     Corrupt { what: String, message: String },
+    /// A batch was not applied because another host got there first (the
+    /// feed moved on from the page's cursor, or a work item's lease passed
+    /// to another host). Nothing was written.
+    #[error("{0}")]
+    Fenced(String),
 }
 
 /// What one source said about a batch of persons.
@@ -29,6 +34,67 @@ pub struct Batch {
     pub cursor: Option<String>,
     /// Why, for the history (e.g. `sync folkeregister --changes`).
     pub reason: String,
+    /// When several hosts share the database: the condition under which
+    /// this batch may be committed.
+    pub fence: Fence,
+}
+
+/// The condition a batch is committed under when several hosts share the
+/// database, checked in the batch's own transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Fence {
+    /// None (a lookup, or a single host's own run).
+    #[default]
+    None,
+    /// A change-feed page read at cursor `from` (`None`: the feed's start):
+    /// applied only while the stored cursor is still `from`, and written to
+    /// the feed-page log book.
+    Feed {
+        from: Option<String>,
+        host: String,
+        run: i64,
+    },
+    /// A queued refresh batch: applied only while `host` holds its lease,
+    /// and marked done with `counts` (the batch's register outcomes; the
+    /// store adds what applying changed).
+    Work {
+        item: i64,
+        host: String,
+        counts: RunCounts,
+    },
+}
+
+/// A batch of a full refresh queued for any host to claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkItem {
+    pub id: i64,
+    pub run: i64,
+    pub connector: String,
+    pub ids: Vec<String>,
+    /// How many times it was claimed (more than once: a host died or gave it up).
+    pub attempts: i64,
+}
+
+/// Where a run's queued batches stand.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkState {
+    pub pending: u64,
+    pub leased: u64,
+    pub done: u64,
+    /// The done batches' counts, summed.
+    pub counts: RunCounts,
+}
+
+/// One change-feed page applied (the feed-page log book).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedPage {
+    pub connector: String,
+    pub from: String,
+    pub to: String,
+    pub host: String,
+    pub run: Option<i64>,
+    pub persons: i64,
+    pub at: DateTime<Utc>,
 }
 
 /// What applying a batch did.
@@ -160,6 +226,23 @@ pub struct RunCounts {
     pub conflicts_opened: u64,
     /// Persons the run will ask for, when known (progress of a running run).
     pub total: u64,
+}
+
+impl RunCounts {
+    /// Adds another part's counts (a refresh batch another host ran).
+    pub fn add(&mut self, o: &RunCounts) {
+        self.fetched += o.fetched;
+        self.changed += o.changed;
+        self.unchanged += o.unchanged;
+        self.created += o.created;
+        self.not_found += o.not_found;
+        self.errors += o.errors;
+        self.feed_events += o.feed_events;
+        self.upstream_calls += o.upstream_calls;
+        self.cached += o.cached;
+        self.retries += o.retries;
+        self.conflicts_opened += o.conflicts_opened;
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

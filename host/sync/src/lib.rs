@@ -57,6 +57,14 @@ pub struct Options<'a> {
     /// A full run refreshes only the persons whose home municipality is
     /// this (after following the whole feed).
     pub area: Option<&'a str>,
+    /// Several hosts share the database: this host's name. Feed pages are
+    /// then applied only from the cursor they were read at, and a full
+    /// run queues its refresh batches for any host to claim (leased for
+    /// `lease`).
+    pub cluster: Option<&'a str>,
+    /// How long a claimed refresh batch stays this host's without being
+    /// committed before another host may take it over.
+    pub lease: Duration,
 }
 
 impl Default for Options<'_> {
@@ -71,6 +79,8 @@ impl Default for Options<'_> {
             now: None,
             job: None,
             area: None,
+            cluster: None,
+            lease: Duration::from_secs(60),
         }
     }
 }
@@ -162,6 +172,8 @@ struct Runner<'a> {
     retries: std::sync::atomic::AtomicU64,
     /// The run's id in the log book (0 until started), for progress.
     run: i64,
+    /// The fence of the next feed page stored (cluster mode).
+    fence: folkhub_store::Fence,
 }
 
 impl<'a> Runner<'a> {
@@ -183,6 +195,7 @@ impl<'a> Runner<'a> {
             calls_before: connector.upstream_calls(),
             retries: std::sync::atomic::AtomicU64::new(0),
             run: 0,
+            fence: folkhub_store::Fence::None,
         }
     }
 
@@ -245,6 +258,16 @@ impl<'a> Runner<'a> {
         persons: Vec<folkhub_core::contract::FoundPerson>,
         cursor: Option<String>,
     ) -> bool {
+        self.store_fenced(persons, cursor, folkhub_store::Fence::None)
+            .await
+    }
+
+    async fn store_fenced(
+        &mut self,
+        persons: Vec<folkhub_core::contract::FoundPerson>,
+        cursor: Option<String>,
+        fence: folkhub_store::Fence,
+    ) -> bool {
         let batch = Batch {
             source: self.connector.id.clone(),
             release: self.connector.version.clone(),
@@ -252,6 +275,7 @@ impl<'a> Runner<'a> {
             persons,
             cursor,
             reason: self.reason.clone(),
+            fence,
         };
         match self.store.apply(batch).await {
             Ok(report) => {
@@ -279,7 +303,8 @@ impl<'a> Runner<'a> {
         }
         self.counts.fetched += records.len() as u64;
         let persons = records.into_iter().map(|(_, p)| p).collect();
-        if self.store_batch(persons, cursor).await {
+        let fence = std::mem::take(&mut self.fence);
+        if self.store_fenced(persons, cursor, fence).await {
             self.progress().await;
             Ok(())
         } else {
@@ -347,6 +372,14 @@ impl<'a> Runner<'a> {
             refreshed.extend(ids.iter().cloned());
             refreshed.extend(records.iter().map(|(id, _)| id.clone()));
             self.refresh(&ids, None).await?;
+            self.fence = match self.options.cluster {
+                Some(host) => folkhub_store::Fence::Feed {
+                    from: cursor.clone(),
+                    host: host.to_string(),
+                    run: self.run,
+                },
+                None => folkhub_store::Fence::None,
+            };
             self.store_records(records, Some(page.next_cursor.clone()))
                 .await?;
             let moved = cursor.as_deref() != Some(page.next_cursor.as_str());
@@ -647,6 +680,9 @@ async fn run(
 ) -> Result<Summary, SyncError> {
     let job = options.job.unwrap_or(job);
     let run = store.start_run(job, Some(&connector.id)).await?;
+    if let Some(host) = options.cluster {
+        store.set_run_host(run, host).await?;
+    }
     let mut runner = Runner::new(store, connector, options, job);
     runner.run = run;
     if connector.capabilities.iter().any(|c| c == "enrich") {
@@ -671,7 +707,11 @@ async fn run(
                         total: Some(runner.counts.fetched + rest.len() as u64),
                     });
                 }
-                if let Err(e) = runner.refresh(&rest, None).await {
+                let done = match options.cluster {
+                    Some(host) => runner.refresh_shared(&rest, host).await,
+                    None => runner.refresh(&rest, None).await,
+                };
+                if let Err(e) = done {
                     outcome = Err(e);
                 }
             }
@@ -679,6 +719,128 @@ async fn run(
         }
     }
     finish(store, run, runner, outcome).await
+}
+
+impl Runner<'_> {
+    /// Several hosts: the refresh's batches go into the shared work queue,
+    /// this host works through them with the others, and the run's counts
+    /// take in the batches every host did once none is left.
+    async fn refresh_shared(&mut self, ids: &[String], host: &str) -> Result<(), CallError> {
+        let host_error = |message: String| CallError::Host {
+            connector: self.connector.id.clone(),
+            version: self.connector.version.clone(),
+            message,
+        };
+        let batches: Vec<Vec<String>> = ids
+            .chunks(self.options.batch.max(1))
+            .map(<[String]>::to_vec)
+            .collect();
+        self.store
+            .queue_work(self.run, &self.connector.id, &batches)
+            .await
+            .map_err(|e| host_error(e.to_string()))?;
+        let calls = self.connector.upstream_calls();
+        let state = drain_queue(self.store, self.connector, self.options, self.run, host)
+            .await
+            .map_err(|e| host_error(e.to_string()))?;
+        // Each batch's calls went to the cost ledger with the batch.
+        self.calls_before += self.connector.upstream_calls().saturating_sub(calls);
+        self.counts.add(&state.counts);
+        Ok(())
+    }
+}
+
+/// Works through queued refresh batches of `connector` until run `run`
+/// has none left (claiming batches of other runs of it too); waits for
+/// batches other hosts hold, and takes over those whose lease expires.
+/// Returns where the run's batches stand at the end.
+pub async fn drain_queue(
+    store: &dyn PersonStore,
+    connector: &Connector,
+    options: &Options<'_>,
+    run: i64,
+    host: &str,
+) -> Result<folkhub_store::WorkState, folkhub_store::StoreError> {
+    loop {
+        if work_one(store, connector, options, host).await?.is_none() {
+            let state = store.work_state(run).await?;
+            if state.pending == 0 && state.leased == 0 {
+                return Ok(state);
+            }
+            // Other hosts hold the rest: wait for them (or their leases).
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// Claims one queued refresh batch of `connector` and does it: its
+/// persons looked up and committed with its `done` mark, only while this
+/// host still holds it. `None` when there was nothing to claim.
+pub async fn work_one(
+    store: &dyn PersonStore,
+    connector: &Connector,
+    options: &Options<'_>,
+    host: &str,
+) -> Result<Option<i64>, folkhub_store::StoreError> {
+    let until = Utc::now()
+        + chrono::Duration::from_std(options.lease).unwrap_or(chrono::Duration::seconds(60));
+    let Some(item) = store
+        .claim_work(host, until, std::slice::from_ref(&connector.id))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let job = options.job.unwrap_or("full");
+    let mut runner = Runner::new(store, connector, options, job);
+    let retries = &runner.retries;
+    let calls_before = connector.upstream_calls();
+    let persons = match with_retries(options, retries, || connector.lookup(&item.ids)).await {
+        Ok(results) => runner.collect(results),
+        Err(e) => {
+            // Given back for another try (by any host) after its lease.
+            tracing::warn!(item = item.id, "refresh batch failed: {e}");
+            return Ok(Some(item.id));
+        }
+    };
+    runner.counts.upstream_calls = connector.upstream_calls().saturating_sub(calls_before);
+    if runner.counts.upstream_calls > 0
+        && let Err(e) = store
+            .record_cost(folkhub_store::CostEntry {
+                at: Utc::now(),
+                connector: connector.id.clone(),
+                release: connector.version.clone(),
+                job: job.to_string(),
+                run: Some(item.run),
+                calls: runner.counts.upstream_calls,
+                cost_per_call: options.cost_per_call,
+            })
+            .await
+    {
+        tracing::warn!("cost ledger: {e}");
+    }
+    runner.counts.retries = runner.retries.load(std::sync::atomic::Ordering::Relaxed);
+    let fence = folkhub_store::Fence::Work {
+        item: item.id,
+        host: host.to_string(),
+        counts: runner.counts.clone(),
+    };
+    match store
+        .apply(Batch {
+            source: connector.id.clone(),
+            release: connector.version.clone(),
+            retrieved: Utc::now(),
+            persons,
+            cursor: None,
+            reason: runner.reason.clone(),
+            fence,
+        })
+        .await
+    {
+        Ok(_) => {}
+        Err(folkhub_store::StoreError::Fenced(why)) => tracing::info!("{why}"),
+        Err(e) => return Err(e),
+    }
+    Ok(Some(item.id))
 }
 
 /// Writes the run's outcome to the run log.
@@ -694,7 +856,7 @@ async fn finish(
         .connector
         .upstream_calls()
         .saturating_sub(runner.calls_before);
-    runner.counts.upstream_calls = calls;
+    runner.counts.upstream_calls += calls;
     runner.counts.retries = runner.retries.load(std::sync::atomic::Ordering::Relaxed);
     if calls > 0
         && let Err(e) = store

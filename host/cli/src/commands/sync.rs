@@ -137,6 +137,7 @@ pub async fn run_as(
             _ => write!(err, "\r  {} persons ({:.0}/s)   ", p.done, rate),
         };
     };
+    let cluster = host.cluster_name();
     let options = Options {
         progress: if quiet { None } else { Some(&progress) },
         cost_per_call: per_call,
@@ -151,6 +152,8 @@ pub async fn run_as(
             .and_then(|d| d.and_hms_opt(12, 0, 0))
             .map(|t| t.and_utc()),
         job,
+        cluster: cluster.as_deref(),
+        lease: host.lease(),
         area: match &mode {
             Mode::Area(area) => Some(area.as_str()),
             _ => None,

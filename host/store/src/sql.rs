@@ -1,10 +1,11 @@
-//! The SQLite implementation of [`PersonStore`]: WAL, one writer at a time,
-//! batched transactions.
+//! The SQL implementation of [`PersonStore`], one code path for both
+//! backends: SQLite, the embedded default (WAL, one writer at a time), and
+//! PostgreSQL, for several hosts on one database. Statements are the same
+//! text on both (`$N` parameters, which SQLite reads too); the few places
+//! where the dialects differ ask [`Backend`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -12,13 +13,16 @@ use folkhub_core::MergedRecord;
 use folkhub_core::contract::FoundPerson;
 use folkhub_core::merge::{self, Candidate, MergeRules};
 use serde_json::{Value, json};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use tokio::sync::Mutex;
 
 use crate::*;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+/// A schema change: its version, name and SQL.
+type Migration = (i64, &'static str, &'static str);
+
+const SQLITE_MIGRATIONS: &[Migration] = &[
     (
         1,
         "initial",
@@ -34,23 +38,169 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "clients",
         include_str!("../migrations/sqlite/0003_clients.sql"),
     ),
+    (
+        4,
+        "leases and work queue",
+        include_str!("../migrations/sqlite/0004_leases.sql"),
+    ),
 ];
 
-/// Migrations of the access-log database.
-const ACCESS_MIGRATIONS: &[(i64, &str, &str)] = &[(
+/// Migrations of SQLite's access-log database.
+const SQLITE_ACCESS_MIGRATIONS: &[Migration] = &[(
     1,
     "access log",
     include_str!("../migrations/sqlite-access/0001_access_log.sql"),
 )];
 
-pub struct SqliteStore {
-    pool: SqlitePool,
-    /// The access log's own database (see [`SqliteStore::access_path`]).
-    access: SqlitePool,
+/// PostgreSQL: the same versions as SQLite; the access log lives in the
+/// same database (version 3, with the clients).
+const POSTGRES_MIGRATIONS: &[Migration] = &[
+    (
+        1,
+        "initial",
+        include_str!("../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "overrides and conflicts",
+        include_str!("../migrations/postgres/0002_overrides_conflicts.sql"),
+    ),
+    (
+        3,
+        "clients and access log",
+        include_str!("../migrations/postgres/0003_clients_access_log.sql"),
+    ),
+    (
+        4,
+        "leases and work queue",
+        include_str!("../migrations/postgres/0004_leases.sql"),
+    ),
+];
+
+/// The key of PostgreSQL's transaction-level advisory lock that store
+/// writes take: writes from every host are serialised as SQLite's are, so
+/// resolving and merging persons never races between hosts.
+const PG_WRITE_LOCK: i64 = 0x0066_6f6c_6b68_7562;
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names.
+    pub fn of_url(url: &str) -> Result<Backend, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::Open {
+                path: redact(url),
+                message: "a store URL starts with sqlite:// (a file) or postgres:// (a server)"
+                    .into(),
+            })
+        }
+    }
+
+    fn migrations(self) -> &'static [Migration] {
+        match self {
+            Backend::Sqlite => SQLITE_MIGRATIONS,
+            Backend::Postgres => POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// The columns of a merged record with its IDs as a JSON array (`ids`),
+    /// for queries that read whole persons.
+    fn person_columns(self) -> &'static str {
+        match self {
+            Backend::Sqlite => {
+                "m.person_id, m.record, m.version, m.updated_at,
+                 (SELECT json_group_array(json_array(scheme, value, CASE WHEN active THEN json('true') ELSE json('false') END)) FROM
+                    (SELECT scheme, value, active FROM identifiers
+                     WHERE person_id = m.person_id ORDER BY active DESC, first_seen)) AS ids"
+            }
+            Backend::Postgres => {
+                "m.person_id, m.record, m.version, m.updated_at,
+                 (SELECT COALESCE(json_agg(json_build_array(scheme, value, active) ORDER BY active DESC, first_seen), '[]')::text
+                  FROM identifiers WHERE person_id = m.person_id) AS ids"
+            }
+        }
+    }
+
+    /// The elements of a JSON array parameter as rows with a text
+    /// column `value`.
+    fn json_values(self, param: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("json_each({param})"),
+            Backend::Postgres => format!("json_array_elements_text({param}::json)"),
+        }
+    }
+
+    /// The value of a field of a merged record (`record` the column).
+    fn field(self, record: &str, path: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("json_extract({record}, '$.fields.\"{path}\".value')"),
+            Backend::Postgres => format!("({record}::jsonb #>> '{{fields,{path},value}}')"),
+        }
+    }
+
+    /// The position of a text in another (1 = at the start, 0 = not in it).
+    fn position(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "instr",
+            Backend::Postgres => "strpos",
+        }
+    }
+}
+
+/// A URL without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `($1, $2, $3), ($4, $5, $6)`: placeholders for a multi-row VALUES.
+fn placeholders(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cells: Vec<String> = (1..=columns)
+                .map(|c| format!("${}", r * columns + c))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A yes/no column: SQLite keeps it as an integer, PostgreSQL as a boolean.
+fn flag(row: &AnyRow, column: &str) -> bool {
+    row.try_get::<bool, _>(column)
+        .or_else(|_| row.try_get::<i64, _>(column).map(|v| v != 0))
+        .unwrap_or(false)
+}
+
+pub struct SqlStore {
+    backend: Backend,
+    pool: AnyPool,
+    /// The access log's database: SQLite's own file beside the store (see
+    /// [`SqlStore::access_path`]), PostgreSQL's the same database.
+    access: AnyPool,
     /// Its writer.
     access_writer: Mutex<()>,
     rules: MergeRules,
-    /// SQLite has one writer; queueing here avoids busy errors.
+    /// One writer per host (SQLite has one writer; queueing here avoids
+    /// busy errors; on PostgreSQL the advisory lock orders the hosts).
     writer: Mutex<()>,
 }
 
@@ -78,34 +228,150 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database file and migrates it.
-    pub async fn open(path: &Path, rules: MergeRules) -> Result<SqliteStore, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
-        }
-        let store = SqliteStore {
-            pool: connect(path).await?,
-            access: connect(&Self::access_path(path)).await?,
+/// What opening a store does about its schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Apply pending migrations first.
+    Migrate,
+    /// Refuse a database that is not at this build's version, saying what
+    /// to run.
+    RequireCurrent,
+    /// Neither (`folkhub migrate` looks first).
+    AsIs,
+}
+
+/// What `folkhub migrate` did, or would do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaState {
+    /// The database's schema version before (0: empty).
+    pub before: i64,
+    /// The version this build of folkhub writes.
+    pub current: i64,
+    /// The migrations applied (version, name).
+    pub applied: Vec<(i64, String)>,
+    /// The migrations this build has that the database has not had.
+    pub pending: Vec<(i64, String)>,
+}
+
+impl SqlStore {
+    /// Opens (creating if needed) a SQLite database file and migrates it.
+    pub async fn open(path: &Path, rules: MergeRules) -> Result<SqlStore, StoreError> {
+        Self::open_url(
+            &format!("sqlite://{}", path.display()),
+            rules,
+            OpenMode::Migrate,
+        )
+        .await
+    }
+
+    /// Opens the store a URL names (`sqlite://PATH` or
+    /// `postgres://USER@HOST:PORT/DB`), migrating or checking its schema
+    /// as `mode` says.
+    pub async fn open_url(
+        url: &str,
+        rules: MergeRules,
+        mode: OpenMode,
+    ) -> Result<SqlStore, StoreError> {
+        let backend = Backend::of_url(url)?;
+        let (pool, access) = match backend {
+            Backend::Sqlite => {
+                let path = sqlite_path(url);
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    })?;
+                }
+                (
+                    connect(backend, url).await?,
+                    connect(
+                        backend,
+                        &format!("sqlite://{}", Self::access_path(&path).display()),
+                    )
+                    .await?,
+                )
+            }
+            Backend::Postgres => {
+                let pool = connect(backend, url).await?;
+                (pool.clone(), pool)
+            }
+        };
+        let store = SqlStore {
+            backend,
+            pool,
+            access,
             access_writer: Mutex::new(()),
             rules,
             writer: Mutex::new(()),
         };
-        {
-            let _w = store.writer.lock().await;
-            migrate(&store.pool, MIGRATIONS).await?;
-        }
-        {
-            let _w = store.access_writer.lock().await;
-            migrate(&store.access, ACCESS_MIGRATIONS).await?;
+        if mode == OpenMode::Migrate {
+            store.migrate().await?;
+        } else if mode == OpenMode::RequireCurrent {
+            let state = store.schema().await?;
+            if state.before != state.current {
+                return Err(StoreError::Open {
+                    path: redact(url),
+                    message: format!(
+                        "the database is at schema version {}, this folkhub uses version {}: run `folkhub migrate` (or set store.migrate = \"on-start\")",
+                        state.before, state.current
+                    ),
+                });
+            }
         }
         Ok(store)
     }
 
-    /// Where the access log of the store at `path` lives: beside it,
+    /// Which database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies the migrations the database has not had yet.
+    pub async fn migrate(&self) -> Result<SchemaState, StoreError> {
+        let before = self.schema().await?.before;
+        let mut applied = {
+            let _w = self.writer.lock().await;
+            migrate(&self.pool, self.backend, self.backend.migrations()).await?
+        };
+        if self.backend == Backend::Sqlite {
+            let _w = self.access_writer.lock().await;
+            applied.extend(migrate(&self.access, self.backend, SQLITE_ACCESS_MIGRATIONS).await?);
+        }
+        Ok(SchemaState {
+            before,
+            current: self.backend.migrations().len() as i64,
+            applied,
+            pending: vec![],
+        })
+    }
+
+    /// The database's schema version and this build's.
+    pub async fn schema(&self) -> Result<SchemaState, StoreError> {
+        let current = self.backend.migrations().len() as i64;
+        let before = schema_version(&self.pool).await?;
+        if before > current {
+            return Err(StoreError::Open {
+                path: format!("{:?} store", self.backend),
+                message: format!(
+                    "the database is at schema version {before}, written by a newer folkhub than this one (version {current}); run that version or newer"
+                ),
+            });
+        }
+        Ok(SchemaState {
+            before,
+            current,
+            applied: vec![],
+            pending: self
+                .backend
+                .migrations()
+                .iter()
+                .filter(|(v, _, _)| *v > before)
+                .map(|(v, name, _)| (*v, name.to_string()))
+                .collect(),
+        })
+    }
+
+    /// Where the access log of the SQLite store at `path` lives: beside it,
     /// `folkhub.db` → `folkhub-access.db`. Back both files up together.
     pub fn access_path(path: &Path) -> std::path::PathBuf {
         let stem = path
@@ -115,13 +381,14 @@ impl SqliteStore {
         path.with_file_name(format!("{stem}-access.db"))
     }
 
-    /// A write transaction. `BEGIN IMMEDIATE` takes the write lock at the
-    /// start, so the busy timeout applies when another process writes (a
-    /// deferred transaction that read first and then writes fails at once
-    /// when someone else committed in between: `folkhub sync` beside a busy
-    /// `folkhub serve` writing its access log did).
-    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// A write transaction. On SQLite, `BEGIN IMMEDIATE` takes the write
+    /// lock at the start, so the busy timeout applies when another process
+    /// writes (a deferred transaction that read first and then writes fails
+    /// at once when someone else committed in between: `folkhub sync`
+    /// beside a busy `folkhub serve` writing its access log did). On
+    /// PostgreSQL the write lock is an advisory lock held to the commit.
+    async fn write_tx(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        begin_write(&self.pool, self.backend).await
     }
 
     /// Persons by their (surviving) keys, in one query. Many records are
@@ -132,12 +399,14 @@ impl SqliteStore {
             return Ok(BTreeMap::new());
         }
         let rows = sqlx::query(&format!(
-            "SELECT {PERSON_COLUMNS} FROM json_each(?) j JOIN merged m ON m.person_id = j.value"
+            "SELECT {} FROM {} j JOIN merged m ON m.person_id = CAST(j.value AS BIGINT)",
+            self.backend.person_columns(),
+            self.backend.json_values("$1"),
         ))
         .bind(json!(keys).to_string())
         .fetch_all(&self.pool)
         .await?;
-        let parse = |rows: Vec<sqlx::sqlite::SqliteRow>| -> Result<Vec<StoredPerson>, StoreError> {
+        let parse = |rows: Vec<AnyRow>| -> Result<Vec<StoredPerson>, StoreError> {
             rows.iter().map(stored_person).collect()
         };
         let persons = if rows.len() < 200 {
@@ -156,7 +425,15 @@ impl SqliteStore {
     }
 }
 
-fn client_from(row: &sqlx::sqlite::SqliteRow) -> Result<Client, StoreError> {
+/// The file a `sqlite://PATH` URL names.
+pub fn sqlite_path(url: &str) -> std::path::PathBuf {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    std::path::PathBuf::from(rest.split('?').next().unwrap_or(rest))
+}
+
+fn client_from(row: &AnyRow) -> Result<Client, StoreError> {
     let auth: String = row.get("auth");
     let opt_ts = |name: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
         row.get::<Option<&str>, _>(name).map(parse_ts).transpose()
@@ -167,7 +444,7 @@ fn client_from(row: &sqlx::sqlite::SqliteRow) -> Result<Client, StoreError> {
         auth: ClientAuth::parse(&auth).ok_or_else(|| corrupt("client auth", &auth))?,
         basis: row.get("basis"),
         purpose: row.get("purpose"),
-        admin: row.get("admin"),
+        admin: flag(row, "admin"),
         rate_limit: row
             .get::<i64, _>("rate_limit")
             .clamp(0, i64::from(u32::MAX)) as u32,
@@ -179,15 +456,8 @@ fn client_from(row: &sqlx::sqlite::SqliteRow) -> Result<Client, StoreError> {
     })
 }
 
-/// The columns of a merged record with its IDs as a JSON array (`ids`),
-/// for queries that read whole persons.
-const PERSON_COLUMNS: &str = "m.person_id, m.record, m.version, m.updated_at,
-    (SELECT json_group_array(json_array(scheme, value, CASE WHEN active THEN json('true') ELSE json('false') END)) FROM
-       (SELECT scheme, value, active FROM identifiers
-        WHERE person_id = m.person_id ORDER BY active DESC, first_seen)) AS ids";
-
-/// A person from a row of [`PERSON_COLUMNS`].
-fn stored_person(row: &sqlx::sqlite::SqliteRow) -> Result<StoredPerson, StoreError> {
+/// A person from a row of [`Backend::person_columns`].
+fn stored_person(row: &AnyRow) -> Result<StoredPerson, StoreError> {
     let ids: Vec<(String, String, bool)> =
         serde_json::from_str(row.get::<&str, _>("ids")).map_err(|e| corrupt("identifiers", e))?;
     Ok(StoredPerson {
@@ -207,58 +477,116 @@ fn stored_person(row: &sqlx::sqlite::SqliteRow) -> Result<StoredPerson, StoreErr
     })
 }
 
-/// Opens (creating if needed) one SQLite database file: WAL, normal sync,
-/// foreign keys, a busy timeout for other processes' writers.
-async fn connect(path: &Path) -> Result<SqlitePool, StoreError> {
+/// Opens a pool on one database. SQLite: the file is created if missing,
+/// WAL, normal sync, foreign keys, a busy timeout for other processes'
+/// writers. PostgreSQL: a server.
+async fn connect(backend: Backend, url: &str) -> Result<AnyPool, StoreError> {
+    sqlx::any::install_default_drivers();
     let open_error = |e: &dyn std::fmt::Display| StoreError::Open {
-        path: path.display().to_string(),
+        path: redact(url),
         message: e.to_string(),
     };
-    let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-        .map_err(|e| open_error(&e))?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10));
-    // Readers run side by side (WAL); writers queue on the store's mutexes.
-    // No ping before each use: the file is local, and the ping is a round
-    // trip to the connection's worker thread per statement (a third of the
-    // API's time per read in a profile).
-    SqlitePoolOptions::new()
-        .max_connections(8)
-        .test_before_acquire(false)
-        .connect_with(options)
-        .await
-        .map_err(|e| open_error(&e))
+    match backend {
+        Backend::Sqlite => {
+            // Readers run side by side (WAL); writers queue on the store's
+            // mutexes. No ping before each use: the file is local, and the
+            // ping is a round trip to the connection's worker thread per
+            // statement (a third of the API's time per read in a profile).
+            let url = format!("sqlite://{}?mode=rwc", sqlite_path(url).display());
+            AnyPoolOptions::new()
+                .max_connections(8)
+                .test_before_acquire(false)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                })
+                .connect(&url)
+                .await
+                .map_err(|e| open_error(&e))
+        }
+        Backend::Postgres => AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(std::time::Duration::from_secs(30))
+            .connect(url)
+            .await
+            .map_err(|e| open_error(&e)),
+    }
+}
+
+/// A write transaction on a pool (see [`SqlStore::write_tx`]).
+async fn begin_write(
+    pool: &AnyPool,
+    backend: Backend,
+) -> Result<Transaction<'static, Any>, StoreError> {
+    match backend {
+        Backend::Sqlite => Ok(pool.begin_with("BEGIN IMMEDIATE").await?),
+        Backend::Postgres => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(PG_WRITE_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            Ok(tx)
+        }
+    }
+}
+
+/// The highest migration a database has had (0 when none).
+async fn schema_version(pool: &AnyPool) -> Result<i64, StoreError> {
+    match sqlx::query_scalar::<_, i64>(
+        "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM folkhub_migrations",
+    )
+    .fetch_one(pool)
+    .await
+    {
+        Ok(v) => Ok(v),
+        // No migrations table: an empty database.
+        Err(sqlx::Error::Database(e)) if e.message().contains("folkhub_migrations") => Ok(0),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Applies the migrations a database has not had yet, each in its own
-/// transaction with its record in `folkhub_migrations`.
-async fn migrate(pool: &SqlitePool, migrations: &[(i64, &str, &str)]) -> Result<(), StoreError> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS folkhub_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
-        .execute(pool)
-        .await?;
+/// write transaction (hosts starting together apply each once) with its
+/// record in `folkhub_migrations`. Returns those applied.
+async fn migrate(
+    pool: &AnyPool,
+    backend: Backend,
+    migrations: &[Migration],
+) -> Result<Vec<(i64, String)>, StoreError> {
+    let mut applied = Vec::new();
     for (version, name, sql) in migrations {
+        let mut tx = begin_write(pool, backend).await?;
+        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS folkhub_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+            .execute(&mut *tx)
+            .await?;
         let done: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM folkhub_migrations WHERE version = ?")
+            sqlx::query_scalar("SELECT version FROM folkhub_migrations WHERE version = $1")
                 .bind(version)
-                .fetch_optional(pool)
+                .fetch_optional(&mut *tx)
                 .await?;
         if done.is_some() {
             continue;
         }
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::raw_sql(sql).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO folkhub_migrations (version, name, applied_at) VALUES (?, ?, ?)")
-            .bind(version)
-            .bind(name)
-            .bind(ts(now()))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO folkhub_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+        )
+        .bind(version)
+        .bind(name)
+        .bind(ts(now()))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
+        applied.push((*version, name.to_string()));
     }
-    Ok(())
+    Ok(applied)
 }
 
 /// Finds or creates the person a record belongs to, and links its IDs.
@@ -266,7 +594,7 @@ async fn migrate(pool: &SqlitePool, migrations: &[(i64, &str, &str)]) -> Result<
 /// that we hold for another person are returned as `(id, owner)`; the
 /// caller decides whether the register may link them.
 async fn resolve(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     rules: &MergeRules,
     source: &str,
     person: &FoundPerson,
@@ -275,7 +603,7 @@ async fn resolve(
     let mut owners: BTreeMap<String, i64> = BTreeMap::new();
     for id in &person.ids {
         if let Some(owner) =
-            sqlx::query_scalar::<_, i64>("SELECT person_id FROM identifiers WHERE value = ?")
+            sqlx::query_scalar::<_, i64>("SELECT person_id FROM identifiers WHERE value = $1")
                 .bind(&id.value)
                 .fetch_optional(&mut **tx)
                 .await?
@@ -303,13 +631,15 @@ async fn resolve(
         if let (Some(given), Some(family), Some(born)) =
             (text("name.given"), text("name.family"), text("birth.date"))
         {
-            let fits: Vec<i64> = sqlx::query_scalar(
+            let b = dialect(tx);
+            let fits: Vec<i64> = sqlx::query_scalar(&format!(
                 "SELECT person_id FROM merged
-                 WHERE json_extract(record, '$.fields.\"birth.date\".value') = ?
-                   AND upper(json_extract(record, '$.fields.\"name.family\".value')) = ?
-                   AND upper(json_extract(record, '$.fields.\"name.given\".value')) = ?
+                 WHERE {} = $1 AND upper({}) = $2 AND upper({}) = $3
                  ORDER BY person_id",
-            )
+                b.field("record", "birth.date"),
+                b.field("record", "name.family"),
+                b.field("record", "name.given"),
+            ))
             .bind(&born)
             .bind(&family)
             .bind(&given)
@@ -326,7 +656,7 @@ async fn resolve(
         Some(key) => (key, false),
         None => {
             let key: i64 =
-                sqlx::query_scalar("INSERT INTO persons (created_at) VALUES (?) RETURNING id")
+                sqlx::query_scalar("INSERT INTO persons (created_at) VALUES ($1) RETURNING id")
                     .bind(at)
                     .fetch_one(&mut **tx)
                     .await?;
@@ -335,7 +665,7 @@ async fn resolve(
     };
     if !review.is_empty() {
         sqlx::query(
-            "INSERT INTO identity_reviews (person_id, candidates, source, at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO identity_reviews (person_id, candidates, source, at) VALUES ($1, $2, $3, $4)",
         )
         .bind(key)
         .bind(id_list(&review))
@@ -352,7 +682,7 @@ async fn resolve(
             }
             Some(_) => set_active(tx, rules, source, id, at).await?,
             None => {
-                sqlx::query("INSERT INTO identifiers (value, scheme, person_id, active, source, first_seen, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+                sqlx::query("INSERT INTO identifiers (value, scheme, person_id, active, source, first_seen, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
                     .bind(&id.value)
                     .bind(&id.scheme)
                     .bind(key)
@@ -371,14 +701,14 @@ async fn resolve(
 /// Only the register that issues an ID (or, for IDs no authority is known
 /// for, the source that announced it) says whether it is still in use.
 async fn set_active(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     rules: &MergeRules,
     source: &str,
     id: &folkhub_core::observation::SourceId,
     at: &str,
 ) -> Result<(), StoreError> {
     if rules.issues(source, &id.scheme) {
-        sqlx::query("UPDATE identifiers SET active = ?, source = ?, updated_at = ? WHERE value = ? AND (active <> ? OR source <> ?)")
+        sqlx::query("UPDATE identifiers SET active = $1, source = $2, updated_at = $3 WHERE value = $4 AND (active <> $5 OR source <> $6)")
             .bind(id.active)
             .bind(source)
             .bind(at)
@@ -388,7 +718,7 @@ async fn set_active(
             .execute(&mut **tx)
             .await?;
     } else {
-        sqlx::query("UPDATE identifiers SET active = ?, updated_at = ? WHERE value = ? AND active <> ? AND source = ?")
+        sqlx::query("UPDATE identifiers SET active = $1, updated_at = $2 WHERE value = $3 AND active <> $4 AND source = $5")
             .bind(id.active)
             .bind(at)
             .bind(&id.value)
@@ -402,8 +732,8 @@ async fn set_active(
 
 /// Makes `current_observations` of a person agree with the log: each
 /// source's latest statement per field (by retrieval time, then order).
-async fn rederive_current(tx: &mut Transaction<'_, Sqlite>, key: i64) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM current_observations WHERE person_id = ?")
+async fn rederive_current(tx: &mut Transaction<'_, Any>, key: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM current_observations WHERE person_id = $1")
         .bind(key)
         .execute(&mut **tx)
         .await?;
@@ -411,7 +741,7 @@ async fn rederive_current(tx: &mut Transaction<'_, Sqlite>, key: i64) -> Result<
         "INSERT INTO current_observations (person_id, source, path, observation_id, value, labels, release, upstream_version, effective_at, retrieved_at)
          SELECT person_id, source, path, id, value, labels, release, upstream_version, effective_at, retrieved_at FROM (
            SELECT o.*, ROW_NUMBER() OVER (PARTITION BY source, path ORDER BY retrieved_at DESC, id DESC) AS rn
-           FROM observations o WHERE person_id = ?)
+           FROM observations o WHERE person_id = $1) AS latest
          WHERE rn = 1 AND value IS NOT NULL",
     )
     .bind(key)
@@ -422,14 +752,14 @@ async fn rederive_current(tx: &mut Transaction<'_, Sqlite>, key: i64) -> Result<
 
 /// `source_refresh` of a person from the log (the latest statement time
 /// per source), after observations moved between persons.
-async fn rederive_refresh(tx: &mut Transaction<'_, Sqlite>, key: i64) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM source_refresh WHERE person_id = ?")
+async fn rederive_refresh(tx: &mut Transaction<'_, Any>, key: i64) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM source_refresh WHERE person_id = $1")
         .bind(key)
         .execute(&mut **tx)
         .await?;
     sqlx::query(
         "INSERT INTO source_refresh (person_id, source, retrieved_at)
-         SELECT person_id, source, MAX(retrieved_at) FROM observations WHERE person_id = ? GROUP BY source",
+         SELECT person_id, source, MAX(retrieved_at) FROM observations WHERE person_id = $1 GROUP BY person_id, source",
     )
     .bind(key)
     .execute(&mut **tx)
@@ -448,7 +778,7 @@ struct Current {
 }
 
 async fn load_candidates(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     key: i64,
 ) -> Result<BTreeMap<String, Vec<Candidate>>, StoreError> {
     let rows = sqlx::query(
@@ -456,7 +786,7 @@ async fn load_candidates(
                 COALESCE(sr.retrieved_at, co.retrieved_at) AS retrieved_at
          FROM current_observations co
          LEFT JOIN source_refresh sr ON sr.person_id = co.person_id AND sr.source = co.source
-         WHERE co.person_id = ?",
+         WHERE co.person_id = $1",
     )
     .bind(key)
     .fetch_all(&mut **tx)
@@ -465,9 +795,97 @@ async fn load_candidates(
 }
 
 /// Statements read from the log or its index, by path.
-fn candidates_from_rows(
-    rows: Vec<sqlx::sqlite::SqliteRow>,
-) -> Result<BTreeMap<String, Vec<Candidate>>, StoreError> {
+/// Checks a batch's fence inside its transaction (after the write lock, so
+/// no other host commits in between): refused batches write nothing.
+async fn fence_check(tx: &mut Transaction<'_, Any>, batch: &Batch) -> Result<(), StoreError> {
+    match &batch.fence {
+        Fence::None => Ok(()),
+        Fence::Feed { from, .. } => {
+            let stored: Option<String> =
+                sqlx::query_scalar("SELECT cursor FROM cursors WHERE connector = $1")
+                    .bind(&batch.source)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            if stored != *from {
+                return Err(StoreError::Fenced(format!(
+                    "the {} feed moved on from {} to {} (another host applied that page); this page is not applied again",
+                    batch.source,
+                    from.as_deref().unwrap_or("its start"),
+                    stored.as_deref().unwrap_or("its start"),
+                )));
+            }
+            Ok(())
+        }
+        Fence::Work { item, host, .. } => {
+            let holder: Option<(String, Option<String>)> =
+                sqlx::query("SELECT state, holder FROM work_items WHERE id = $1")
+                    .bind(item)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .map(|r| (r.get("state"), r.get("holder")));
+            match holder {
+                Some((state, Some(h))) if state == "leased" && h == *host => Ok(()),
+                Some((state, h)) => Err(StoreError::Fenced(format!(
+                    "refresh batch #{item} is {state} by {} now (this host's lease passed); not applied again",
+                    h.as_deref().unwrap_or("nobody")
+                ))),
+                None => Err(StoreError::NotFound(format!("no refresh batch #{item}"))),
+            }
+        }
+    }
+}
+
+/// Writes what a fenced batch did, in its transaction: the feed page into
+/// the log book, or the work item done with its counts.
+async fn fence_record(
+    tx: &mut Transaction<'_, Any>,
+    batch: &Batch,
+    report: &ApplyReport,
+) -> Result<(), StoreError> {
+    match &batch.fence {
+        Fence::None => {}
+        Fence::Feed { from, host, run } => {
+            sqlx::query("INSERT INTO feed_pages (connector, cursor_from, cursor_to, host, run_id, persons, at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(&batch.source)
+                .bind(from.as_deref().unwrap_or(""))
+                .bind(batch.cursor.as_deref().unwrap_or(""))
+                .bind(host)
+                .bind(run)
+                .bind(batch.persons.len() as i64)
+                .bind(ts(now()))
+                .execute(&mut **tx)
+                .await?;
+        }
+        Fence::Work { item, counts, .. } => {
+            let mut counts = counts.clone();
+            counts.changed += report.persons_changed;
+            counts.created += report.persons_created;
+            counts.unchanged += report.persons_unchanged;
+            counts.conflicts_opened += report.conflicts_opened;
+            sqlx::query(
+                "UPDATE work_items SET state = 'done', done_at = $1, counts = $2 WHERE id = $3",
+            )
+            .bind(ts(now()))
+            .bind(serde_json::to_string(&counts).map_err(|e| corrupt("counts", e))?)
+            .bind(item)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The backend a transaction runs on.
+fn dialect(conn: &sqlx::AnyConnection) -> Backend {
+    if conn.backend_name() == "PostgreSQL" {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    }
+}
+
+/// Statements read from the log or its index, by path.
+fn candidates_from_rows(rows: Vec<AnyRow>) -> Result<BTreeMap<String, Vec<Candidate>>, StoreError> {
     let mut out: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
     for row in rows {
         let path: String = row.get("path");
@@ -488,7 +906,7 @@ fn candidates_from_rows(
 }
 
 /// A history row.
-fn change_from(r: &sqlx::sqlite::SqliteRow) -> Result<PersonChange, StoreError> {
+fn change_from(r: &AnyRow) -> Result<PersonChange, StoreError> {
     Ok(PersonChange {
         seq: r.get("seq"),
         person: r.get("person_id"),
@@ -503,7 +921,7 @@ fn change_from(r: &sqlx::sqlite::SqliteRow) -> Result<PersonChange, StoreError> 
 /// What a person's merged record is computed from: each source's current
 /// statement per field, and the open overrides.
 async fn current_candidates(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     key: i64,
 ) -> Result<BTreeMap<String, Vec<Candidate>>, StoreError> {
     let mut out = load_candidates(tx, key).await?;
@@ -513,12 +931,12 @@ async fn current_candidates(
 
 /// Open overrides of a person as candidates (source `override`).
 async fn override_candidates(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     key: i64,
     out: &mut BTreeMap<String, Vec<Candidate>>,
 ) -> Result<(), StoreError> {
     let rows = sqlx::query(
-        "SELECT id, path, value, created_at FROM overrides WHERE person_id = ? AND ended_at IS NULL ORDER BY id",
+        "SELECT id, path, value, created_at FROM overrides WHERE person_id = $1 AND ended_at IS NULL ORDER BY id",
     )
     .bind(key)
     .fetch_all(&mut **tx)
@@ -545,15 +963,15 @@ async fn override_candidates(
 /// Each source's latest statement per field, read from the observation log
 /// itself (not from `current_observations`): the log is the source of truth.
 async fn candidates_from_log(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     key: i64,
 ) -> Result<BTreeMap<String, Vec<Candidate>>, StoreError> {
     let rows = sqlx::query(
         "SELECT o.source, o.path, o.value, o.labels, o.release, o.upstream_version, o.effective_at,
                 COALESCE(sr.retrieved_at, o.retrieved_at) AS retrieved_at
          FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY source, path ORDER BY retrieved_at DESC, id DESC) AS rn
-               FROM observations WHERE person_id = ?) o
-         LEFT JOIN source_refresh sr ON sr.person_id = ? AND sr.source = o.source
+               FROM observations WHERE person_id = $1) o
+         LEFT JOIN source_refresh sr ON sr.person_id = $2 AND sr.source = o.source
          WHERE o.rn = 1 AND o.value IS NOT NULL",
     )
     .bind(key)
@@ -595,10 +1013,10 @@ fn diff(before: &MergedRecord, after: &MergedRecord) -> serde_json::Map<String, 
     out
 }
 
-impl SqliteStore {
+impl SqlStore {
     async fn apply_person(
         &self,
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Transaction<'_, Any>,
         batch: &Batch,
         person: &FoundPerson,
         report: &mut ApplyReport,
@@ -619,7 +1037,7 @@ impl SqliteStore {
         // it does not replace the newer one, so the record does not depend
         // on the order statements arrive in.
         let last: Option<String> = sqlx::query_scalar(
-            "SELECT retrieved_at FROM source_refresh WHERE person_id = ? AND source = ?",
+            "SELECT retrieved_at FROM source_refresh WHERE person_id = $1 AND source = $2",
         )
         .bind(key)
         .bind(&batch.source)
@@ -629,7 +1047,7 @@ impl SqliteStore {
             report.persons_unchanged += 1;
             return Ok(());
         }
-        let rows = sqlx::query("SELECT path, value, labels, effective_at FROM current_observations WHERE person_id = ? AND source = ?")
+        let rows = sqlx::query("SELECT path, value, labels, effective_at FROM current_observations WHERE person_id = $1 AND source = $2")
             .bind(key)
             .bind(&batch.source)
             .fetch_all(&mut **tx)
@@ -670,13 +1088,12 @@ impl SqliteStore {
             fresh.push((field.path.as_str(), value, labels, effective));
         }
         if !fresh.is_empty() {
-            // One multi-row insert into the log and one into its index: the
-            // rows get consecutive ids in VALUES order (one writer, one
-            // transaction), the last of which SQLite reports.
+            // One multi-row insert into the log and one into its index,
+            // which points at the log rows by the ids the first returns.
             report.observations_added += fresh.len() as u64;
-            let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; fresh.len()].join(", ");
+            let rows = placeholders(fresh.len(), 9);
             let sql = format!(
-                "INSERT INTO observations (person_id, path, value, labels, source, release, upstream_version, effective_at, retrieved_at) VALUES {rows}"
+                "INSERT INTO observations (person_id, path, value, labels, source, release, upstream_version, effective_at, retrieved_at) VALUES {rows} RETURNING id, path"
             );
             let mut q = sqlx::query(&sql);
             for (path, value, labels, effective) in &fresh {
@@ -691,21 +1108,28 @@ impl SqliteStore {
                     .bind(effective)
                     .bind(&at);
             }
-            let last = q.execute(&mut **tx).await?.last_insert_rowid();
-            let first = last - fresh.len() as i64 + 1;
-            let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; fresh.len()].join(", ");
+            let ids: BTreeMap<String, i64> = q
+                .fetch_all(&mut **tx)
+                .await?
+                .iter()
+                .map(|r| (r.get("path"), r.get("id")))
+                .collect();
+            let rows = placeholders(fresh.len(), 10);
             let sql = format!(
                 "INSERT INTO current_observations (person_id, source, path, observation_id, value, labels, release, upstream_version, effective_at, retrieved_at) VALUES {rows}
                  ON CONFLICT (person_id, source, path) DO UPDATE SET observation_id = excluded.observation_id, value = excluded.value, labels = excluded.labels,
                  release = excluded.release, upstream_version = excluded.upstream_version, effective_at = excluded.effective_at, retrieved_at = excluded.retrieved_at"
             );
             let mut q = sqlx::query(&sql);
-            for (i, (path, value, labels, effective)) in fresh.iter().enumerate() {
+            for (path, value, labels, effective) in &fresh {
+                let id = *ids
+                    .get(*path)
+                    .ok_or_else(|| corrupt("observation ids", path))?;
                 q = q
                     .bind(key)
                     .bind(&batch.source)
                     .bind(*path)
-                    .bind(first + i as i64)
+                    .bind(id)
                     .bind(value)
                     .bind(labels)
                     .bind(&batch.release)
@@ -719,7 +1143,7 @@ impl SqliteStore {
         for path in current.keys() {
             report.observations_added += 1;
             sqlx::query(
-                "INSERT INTO observations (person_id, path, value, labels, source, release, upstream_version, effective_at, retrieved_at) VALUES (?, ?, NULL, '[]', ?, ?, ?, NULL, ?)",
+                "INSERT INTO observations (person_id, path, value, labels, source, release, upstream_version, effective_at, retrieved_at) VALUES ($1, $2, NULL, '[]', $3, $4, $5, NULL, $6)",
             )
             .bind(key)
             .bind(path)
@@ -730,7 +1154,7 @@ impl SqliteStore {
             .execute(&mut **tx)
             .await?;
             sqlx::query(
-                "DELETE FROM current_observations WHERE person_id = ? AND source = ? AND path = ?",
+                "DELETE FROM current_observations WHERE person_id = $1 AND source = $2 AND path = $3",
             )
             .bind(key)
             .bind(&batch.source)
@@ -738,7 +1162,7 @@ impl SqliteStore {
             .execute(&mut **tx)
             .await?;
         }
-        sqlx::query("INSERT INTO source_refresh (person_id, source, retrieved_at) VALUES (?, ?, ?) ON CONFLICT (person_id, source) DO UPDATE SET retrieved_at = excluded.retrieved_at")
+        sqlx::query("INSERT INTO source_refresh (person_id, source, retrieved_at) VALUES ($1, $2, $3) ON CONFLICT (person_id, source) DO UPDATE SET retrieved_at = excluded.retrieved_at")
             .bind(key)
             .bind(&batch.source)
             .bind(&at)
@@ -757,7 +1181,7 @@ impl SqliteStore {
     #[allow(clippy::too_many_arguments)]
     async fn link_or_report(
         &self,
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Transaction<'_, Any>,
         key: i64,
         source: &str,
         person: &FoundPerson,
@@ -774,7 +1198,7 @@ impl SqliteStore {
         let mut refused = false;
         for other in keys.iter().filter(|k| **k != survivor) {
             let undone: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM identity_merges WHERE undone_at IS NOT NULL AND ((survivor = ? AND merged = ?) OR (survivor = ? AND merged = ?))",
+                "SELECT id FROM identity_merges WHERE undone_at IS NOT NULL AND ((survivor = $1 AND merged = $2) OR (survivor = $3 AND merged = $4))",
             )
             .bind(survivor)
             .bind(other)
@@ -805,7 +1229,7 @@ impl SqliteStore {
     /// Moves everything of `merged` to `survivor` and records what moved.
     async fn merge_persons(
         &self,
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Transaction<'_, Any>,
         survivor: i64,
         merged: i64,
         source: &str,
@@ -813,23 +1237,23 @@ impl SqliteStore {
         at: &str,
     ) -> Result<(), StoreError> {
         let moved_ids: Vec<String> =
-            sqlx::query_scalar("SELECT value FROM identifiers WHERE person_id = ?")
+            sqlx::query_scalar("SELECT value FROM identifiers WHERE person_id = $1")
                 .bind(merged)
                 .fetch_all(&mut **tx)
                 .await?;
         let moved_obs: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM observations WHERE person_id = ?")
+            sqlx::query_scalar("SELECT id FROM observations WHERE person_id = $1")
                 .bind(merged)
                 .fetch_all(&mut **tx)
                 .await?;
         let moved_changes: Vec<i64> =
-            sqlx::query_scalar("SELECT seq FROM person_changes WHERE person_id = ?")
+            sqlx::query_scalar("SELECT seq FROM person_changes WHERE person_id = $1")
                 .bind(merged)
                 .fetch_all(&mut **tx)
                 .await?;
         for table in ["identifiers", "observations", "person_changes", "overrides"] {
             sqlx::query(&format!(
-                "UPDATE {table} SET person_id = ? WHERE person_id = ?"
+                "UPDATE {table} SET person_id = $1 WHERE person_id = $2"
             ))
             .bind(survivor)
             .bind(merged)
@@ -837,25 +1261,25 @@ impl SqliteStore {
             .await?;
         }
         for table in ["current_observations", "conflicts", "merged"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE person_id = ?"))
+            sqlx::query(&format!("DELETE FROM {table} WHERE person_id = $1"))
                 .bind(merged)
                 .execute(&mut **tx)
                 .await?;
         }
-        sqlx::query("UPDATE persons SET merged_into = ? WHERE id = ?")
+        sqlx::query("UPDATE persons SET merged_into = $1 WHERE id = $2")
             .bind(survivor)
             .bind(merged)
             .execute(&mut **tx)
             .await?;
         rederive_current(tx, survivor).await?;
         rederive_refresh(tx, survivor).await?;
-        sqlx::query("DELETE FROM source_refresh WHERE person_id = ?")
+        sqlx::query("DELETE FROM source_refresh WHERE person_id = $1")
             .bind(merged)
             .execute(&mut **tx)
             .await?;
         let reason = format!("{source} says {ids} are one person");
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO identity_merges (survivor, merged, source, reason, at, moved_ids, moved_observations, moved_changes) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO identity_merges (survivor, merged, source, reason, at, moved_ids, moved_observations, moved_changes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         )
         .bind(survivor)
         .bind(merged)
@@ -884,7 +1308,7 @@ impl SqliteStore {
     /// conflicts in step.
     async fn store_merged(
         &self,
-        tx: &mut Transaction<'_, Sqlite>,
+        tx: &mut Transaction<'_, Any>,
         key: i64,
         created: bool,
         at: &str,
@@ -893,7 +1317,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let candidates = current_candidates(tx, key).await?;
         let merged = merge::merge(&self.rules, &candidates);
-        let previous = sqlx::query("SELECT record, version FROM merged WHERE person_id = ?")
+        let previous = sqlx::query("SELECT record, version FROM merged WHERE person_id = $1")
             .bind(key)
             .fetch_optional(&mut **tx)
             .await?;
@@ -917,7 +1341,7 @@ impl SqliteStore {
             if merged != before {
                 let record =
                     serde_json::to_string(&merged).map_err(|e| corrupt("merged record", e))?;
-                sqlx::query("UPDATE merged SET record = ? WHERE person_id = ?")
+                sqlx::query("UPDATE merged SET record = $1 WHERE person_id = $2")
                     .bind(&record)
                     .bind(key)
                     .execute(&mut **tx)
@@ -930,14 +1354,14 @@ impl SqliteStore {
             report.persons_changed += 1;
         }
         let record = serde_json::to_string(&merged).map_err(|e| corrupt("merged record", e))?;
-        sqlx::query("INSERT INTO merged (person_id, record, version, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (person_id) DO UPDATE SET record = excluded.record, version = excluded.version, updated_at = excluded.updated_at")
+        sqlx::query("INSERT INTO merged (person_id, record, version, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (person_id) DO UPDATE SET record = excluded.record, version = excluded.version, updated_at = excluded.updated_at")
             .bind(key)
             .bind(&record)
             .bind(version + 1)
             .bind(at)
             .execute(&mut **tx)
             .await?;
-        sqlx::query("INSERT INTO person_changes (person_id, changed_at, version, diff, reason) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO person_changes (person_id, changed_at, version, diff, reason) VALUES ($1, $2, $3, $4, $5)")
             .bind(key)
             .bind(at)
             .bind(version + 1)
@@ -953,7 +1377,7 @@ impl SqliteStore {
 /// conflict opens when a field becomes conflicting and closes when it no
 /// longer is (a source changed, or an override decided it).
 async fn sync_conflicts(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     key: i64,
     before: &MergedRecord,
     after: &MergedRecord,
@@ -976,7 +1400,7 @@ async fn sync_conflicts(
     }
     let opened = now.difference(&was).count() as u64;
     for path in was.difference(&now) {
-        sqlx::query("DELETE FROM conflicts WHERE person_id = ? AND path = ?")
+        sqlx::query("DELETE FROM conflicts WHERE person_id = $1 AND path = $2")
             .bind(key)
             .bind(path.as_str())
             .execute(&mut **tx)
@@ -993,7 +1417,7 @@ async fn sync_conflicts(
                 .map(|a| json!({"source": a.source, "value": a.value})),
         );
         sqlx::query(
-            "INSERT INTO conflicts (person_id, path, candidates, opened_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO conflicts (person_id, path, candidates, opened_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (person_id, path) DO UPDATE SET candidates = excluded.candidates",
         )
         .bind(key)
@@ -1006,7 +1430,7 @@ async fn sync_conflicts(
     Ok(opened)
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// An audit entry about the installed release, optionally setting the
     /// pin in the same transaction.
     async fn audited(
@@ -1020,7 +1444,7 @@ impl SqliteStore {
         let _w = self.writer.lock().await;
         let mut tx = self.write_tx().await?;
         let Some(row) =
-            sqlx::query("SELECT version, digest FROM installations WHERE connector = ?")
+            sqlx::query("SELECT version, digest FROM installations WHERE connector = $1")
                 .bind(connector)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -1029,14 +1453,14 @@ impl SqliteStore {
         };
         let (version, digest): (String, String) = (row.get("version"), row.get("digest"));
         if let Some(pinned) = pinned {
-            sqlx::query("UPDATE installations SET pinned = ? WHERE connector = ?")
+            sqlx::query("UPDATE installations SET pinned = $1 WHERE connector = $2")
                 .bind(pinned)
                 .bind(connector)
                 .execute(&mut *tx)
                 .await?;
         }
         sqlx::query(
-            "INSERT INTO installation_audit (connector, at, actor, action, version_before, digest_before, version_after, digest_after, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO installation_audit (connector, at, actor, action, version_before, digest_before, version_after, digest_after, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(connector)
         .bind(ts(now()))
@@ -1054,30 +1478,32 @@ impl SqliteStore {
     }
 }
 
-fn installation_from(row: &sqlx::sqlite::SqliteRow) -> Result<Installation, StoreError> {
+fn installation_from(row: &AnyRow) -> Result<Installation, StoreError> {
     Ok(Installation {
         connector: row.get("connector"),
         version: row.get("version"),
         digest: row.get("digest"),
         contract: row.get("contract"),
-        pinned: row.get("pinned"),
+        pinned: flag(row, "pinned"),
         installed_at: parse_ts(row.get::<&str, _>("installed_at"))?,
         installed_by: row.get("installed_by"),
     })
 }
 
 #[async_trait]
-impl PersonStore for SqliteStore {
+impl PersonStore for SqlStore {
     async fn apply(&self, batch: Batch) -> Result<ApplyReport, StoreError> {
         let _w = self.writer.lock().await;
         let mut tx = self.write_tx().await?;
         let mut report = ApplyReport::default();
+        fence_check(&mut tx, &batch).await?;
         for person in &batch.persons {
             self.apply_person(&mut tx, &batch, person, &mut report)
                 .await?;
         }
+        fence_record(&mut tx, &batch, &report).await?;
         if let Some(cursor) = &batch.cursor {
-            sqlx::query("INSERT INTO cursors (connector, cursor, updated_at) VALUES (?, ?, ?) ON CONFLICT (connector) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at")
+            sqlx::query("INSERT INTO cursors (connector, cursor, updated_at) VALUES ($1, $2, $3) ON CONFLICT (connector) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at")
                 .bind(&batch.source)
                 .bind(cursor)
                 .bind(ts(now()))
@@ -1093,10 +1519,11 @@ impl PersonStore for SqliteStore {
         // the ID now (a person merged into another answers as that one)
         // with all its IDs.
         sqlx::query(&format!(
-            "SELECT {PERSON_COLUMNS}
+            "SELECT {}
              FROM identifiers i JOIN persons p ON p.id = i.person_id
              JOIN merged m ON m.person_id = COALESCE(p.merged_into, p.id)
-             WHERE i.value = ?"
+             WHERE i.value = $1",
+            self.backend.person_columns()
         ))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -1110,11 +1537,12 @@ impl PersonStore for SqliteStore {
         if ids.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT i.value, COALESCE(p.merged_into, p.id) AS key
-             FROM json_each(?) j JOIN identifiers i ON i.value = j.value
+             FROM {} j JOIN identifiers i ON i.value = j.value
              JOIN persons p ON p.id = i.person_id",
-        )
+            self.backend.json_values("$1")
+        ))
         .bind(json!(ids).to_string())
         .fetch_all(&self.pool)
         .await?;
@@ -1167,12 +1595,16 @@ impl PersonStore for SqliteStore {
             Search::IdPrefix(prefix) => {
                 // A range over the identifier index: every value that
                 // starts with the prefix sorts between it and prefix + U+FFFF.
-                sqlx::query_scalar(
+                let top = match self.backend {
+                    Backend::Sqlite => "char(65535)",
+                    Backend::Postgres => "chr(65535)",
+                };
+                sqlx::query_scalar(&format!(
                     "SELECT DISTINCT p.id FROM identifiers i JOIN persons p ON p.id = i.person_id
-                     WHERE i.value >= ?1 AND i.value < ?1 || char(65535)
-                       AND p.merged_into IS NULL AND p.id > ?2
-                     ORDER BY p.id LIMIT ?3",
-                )
+                     WHERE i.value >= $1 AND i.value < $1 || {top}
+                       AND p.merged_into IS NULL AND p.id > $2
+                     ORDER BY p.id LIMIT $3",
+                ))
                 .bind(prefix)
                 .bind(after)
                 .bind(i64::from(limit))
@@ -1186,14 +1618,19 @@ impl PersonStore for SqliteStore {
             } => {
                 // The birth date uses the expression index; names compare
                 // case-insensitively by prefix.
-                sqlx::query_scalar(
+                let b = self.backend;
+                let pos = b.position();
+                sqlx::query_scalar(&format!(
                     "SELECT m.person_id FROM merged m JOIN persons p ON p.id = m.person_id
-                     WHERE json_extract(m.record, '$.fields.\"birth.date\".value') = ?1
-                       AND p.merged_into IS NULL AND m.person_id > ?2
-                       AND instr(lower(json_extract(m.record, '$.fields.\"name.family\".value')), lower(?3)) = 1
-                       AND (?4 IS NULL OR instr(lower(json_extract(m.record, '$.fields.\"name.given\".value')), lower(?4)) = 1)
-                     ORDER BY m.person_id LIMIT ?5",
-                )
+                     WHERE {} = $1
+                       AND p.merged_into IS NULL AND m.person_id > $2
+                       AND {pos}(lower({}), lower($3)) = 1
+                       AND ($4 IS NULL OR {pos}(lower({}), lower($4)) = 1)
+                     ORDER BY m.person_id LIMIT $5",
+                    b.field("m.record", "birth.date"),
+                    b.field("m.record", "name.family"),
+                    b.field("m.record", "name.given"),
+                ))
                 .bind(birth_date)
                 .bind(after)
                 .bind(family)
@@ -1209,7 +1646,7 @@ impl PersonStore for SqliteStore {
 
     async fn add_client(&self, client: NewClient) -> Result<Client, StoreError> {
         let _w = self.writer.lock().await;
-        let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM clients WHERE name = ?")
+        let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM clients WHERE name = $1")
             .bind(&client.name)
             .fetch_optional(&self.pool)
             .await?;
@@ -1219,7 +1656,7 @@ impl PersonStore for SqliteStore {
                 client.name
             )));
         }
-        let row = sqlx::query("INSERT INTO clients (name, auth, secret_sha256, basis, purpose, admin, rate_limit, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *")
+        let row = sqlx::query("INSERT INTO clients (name, auth, secret_sha256, basis, purpose, admin, rate_limit, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *")
             .bind(&client.name)
             .bind(client.auth.as_str())
             .bind(&client.secret_sha256)
@@ -1244,7 +1681,7 @@ impl PersonStore for SqliteStore {
     }
 
     async fn client_by_secret(&self, secret_sha256: &str) -> Result<Option<Client>, StoreError> {
-        sqlx::query("SELECT * FROM clients WHERE secret_sha256 = ? AND revoked_at IS NULL")
+        sqlx::query("SELECT * FROM clients WHERE secret_sha256 = $1 AND revoked_at IS NULL")
             .bind(secret_sha256)
             .fetch_optional(&self.pool)
             .await?
@@ -1260,7 +1697,7 @@ impl PersonStore for SqliteStore {
         reason: &str,
     ) -> Result<bool, StoreError> {
         let _w = self.writer.lock().await;
-        let done = sqlx::query("UPDATE clients SET revoked_at = ?, revoked_by = ?, revoked_reason = ? WHERE name = ? AND revoked_at IS NULL")
+        let done = sqlx::query("UPDATE clients SET revoked_at = $1, revoked_by = $2, revoked_reason = $3 WHERE name = $4 AND revoked_at IS NULL")
             .bind(ts(now()))
             .bind(actor)
             .bind(reason)
@@ -1292,27 +1729,35 @@ impl PersonStore for SqliteStore {
             })
             .collect();
         let _w = self.access_writer.lock().await;
-        sqlx::query(
-            "INSERT INTO access_log_in (at, client, basis, purpose, person_id, endpoint, fields)
-             SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-                    json_extract(value, '$[2]'), json_extract(value, '$[3]'),
-                    json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-                    json_extract(value, '$[6]')
-             FROM json_each(?) ORDER BY key",
-        )
-        .bind(Value::Array(rows).to_string())
-        .execute(&self.access)
-        .await?;
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "INSERT INTO access_log_in (at, client, basis, purpose, person_id, endpoint, fields)
+                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                        json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                        json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+                        json_extract(value, '$[6]')
+                 FROM json_each($1) ORDER BY key"
+            }
+            Backend::Postgres => {
+                "INSERT INTO access_log_in (at, client, basis, purpose, person_id, endpoint, fields)
+                 SELECT e->>0, e->>1, e->>2, e->>3, CAST(e->>4 AS BIGINT), e->>5, e->>6
+                 FROM json_array_elements($1::json) WITH ORDINALITY AS t(e, n) ORDER BY n"
+            }
+        };
+        sqlx::query(sql)
+            .bind(Value::Array(rows).to_string())
+            .execute(&self.access)
+            .await?;
         Ok(())
     }
 
     async fn access_log(&self, q: &AccessQuery) -> Result<Vec<AccessRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT a.*, f.fields FROM access_log a JOIN access_field_sets f ON f.id = a.field_set
-             WHERE seq > ?1
-               AND (?2 IS NULL OR client = ?2) AND (?3 IS NULL OR person_id = ?3)
-               AND (?4 IS NULL OR at >= ?4) AND (?5 IS NULL OR at < ?5)
-             ORDER BY seq LIMIT ?6",
+             WHERE seq > $1
+               AND ($2 IS NULL OR client = $2) AND ($3 IS NULL OR person_id = $3)
+               AND ($4 IS NULL OR at >= $4) AND ($5 IS NULL OR at < $5)
+             ORDER BY seq LIMIT $6",
         )
         .bind(q.after)
         .bind(q.client.as_deref())
@@ -1344,7 +1789,7 @@ impl PersonStore for SqliteStore {
 
     async fn persons_after(&self, after: i64, limit: u32) -> Result<Vec<StoredPerson>, StoreError> {
         let keys: Vec<i64> = sqlx::query_scalar(
-            "SELECT person_id FROM merged WHERE person_id > ? ORDER BY person_id LIMIT ?",
+            "SELECT person_id FROM merged WHERE person_id > $1 ORDER BY person_id LIMIT $2",
         )
         .bind(after)
         .bind(i64::from(limit))
@@ -1357,9 +1802,10 @@ impl PersonStore for SqliteStore {
     async fn person_by_key(&self, key: i64) -> Result<Option<StoredPerson>, StoreError> {
         // A person merged into another answers as that one.
         sqlx::query(&format!(
-            "SELECT {PERSON_COLUMNS}
+            "SELECT {}
              FROM persons p JOIN merged m ON m.person_id = COALESCE(p.merged_into, p.id)
-             WHERE p.id = ?"
+             WHERE p.id = $1",
+            self.backend.person_columns()
         ))
         .bind(key)
         .fetch_optional(&self.pool)
@@ -1373,7 +1819,7 @@ impl PersonStore for SqliteStore {
         let mut out = Vec::new();
         for scheme in schemes {
             let mut list: Vec<String> = sqlx::query_scalar(
-                "SELECT value FROM identifiers WHERE scheme = ? AND active = 1 ORDER BY value",
+                "SELECT value FROM identifiers WHERE scheme = $1 AND active ORDER BY value",
             )
             .bind(scheme)
             .fetch_all(&self.pool)
@@ -1390,12 +1836,13 @@ impl PersonStore for SqliteStore {
     ) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
         for scheme in schemes {
-            let mut list: Vec<String> = sqlx::query_scalar(
+            let mut list: Vec<String> = sqlx::query_scalar(&format!(
                 "SELECT i.value FROM identifiers i JOIN merged m ON m.person_id = i.person_id
-                 WHERE i.scheme = ? AND i.active = 1
-                   AND json_extract(m.record, '$.fields.\"address.municipality\".value') = ?
+                 WHERE i.scheme = $1 AND i.active
+                   AND {} = $2
                  ORDER BY i.value",
-            )
+                self.backend.field("m.record", "address.municipality")
+            ))
             .bind(scheme)
             .bind(municipality)
             .fetch_all(&self.pool)
@@ -1411,7 +1858,7 @@ impl PersonStore for SqliteStore {
         since: DateTime<Utc>,
     ) -> Result<BTreeSet<String>, StoreError> {
         let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT i.value FROM identifiers i JOIN source_refresh sr ON sr.person_id = i.person_id AND sr.source = ? WHERE sr.retrieved_at >= ?",
+            "SELECT i.value FROM identifiers i JOIN source_refresh sr ON sr.person_id = i.person_id AND sr.source = $1 WHERE sr.retrieved_at >= $2",
         )
         .bind(source)
         .bind(ts(since))
@@ -1428,7 +1875,7 @@ impl PersonStore for SqliteStore {
     }
 
     async fn history(&self, person: i64) -> Result<Vec<PersonChange>, StoreError> {
-        let rows = sqlx::query("SELECT seq, person_id, changed_at, version, diff, reason FROM person_changes WHERE person_id = ? ORDER BY seq")
+        let rows = sqlx::query("SELECT seq, person_id, changed_at, version, diff, reason FROM person_changes WHERE person_id = $1 ORDER BY seq")
             .bind(person)
             .fetch_all(&self.pool)
             .await?;
@@ -1436,7 +1883,7 @@ impl PersonStore for SqliteStore {
     }
 
     async fn changes_since(&self, seq: i64, limit: u32) -> Result<Vec<PersonChange>, StoreError> {
-        let rows = sqlx::query("SELECT seq, person_id, changed_at, version, diff, reason FROM person_changes WHERE seq > ? ORDER BY seq LIMIT ?")
+        let rows = sqlx::query("SELECT seq, person_id, changed_at, version, diff, reason FROM person_changes WHERE seq > $1 ORDER BY seq LIMIT $2")
             .bind(seq)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
@@ -1446,7 +1893,7 @@ impl PersonStore for SqliteStore {
 
     async fn cursor(&self, connector: &str) -> Result<Option<String>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT cursor FROM cursors WHERE connector = ?")
+            sqlx::query_scalar("SELECT cursor FROM cursors WHERE connector = $1")
                 .bind(connector)
                 .fetch_optional(&self.pool)
                 .await?,
@@ -1454,7 +1901,7 @@ impl PersonStore for SqliteStore {
     }
 
     async fn installation(&self, connector: &str) -> Result<Option<Installation>, StoreError> {
-        let row = sqlx::query("SELECT * FROM installations WHERE connector = ?")
+        let row = sqlx::query("SELECT * FROM installations WHERE connector = $1")
             .bind(connector)
             .fetch_optional(&self.pool)
             .await?;
@@ -1476,7 +1923,7 @@ impl PersonStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let _w = self.writer.lock().await;
         let mut tx = self.write_tx().await?;
-        let before = sqlx::query("SELECT version, digest FROM installations WHERE connector = ?")
+        let before = sqlx::query("SELECT version, digest FROM installations WHERE connector = $1")
             .bind(&installation.connector)
             .fetch_optional(&mut *tx)
             .await?;
@@ -1490,7 +1937,7 @@ impl PersonStore for SqliteStore {
             Some(_) => "change-version",
         });
         sqlx::query(
-            "INSERT INTO installations (connector, version, digest, contract, pinned, installed_at, installed_by) VALUES (?, ?, ?, ?, ?, ?, ?)
+            "INSERT INTO installations (connector, version, digest, contract, pinned, installed_at, installed_by) VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (connector) DO UPDATE SET version = excluded.version, digest = excluded.digest, contract = excluded.contract,
              pinned = excluded.pinned, installed_at = excluded.installed_at, installed_by = excluded.installed_by",
         )
@@ -1504,7 +1951,7 @@ impl PersonStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO installation_audit (connector, at, actor, action, version_before, digest_before, version_after, digest_after, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO installation_audit (connector, at, actor, action, version_before, digest_before, version_after, digest_after, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&installation.connector)
         .bind(ts(installation.installed_at))
@@ -1590,7 +2037,7 @@ impl PersonStore for SqliteStore {
         let _w = self.writer.lock().await;
         let mut tx = self.write_tx().await?;
         let Some(row) =
-            sqlx::query("SELECT * FROM identity_merges WHERE id = ? AND undone_at IS NULL")
+            sqlx::query("SELECT * FROM identity_merges WHERE id = $1 AND undone_at IS NULL")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?
@@ -1605,7 +2052,7 @@ impl PersonStore for SqliteStore {
         let changes: Vec<i64> = serde_json::from_str(row.get::<&str, _>("moved_changes"))
             .map_err(|e| corrupt("moved changes", e))?;
         for value in &ids {
-            sqlx::query("UPDATE identifiers SET person_id = ? WHERE value = ?")
+            sqlx::query("UPDATE identifiers SET person_id = $1 WHERE value = $2")
                 .bind(merged)
                 .bind(value)
                 .execute(&mut *tx)
@@ -1616,8 +2063,9 @@ impl PersonStore for SqliteStore {
             ("person_changes", "seq", &changes),
         ] {
             for chunk in list.chunks(500) {
-                let marks = vec!["?"; chunk.len()].join(", ");
-                let sql = format!("UPDATE {table} SET person_id = ? WHERE {column} IN ({marks})");
+                let marks: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+                let marks = marks.join(", ");
+                let sql = format!("UPDATE {table} SET person_id = $1 WHERE {column} IN ({marks})");
                 let mut q = sqlx::query(&sql).bind(merged);
                 for v in chunk {
                     q = q.bind(v);
@@ -1625,12 +2073,12 @@ impl PersonStore for SqliteStore {
                 q.execute(&mut *tx).await?;
             }
         }
-        sqlx::query("UPDATE persons SET merged_into = NULL WHERE id = ?")
+        sqlx::query("UPDATE persons SET merged_into = NULL WHERE id = $1")
             .bind(merged)
             .execute(&mut *tx)
             .await?;
         let at = ts(now());
-        sqlx::query("UPDATE identity_merges SET undone_at = ?, undone_by = ?, undone_reason = ? WHERE id = ?")
+        sqlx::query("UPDATE identity_merges SET undone_at = $1, undone_by = $2, undone_reason = $3 WHERE id = $4")
             .bind(&at)
             .bind(actor)
             .bind(reason)
@@ -1658,14 +2106,14 @@ impl PersonStore for SqliteStore {
     async fn add_override(&self, new: NewOverride) -> Result<Override, StoreError> {
         let _w = self.writer.lock().await;
         let mut tx = self.write_tx().await?;
-        let key: i64 = sqlx::query_scalar("SELECT person_id FROM identifiers WHERE value = ?")
+        let key: i64 = sqlx::query_scalar("SELECT person_id FROM identifiers WHERE value = $1")
             .bind(&new.person_id)
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("no person with ID {}", new.person_id)))?;
         let at = ts(now());
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO overrides (person_id, path, value, reason, created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO overrides (person_id, path, value, reason, created_by, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(key)
         .bind(&new.path)
@@ -1705,15 +2153,16 @@ impl PersonStore for SqliteStore {
     async fn end_override(&self, id: i64, actor: &str, reason: &str) -> Result<bool, StoreError> {
         let _w = self.writer.lock().await;
         let mut tx = self.write_tx().await?;
-        let key: Option<i64> =
-            sqlx::query_scalar("SELECT person_id FROM overrides WHERE id = ? AND ended_at IS NULL")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let key: Option<i64> = sqlx::query_scalar(
+            "SELECT person_id FROM overrides WHERE id = $1 AND ended_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(key) = key else { return Ok(false) };
         let at = ts(now());
         sqlx::query(
-            "UPDATE overrides SET ended_at = ?, ended_by = ?, ended_reason = ? WHERE id = ?",
+            "UPDATE overrides SET ended_at = $1, ended_by = $2, ended_reason = $3 WHERE id = $4",
         )
         .bind(&at)
         .bind(actor)
@@ -1732,7 +2181,7 @@ impl PersonStore for SqliteStore {
         let _w = self.writer.lock().await;
         let mut tx = self.write_tx().await?;
         let rows = sqlx::query(
-            "SELECT id, person_id, expires_at FROM overrides WHERE ended_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY id",
+            "SELECT id, person_id, expires_at FROM overrides WHERE ended_at IS NULL AND expires_at IS NOT NULL AND expires_at <= $1 ORDER BY id",
         )
         .bind(ts(at))
         .fetch_all(&mut *tx)
@@ -1741,7 +2190,7 @@ impl PersonStore for SqliteStore {
         for row in rows {
             let (id, key, expires): (i64, i64, String) =
                 (row.get("id"), row.get("person_id"), row.get("expires_at"));
-            sqlx::query("UPDATE overrides SET ended_at = ?, ended_by = 'folkhub (expiry)', ended_reason = 'expired' WHERE id = ?")
+            sqlx::query("UPDATE overrides SET ended_at = $1, ended_by = 'folkhub (expiry)', ended_reason = 'expired' WHERE id = $2")
                 .bind(&expires)
                 .bind(id)
                 .execute(&mut *tx)
@@ -1831,7 +2280,7 @@ impl PersonStore for SqliteStore {
                 let mut candidates = candidates_from_log(&mut tx, key).await?;
                 override_candidates(&mut tx, key, &mut candidates).await?;
                 let rebuilt = merge::merge(&self.rules, &candidates);
-                let row = sqlx::query("SELECT record, version FROM merged WHERE person_id = ?")
+                let row = sqlx::query("SELECT record, version FROM merged WHERE person_id = $1")
                     .bind(key)
                     .fetch_optional(&mut *tx)
                     .await?;
@@ -1866,7 +2315,7 @@ impl PersonStore for SqliteStore {
                 sync_conflicts(&mut tx, key, &stored, &rebuilt, &at).await?;
                 let record =
                     serde_json::to_string(&rebuilt).map_err(|e| corrupt("merged record", e))?;
-                sqlx::query("INSERT INTO merged (person_id, record, version, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (person_id) DO UPDATE SET record = excluded.record, version = excluded.version, updated_at = excluded.updated_at")
+                sqlx::query("INSERT INTO merged (person_id, record, version, updated_at) VALUES ($1, $2, $3, $4) ON CONFLICT (person_id) DO UPDATE SET record = excluded.record, version = excluded.version, updated_at = excluded.updated_at")
                     .bind(key)
                     .bind(&record)
                     .bind(version + 1)
@@ -1874,7 +2323,7 @@ impl PersonStore for SqliteStore {
                     .execute(&mut *tx)
                     .await?;
                 if !changes.is_empty() {
-                    sqlx::query("INSERT INTO person_changes (person_id, changed_at, version, diff, reason) VALUES (?, ?, ?, ?, ?)")
+                    sqlx::query("INSERT INTO person_changes (person_id, changed_at, version, diff, reason) VALUES ($1, $2, $3, $4, $5)")
                         .bind(key)
                         .bind(&at)
                         .bind(version + 1)
@@ -1900,7 +2349,7 @@ impl PersonStore for SqliteStore {
     }
 
     async fn audit(&self, connector: &str) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM installation_audit WHERE connector = ? ORDER BY id")
+        let rows = sqlx::query("SELECT * FROM installation_audit WHERE connector = $1 ORDER BY id")
             .bind(connector)
             .fetch_all(&self.pool)
             .await?;
@@ -1924,7 +2373,7 @@ impl PersonStore for SqliteStore {
     async fn record_cost(&self, entry: CostEntry) -> Result<(), StoreError> {
         let _w = self.writer.lock().await;
         sqlx::query(
-            "INSERT INTO cost_ledger (at, month, connector, release, job, run_id, calls, cost_per_call, cost) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO cost_ledger (at, month, connector, release, job, run_id, calls, cost_per_call, cost) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(ts(entry.at))
         .bind(entry.at.format("%Y-%m").to_string())
@@ -1942,8 +2391,8 @@ impl PersonStore for SqliteStore {
 
     async fn costs(&self, month: Option<&str>) -> Result<Vec<CostRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT month, connector, job, SUM(calls) AS calls, SUM(cost) AS cost FROM cost_ledger
-             WHERE ? IS NULL OR month = ? GROUP BY month, connector, job ORDER BY month, connector, job",
+            "SELECT month, connector, job, CAST(SUM(calls) AS BIGINT) AS calls, SUM(cost) AS cost FROM cost_ledger
+             WHERE $1 IS NULL OR month = $2 GROUP BY month, connector, job ORDER BY month, connector, job",
         )
         .bind(month)
         .bind(month)
@@ -1962,7 +2411,7 @@ impl PersonStore for SqliteStore {
     }
 
     async fn breaker(&self, connector: &str) -> Result<Breaker, StoreError> {
-        let Some(r) = sqlx::query("SELECT * FROM breakers WHERE connector = ?")
+        let Some(r) = sqlx::query("SELECT * FROM breakers WHERE connector = $1")
             .bind(connector)
             .fetch_optional(&self.pool)
             .await?
@@ -1990,7 +2439,7 @@ impl PersonStore for SqliteStore {
     async fn set_breaker(&self, b: &Breaker) -> Result<(), StoreError> {
         let _w = self.writer.lock().await;
         sqlx::query(
-            "INSERT INTO breakers (connector, failures, opened_at, open_until, last_error) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO breakers (connector, failures, opened_at, open_until, last_error) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (connector) DO UPDATE SET failures = excluded.failures, opened_at = excluded.opened_at,
              open_until = excluded.open_until, last_error = excluded.last_error",
         )
@@ -2006,7 +2455,7 @@ impl PersonStore for SqliteStore {
 
     async fn start_run(&self, job: &str, connector: Option<&str>) -> Result<i64, StoreError> {
         let _w = self.writer.lock().await;
-        Ok(sqlx::query_scalar("INSERT INTO job_runs (job, connector, started_at, status, counts, errors) VALUES (?, ?, ?, 'running', '{}', '[]') RETURNING id")
+        Ok(sqlx::query_scalar("INSERT INTO job_runs (job, connector, started_at, status, counts, errors) VALUES ($1, $2, $3, 'running', '{}', '[]') RETURNING id")
             .bind(job)
             .bind(connector)
             .bind(ts(now()))
@@ -2016,7 +2465,7 @@ impl PersonStore for SqliteStore {
 
     async fn update_run(&self, id: i64, counts: &RunCounts) -> Result<(), StoreError> {
         let _w = self.writer.lock().await;
-        sqlx::query("UPDATE job_runs SET counts = ? WHERE id = ? AND status = 'running'")
+        sqlx::query("UPDATE job_runs SET counts = $1 WHERE id = $2 AND status = 'running'")
             .bind(serde_json::to_string(counts).map_err(|e| corrupt("run counts", e))?)
             .bind(id)
             .execute(&self.pool)
@@ -2033,7 +2482,7 @@ impl PersonStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let _w = self.writer.lock().await;
         sqlx::query(
-            "UPDATE job_runs SET finished_at = ?, status = ?, counts = ?, errors = ? WHERE id = ?",
+            "UPDATE job_runs SET finished_at = $1, status = $2, counts = $3, errors = $4 WHERE id = $5",
         )
         .bind(ts(now()))
         .bind(status.as_str())
@@ -2046,8 +2495,8 @@ impl PersonStore for SqliteStore {
     }
 
     async fn runs(&self, limit: u32) -> Result<Vec<JobRun>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM job_runs ORDER BY id DESC LIMIT ?")
-            .bind(limit)
+        let rows = sqlx::query("SELECT * FROM job_runs ORDER BY id DESC LIMIT $1")
+            .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
@@ -2066,6 +2515,191 @@ impl PersonStore for SqliteStore {
             })
             .collect()
     }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let at = ts(now());
+        let got: Option<String> = sqlx::query_scalar(
+            "INSERT INTO leases (name, holder, acquired_at, expires_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at,
+                 acquired_at = CASE WHEN leases.holder = excluded.holder THEN leases.acquired_at ELSE excluded.acquired_at END
+             WHERE leases.holder = excluded.holder OR leases.expires_at < $3
+             RETURNING holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(&at)
+        .bind(ts(until))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(got.as_deref() == Some(holder))
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn lease(&self, name: &str) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT holder, expires_at FROM leases WHERE name = $1 AND expires_at >= $2",
+        )
+        .bind(name)
+        .bind(ts(now()))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.get("holder"), parse_ts(r.get::<&str, _>("expires_at"))?)))
+            .transpose()
+    }
+
+    async fn queue_work(
+        &self,
+        run: i64,
+        connector: &str,
+        batches: &[Vec<String>],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in batches.chunks(500) {
+            let sql = format!(
+                "INSERT INTO work_items (run_id, connector, ids, state) VALUES {}",
+                placeholders(chunk.len(), 4)
+            );
+            let mut q = sqlx::query(&sql);
+            for ids in chunk {
+                q = q
+                    .bind(run)
+                    .bind(connector)
+                    .bind(json!(ids).to_string())
+                    .bind("pending");
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim_work(
+        &self,
+        holder: &str,
+        until: DateTime<Utc>,
+        connectors: &[String],
+    ) -> Result<Option<WorkItem>, StoreError> {
+        // PostgreSQL: hosts claiming together skip each other's rows;
+        // SQLite: the write lock orders them.
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        };
+        let sql = format!(
+            "UPDATE work_items SET state = 'leased', holder = $1, lease_until = $2, attempts = attempts + 1
+             WHERE id = (SELECT id FROM work_items
+                         WHERE (state = 'pending' OR (state = 'leased' AND lease_until < $3))
+                           AND connector IN (SELECT value FROM {})
+                         ORDER BY id LIMIT 1 {lock})
+             RETURNING id, run_id, connector, ids, attempts",
+            self.backend.json_values("$4")
+        );
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        let row = sqlx::query(&sql)
+            .bind(holder)
+            .bind(ts(until))
+            .bind(ts(now()))
+            .bind(json!(connectors).to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        row.map(|r| {
+            Ok(WorkItem {
+                id: r.get("id"),
+                run: r.get("run_id"),
+                connector: r.get("connector"),
+                ids: serde_json::from_str(r.get::<&str, _>("ids"))
+                    .map_err(|e| corrupt("work item ids", e))?,
+                attempts: r.get("attempts"),
+            })
+        })
+        .transpose()
+    }
+
+    async fn work_state(&self, run: i64) -> Result<WorkState, StoreError> {
+        let rows = sqlx::query("SELECT state, counts FROM work_items WHERE run_id = $1")
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut state = WorkState::default();
+        for r in rows {
+            match r.get::<&str, _>("state") {
+                "pending" => state.pending += 1,
+                "leased" => state.leased += 1,
+                _ => {
+                    state.done += 1;
+                    let counts: RunCounts = r
+                        .get::<Option<&str>, _>("counts")
+                        .map(serde_json::from_str)
+                        .transpose()
+                        .map_err(|e| corrupt("work item counts", e))?
+                        .unwrap_or_default();
+                    state.counts.add(&counts);
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    async fn open_runs(&self, job: &str) -> Result<Vec<JobRun>, StoreError> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM job_runs WHERE job = $1 AND status = 'running' ORDER BY id",
+        )
+        .bind(job)
+        .fetch_all(&self.pool)
+        .await?;
+        let runs = self.runs(10_000).await?;
+        Ok(runs
+            .into_iter()
+            .filter(|r| ids.contains(&r.id))
+            .rev()
+            .collect())
+    }
+
+    async fn set_run_host(&self, run: i64, host: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE job_runs SET host = $1 WHERE id = $2")
+            .bind(host)
+            .bind(run)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn feed_pages(&self, connector: &str) -> Result<Vec<FeedPage>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM feed_pages WHERE connector = $1 ORDER BY id")
+            .bind(connector)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FeedPage {
+                    connector: r.get("connector"),
+                    from: r.get("cursor_from"),
+                    to: r.get("cursor_to"),
+                    host: r.get("host"),
+                    run: r.get("run_id"),
+                    persons: r.get("persons"),
+                    at: parse_ts(r.get::<&str, _>("at"))?,
+                })
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -2073,6 +2707,50 @@ impl PersonStore for SqliteStore {
 mod tests {
     use super::*;
     use folkhub_core::observation::{Observation, SourceId};
+
+    /// Where a test's store lives: a file in its directory (SQLite) or a
+    /// new database in this process's own cluster (PostgreSQL).
+    fn test_url(b: Backend, path: &Path) -> String {
+        match b {
+            Backend::Sqlite => format!("sqlite://{}", path.display()),
+            Backend::Postgres => crate::local_postgres::fresh_database()
+                .unwrap_or_else(|e| panic!("a PostgreSQL database for the test: {e}")),
+        }
+    }
+
+    async fn open(b: Backend, path: &Path) -> SqlStore {
+        SqlStore::open_url(&test_url(b, path), MergeRules::default(), OpenMode::Migrate)
+            .await
+            .unwrap()
+    }
+
+    /// The behaviour suite: every test runs on both backends.
+    macro_rules! on_both_backends {
+        ($($name:ident),* $(,)?) => {
+            mod sqlite {
+                $(#[tokio::test]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                })*
+            }
+            mod postgres {
+                $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Postgres).await
+                })*
+            }
+        };
+    }
+    on_both_backends!(
+        the_merged_record_does_not_depend_on_the_order_statements_arrive_in,
+        conflicts_are_listed_and_overrides_win_until_they_expire,
+        a_register_links_two_persons_and_an_undone_link_restores_both,
+        a_person_without_an_id_is_matched_only_when_exactly_one_fits,
+        rebuild_reports_and_repairs_a_record_that_drifted_from_the_log,
+        apply_merge_retract_history_and_id_change,
+        installations_are_audited_and_survive_reopen,
+        the_access_log_is_append_only_and_clients_keep_their_names
+    );
 
     fn person(ids: &[(&str, bool)], fields: &[(&str, Value)]) -> FoundPerson {
         FoundPerson {
@@ -2105,6 +2783,7 @@ mod tests {
             persons,
             cursor: cursor.map(String::from),
             reason: "test".into(),
+            fence: Default::default(),
         }
     }
 
@@ -2162,11 +2841,11 @@ mod tests {
             }],
             cursor: None,
             reason: format!("{source} at {at}"),
+            fence: Default::default(),
         }
     }
 
-    #[tokio::test]
-    async fn the_merged_record_does_not_depend_on_the_order_statements_arrive_in() {
+    async fn the_merged_record_does_not_depend_on_the_order_statements_arrive_in(b: Backend) {
         use rand::seq::SliceRandom;
         use rand::{Rng, SeedableRng};
         let dir = tempfile::tempdir().unwrap();
@@ -2188,12 +2867,7 @@ mod tests {
                 if order > 0 {
                     shuffled.shuffle(&mut rng);
                 }
-                let store = SqliteStore::open(
-                    &dir.path().join(format!("c{case}-{order}.db")),
-                    MergeRules::default(),
-                )
-                .await
-                .unwrap();
+                let store = open(b, &dir.path().join(format!("c{case}-{order}.db"))).await;
                 for s in shuffled {
                     store.apply(s).await.unwrap();
                 }
@@ -2223,12 +2897,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn conflicts_are_listed_and_overrides_win_until_they_expire() {
+    async fn conflicts_are_listed_and_overrides_win_until_they_expire(b: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("o.db"), MergeRules::default())
-            .await
-            .unwrap();
+        let store = open(b, &dir.path().join("o.db")).await;
         // Two sources the rules do not rank disagree: an open conflict.
         for (source, email) in [("x", "a@example.invalid"), ("y", "b@example.invalid")] {
             let mut b = batch(
@@ -2339,12 +3010,9 @@ mod tests {
         assert!(e.to_string().contains("no person"), "{e}");
     }
 
-    #[tokio::test]
-    async fn a_register_links_two_persons_and_an_undone_link_restores_both() {
+    async fn a_register_links_two_persons_and_an_undone_link_restores_both(b: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("i.db"), MergeRules::default())
-            .await
-            .unwrap();
+        let store = open(b, &dir.path().join("i.db")).await;
         let (dnr, fnr) = ("43851500119", "03851598730");
         let id = |value: &str, scheme: &str, active: bool| SourceId {
             scheme: scheme.into(),
@@ -2456,12 +3124,9 @@ mod tests {
         assert!(store.rebuild(false).await.unwrap().differing.is_empty());
     }
 
-    #[tokio::test]
-    async fn a_person_without_an_id_is_matched_only_when_exactly_one_fits() {
+    async fn a_person_without_an_id_is_matched_only_when_exactly_one_fits(b: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("n.db"), MergeRules::default())
-            .await
-            .unwrap();
+        let store = open(b, &dir.path().join("n.db")).await;
         let named = |ids: &[(&str, bool)], given: &str, born: &str| {
             person(
                 ids,
@@ -2508,12 +3173,9 @@ mod tests {
         assert_eq!(store.count_persons().await.unwrap(), 4);
     }
 
-    #[tokio::test]
-    async fn rebuild_reports_and_repairs_a_record_that_drifted_from_the_log() {
+    async fn rebuild_reports_and_repairs_a_record_that_drifted_from_the_log(b: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("r.db"), MergeRules::default())
-            .await
-            .unwrap();
+        let store = open(b, &dir.path().join("r.db")).await;
         store
             .apply(batch(
                 vec![person(
@@ -2532,7 +3194,7 @@ mod tests {
         // Someone edits the derived table by hand.
         let mut tampered = store.person("03851598730").await.unwrap().unwrap().record;
         tampered.fields.get_mut("name.given").unwrap().value = json!("OLA");
-        sqlx::query("UPDATE merged SET record = ?")
+        sqlx::query("UPDATE merged SET record = $1")
             .bind(serde_json::to_string(&tampered).unwrap())
             .execute(&store.pool)
             .await
@@ -2563,12 +3225,9 @@ mod tests {
         assert!(store.rebuild(false).await.unwrap().differing.is_empty());
     }
 
-    #[tokio::test]
-    async fn apply_merge_retract_history_and_id_change() {
+    async fn apply_merge_retract_history_and_id_change(b: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("s.db"), MergeRules::default())
-            .await
-            .unwrap();
+        let store = open(b, &dir.path().join("s.db")).await;
         let r = store
             .apply(batch(
                 vec![person(
@@ -2629,12 +3288,11 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn installations_are_audited_and_survive_reopen() {
+    async fn installations_are_audited_and_survive_reopen(b: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.db");
+        let url = test_url(b, &dir.path().join("s.db"));
         {
-            let store = SqliteStore::open(&path, MergeRules::default())
+            let store = SqlStore::open_url(&url, MergeRules::default(), OpenMode::Migrate)
                 .await
                 .unwrap();
             let inst = Installation {
@@ -2664,7 +3322,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let store = SqliteStore::open(&path, MergeRules::default())
+        let store = SqlStore::open_url(&url, MergeRules::default(), OpenMode::Migrate)
             .await
             .unwrap();
         let inst = store.installation("folkeregister").await.unwrap().unwrap();
@@ -2676,12 +3334,9 @@ mod tests {
         assert_eq!(store.runs(10).await.unwrap()[0].counts.fetched, 3);
     }
 
-    #[tokio::test]
-    async fn the_access_log_is_append_only_and_clients_keep_their_names() {
+    async fn the_access_log_is_append_only_and_clients_keep_their_names(b: Backend) {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("s.db"), MergeRules::default())
-            .await
-            .unwrap();
+        let store = open(b, &dir.path().join("s.db")).await;
         let entry = |person: i64| AccessEntry {
             at: Utc::now(),
             client: "school".into(),
