@@ -31,6 +31,11 @@ enum Task {
         /// Port of the simulator.
         #[arg(long, default_value_t = 18081)]
         sim_port: u16,
+        /// Keep the store in a local PostgreSQL (a cluster of the demo's
+        /// own under data/demo/postgres, on a free loopback port, stopped
+        /// when the demo ends) instead of SQLite.
+        #[arg(long)]
+        postgres: bool,
     },
     /// Install test prerequisites, build, and run the whole test suite.
     Test,
@@ -57,6 +62,9 @@ enum Task {
         port: u16,
         #[arg(long, default_value_t = 18091)]
         sim_port: u16,
+        /// Serve from PostgreSQL (a throwaway local cluster) instead of SQLite.
+        #[arg(long)]
+        postgres: bool,
     },
     /// Regenerate docs/fields.md from the field catalogue.
     Docs,
@@ -409,7 +417,7 @@ fn wait_for_port(port: u16, within: Duration) -> anyhow::Result<()> {
     bail!("nothing listens on 127.0.0.1:{port} after {within:?}")
 }
 
-fn demo(port: u16, seed: u64, count: usize, sim_port: u16) -> anyhow::Result<()> {
+fn demo(port: u16, seed: u64, count: usize, sim_port: u16, postgres: bool) -> anyhow::Result<()> {
     build_connectors(false)?;
     let mut c = cargo();
     c.args(["build", "--release", "-p", "folkhub", "-p", "folkhub-sim"]);
@@ -464,13 +472,20 @@ fn demo(port: u16, seed: u64, count: usize, sim_port: u16) -> anyhow::Result<()>
     }
     let connectors = String::from_utf8(connectors.stdout)
         .context("folkhub-sim host-config printed non-UTF-8")?;
+    // The store: a SQLite file, or a database in the demo's own PostgreSQL
+    // cluster (new each time, like the file).
+    let store_url = if postgres {
+        local_database(&data.join("postgres"))?
+    } else {
+        format!("sqlite://{}", data.join("folkhub.db").display())
+    };
     let config = data.join("folkhub.toml");
     std::fs::write(
         &config,
         format!(
             r#"# Written by `cargo xtask demo`.
 [store]
-url = "sqlite://{db}"
+url = "{store_url}"
 [server]
 listen = "127.0.0.1:{port}"
 [registry]
@@ -479,7 +494,6 @@ manifest = "{manifest}"
 cache_dir = "{cache}"
 
 {connectors}"#,
-            db = data.join("folkhub.db").display(),
             manifest = root().join("registry-manifest.toml").display(),
             cache = root().join("data/cache").display(),
         ),
@@ -711,7 +725,31 @@ fn add_client(mut command: Command) -> anyhow::Result<String> {
 /// `cargo xtask bench-api`: a store of `count` synced persons served on
 /// loopback, one client with no practical rate limit, and wrk reading
 /// random persons by ID.
-fn bench_api(count: usize, seconds: u32, port: u16, sim_port: u16) -> anyhow::Result<()> {
+/// A database in a throwaway local PostgreSQL cluster under `dir`, stopped
+/// and removed when this process ends.
+fn local_database(dir: &std::path::Path) -> anyhow::Result<String> {
+    ensure_postgres()?;
+    let _ = std::fs::remove_dir_all(dir);
+    let cluster = local_postgres::free_port()
+        .and_then(|port| local_postgres::Cluster::start(dir, port, false))
+        .map_err(|e| anyhow::anyhow!("starting a local PostgreSQL: {e}"))?;
+    cluster
+        .stop_when_gone(std::process::id())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let url = cluster
+        .create_database("folkhub")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("xtask: PostgreSQL at {url} (stopped when this command ends)");
+    Ok(url)
+}
+
+fn bench_api(
+    count: usize,
+    seconds: u32,
+    port: u16,
+    sim_port: u16,
+    postgres: bool,
+) -> anyhow::Result<()> {
     apt_install_if_missing("wrk", "wrk");
     build_connectors(false)?;
     let mut c = cargo();
@@ -740,8 +778,12 @@ fn bench_api(count: usize, seconds: u32, port: u16, sim_port: u16) -> anyhow::Re
     std::fs::write(
         &config,
         format!(
-            "[store]\nurl = \"sqlite://{}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[registry]\nmanifest = \"{}\"\n[runtime]\ncache_dir = \"{}\"\n\n{}",
-            dir.join("folkhub.db").display(),
+            "[store]\nurl = \"{}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[registry]\nmanifest = \"{}\"\n[runtime]\ncache_dir = \"{}\"\n\n{}",
+            if postgres {
+                local_database(&dir.join("postgres"))?
+            } else {
+                format!("sqlite://{}", dir.join("folkhub.db").display())
+            },
             root().join("registry-manifest.toml").display(),
             root().join("data/cache").display(),
             String::from_utf8_lossy(&connectors.stdout)
@@ -927,6 +969,10 @@ fn bench_api(count: usize, seconds: u32, port: u16, sim_port: u16) -> anyhow::Re
         server.wait()?;
     }
     drop(children);
+    if postgres {
+        println!("\naccess log: {logged} entries (in the PostgreSQL database)");
+        return Ok(());
+    }
     let bytes: u64 = ["folkhub-access.db", "folkhub-access.db-wal"]
         .iter()
         .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
@@ -947,7 +993,8 @@ fn main() -> anyhow::Result<()> {
             seed,
             count,
             sim_port,
-        } => demo(port, seed, count, sim_port),
+            postgres,
+        } => demo(port, seed, count, sim_port, postgres),
         Task::Test => test(),
         Task::BuildConnectors { publish } => build_connectors(publish),
         Task::BenchApi {
@@ -955,7 +1002,8 @@ fn main() -> anyhow::Result<()> {
             seconds,
             port,
             sim_port,
-        } => bench_api(count, seconds, port, sim_port),
+            postgres,
+        } => bench_api(count, seconds, port, sim_port, postgres),
         Task::Bench => {
             build_connectors(false)?;
             let mut c = cargo();

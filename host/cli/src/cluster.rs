@@ -158,14 +158,11 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Works through the queued refresh batches of every installed
-    /// connector until none is left to claim (or shutdown).
-    pub async fn work(
-        &mut self,
-        host: &Host,
-        me: &str,
-        shutdown: &mut tokio::sync::watch::Receiver<bool>,
-    ) -> anyhow::Result<()> {
+    /// Claims and does at most one queued refresh batch of each installed
+    /// connector (the scheduler calls this between jobs, so its own jobs
+    /// stay on time). True when it did one.
+    pub async fn work(&mut self, host: &Host, me: &str) -> anyhow::Result<bool> {
+        let mut did = false;
         for installation in host.store().installations().await? {
             let id = installation.connector;
             if !self.loaded.contains_key(&id) {
@@ -183,12 +180,10 @@ impl Workers {
                 continue;
             };
             let options = worker_options(host, me, connector);
-            while !*shutdown.borrow()
-                && folkhub_sync::work_one(host.store(), connector, &options, me)
-                    .await?
-                    .is_some()
-            {}
+            did |= folkhub_sync::work_one(host.store(), connector, &options, me)
+                .await?
+                .is_some();
         }
-        Ok(())
+        Ok(did)
     }
 }

@@ -115,9 +115,21 @@ pub async fn run(
             .map_or(std::time::Duration::from_secs(3600), |(_, due)| {
                 (*due - now).to_std().unwrap_or_default()
             });
-        if cluster.is_some() {
-            // Several hosts: look for queued refresh batches every second.
-            wait = wait.min(std::time::Duration::from_secs(1));
+        if let Some(me) = &cluster {
+            // Several hosts: between jobs, one queued refresh batch at a
+            // time (any host's), and a look for more every second.
+            let busy = match workers.work(host, me).await {
+                Ok(busy) => busy,
+                Err(e) => {
+                    tracing::warn!("refresh batches: {e:#}");
+                    false
+                }
+            };
+            wait = if busy {
+                std::time::Duration::ZERO
+            } else {
+                wait.min(std::time::Duration::from_secs(1))
+            };
         }
         let manual = async {
             match requests.as_mut() {
@@ -136,15 +148,7 @@ pub async fn run(
             tracing::info!("scheduler stopped");
             return Ok(());
         }
-        let Some(name) = job else {
-            if let Some(me) = &cluster {
-                // Idle: help with other hosts' queued refresh batches.
-                if let Err(e) = workers.work(host, me, &mut shutdown).await {
-                    tracing::warn!("refresh batches: {e:#}");
-                }
-            }
-            continue;
-        };
+        let Some(name) = job else { continue };
         if let Some(me) = &cluster {
             match crate::cluster::lead(host, me, &name, &schedules[&name], &mut last).await {
                 Ok(crate::cluster::Lead::Run(lease)) => {

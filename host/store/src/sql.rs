@@ -844,6 +844,9 @@ async fn fence_record(
 ) -> Result<(), StoreError> {
     match &batch.fence {
         Fence::None => {}
+        // A look at a feed with nothing new is not a page.
+        Fence::Feed { from, .. }
+            if batch.persons.is_empty() && from.as_deref() == batch.cursor.as_deref() => {}
         Fence::Feed { from, host, run } => {
             sqlx::query("INSERT INTO feed_pages (connector, cursor_from, cursor_to, host, run_id, persons, at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
                 .bind(&batch.source)
@@ -2724,6 +2727,214 @@ mod tests {
             .unwrap()
     }
 
+    /// A store at schema version 3 (the version before leases) holding a
+    /// person, written as that version would; then this build's checks
+    /// and migration.
+    async fn an_older_schema_is_refused_until_migrated_and_keeps_its_data(b: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = test_url(b, &dir.path().join("old.db"));
+        {
+            let pool = connect(b, &url).await.unwrap();
+            let access = match b {
+                Backend::Sqlite => {
+                    let path = SqlStore::access_path(&sqlite_path(&url));
+                    connect(b, &format!("sqlite://{}", path.display()))
+                        .await
+                        .unwrap()
+                }
+                Backend::Postgres => pool.clone(),
+            };
+            migrate(&pool, b, &b.migrations()[..3]).await.unwrap();
+            if b == Backend::Sqlite {
+                migrate(&access, b, SQLITE_ACCESS_MIGRATIONS).await.unwrap();
+            }
+            let old = SqlStore {
+                backend: b,
+                pool,
+                access,
+                access_writer: Mutex::new(()),
+                rules: MergeRules::default(),
+                writer: Mutex::new(()),
+            };
+            assert_eq!(old.schema().await.unwrap().before, 3);
+            old.apply(batch(
+                vec![person(
+                    &[("03851598730", true)],
+                    &[("name.family", json!("Nordmann"))],
+                )],
+                Some("7"),
+            ))
+            .await
+            .unwrap();
+        }
+        // A build that does not migrate on start says what to run.
+        let e = SqlStore::open_url(&url, MergeRules::default(), OpenMode::RequireCurrent)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("schema version 3") && e.contains("folkhub migrate"),
+            "{e}"
+        );
+        let store = SqlStore::open_url(&url, MergeRules::default(), OpenMode::AsIs)
+            .await
+            .unwrap();
+        let state = store.schema().await.unwrap();
+        assert_eq!(
+            state.pending,
+            vec![(4, "leases and work queue".to_string())]
+        );
+        let done = store.migrate().await.unwrap();
+        assert_eq!((done.before, done.current), (3, 4));
+        assert_eq!(done.applied[0].0, 4);
+        assert!(store.migrate().await.unwrap().applied.is_empty(), "once");
+        // The data is there and the new tables work.
+        let p = store.person("03851598730").await.unwrap().unwrap();
+        assert_eq!(p.record.fields["name.family"].value, json!("Nordmann"));
+        assert_eq!(
+            store.cursor("folkeregister").await.unwrap().as_deref(),
+            Some("7")
+        );
+        let until = Utc::now() + chrono::Duration::seconds(30);
+        assert!(store.acquire_lease("job:x", "a", until).await.unwrap());
+        assert!(!store.acquire_lease("job:x", "b", until).await.unwrap());
+        // A schema newer than this build is refused.
+        sqlx::query("INSERT INTO folkhub_migrations (version, name, applied_at) VALUES (99, 'future', 'now')")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let e = SqlStore::open_url(&url, MergeRules::default(), OpenMode::Migrate)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("newer folkhub"), "{e}");
+    }
+
+    /// Leases, the work queue and fenced batches: a batch commits only
+    /// while its host holds it, a feed page only from its cursor.
+    async fn leases_and_fences_let_one_host_commit_a_piece_of_work(b: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(b, &dir.path().join("f.db")).await;
+        let soon = Utc::now() + chrono::Duration::seconds(30);
+        let past = Utc::now() - chrono::Duration::seconds(1);
+        // A lease: its holder renews it, nobody else takes it until it expires.
+        assert!(store.acquire_lease("job:n", "a", past).await.unwrap());
+        assert!(store.lease("job:n").await.unwrap().is_none(), "expired");
+        assert!(
+            store.acquire_lease("job:n", "b", soon).await.unwrap(),
+            "taken over"
+        );
+        assert!(!store.acquire_lease("job:n", "a", soon).await.unwrap());
+        assert!(
+            store.acquire_lease("job:n", "b", soon).await.unwrap(),
+            "renewed"
+        );
+        store.release_lease("job:n", "a").await.unwrap();
+        assert_eq!(store.lease("job:n").await.unwrap().unwrap().0, "b");
+        store.release_lease("job:n", "b").await.unwrap();
+        assert!(store.lease("job:n").await.unwrap().is_none());
+
+        // The work queue: a batch is claimed once; an expired claim passes on.
+        let run = store
+            .start_run("nightly", Some("folkeregister"))
+            .await
+            .unwrap();
+        store
+            .queue_work(
+                run,
+                "folkeregister",
+                &[vec!["03851598730".into()], vec!["x".into()]],
+            )
+            .await
+            .unwrap();
+        let conn = vec!["folkeregister".to_string()];
+        let brief = Utc::now() + chrono::Duration::milliseconds(300);
+        let first = store.claim_work("a", brief, &conn).await.unwrap().unwrap();
+        let second = store.claim_work("b", soon, &conn).await.unwrap().unwrap();
+        assert_ne!(first.id, second.id);
+        assert!(
+            store.claim_work("c", soon, &conn).await.unwrap().is_none(),
+            "both held"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        assert!(
+            store
+                .claim_work("c", soon, &["krr".to_string()])
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // `a`'s claim expired: `c` takes it; `a` can no longer commit it.
+        let again = store.claim_work("c", soon, &conn).await.unwrap().unwrap();
+        assert_eq!((again.id, again.attempts), (first.id, 2));
+        let work = |host: &str, item: i64| {
+            let mut batch = batch(
+                vec![person(
+                    &[("03851598730", true)],
+                    &[("name.family", json!("Hansen"))],
+                )],
+                None,
+            );
+            batch.fence = Fence::Work {
+                item,
+                host: host.into(),
+                counts: RunCounts {
+                    fetched: 1,
+                    ..RunCounts::default()
+                },
+            };
+            batch
+        };
+        let e = store.apply(work("a", first.id)).await.unwrap_err();
+        assert!(matches!(e, StoreError::Fenced(_)), "{e}");
+        assert!(
+            store.person("03851598730").await.unwrap().is_none(),
+            "nothing written"
+        );
+        store.apply(work("c", first.id)).await.unwrap();
+        let e = store.apply(work("c", first.id)).await.unwrap_err();
+        assert!(matches!(e, StoreError::Fenced(_)), "done once: {e}");
+        let state = store.work_state(run).await.unwrap();
+        assert_eq!((state.pending, state.leased, state.done), (0, 1, 1));
+        assert_eq!((state.counts.fetched, state.counts.created), (1, 1));
+
+        // Feed pages: applied only from the cursor they were read at.
+        let page = |from: Option<&str>, to: &str, host: &str| {
+            let mut batch = batch(
+                vec![person(
+                    &[("03851598730", true)],
+                    &[("name.family", json!(to))],
+                )],
+                Some(to),
+            );
+            batch.fence = Fence::Feed {
+                from: from.map(String::from),
+                host: host.into(),
+                run,
+            };
+            batch
+        };
+        store.apply(page(None, "1", "a")).await.unwrap();
+        let e = store.apply(page(None, "1", "b")).await.unwrap_err();
+        assert!(
+            e.to_string().contains("another host applied that page"),
+            "{e}"
+        );
+        store.apply(page(Some("1"), "2", "b")).await.unwrap();
+        let pages = store.feed_pages("folkeregister").await.unwrap();
+        let seen: Vec<(&str, &str, &str)> = pages
+            .iter()
+            .map(|p| (p.from.as_str(), p.to.as_str(), p.host.as_str()))
+            .collect();
+        assert_eq!(seen, vec![("", "1", "a"), ("1", "2", "b")]);
+        assert_eq!(
+            store.cursor("folkeregister").await.unwrap().as_deref(),
+            Some("2")
+        );
+    }
+
     /// The behaviour suite: every test runs on both backends.
     macro_rules! on_both_backends {
         ($($name:ident),* $(,)?) => {
@@ -2742,6 +2953,8 @@ mod tests {
         };
     }
     on_both_backends!(
+        an_older_schema_is_refused_until_migrated_and_keeps_its_data,
+        leases_and_fences_let_one_host_commit_a_piece_of_work,
         the_merged_record_does_not_depend_on_the_order_statements_arrive_in,
         conflicts_are_listed_and_overrides_win_until_they_expire,
         a_register_links_two_persons_and_an_undone_link_restores_both,

@@ -174,6 +174,8 @@ struct Runner<'a> {
     run: i64,
     /// The fence of the next feed page stored (cluster mode).
     fence: folkhub_store::Fence,
+    /// A feed page was fenced: another host follows the feed now.
+    fenced_out: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -196,6 +198,7 @@ impl<'a> Runner<'a> {
             retries: std::sync::atomic::AtomicU64::new(0),
             run: 0,
             fence: folkhub_store::Fence::None,
+            fenced_out: false,
         }
     }
 
@@ -229,6 +232,20 @@ impl<'a> Runner<'a> {
             self.progress().await;
         }
         Ok(())
+    }
+
+    /// Looks up `ids` in batches without storing them.
+    async fn look_up(
+        &mut self,
+        ids: &[String],
+    ) -> Result<Vec<folkhub_core::contract::FoundPerson>, CallError> {
+        let mut persons = Vec::new();
+        for chunk in ids.chunks(self.options.batch.max(1)) {
+            let results =
+                with_retries(self.options, &self.retries, || self.connector.lookup(chunk)).await?;
+            persons.extend(self.collect(results));
+        }
+        Ok(persons)
     }
 
     fn collect(&mut self, results: Vec<LookupResult>) -> Vec<folkhub_core::contract::FoundPerson> {
@@ -280,6 +297,13 @@ impl<'a> Runner<'a> {
         match self.store.apply(batch).await {
             Ok(report) => {
                 self.count(report);
+                true
+            }
+            Err(folkhub_store::StoreError::Fenced(why)) => {
+                // Another host follows this feed and applied the page: it
+                // carries on from there; this run stops following it.
+                tracing::info!("{why}");
+                self.fenced_out = true;
                 true
             }
             Err(e) => {
@@ -371,17 +395,29 @@ impl<'a> Runner<'a> {
             let (records, ids) = split_changes(page.changes);
             refreshed.extend(ids.iter().cloned());
             refreshed.extend(records.iter().map(|(id, _)| id.clone()));
-            self.refresh(&ids, None).await?;
-            self.fence = match self.options.cluster {
-                Some(host) => folkhub_store::Fence::Feed {
-                    from: cursor.clone(),
-                    host: host.to_string(),
-                    run: self.run,
-                },
-                None => folkhub_store::Fence::None,
-            };
+            let mut records = records;
+            match self.options.cluster {
+                // Several hosts: the page's lookups, its records and its
+                // cursor are one batch, committed only from the cursor the
+                // page was read at, so a page is applied by one host once.
+                Some(host) => {
+                    let found = self.look_up(&ids).await?;
+                    // Counted as fetched once, when stored with the page.
+                    self.counts.fetched -= found.len() as u64;
+                    records.extend(found.into_iter().map(|p| (String::new(), p)));
+                    self.fence = folkhub_store::Fence::Feed {
+                        from: cursor.clone(),
+                        host: host.to_string(),
+                        run: self.run,
+                    };
+                }
+                None => self.refresh(&ids, None).await?,
+            }
             self.store_records(records, Some(page.next_cursor.clone()))
                 .await?;
+            if self.fenced_out {
+                break;
+            }
             let moved = cursor.as_deref() != Some(page.next_cursor.as_str());
             cursor = Some(page.next_cursor);
             if page.caught_up || !moved {
