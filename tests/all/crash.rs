@@ -5,45 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use folkhub_store::PersonStore;
-use folkhub_tests::{Setup, TestEnv, root};
-
-/// Everything a host app could observe, per person, ignoring when things
-/// were retrieved: identifiers, values with their labels, and the history
-/// as the sequence of what changed.
-async fn snapshot(store: &dyn PersonStore) -> Vec<(Vec<String>, String, Vec<String>)> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.persons_after(after, 1000).await.expect("persons");
-        let Some(last) = page.last() else { break };
-        after = last.key;
-        for p in page {
-            let mut ids: Vec<String> = p
-                .ids
-                .iter()
-                .map(|i| format!("{}:{}:{}", i.scheme, i.value, i.active))
-                .collect();
-            ids.sort();
-            let values: Vec<(String, serde_json::Value, Vec<String>)> = p
-                .record
-                .fields
-                .iter()
-                .map(|(k, f)| (k.clone(), f.value.clone(), f.labels.clone()))
-                .collect();
-            let history = store
-                .history(p.key)
-                .await
-                .expect("history")
-                .into_iter()
-                .map(|c| format!("v{} {}", c.version, c.diff))
-                .collect();
-            out.push((ids, serde_json::json!(values).to_string(), history));
-        }
-    }
-    out.sort();
-    out
-}
+use folkhub_tests::{Setup, TestEnv, root, snapshot};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_feed_killed_twenty_times_ends_as_a_run_never_killed() {

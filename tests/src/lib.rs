@@ -3,6 +3,8 @@
 //! Maskinporten client, a temporary store, a host wired like `folkhub serve`,
 //! and paths of built test components.
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -155,4 +157,43 @@ max_hostcalls = {max_hostcalls}
         let host = Host::open(config).await.expect("opening the host");
         TestEnv { sim, dir, host }
     }
+}
+
+/// Everything a host app could observe, per person, ignoring when things
+/// were retrieved: identifiers, values with their labels, and the history
+/// as the sequence of what changed.
+pub async fn snapshot(
+    store: &dyn folkhub_store::PersonStore,
+) -> Vec<(Vec<String>, String, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.persons_after(after, 1000).await.expect("persons");
+        let Some(last) = page.last() else { break };
+        after = last.key;
+        for p in page {
+            let mut ids: Vec<String> = p
+                .ids
+                .iter()
+                .map(|i| format!("{}:{}:{}", i.scheme, i.value, i.active))
+                .collect();
+            ids.sort();
+            let values: Vec<(String, serde_json::Value, Vec<String>)> = p
+                .record
+                .fields
+                .iter()
+                .map(|(k, f)| (k.clone(), f.value.clone(), f.labels.clone()))
+                .collect();
+            let history = store
+                .history(p.key)
+                .await
+                .expect("history")
+                .into_iter()
+                .map(|c| format!("v{} {}", c.version, c.diff))
+                .collect();
+            out.push((ids, serde_json::json!(values).to_string(), history));
+        }
+    }
+    out.sort();
+    out
 }

@@ -205,39 +205,21 @@ impl Cluster {
 
     /// Creates a database (an error when it exists).
     pub fn create_database(&self, name: &str) -> Result<String, String> {
-        self.run(
-            "createdb",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "folkhub",
-                name,
-            ],
-        )?;
-        Ok(self.url(name))
+        self.createdb(&[name])
     }
 
     /// Creates database `name` as a copy of `template` (which nobody may
     /// be connected to).
     pub fn copy_database(&self, template: &str, name: &str) -> Result<String, String> {
-        self.run(
-            "createdb",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "folkhub",
-                "-T",
-                template,
-                name,
-            ],
-        )?;
-        Ok(self.url(name))
+        self.createdb(&["-T", template, name])
+    }
+
+    fn createdb(&self, args: &[&str]) -> Result<String, String> {
+        let port = self.port.to_string();
+        let mut all = vec!["-h", "127.0.0.1", "-p", &port, "-U", "folkhub"];
+        all.extend_from_slice(args);
+        self.run("createdb", &all)?;
+        Ok(self.url(args.last().copied().unwrap_or_default()))
     }
 
     /// Stops the server (fast shutdown: sessions are ended).
