@@ -89,6 +89,11 @@ async fn three_hosts_share_the_jobs_and_a_killed_one_changes_nothing() {
     let runs = store.runs(100).await.expect("runs");
     let refresh: Vec<_> = runs.iter().filter(|r| r.job == "nightly-refresh").collect();
     assert_eq!(refresh.len(), 1, "one refresh run: {refresh:?}");
+    assert_eq!(
+        refresh[0].host.as_deref(),
+        Some(victim.as_str()),
+        "started by the killed host"
+    );
     assert!(
         refresh[0]
             .errors
@@ -104,6 +109,13 @@ async fn three_hosts_share_the_jobs_and_a_killed_one_changes_nothing() {
     froms.sort_unstable();
     froms.dedup();
     assert_eq!(froms.len(), all, "a feed page applied twice: {pages:?}");
+    // What an operator reads: the runs with their hosts, the pages.
+    folkhub_cli::commands::jobs::list(&hosts[1], 10)
+        .await
+        .expect("jobs list");
+    folkhub_cli::commands::jobs::pages(&hosts[1], "folkeregister", 10)
+        .await
+        .expect("jobs pages");
     let work = store.work_state(refresh[0].id).await.expect("work");
     assert_eq!((work.pending, work.leased), (0, 0));
     // Each batch's persons counted once: as many as the one host did.

@@ -301,6 +301,13 @@ enum JobsCommand {
     Show { run: i64 },
     /// Run a job of [jobs] in folkhub.toml now, with progress.
     Run { name: String },
+    /// The feed-page log book of a connector: each page applied, by which
+    /// host and run (kept when several hosts share a PostgreSQL store).
+    Pages {
+        connector: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -528,6 +535,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Jobs {
                     command: JobsCommand::Show { run },
                 } => commands::jobs::show(&host, run).await,
+                Command::Jobs {
+                    command: JobsCommand::Pages { connector, limit },
+                } => commands::jobs::pages(&host, &connector, limit).await,
                 Command::Jobs {
                     command: JobsCommand::Run { name },
                 } => folkhub_cli::scheduler::run_job(&host, &name, false)

@@ -2514,6 +2514,7 @@ impl PersonStore for SqlStore {
                     status: RunStatus::parse(r.get::<&str, _>("status")),
                     counts: serde_json::from_str(r.get::<&str, _>("counts")).unwrap_or_default(),
                     errors: serde_json::from_str(r.get::<&str, _>("errors")).unwrap_or_default(),
+                    host: r.try_get("host").ok().flatten(),
                 })
             })
             .collect()

@@ -255,6 +255,9 @@ pub struct JobRun {
     pub status: RunStatus,
     pub counts: RunCounts,
     pub errors: Vec<String>,
+    /// The host that ran it, when several share the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// What a rebuild found.

@@ -1,4 +1,5 @@
-//! `folkhub jobs list | show <run>` (the run log book) and `folkhub costs`.
+//! `folkhub jobs list | show <run> | pages <connector>` (the run log book
+//! and the feed-page log book) and `folkhub costs`.
 
 use anyhow::bail;
 
@@ -22,6 +23,7 @@ pub async fn list(host: &Host, limit: u32) -> anyhow::Result<()> {
         "CALLS",
         "ERRORS"
     );
+    let hosts = runs.iter().any(|r| r.host.is_some());
     for r in runs {
         let seconds = r
             .finished_at
@@ -44,6 +46,42 @@ pub async fn list(host: &Host, limit: u32) -> anyhow::Result<()> {
             r.counts.changed,
             r.counts.upstream_calls,
             r.counts.errors
+        );
+        if hosts {
+            println!("       on {}", r.host.as_deref().unwrap_or("-"));
+        }
+    }
+    Ok(())
+}
+
+/// The feed-page log book of a connector: every page of its change feed
+/// applied, from which cursor to which, by which host and run (several
+/// hosts: each page appears once).
+pub async fn pages(host: &Host, connector: &str, limit: usize) -> anyhow::Result<()> {
+    let pages = host.store().feed_pages(connector).await?;
+    if pages.is_empty() {
+        println!(
+            "no feed pages of {connector} in the log book (it records pages when several hosts share a PostgreSQL store)"
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:>14} {:>14} {:>8} {:>6}  HOST",
+        "APPLIED", "FROM", "TO", "PERSONS", "RUN"
+    );
+    for p in pages.iter().skip(pages.len().saturating_sub(limit)) {
+        println!(
+            "{:<20} {:>14} {:>14} {:>8} {:>6}  {}",
+            p.at.format("%Y-%m-%d %H:%M:%S"),
+            if p.from.is_empty() {
+                "(start)"
+            } else {
+                &p.from
+            },
+            p.to,
+            p.persons,
+            p.run.map_or("-".into(), |r| r.to_string()),
+            p.host
         );
     }
     Ok(())
