@@ -78,21 +78,15 @@ pub async fn contents(
     store: &dyn PersonStore,
 ) -> BTreeMap<String, BTreeMap<String, (Value, String)>> {
     let mut out = BTreeMap::new();
-    let mut after = 0;
-    loop {
-        let page = store.persons_after(after, 1000).await.expect("persons");
-        let Some(last) = page.last() else { break };
-        after = last.key;
-        for p in page {
-            let id = p.ids.first().map(|i| i.value.clone()).unwrap_or_default();
-            let fields = p
-                .record
-                .fields
-                .iter()
-                .map(|(path, f)| (path.clone(), (f.value.clone(), f.provenance.source.clone())))
-                .collect();
-            out.insert(id, fields);
-        }
+    for p in crate::all_persons(store).await {
+        let id = p.ids.first().map(|i| i.value.clone()).unwrap_or_default();
+        let fields = p
+            .record
+            .fields
+            .iter()
+            .map(|(path, f)| (path.clone(), (f.value.clone(), f.provenance.source.clone())))
+            .collect();
+        out.insert(id, fields);
     }
     out
 }

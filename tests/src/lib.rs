@@ -166,34 +166,43 @@ pub async fn snapshot(
     store: &dyn folkhub_store::PersonStore,
 ) -> Vec<(Vec<String>, String, Vec<String>)> {
     let mut out = Vec::new();
+    for p in all_persons(store).await {
+        let mut ids: Vec<String> = p
+            .ids
+            .iter()
+            .map(|i| format!("{}:{}:{}", i.scheme, i.value, i.active))
+            .collect();
+        ids.sort();
+        let values: Vec<(String, serde_json::Value, Vec<String>)> = p
+            .record
+            .fields
+            .iter()
+            .map(|(k, f)| (k.clone(), f.value.clone(), f.labels.clone()))
+            .collect();
+        let history = store
+            .history(p.key)
+            .await
+            .expect("history")
+            .into_iter()
+            .map(|c| format!("v{} {}", c.version, c.diff))
+            .collect();
+        out.push((ids, serde_json::json!(values).to_string(), history));
+    }
+    out.sort();
+    out
+}
+
+/// Every stored person, in key order.
+pub async fn all_persons(
+    store: &dyn folkhub_store::PersonStore,
+) -> Vec<folkhub_store::StoredPerson> {
+    let mut out = Vec::new();
     let mut after = 0;
     loop {
         let page = store.persons_after(after, 1000).await.expect("persons");
         let Some(last) = page.last() else { break };
         after = last.key;
-        for p in page {
-            let mut ids: Vec<String> = p
-                .ids
-                .iter()
-                .map(|i| format!("{}:{}:{}", i.scheme, i.value, i.active))
-                .collect();
-            ids.sort();
-            let values: Vec<(String, serde_json::Value, Vec<String>)> = p
-                .record
-                .fields
-                .iter()
-                .map(|(k, f)| (k.clone(), f.value.clone(), f.labels.clone()))
-                .collect();
-            let history = store
-                .history(p.key)
-                .await
-                .expect("history")
-                .into_iter()
-                .map(|c| format!("v{} {}", c.version, c.diff))
-                .collect();
-            out.push((ids, serde_json::json!(values).to_string(), history));
-        }
+        out.extend(page);
     }
-    out.sort();
     out
 }
