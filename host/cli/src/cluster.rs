@@ -86,14 +86,7 @@ pub async fn lead<'a>(
     for run in store.open_runs(name).await? {
         take_over(host, me, &run).await?;
     }
-    if let Some(latest) = store
-        .runs(1000)
-        .await?
-        .iter()
-        .filter(|r| r.job == name)
-        .map(|r| r.started_at)
-        .max()
-    {
+    if let Some(latest) = store.last_started(name).await? {
         let entry = last.entry(name.to_string()).or_insert(latest);
         *entry = (*entry).max(latest);
     }

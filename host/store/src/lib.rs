@@ -239,6 +239,12 @@ pub trait PersonStore: Send + Sync {
     /// Where a run's queued batches stand.
     async fn work_state(&self, run: i64) -> Result<WorkState, StoreError>;
 
+    /// When a job's latest run started (`None`: never).
+    async fn last_started(
+        &self,
+        job: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError>;
+
     /// Runs still marked running for a job (a host that died leaves one).
     async fn open_runs(&self, job: &str) -> Result<Vec<JobRun>, StoreError>;
 

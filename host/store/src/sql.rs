@@ -1481,6 +1481,22 @@ impl SqlStore {
     }
 }
 
+/// A run of the log book from its row.
+fn run_from(r: &AnyRow) -> Result<JobRun, StoreError> {
+    let finished: Option<String> = r.get("finished_at");
+    Ok(JobRun {
+        id: r.get("id"),
+        job: r.get("job"),
+        connector: r.get("connector"),
+        started_at: parse_ts(r.get::<&str, _>("started_at"))?,
+        finished_at: finished.as_deref().map(parse_ts).transpose()?,
+        status: RunStatus::parse(r.get::<&str, _>("status")),
+        counts: serde_json::from_str(r.get::<&str, _>("counts")).unwrap_or_default(),
+        errors: serde_json::from_str(r.get::<&str, _>("errors")).unwrap_or_default(),
+        host: r.try_get("host").ok().flatten(),
+    })
+}
+
 fn installation_from(row: &AnyRow) -> Result<Installation, StoreError> {
     Ok(Installation {
         connector: row.get("connector"),
@@ -2502,22 +2518,16 @@ impl PersonStore for SqlStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                let finished: Option<String> = r.get("finished_at");
-                Ok(JobRun {
-                    id: r.get("id"),
-                    job: r.get("job"),
-                    connector: r.get("connector"),
-                    started_at: parse_ts(r.get::<&str, _>("started_at"))?,
-                    finished_at: finished.as_deref().map(parse_ts).transpose()?,
-                    status: RunStatus::parse(r.get::<&str, _>("status")),
-                    counts: serde_json::from_str(r.get::<&str, _>("counts")).unwrap_or_default(),
-                    errors: serde_json::from_str(r.get::<&str, _>("errors")).unwrap_or_default(),
-                    host: r.try_get("host").ok().flatten(),
-                })
-            })
-            .collect()
+        rows.iter().map(run_from).collect()
+    }
+
+    async fn last_started(&self, job: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<String> =
+            sqlx::query_scalar("SELECT MAX(started_at) FROM job_runs WHERE job = $1")
+                .bind(job)
+                .fetch_one(&self.pool)
+                .await?;
+        at.as_deref().map(parse_ts).transpose()
     }
 
     async fn acquire_lease(
@@ -2662,18 +2672,13 @@ impl PersonStore for SqlStore {
     }
 
     async fn open_runs(&self, job: &str) -> Result<Vec<JobRun>, StoreError> {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM job_runs WHERE job = $1 AND status = 'running' ORDER BY id",
-        )
-        .bind(job)
-        .fetch_all(&self.pool)
-        .await?;
-        let runs = self.runs(10_000).await?;
-        Ok(runs
-            .into_iter()
-            .filter(|r| ids.contains(&r.id))
-            .rev()
-            .collect())
+        sqlx::query("SELECT * FROM job_runs WHERE job = $1 AND status = 'running' ORDER BY id")
+            .bind(job)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(run_from)
+            .collect()
     }
 
     async fn set_run_host(&self, run: i64, host: &str) -> Result<(), StoreError> {
@@ -2842,6 +2847,10 @@ mod tests {
             .start_run("nightly", Some("folkeregister"))
             .await
             .unwrap();
+        assert!(store.last_started("nightly").await.unwrap().is_some());
+        assert!(store.last_started("weekly").await.unwrap().is_none());
+        let open = store.open_runs("nightly").await.unwrap();
+        assert_eq!(open.iter().map(|r| r.id).collect::<Vec<_>>(), vec![run]);
         store
             .queue_work(
                 run,
