@@ -31,7 +31,7 @@ pub struct Lease<'a> {
 
 impl Lease<'_> {
     /// Runs `work` holding the lease (renewed every third of its length).
-    pub async fn hold<F: std::future::Future>(self, work: F) -> F::Output {
+    pub async fn hold<F: std::future::Future>(&self, work: F) -> F::Output {
         let ttl = self.host.lease();
         let renew = async {
             loop {
@@ -47,14 +47,17 @@ impl Lease<'_> {
                 }
             }
         };
-        let out = tokio::select! {
+        tokio::select! {
             out = work => out,
             () = renew => unreachable!("the renewal never ends"),
-        };
+        }
+    }
+
+    /// Gives the lease up.
+    pub async fn release(self) {
         if let Err(e) = self.host.store().release_lease(&self.name, &self.me).await {
             tracing::warn!(lease = %self.name, "not released (it expires): {e}");
         }
-        out
     }
 }
 
@@ -83,15 +86,26 @@ pub async fn lead<'a>(
         name: key,
         me: me.to_string(),
     };
-    for run in store.open_runs(name).await? {
-        take_over(host, me, &run).await?;
+    // Finishing a dead host's run can outlast the lease: renewed meanwhile,
+    // so no other host takes the job (and the same run) over too.
+    let taken_over = lease
+        .hold(async {
+            for run in store.open_runs(name).await? {
+                take_over(host, me, &run).await?;
+            }
+            anyhow::Ok(())
+        })
+        .await;
+    if let Err(e) = taken_over {
+        lease.release().await;
+        return Err(e);
     }
     if let Some(latest) = store.last_started(name).await? {
         let entry = last.entry(name.to_string()).or_insert(latest);
         *entry = (*entry).max(latest);
     }
     if schedule.next(last.get(name).copied(), Utc::now()) > Utc::now() {
-        store.release_lease(&lease.name, me).await?;
+        lease.release().await;
         return Ok(Lead::NotDue);
     }
     last.insert(name.to_string(), Utc::now());

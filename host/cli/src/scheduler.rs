@@ -153,6 +153,7 @@ pub async fn run(
             match crate::cluster::lead(host, me, &name, &schedules[&name], &mut last).await {
                 Ok(crate::cluster::Lead::Run(lease)) => {
                     let outcome = lease.hold(run_job(host, &name, true)).await;
+                    lease.release().await;
                     match outcome {
                         Ok(outcome) => tracing::info!(job = %name, "{outcome}"),
                         Err(e) => tracing::warn!(job = %name, "the job failed: {e:#}"),
