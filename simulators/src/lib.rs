@@ -28,6 +28,7 @@ pub mod nordic;
 pub mod pki;
 pub mod population;
 pub mod spar;
+pub mod wire;
 pub mod xml;
 
 use std::collections::VecDeque;
@@ -118,7 +119,7 @@ tls_roots = "{ca}"
 [connectors.spar.config]
 base-url = "{tls}"
 avisering-url = "{tls}/filtransport/avisering"
-extended = "Relationer"
+extended = "Relationer,Medborgarskap"
 end-user = "folkhub"
 [connectors.spar.credentials]
 kind = "mtls"

@@ -461,11 +461,17 @@ impl Population {
     ) -> usize {
         let key = self.swedes.len();
         let coordination = rng.gen_range(0..40) == 0;
-        let given = match gender {
-            Gender::Female => pick(rng, SE_GIVEN_F),
-            Gender::Male => pick(rng, SE_GIVEN_M),
+        let names = match gender {
+            Gender::Female => SE_GIVEN_F,
+            Gender::Male => SE_GIVEN_M,
+        };
+        let mut given = pick(rng, names).to_string();
+        // Every fourth Swede has two given names (without drawing from the
+        // generator, so the rest of the population stays as it was); SPAR's
+        // Tilltalsnamn then says which one the person is called by.
+        if key % 4 == 0 {
+            given = format!("{given} {}", names[(key / 4) % names.len()]);
         }
-        .to_string();
         let mut person_ids = vec![self.new_swedish_id(rng, birth, gender, true)];
         if !coordination {
             if rng.gen_range(0..30) == 0 {
@@ -970,6 +976,12 @@ impl Population {
             f.insert("death.date".into(), json!(d.to_string()));
         }
         f.insert("name.given".into(), json!(p.given));
+        if let Some(call) = crate::spar::call_name_code(p).and_then(|code| {
+            let index = code[..1].parse::<usize>().ok()?;
+            p.given.split(' ').nth(index.checked_sub(1)?)
+        }) {
+            f.insert("name.call".into(), json!(call));
+        }
         if let Some(m) = &p.middle {
             f.insert("name.middle".into(), json!(m));
         }
@@ -982,6 +994,15 @@ impl Population {
         if let Some(a) = &p.address {
             f.insert("address.residential".into(), se_canonical_address(a));
             f.insert("address.municipality".into(), json!(a.municipality_code()));
+        }
+        if let Some(d) = crate::spar::district_code(p) {
+            f.insert("address.se-district".into(), json!(d));
+        }
+        if let Some((line, postal_code, city)) = crate::spar::special_postal_address(p) {
+            f.insert(
+                "address.postal".into(),
+                json!({"kind": "postal", "lines": [line], "postal_code": postal_code, "city": city, "country": "SWE"}),
+            );
         }
         let mut guardians: Vec<Value> = p
             .guardians

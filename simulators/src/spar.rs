@@ -36,7 +36,7 @@ use chrono::NaiveDate;
 
 use crate::nordic::SePerson;
 use crate::population::{Gender, Population};
-use crate::xml::{el, envelope, esc, soap_fault};
+use crate::xml::{envelope, esc, soap_fault};
 use crate::{Shared, soap_fault_response};
 
 /// The 2021.1 SOAPAction, question and answer namespaces and path (see
@@ -47,13 +47,13 @@ pub const NS_QUESTION: &str =
     "http://statenspersonadressregister.se/schema/personsok/2021.1/personsokningfraga";
 pub const NS_ANSWER: &str =
     "http://statenspersonadressregister.se/schema/personsok/2021.1/personsokningsvar";
-pub const NS_IDENTIFICATION: &str = "http://statenspersonadressregister.se/schema/komponent/metadata/identifieringsinformationWs-1.0";
+pub const NS_IDENTIFICATION: &str = "http://statenspersonadressregister.se/schema/komponent/metadata/identifieringsinformationWs-1.1";
 pub const NS_SEARCH: &str =
     "http://statenspersonadressregister.se/schema/komponent/sok/personsokningsokparametrar-1.1";
 pub const NS_PERSON: &str =
     "http://statenspersonadressregister.se/schema/komponent/person/person-1.2";
-pub const NS_NOTIFICATION: &str =
-    "http://statenspersonadressregister.se/schema/avisering/2021.1/aviseringsposter";
+pub const NS_ARGUMENT: &str =
+    "http://statenspersonadressregister.se/schema/komponent/sok/sokargument-1.2";
 pub const PATH: &str = "/2021.1/personsok";
 /// The PersonSök versions served side by side (each retired by a sunset
 /// `spar-<version>`). 2023.1 is served with 2021.1's content under its own
@@ -93,7 +93,7 @@ pub const CUSTOMERS: &[Customer] = &[
         delivery: "500243",
         end_customer: "500243",
         assignment: "637",
-        extended: &["Relationer"],
+        extended: &["Relationer", "Medborgarskap"],
     },
     Customer {
         delivery: "500244",
@@ -125,26 +125,266 @@ fn day(d: NaiveDate) -> String {
     d.format("%Y-%m-%d").to_string()
 }
 
-/// The content of one person post (`PersonsokningSvarspost` or
-/// `AviseringPost`) with the person namespace bound to prefix `p`.
-pub fn person_post(population: &Population, person: &SePerson, p: &str, relations: bool) -> String {
-    let e = |name: &str, text: &str| format!("<{p}:{name}>{}</{p}:{name}>", esc(text));
-    let mut x = String::new();
+/// The component namespaces of a 2021.1 person post, each its own (SPAR's
+/// answers put every component in a namespace of its own: see
+/// simulators/wire/spar-2021.1.toml and docs/simulators.md for the XSDs).
+const COMPONENTS: &[(&str, &str)] = &[
+    (
+        "person",
+        "http://statenspersonadressregister.se/schema/komponent/person/person-1.2",
+    ),
+    (
+        "skydd",
+        "http://statenspersonadressregister.se/schema/komponent/person/skyddadepersonuppgifter-1.1",
+    ),
+    (
+        "namn",
+        "http://statenspersonadressregister.se/schema/komponent/person/namn/namn-1.0",
+    ),
+    (
+        "namnelement",
+        "http://statenspersonadressregister.se/schema/komponent/person/namn/deladenamnelement-1.0",
+    ),
+    (
+        "datumtid",
+        "http://statenspersonadressregister.se/schema/komponent/generellt/datumtid-1.1",
+    ),
+    (
+        "pdt",
+        "http://statenspersonadressregister.se/schema/komponent/person/persondetaljer-1.2",
+    ),
+    (
+        "avreg",
+        "http://statenspersonadressregister.se/schema/komponent/person/avregistrering-1.0",
+    ),
+    (
+        "hanvisning",
+        "http://statenspersonadressregister.se/schema/komponent/person/hanvisning-1.0",
+    ),
+    (
+        "fb",
+        "http://statenspersonadressregister.se/schema/komponent/person/folkbokforing-1.0",
+    ),
+    (
+        "fba",
+        "http://statenspersonadressregister.se/schema/komponent/person/adress/folkbokforingsadress-1.1",
+    ),
+    (
+        "spa",
+        "http://statenspersonadressregister.se/schema/komponent/person/adress/sarskildpostadress-1.1",
+    ),
+    (
+        "adress",
+        "http://statenspersonadressregister.se/schema/komponent/person/adress/deladeadresselement-1.1",
+    ),
+    (
+        "relation",
+        "http://statenspersonadressregister.se/schema/komponent/person/relation-1.2",
+    ),
+    (
+        "undantag",
+        "http://statenspersonadressregister.se/schema/komponent/sok/undantag-1.0",
+    ),
+    (
+        "post",
+        "http://statenspersonadressregister.se/schema/komponent/person/aviseringpost-1.2",
+    ),
+];
+
+/// How an answer binds its namespaces. The real service varies: prefixes
+/// `ns2`…`ns15` bound on the answer's root in an order that changes, or
+/// default-namespace redeclarations on the elements themselves. Clients
+/// must read namespace URIs, never prefixes.
+#[derive(Debug, Clone, Copy)]
+pub enum Style {
+    /// Every namespace bound to a prefix on the root, rotated by `n`.
+    Prefixes(u64),
+    /// No prefixes: each element whose namespace differs from its parent's
+    /// redeclares the default namespace.
+    Defaults,
+}
+
+impl Style {
+    /// The style of the `n`th answer: both kinds, and prefixes that move.
+    pub fn nth(n: u64) -> Style {
+        if n % 3 == 2 {
+            Style::Defaults
+        } else {
+            Style::Prefixes(n)
+        }
+    }
+}
+
+/// Writes elements in the namespaces of [`COMPONENTS`] (plus the answer's).
+struct Writer {
+    out: String,
+    style: Style,
+    answer_ns: String,
+    /// Default namespace in force at each open element (Defaults style).
+    open: Vec<(String, String)>,
+}
+
+impl Writer {
+    fn new(style: Style, version: &str) -> Writer {
+        Writer {
+            out: String::new(),
+            style,
+            answer_ns: ns_answer(version),
+            open: vec![],
+        }
+    }
+
+    fn uri(&self, short: &str) -> String {
+        if short == "svar" {
+            return self.answer_ns.clone();
+        }
+        COMPONENTS
+            .iter()
+            .find(|(s, _)| *s == short)
+            .map(|(_, u)| u.to_string())
+            .unwrap_or_default()
+    }
+
+    fn prefix(&self, short: &str) -> String {
+        let Style::Prefixes(n) = self.style else {
+            return String::new();
+        };
+        let index = COMPONENTS
+            .iter()
+            .position(|(s, _)| *s == short)
+            .map_or(0, |i| i + 1) as u64;
+        format!("ns{}", 2 + (index + n) % 16)
+    }
+
+    /// Declarations for the root element (Prefixes style).
+    fn declarations(&self) -> String {
+        match self.style {
+            Style::Defaults => String::new(),
+            Style::Prefixes(_) => std::iter::once("svar")
+                .chain(COMPONENTS.iter().map(|(s, _)| *s))
+                .map(|s| format!(" xmlns:{}=\"{}\"", self.prefix(s), self.uri(s)))
+                .collect(),
+        }
+    }
+
+    fn start(&mut self, short: &str, name: &str, attributes: &str, root: bool) -> String {
+        let uri = self.uri(short);
+        match self.style {
+            Style::Prefixes(_) => {
+                let declarations = if root {
+                    self.declarations()
+                } else {
+                    String::new()
+                };
+                let tag = format!("{}:{name}", self.prefix(short));
+                self.out
+                    .push_str(&format!("<{tag}{declarations}{attributes}>"));
+                tag
+            }
+            Style::Defaults => {
+                let inherited = self.open.last().map(|(_, d)| d.as_str()).unwrap_or("");
+                let declaration = if inherited == uri {
+                    String::new()
+                } else {
+                    format!(" xmlns=\"{uri}\"")
+                };
+                self.out
+                    .push_str(&format!("<{name}{declaration}{attributes}>"));
+                name.to_string()
+            }
+        }
+    }
+
+    fn open(&mut self, short: &str, name: &str) {
+        self.open_with(short, name, "", false);
+    }
+
+    fn open_with(&mut self, short: &str, name: &str, attributes: &str, root: bool) {
+        let tag = self.start(short, name, attributes, root);
+        let uri = self.uri(short);
+        self.open.push((tag, uri));
+    }
+
+    fn close(&mut self) {
+        if let Some((tag, _)) = self.open.pop() {
+            self.out.push_str(&format!("</{tag}>"));
+        }
+    }
+
+    fn leaf_with(&mut self, short: &str, name: &str, attributes: &str, text: &str) {
+        let tag = self.start(short, name, attributes, false);
+        self.out.push_str(&format!("{}</{tag}>", esc(text)));
+    }
+
+    fn leaf(&mut self, short: &str, name: &str, text: &str) {
+        self.leaf_with(short, name, "", text);
+    }
+
+    /// `DatumFrom`/`DatumTill` of a current post (history is asked for).
+    fn period(&mut self, from: &str) {
+        self.leaf("datumtid", "DatumFrom", from);
+        self.leaf("datumtid", "DatumTill", "9999-12-31");
+    }
+}
+
+/// SPAR's Tilltalsnamn code for a person: which of the given names is the
+/// call name (first digit, 1-based), a second digit for a second name.
+/// Synthetic: every third person with two given names is called by the
+/// second.
+pub fn call_name_code(person: &SePerson) -> Option<&'static str> {
+    let names = person.given.split(' ').count();
+    match names {
+        0 => None,
+        1 => Some("10"),
+        _ if person.key % 3 == 0 => Some("20"),
+        _ => Some("10"),
+    }
+}
+
+/// The person's distrikt (DistriktKod: six digits, not starting with 0);
+/// synthetic, derived from the municipality.
+pub fn district_code(person: &SePerson) -> Option<String> {
+    let a = person.address.as_ref()?;
+    Some(format!(
+        "1{}{}{}",
+        a.county,
+        a.municipality,
+        1 + person.key % 9
+    ))
+}
+
+/// A special postal address (särskild postadress) for some persons:
+/// synthetic, every seventh person with an address.
+pub fn special_postal_address(person: &SePerson) -> Option<(String, String, &'static str)> {
+    let a = person.address.as_ref()?;
+    (person.key % 7 == 0).then(|| {
+        (
+            format!("Box {}", 100 + person.key),
+            a.postal_code.clone(),
+            a.city,
+        )
+    })
+}
+
+/// The extended permissions a question asked for (and the customer holds).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extended {
+    /// `Relationer`: custodians in `Relation`.
+    pub relations: bool,
+    /// `Medborgarskap`: `SvenskMedborgare`.
+    pub citizenship: bool,
+}
+
+fn write_post(w: &mut Writer, population: &Population, person: &SePerson, extended: Extended) {
     let kind = if person.is_coordination() {
         "SAMORDNINGSNUMMER"
     } else {
         "PERSONNUMMER"
     };
-    x.push_str(&format!(
-        "<{p}:PersonId>{}{}</{p}:PersonId>",
-        e("IdNummer", person.id()),
-        e("Typ", kind)
-    ));
-    // Earlier IDs (a samordningsnummer replaced by a personnummer) refer
-    // to the current one.
-    for earlier in &person.ids[..person.ids.len() - 1] {
-        x.push_str(&e("HanvisningsPersonNr", earlier));
-    }
+    w.open("person", "PersonId");
+    w.leaf("person", "IdNummer", person.id());
+    w.leaf("person", "Typ", kind);
+    w.close();
     match person.secrecy {
         Some(since) => {
             // SPAR set the marker itself when it follows skyddad folkbokföring.
@@ -153,120 +393,178 @@ pub fn person_post(population: &Population, person: &SePerson, p: &str, relation
             } else {
                 ""
             };
-            x.push_str(&format!(
-                "<{p}:Sekretessmarkering{by_spar}>JA</{p}:Sekretessmarkering>"
-            ));
-            x.push_str(&e("SekretessDatum", &day(since)));
+            w.leaf_with("skydd", "Sekretessmarkering", by_spar, "JA");
+            w.leaf("skydd", "SekretessDatum", &day(since));
         }
-        None => x.push_str(&e("Sekretessmarkering", "NEJ")),
+        None => w.leaf("skydd", "Sekretessmarkering", "NEJ"),
     }
     match person.protected {
         Some(since) => {
-            x.push_str(&e("SkyddadFolkbokforing", "JA"));
-            x.push_str(&e("SkyddadFolkbokforingDatum", &day(since)));
+            w.leaf("skydd", "SkyddadFolkbokforing", "JA");
+            w.leaf("skydd", "SkyddadFolkbokforingDatum", &day(since));
         }
-        None => x.push_str(&e("SkyddadFolkbokforing", "NEJ")),
+        None => w.leaf("skydd", "SkyddadFolkbokforing", "NEJ"),
     }
-    x.push_str(&e("SenasteAndringSPAR", &day(person.updated.date_naive())));
+    w.leaf(
+        "person",
+        "SenasteAndringSPAR",
+        &day(person.updated.date_naive()),
+    );
     if person.is_protected() {
-        return x;
+        return;
     }
-    x.push_str(&format!("<{p}:Namn>"));
-    x.push_str(&e("DatumFrom", "2000-01-01"));
-    x.push_str(&e("DatumTill", "9999-12-31"));
-    x.push_str(&e("Fornamn", &person.given));
+    w.open("namn", "Namn");
+    w.period("2000-01-01");
+    w.leaf("namnelement", "Fornamn", &person.given);
+    if let Some(code) = call_name_code(person) {
+        w.leaf("namnelement", "Tilltalsnamn", code);
+    }
     if let Some(m) = &person.middle {
-        x.push_str(&e("Mellannamn", m));
+        w.leaf("namnelement", "Mellannamn", m);
     }
-    x.push_str(&e("Efternamn", &person.family));
-    x.push_str(&format!("</{p}:Namn>"));
-    x.push_str(&format!("<{p}:Persondetaljer>"));
-    x.push_str(&e("DatumFrom", &day(person.birth)));
-    x.push_str(&e("DatumTill", "9999-12-31"));
-    x.push_str(&e("Fodelsedatum", &day(person.birth)));
-    x.push_str(&e(
+    w.leaf("namnelement", "Efternamn", &person.family);
+    w.close();
+    w.open("pdt", "Persondetaljer");
+    w.period(&day(person.birth));
+    if let Some((code, date)) = person.deregistered {
+        w.leaf("avreg", "AvregistreringsorsakKod", code);
+        // Avregistreringsdatum is given for every cause but death, which
+        // has Avlidendatum (Avregistrering-1.0.xsd).
+        if code == "AV" {
+            w.leaf("avreg", "Avlidendatum", &day(date));
+        } else {
+            w.leaf("avreg", "Avregistreringsdatum", &day(date));
+        }
+    }
+    w.leaf("pdt", "Fodelsedatum", &day(person.birth));
+    w.leaf(
+        "pdt",
         "Kon",
         match person.gender {
             Gender::Female => "KVINNA",
             Gender::Male => "MAN",
         },
-    ));
-    x.push_str(&e(
-        "SvenskMedborgare",
-        if person.citizen { "JA" } else { "NEJ" },
-    ));
-    if let Some((code, date)) = person.deregistered {
-        x.push_str(&e("AvregistreringsorsakKod", code));
-        x.push_str(&e("Avregistreringsdatum", &day(date)));
-        if code == "AV" {
-            x.push_str(&e("Avlidendatum", &day(date)));
+    );
+    if extended.citizenship {
+        w.leaf(
+            "pdt",
+            "SvenskMedborgare",
+            if person.citizen { "JA" } else { "NEJ" },
+        );
+    }
+    // Earlier IDs (a samordningsnummer replaced by a personnummer): a
+    // Hanvisning from the old number.
+    for earlier in &person.ids[..person.ids.len().saturating_sub(1)] {
+        w.open("hanvisning", "Hanvisning");
+        w.leaf("person", "IdNummer", earlier);
+        w.leaf("hanvisning", "Typ", "Fran");
+        w.close();
+    }
+    w.close();
+    if let Some(a) = &person.address {
+        w.open("fb", "Folkbokforing");
+        w.period(&day(a.since));
+        w.leaf("fb", "FolkbokfordLanKod", a.county);
+        w.leaf("fb", "FolkbokfordKommunKod", a.municipality);
+        w.leaf("fb", "Hemvist", "Skriven på adressen");
+        w.leaf("fb", "Folkbokforingsdatum", &day(a.since));
+        if let Some(d) = district_code(person) {
+            w.leaf("fb", "DistriktKod", &d);
+        }
+        w.close();
+        w.open("fba", "Folkbokforingsadress");
+        w.open("adress", "SvenskAdress");
+        w.period(&day(a.since));
+        if let Some(c) = &a.care_of {
+            w.leaf("adress", "CareOf", c);
+        }
+        w.leaf("adress", "Utdelningsadress2", &a.line);
+        w.leaf("adress", "PostNr", &a.postal_code);
+        w.leaf("adress", "Postort", a.city);
+        w.close();
+        w.close();
+        if let Some((line, postal_code, city)) = special_postal_address(person) {
+            w.open("spa", "SarskildPostadress");
+            w.open("adress", "SvenskAdress");
+            w.period(&day(a.since));
+            w.leaf("adress", "Utdelningsadress2", &line);
+            w.leaf("adress", "PostNr", &postal_code);
+            w.leaf("adress", "Postort", city);
+            w.close();
+            w.close();
         }
     }
-    x.push_str(&format!("</{p}:Persondetaljer>"));
-    if let Some(a) = &person.address {
-        x.push_str(&format!(
-            "<{p}:Folkbokforing>{}{}{}{}{}{}</{p}:Folkbokforing>",
-            e("DatumFrom", &day(a.since)),
-            e("DatumTill", "9999-12-31"),
-            e("FolkbokfordLanKod", a.county),
-            e("FolkbokfordKommunKod", a.municipality),
-            e("Hemvist", "Skriven i kommunen"),
-            e("Folkbokforingsdatum", &day(a.since)),
-        ));
-        let care_of = a
-            .care_of
-            .as_deref()
-            .map(|c| e("CareOf", c))
-            .unwrap_or_default();
-        x.push_str(&format!(
-            "<{p}:Folkbokforingsadress><{p}:SvenskAdress>{}{}{care_of}{}{}{}</{p}:SvenskAdress></{p}:Folkbokforingsadress>",
-            e("DatumFrom", &day(a.since)),
-            e("DatumTill", "9999-12-31"),
-            e("Utdelningsadress2", &a.line),
-            e("PostNr", &a.postal_code),
-            e("Postort", a.city),
-        ));
-    }
-    if relations {
+    if extended.relations {
         for g in &person.guardians {
             let guardian = &population.swedes[*g];
             if guardian.deregistered.is_some() {
                 continue;
             }
-            x.push_str(&format!(
-                "<{p}:Relation>{}{}{}{}</{p}:Relation>",
-                e("DatumFrom", &day(person.birth)),
-                e("DatumTill", "9999-12-31"),
-                e("Relationstyp", "VÅRDNADSHAVARE"),
-                e("IdNummer", guardian.id()),
-            ));
+            w.open("relation", "Relation");
+            w.period(&day(person.birth));
+            w.leaf("relation", "Relationstyp", "VÅRDNADSHAVARE");
+            w.leaf("person", "IdNummer", guardian.id());
+            w.close();
         }
     }
-    x
 }
 
-/// Prefixes vary between answers, as the real service's do.
-fn prefix(shared: &Shared) -> String {
-    format!("ns{}", 2 + shared.requests() % 13)
+/// What an answer holds.
+pub enum Content<'a> {
+    /// Person posts (relations read from the population).
+    Posts(&'a Population, Vec<&'a SePerson>),
+    Undantag(&'a str, &'a str),
+    TooMany(usize, usize),
 }
 
-fn answer(shared: &Shared, version: &str, p: &str, content: &str) -> String {
-    answer_for(version, p, content, shared.requests())
+/// A whole `SPARPersonsokningSvar` envelope of a version in a style.
+pub fn answer_with(
+    version: &str,
+    style: Style,
+    content: Content,
+    extended: Extended,
+    n: u64,
+) -> String {
+    let mut w = Writer::new(style, version);
+    w.open_with("svar", "SPARPersonsokningSvar", "", true);
+    match content {
+        Content::Posts(population, persons) => {
+            for person in persons {
+                w.open("svar", "PersonsokningSvarspost");
+                write_post(&mut w, population, person, extended);
+                w.close();
+            }
+        }
+        Content::Undantag(code, text) => {
+            w.open("undantag", "Undantag");
+            w.leaf("undantag", "Kod", code);
+            w.leaf("undantag", "Beskrivning", text);
+            w.close();
+        }
+        Content::TooMany(found, max) => {
+            w.open("undantag", "OverstigerMaxAntalSvarsposter");
+            w.leaf("undantag", "AntalPoster", &found.to_string());
+            w.leaf("undantag", "MaxAntalSvarsposter", &max.to_string());
+            w.close();
+        }
+    }
+    w.leaf("svar", "UUID", &uuid_like(n));
+    w.close();
+    envelope(&w.out)
 }
 
-/// A whole 2021.1 `SPARPersonsokningSvar` envelope around `content`, with
-/// the person namespace bound to prefix `p`.
-pub fn answer_xml(p: &str, content: &str, n: u64) -> String {
-    answer_for("2021.1", p, content, n)
-}
-
-/// The same for any served version.
-pub fn answer_for(version: &str, p: &str, content: &str, n: u64) -> String {
-    envelope(&format!(
-        "<svar:SPARPersonsokningSvar xmlns:svar=\"{}\" xmlns:{p}=\"{NS_PERSON}\">{content}<svar:UUID>{}</svar:UUID></svar:SPARPersonsokningSvar>",
-        ns_answer(version),
-        uuid_like(n)
-    ))
+/// An avisering file: `AviseringPoster` holding one `AviseringPost` per
+/// person (AviseringPost-1.2.xsd); its sequence number is the file's.
+pub fn avisering_file(population: &Population, persons: &[&SePerson], style: Style) -> String {
+    let mut w = Writer::new(style, "2021.1");
+    w.open_with("post", "AviseringPoster", "", true);
+    for person in persons {
+        w.open("post", "AviseringPost");
+        write_post(&mut w, population, person, Extended::default());
+        w.close();
+    }
+    w.close();
+    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>{}", w.out)
 }
 
 fn uuid_like(n: u64) -> String {
@@ -274,17 +572,15 @@ fn uuid_like(n: u64) -> String {
 }
 
 fn undantag(shared: &Shared, version: &str, code: &str, text: &str) -> Response {
+    let n = shared.requests();
     xml(
         StatusCode::OK,
-        answer(
-            shared,
+        answer_with(
             version,
-            "p",
-            &format!(
-                "<svar:Undantag>{}{}</svar:Undantag>",
-                el("svar:Kod", code),
-                el("svar:Beskrivning", text)
-            ),
+            Style::nth(n),
+            Content::Undantag(code, text),
+            Extended::default(),
+            n,
         ),
     )
 }
@@ -371,10 +667,19 @@ async fn personsok(
             &format!("Kunden saknar utökad behörighet {refused}"),
         );
     }
-    let relations = asked.contains(&"Relationer");
+    let extended = Extended {
+        relations: asked.contains(&"Relationer"),
+        citizenship: asked.contains(&"Medborgarskap"),
+    };
     let population = shared.population.read().await;
-    let p = prefix(&shared);
-    if let Some(id) = crate::xml::child_text(question, NS_SEARCH, "IdNummer") {
+    let n = shared.requests();
+    let reply = |content: Content| {
+        xml(
+            StatusCode::OK,
+            answer_with(&version, Style::nth(n), content, extended, n),
+        )
+    };
+    if let Some(id) = crate::xml::child_text(question, NS_PERSON, "IdNummer") {
         if id.len() != 12 || folkhub_core::ids::parse_swedish(id).is_err() {
             return undantag(
                 &shared,
@@ -383,18 +688,12 @@ async fn personsok(
                 &format!("Felaktigt IdNummer {id:?}: tolv siffror med giltig kontrollsiffra"),
             );
         }
-        let content = match population.find_swede(id) {
-            Some(person) => format!(
-                "<svar:PersonsokningSvarspost>{}</svar:PersonsokningSvarspost>",
-                person_post(&population, person, &p, relations)
-            ),
-            None => String::new(),
-        };
-        return xml(StatusCode::OK, answer(&shared, &version, &p, &content));
+        let found: Vec<&SePerson> = population.find_swede(id).into_iter().collect();
+        return reply(Content::Posts(&population, found));
     }
     // Criteria: family name and optionally birth date.
-    let family = crate::xml::child_text(question, NS_SEARCH, "NamnSokArgument");
-    let birth = crate::xml::child_text(question, NS_SEARCH, "Fodelsedatum");
+    let family = crate::xml::child_text(question, NS_ARGUMENT, "NamnSokArgument");
+    let birth = crate::xml::child_text(question, NS_ARGUMENT, "Fodelsedatum");
     if family.is_none() && birth.is_none() {
         return undantag(
             &shared,
@@ -411,30 +710,9 @@ async fn personsok(
         .filter(|p| birth.is_none_or(|b| day(p.birth) == b))
         .collect();
     if hits.len() > MAX_HITS {
-        return xml(
-            StatusCode::OK,
-            answer(
-                &shared,
-                &version,
-                &p,
-                &format!(
-                    "<svar:OverstigerMaxAntalSvarsposter>{}{}</svar:OverstigerMaxAntalSvarsposter>",
-                    el("svar:AntalPoster", &hits.len().to_string()),
-                    el("svar:MaxAntalSvarsposter", &MAX_HITS.to_string())
-                ),
-            ),
-        );
+        return reply(Content::TooMany(hits.len(), MAX_HITS));
     }
-    let content: String = hits
-        .iter()
-        .map(|person| {
-            format!(
-                "<svar:PersonsokningSvarspost>{}</svar:PersonsokningSvarspost>",
-                person_post(&population, person, &p, relations)
-            )
-        })
-        .collect();
-    xml(StatusCode::OK, answer(&shared, &version, &p, &content))
+    reply(Content::Posts(&population, hits))
 }
 
 async fn avisering(State(shared): State<Shared>, Path(number): Path<u64>) -> Response {
@@ -451,25 +729,149 @@ async fn avisering(State(shared): State<Shared>, Path(number): Path<u64>) -> Res
         )
             .into_response();
     };
-    let mut x = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><a:AviseringPoster xmlns:a=\"{NS_NOTIFICATION}\" xmlns:p=\"{NS_PERSON}\">{}{}{}",
-        el("a:Sekvensnummer", &file.number.to_string()),
-        el("a:Aviseringstyp", file.kind),
-        el(
-            "a:Skapad",
-            &file.created.format("%Y-%m-%dT%H:%M:%S").to_string()
-        ),
-    );
-    for key in &file.persons {
-        x.push_str("<a:AviseringPost>");
-        x.push_str(&person_post(
-            &population,
-            &population.swedes[*key],
-            "p",
-            false,
-        ));
-        x.push_str("</a:AviseringPost>");
+    let persons: Vec<&SePerson> = file
+        .persons
+        .iter()
+        .map(|k| &population.swedes[*k])
+        .collect();
+    xml(
+        StatusCode::OK,
+        avisering_file(&population, &persons, Style::nth(number)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire;
+
+    fn check(table: &wire::Table, xml: &str) {
+        if let Err(problems) = table.check_xml(xml) {
+            panic!(
+                "{} {}: {} problems, first {:?}\n{xml}",
+                table.register,
+                table.version,
+                problems.len(),
+                &problems[..problems.len().min(5)]
+            );
+        }
     }
-    x.push_str("</a:AviseringPoster>");
-    xml(StatusCode::OK, x)
+
+    /// Every answer the simulator can give, in both namespace styles and
+    /// both versions, holds to the element table written from SPAR's XSDs.
+    #[test]
+    fn every_answer_holds_to_the_published_schema() {
+        let population = Population::generate(42, 600);
+        assert!(population.swedes.len() > 100);
+        for version in VERSIONS {
+            let table = wire::table(&format!("spar-{version}")).unwrap_or_else(|e| panic!("{e}"));
+            for (n, person) in population.swedes.iter().enumerate() {
+                for relations in [false, true] {
+                    let extended = Extended {
+                        relations,
+                        citizenship: relations,
+                    };
+                    let xml = answer_with(
+                        version,
+                        Style::nth(n as u64 + u64::from(relations)),
+                        Content::Posts(&population, vec![person]),
+                        extended,
+                        n as u64,
+                    );
+                    check(&table, &xml);
+                }
+            }
+            for style in [Style::Prefixes(0), Style::Prefixes(7), Style::Defaults] {
+                check(
+                    &table,
+                    &answer_with(
+                        version,
+                        style,
+                        Content::Posts(&population, vec![]),
+                        Extended::default(),
+                        1,
+                    ),
+                );
+                check(
+                    &table,
+                    &answer_with(
+                        version,
+                        style,
+                        Content::Undantag("1", "Felaktig identifieringsinformation"),
+                        Extended::default(),
+                        2,
+                    ),
+                );
+                check(
+                    &table,
+                    &answer_with(
+                        version,
+                        style,
+                        Content::TooMany(140, MAX_HITS),
+                        Extended::default(),
+                        3,
+                    ),
+                );
+            }
+        }
+        let table = wire::table("spar-2021.1").unwrap_or_else(|e| panic!("{e}"));
+        for file in &population.spar_files {
+            let persons: Vec<&SePerson> = file
+                .persons
+                .iter()
+                .map(|k| &population.swedes[*k])
+                .collect();
+            for style in [Style::Prefixes(file.number), Style::Defaults] {
+                check(&table, &avisering_file(&population, &persons, style));
+            }
+        }
+    }
+
+    /// The variants occur: protected persons, deaths, coordination numbers
+    /// replaced, call names, districts, special postal addresses.
+    #[test]
+    fn the_population_exercises_every_variant() {
+        let population = Population::generate(42, 2000);
+        let swedes = &population.swedes;
+        assert!(swedes.iter().any(|p| p.protected.is_some()));
+        assert!(
+            swedes
+                .iter()
+                .any(|p| p.secrecy.is_some() && p.protected.is_none())
+        );
+        assert!(
+            swedes
+                .iter()
+                .any(|p| matches!(p.deregistered, Some(("AV", _))))
+        );
+        assert!(swedes.iter().any(|p| p.ids.len() > 1));
+        assert!(swedes.iter().any(|p| call_name_code(p) == Some("20")));
+        assert!(
+            swedes
+                .iter()
+                .any(|p| special_postal_address(p).is_some() && !p.is_protected())
+        );
+        let xml = answer_with(
+            "2021.1",
+            Style::Defaults,
+            Content::Posts(&population, swedes.iter().collect()),
+            Extended {
+                relations: true,
+                citizenship: true,
+            },
+            0,
+        );
+        assert!(xml.contains("xmlns=\"http://statenspersonadressregister.se/schema/komponent/person/namn/deladenamnelement-1.0\""));
+        let xml = answer_with(
+            "2021.1",
+            Style::Prefixes(3),
+            Content::Posts(&population, swedes.iter().collect()),
+            Extended {
+                relations: true,
+                citizenship: true,
+            },
+            0,
+        );
+        assert!(!xml.contains("<Namn"), "prefixed");
+    }
 }

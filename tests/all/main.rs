@@ -11,6 +11,7 @@ mod contract;
 mod crash;
 mod docs;
 mod end_to_end;
+mod fidelity;
 mod jobs;
 mod krr;
 mod nordic;

@@ -41,11 +41,14 @@ fn bodies() -> Vec<(&'static str, String)> {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let post = spar::person_post(&population, p, "ns4", true);
-            spar::answer_for(
+            spar::answer_with(
                 connector_spar::mapping::UPSTREAM_VERSION,
-                "ns4",
-                &format!("<svar:PersonsokningSvarspost>{post}</svar:PersonsokningSvarspost>"),
+                spar::Style::Prefixes(i as u64),
+                spar::Content::Posts(&population, vec![p]),
+                spar::Extended {
+                    relations: true,
+                    citizenship: true,
+                },
                 i as u64,
             )
         })
@@ -117,6 +120,7 @@ fn to_core(
             })
             .collect(),
         upstream_version: "v1".into(),
+        covers: None,
     }
 }
 
@@ -167,7 +171,16 @@ fn native_mapping(register: &str, body: &str) -> usize {
         "spar" => {
             for answer in body.split(SEPARATOR) {
                 if let connector_spar::mapping::Outcome::Found(p) =
-                    connector_spar::mapping::map_answer(answer, "", &mut warnings).unwrap()
+                    connector_spar::mapping::map_answer(
+                        answer,
+                        "",
+                        connector_spar::mapping::Asked {
+                            relations: true,
+                            citizenship: true,
+                        },
+                        &mut warnings,
+                    )
+                    .unwrap()
                 {
                     found.push(from_sdk(p));
                 }

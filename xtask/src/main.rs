@@ -78,6 +78,11 @@ const CONNECTORS: &[(&str, &str)] = &[
     ("dvv", "connector-dvv"),
     ("kartverket", "connector-kartverket"),
 ];
+/// Releases built from a connector's source with a feature, as a version
+/// of their own (the crate's version is the default build's): one source
+/// speaking two upstream versions. (connector id, crate, feature, version)
+const VARIANTS: &[(&str, &str, &str, &str)] =
+    &[("spar", "connector-spar", "upstream-2021-1", "1.1.0")];
 /// Test components (crate names), built beside the connectors.
 const TEST_COMPONENTS: &[&str] = &[
     "component-loop",
@@ -212,36 +217,19 @@ fn build_connectors(publish: bool) -> anyhow::Result<()> {
     // Each connector builds alone: cargo unifies the SDK's features within
     // one build, and a connector on contract 2 (SDK feature `contract-2`)
     // must not change the bytes of a connector on contract 1.
-    let mut groups: Vec<(&str, Vec<&str>)> = vec![("test components", TEST_COMPONENTS.to_vec())];
-    groups.extend(CONNECTORS.iter().map(|(id, k)| (*id, vec![*k])));
-    for (what, crates) in groups {
-        let mut c = cargo();
-        c.args([
-            "build",
-            "--target",
-            "wasm32-wasip2",
-            "--profile",
-            "connector",
-        ]);
-        for krate in crates {
-            c.args(["-p", krate]);
-        }
-        // An outer cargo must not leak its flags into the guest build, and
-        // the checkout and cargo home paths must not end up in the artifact:
-        // the same source then gives the same bytes on any machine.
-        for var in ["RUSTFLAGS", "CARGO_BUILD_TARGET"] {
-            c.env_remove(var);
-        }
-        c.env("CARGO_ENCODED_RUSTFLAGS", reproducible_flags());
-        run(
-            c,
-            &format!("cargo build --target wasm32-wasip2 --profile connector ({what})"),
-        )?;
-    }
+    let test_components: Vec<&str> = TEST_COMPONENTS.to_vec();
+    guest_build("test components", &test_components, None)?;
     let manifest_path = root().join("registry-manifest.toml");
     let mut manifest = std::fs::read_to_string(&manifest_path)?;
-    for (id, krate) in CONNECTORS {
-        let version = crate_version(krate)?;
+    let builds = CONNECTORS
+        .iter()
+        .map(|(id, krate)| Ok((*id, *krate, None, crate_version(krate)?)))
+        .chain(VARIANTS.iter().map(|(id, krate, feature, version)| {
+            Ok((*id, *krate, Some(*feature), version.to_string()))
+        }))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for (id, krate, feature, version) in builds {
+        guest_build(id, &[krate], feature)?;
         let built = wasm_dir().join(format!("{}.wasm", krate.replace('-', "_")));
         let artifact = root().join(format!("registry/artifacts/{id}-{version}.wasm"));
         let built_digest = sha256_file(&built)?;
@@ -262,6 +250,40 @@ fn build_connectors(publish: bool) -> anyhow::Result<()> {
     }
     std::fs::write(&manifest_path, manifest)?;
     Ok(())
+}
+
+/// One guest build. Each connector builds alone: cargo unifies the SDK's
+/// features within one build, and a connector on one contract must not
+/// change the bytes of a connector on another.
+fn guest_build(what: &str, crates: &[&str], feature: Option<&str>) -> anyhow::Result<()> {
+    let mut c = cargo();
+    c.args([
+        "build",
+        "--target",
+        "wasm32-wasip2",
+        "--profile",
+        "connector",
+    ]);
+    for krate in crates {
+        c.args(["-p", krate]);
+    }
+    if let Some(feature) = feature {
+        c.args(["--features", feature]);
+    }
+    // An outer cargo must not leak its flags into the guest build, and
+    // the checkout and cargo home paths must not end up in the artifact:
+    // the same source then gives the same bytes on any machine.
+    for var in ["RUSTFLAGS", "CARGO_BUILD_TARGET"] {
+        c.env_remove(var);
+    }
+    c.env("CARGO_ENCODED_RUSTFLAGS", reproducible_flags());
+    let features = feature
+        .map(|f| format!(" --features {f}"))
+        .unwrap_or_default();
+    run(
+        c,
+        &format!("cargo build --target wasm32-wasip2 --profile connector{features} ({what})"),
+    )
 }
 
 fn apt_install_if_missing(binary: &str, package: &str) {

@@ -143,6 +143,10 @@ pub struct MappedPerson {
     /// (scheme, value, active)
     pub ids: Vec<(String, String, bool)>,
     pub fields: Vec<MappedField>,
+    /// The catalogue paths this answer speaks for, when the mapping knows
+    /// it covers less than everything the connector provides (a narrower
+    /// scope, a withheld address); `None`: everything.
+    pub covers: Option<Vec<&'static str>>,
 }
 
 /// One mapped field.
@@ -163,6 +167,11 @@ impl MappedPerson {
             labels: labels.to_vec(),
             effective: None,
         });
+    }
+
+    /// Does the answer speak for `path` (see [`MappedPerson::covers`])?
+    pub fn speaks_for(&self, path: &str) -> bool {
+        self.covers.as_ref().is_none_or(|list| list.contains(&path))
     }
 
     /// The value of a field, if mapped.

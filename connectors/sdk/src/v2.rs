@@ -1,23 +1,46 @@
-//! Contract 2: the `folkhub:connector@2.0.0` bindings (world
+//! Contract 2: the `folkhub:connector@2.x` bindings (world
 //! `full-connector`) and the helpers that differ from major 1.
+//!
+//! Feature `contract-2-1` builds against 2.1.0, which adds `answers`: each
+//! answer says which fields it covers, so the host never removes a field an
+//! answer does not speak for. Feature `contract-2` alone builds against the
+//! frozen 2.0.0 text (`wit/released/connector@2.0.0.wit`), so a connector
+//! released on 2.0 still builds byte for byte as published.
 //!
 //! A connector on contract 2 implements
 //! `v2::bindings::exports::folkhub::connector::source::Guest` (and
 //! `enrich` / `watch`, or [`no_enrich_v2!`](crate::no_enrich_v2) /
-//! [`no_watch_v2!`](crate::no_watch_v2)), then calls
-//! [`export_connector_v2!`](export_connector_v2). It reads its
-//! configuration and logs through this module (the 2.0 `host` import);
-//! [`http`](crate::http) and [`soap`](crate::soap) are shared with major 1
-//! and their errors convert with [`error`].
+//! [`no_watch_v2!`](crate::no_watch_v2); on 2.1 also `answers`, with
+//! [`lookup_from_answers`] and [`changes_from_answers`] to derive `source`
+//! from it), then calls [`export_connector_v2!`](export_connector_v2). It
+//! reads its configuration and logs through this module (the 2.x `host`
+//! import); [`http`](crate::http) and [`soap`](crate::soap) are shared with
+//! major 1 and their errors convert with [`error`].
 
+#[cfg(feature = "contract-2-1")]
 #[allow(unsafe_code, clippy::all, missing_docs)]
 pub mod bindings {
-    // A local world that is 2.0's `full-connector` under another name: the
+    // A local world that is 2.1's `full-connector` under another name: the
     // generated export glue is named after the world, and major 1's is
     // `full-connector` too.
     wit_bindgen::generate!({
-        inline: "package folkhub:sdk; world connector-v2 { include folkhub:connector/full-connector@2.0.0; }",
+        inline: "package folkhub:sdk; world connector-v2 { include folkhub:connector/full-connector@2.1.0; }",
         path: "../../wit/connector-v2",
+        world: "folkhub:sdk/connector-v2",
+        generate_all,
+        pub_export_macro: true,
+        export_macro_name: "export_connector_v2",
+        default_bindings_module: "folkhub_connector_sdk::v2::bindings",
+    });
+}
+
+#[cfg(not(feature = "contract-2-1"))]
+#[allow(unsafe_code, clippy::all, missing_docs)]
+pub mod bindings {
+    // The frozen 2.0.0 text: connectors released on 2.0 rebuild unchanged.
+    wit_bindgen::generate!({
+        inline: "package folkhub:sdk; world connector-v2 { include folkhub:connector/full-connector@2.0.0; }",
+        path: "../../wit/released/connector@2.0.0.wit",
         world: "folkhub:sdk/connector-v2",
         generate_all,
         pub_export_macro: true,
@@ -33,7 +56,55 @@ pub use bindings::exports::folkhub::connector::source::{
     LookupResult, Period, PersonId, PersonRecord, Retirement,
 };
 
+#[cfg(feature = "contract-2-1")]
+pub use bindings::exports::folkhub::connector::answers::{
+    Answer, AnswerChange, AnswerOutcome, AnswerPage, AnswerResult,
+};
+
 use bindings::folkhub::connector::host;
+
+/// `source.lookup-batch` from `answers.lookup-answers`: the same records
+/// without what they cover (the host calls `answers` when it can).
+#[cfg(feature = "contract-2-1")]
+pub fn lookup_from_answers(
+    answers: Result<Vec<AnswerResult>, ConnectorError>,
+) -> Result<Vec<LookupResult>, ConnectorError> {
+    Ok(answers?
+        .into_iter()
+        .map(|r| LookupResult {
+            requested: r.requested,
+            outcome: match r.outcome {
+                AnswerOutcome::Found(a) => LookupOutcome::Found(a.person),
+                AnswerOutcome::NotFound => LookupOutcome::NotFound,
+                AnswerOutcome::Failed(e) => LookupOutcome::Failed(e),
+            },
+        })
+        .collect())
+}
+
+/// `source.changes` from `answers.change-answers`.
+#[cfg(feature = "contract-2-1")]
+pub fn changes_from_answers(
+    page: Result<AnswerPage, ConnectorError>,
+) -> Result<ChangePage, ConnectorError> {
+    let page = page?;
+    Ok(ChangePage {
+        changes: page
+            .changes
+            .into_iter()
+            .map(|c| Change {
+                id: c.id,
+                kind: c.kind,
+                event: c.event,
+                position: c.position,
+                recorded: c.recorded,
+                person: c.person.map(|a| a.person),
+            })
+            .collect(),
+        next_cursor: page.next_cursor,
+        caught_up: page.caught_up,
+    })
+}
 
 /// Converts an error of the shared helpers ([`http`](crate::http),
 /// [`soap`](crate::soap)) into contract 2's. A 410 becomes
@@ -72,6 +143,20 @@ pub fn field(
 }
 
 impl crate::MappedPerson {
+    /// The answer contract 2.1 carries: the record and what it covers
+    /// (every field `all` lists when the mapping did not narrow it).
+    #[cfg(feature = "contract-2-1")]
+    pub fn into_answer(self, upstream_version: &str, all: &[&str]) -> Answer {
+        let covers = match &self.covers {
+            Some(list) => list.iter().map(|p| p.to_string()).collect(),
+            None => all.iter().map(|p| p.to_string()).collect(),
+        };
+        Answer {
+            person: self.into_record_v2(upstream_version),
+            covers,
+        }
+    }
+
     /// The record contract 2 carries; a field's `effective` becomes the
     /// start of its period.
     pub fn into_record_v2(self, upstream_version: &str) -> PersonRecord {
@@ -173,4 +258,43 @@ macro_rules! no_watch_v2 {
             }
         }
     };
+}
+
+/// Looks up IDs one call each (SPAR, VTJ) and answers with what each answer
+/// covers (`all`: the connector's fields, for answers that do not narrow
+/// it). `ask` maps one ID to its outcome with the shared helpers' errors; a
+/// whole-call error ends the batch, and so does an `unauthorized` outcome
+/// (every later call would be refused the same way).
+#[cfg(feature = "contract-2-1")]
+pub fn one_by_one_answers(
+    ids: Vec<String>,
+    upstream_version: &str,
+    all: &[&str],
+    mut ask: impl FnMut(&str) -> Result<crate::MappedOutcome, crate::ConnectorError>,
+) -> Result<Vec<AnswerResult>, ConnectorError> {
+    let mut results = Vec::with_capacity(ids.len());
+    for id in ids {
+        let outcome = match ask(&id).map_err(|e| error(e, upstream_version))? {
+            crate::MappedOutcome::Found(p) => {
+                AnswerOutcome::Found(p.into_answer(upstream_version, all))
+            }
+            crate::MappedOutcome::NotFound => AnswerOutcome::NotFound,
+            crate::MappedOutcome::Failed(e) => match error(e, upstream_version) {
+                e @ ConnectorError::Unauthorized(_) => return Err(e),
+                e => AnswerOutcome::Failed(e),
+            },
+        };
+        results.push(AnswerResult {
+            requested: id,
+            outcome,
+        });
+    }
+    Ok(results)
+}
+
+/// Logs a mapping's warnings at `warn`.
+pub fn warn_all(warnings: Vec<String>) {
+    for w in warnings {
+        log::warn(&w, &[]);
+    }
 }

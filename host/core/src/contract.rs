@@ -22,7 +22,9 @@ pub enum ConnectorError {
     UpstreamVersionGone(String),
     #[error("bad input: {0}")]
     BadInput(String),
-    #[error("the register answered something the connector cannot read: {0}")]
+    #[error(
+        "the register answered something the connector cannot read (not retried: the same question would get the same answer, and some registers charge per call): {0}"
+    )]
     MalformedResponse(String),
     #[error("the host refused a request: {0}")]
     Denied(String),
@@ -31,13 +33,13 @@ pub enum ConnectorError {
 }
 
 impl ConnectorError {
-    /// Is a later retry of the same call likely to succeed?
+    /// Is a later retry of the same call likely to succeed? An answer the
+    /// connector cannot read is not: asking again gets the same answer, and
+    /// registers such as SPAR charge for every call.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ConnectorError::RateLimited(_)
-                | ConnectorError::UpstreamUnavailable(_)
-                | ConnectorError::MalformedResponse(_)
+            ConnectorError::RateLimited(_) | ConnectorError::UpstreamUnavailable(_)
         )
     }
 }
@@ -48,6 +50,23 @@ pub struct FoundPerson {
     pub ids: Vec<SourceId>,
     pub fields: Vec<Observation>,
     pub upstream_version: String,
+    /// The catalogue paths the answer speaks for (contract 2.1 `answers`).
+    /// `None`: the answer speaks for everything this source said before
+    /// (contracts before 2.1), so a value it no longer carries is removed.
+    /// `Some`: a path not listed is not covered, and the host keeps what it
+    /// holds for it (a narrower scope, a censored field, a product without
+    /// the field is not a removal).
+    #[serde(default)]
+    pub covers: Option<Vec<String>>,
+}
+
+impl FoundPerson {
+    /// Does this answer speak for `path`, so that its absence is a removal?
+    pub fn speaks_for(&self, path: &str) -> bool {
+        self.covers
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|p| p == path))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -69,6 +69,14 @@ pub const CATALOGUE: &[FieldDef] = &[
         "Given name(s) as registered (FREG fornavn, SPAR Fornamn, VTJ etunimet)."
     ),
     field!(
+        "name.call",
+        "name",
+        Text,
+        false,
+        ["spar", "dvv"],
+        "The given name the person is called by (SPAR Tilltalsnamn, which names one or two of the given names; VTJ kutsumanimi)."
+    ),
+    field!(
         "name.middle",
         "name",
         Text,
@@ -129,8 +137,8 @@ pub const CATALOGUE: &[FieldDef] = &[
         "family",
         Code,
         false,
-        ["folkeregister", "spar", "dvv"],
-        "Civil status: `unknown`, `unmarried`, `married`, `widowed`, `divorced`, `separated`, `registered-partner`, `separated-partner`, `divorced-partner`, `surviving-partner`; unknown codes kept as sent."
+        ["folkeregister", "dvv"],
+        "Civil status: `unknown`, `unmarried`, `married`, `widowed`, `divorced`, `separated`, `registered-partner`, `separated-partner`, `divorced-partner`, `surviving-partner`; unknown codes kept as sent. SPAR PersonSök carries no civil status (its 2021.1 XSDs have no such element; Navet does, for authorities only)."
     ),
     field!(
         "citizenship",
@@ -157,12 +165,20 @@ pub const CATALOGUE: &[FieldDef] = &[
         "Temporary address (FREG oppholdsadresse, VTJ tilapäinen osoite)."
     ),
     field!(
+        "address.shared-residence",
+        "address",
+        Address,
+        true,
+        ["folkeregister"],
+        "A child's second home under an agreement on shared residence (FREG deltBosted), with its period."
+    ),
+    field!(
         "address.postal",
         "address",
         Address,
         true,
         ["folkeregister", "spar", "dvv"],
-        "Postal address when it differs from the home address."
+        "Postal address when it differs from the home address (FREG postadresse, SPAR SarskildPostadress, VTJ kotimainen postiosoite)."
     ),
     field!(
         "address.municipality",
@@ -187,6 +203,14 @@ pub const CATALOGUE: &[FieldDef] = &[
         true,
         ["kartverket"],
         "City district code (SSB Klass 103, e.g. 030101 Gamle Oslo), for Oslo, Bergen, Trondheim and Stavanger."
+    ),
+    field!(
+        "address.se-district",
+        "address",
+        Code,
+        true,
+        ["spar"],
+        "SE distrikt of the registration (SPAR DistriktKod, six digits), the area registration and statistics use since 2016."
     ),
     field!(
         "address.coordinates",
@@ -307,6 +331,14 @@ pub const CATALOGUE: &[FieldDef] = &[
         false,
         ["krr"],
         "Digital mailbox address (KRR digital_post)."
+    ),
+    field!(
+        "contact.digital-mailbox-provider",
+        "contact",
+        Code,
+        false,
+        ["krr"],
+        "Organisation number of the digital mailbox provider (KRR digital_post.postkasseleverandoeradresse)."
     ),
 ];
 

@@ -98,7 +98,7 @@ pub const SUPPORTED: &[SupportedMajor] = &[
         major: 2,
         newest: ContractVersion {
             major: 2,
-            minor: 0,
+            minor: 1,
             patch: 0,
         },
         support: Support::Supported,
@@ -207,7 +207,7 @@ mod tests {
         );
         let e = check(ContractVersion::parse("3.0.0").unwrap()).unwrap_err();
         assert!(
-            e.contains("3.0.0") && e.contains("1.1.0, 2.0.0") && e.contains("newer major"),
+            e.contains("3.0.0") && e.contains("1.1.0, 2.1.0") && e.contains("newer major"),
             "{e}"
         );
         let e = check(ContractVersion::parse("0.9.0").unwrap()).unwrap_err();

@@ -1142,8 +1142,13 @@ impl SqlStore {
             }
             q.execute(&mut **tx).await?;
         }
-        // Whatever the source said before and no longer says is retracted.
-        for path in current.keys() {
+        // Whatever the source said before and no longer says is retracted,
+        // where the answer speaks for it: a field the answer does not cover
+        // (a narrower scope, a censored field, a product without it) keeps
+        // its stored value. A register that starts protecting a person and
+        // stops sending the address has not moved them; the stored address
+        // stays and takes the person's protection label in the merge.
+        for path in current.keys().filter(|path| person.speaks_for(path)) {
             report.observations_added += 1;
             sqlx::query(
                 "INSERT INTO observations (person_id, path, value, labels, source, release, upstream_version, effective_at, retrieved_at) VALUES ($1, $2, NULL, '[]', $3, $4, $5, NULL, $6)",
@@ -2995,6 +3000,7 @@ mod tests {
                 })
                 .collect(),
             upstream_version: "v1".into(),
+            covers: None,
         }
     }
 
@@ -3061,6 +3067,7 @@ mod tests {
                 }],
                 fields,
                 upstream_version: "v1".into(),
+                covers: None,
             }],
             cursor: None,
             reason: format!("{source} at {at}"),

@@ -665,6 +665,7 @@ impl Runner<'_> {
                     .collect(),
                 fields,
                 upstream_version: self.connector.upstream_version.clone(),
+                covers: None,
             };
             for result in results {
                 let Some((person, _)) = asks.iter().find(|(_, l)| l.key == result.key) else {

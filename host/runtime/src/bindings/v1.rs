@@ -158,6 +158,7 @@ fn person(record: source::PersonRecord) -> Result<core::FoundPerson, core::Conne
             .collect(),
         fields,
         upstream_version: record.upstream_version,
+        covers: None,
     })
 }
 

@@ -1,11 +1,15 @@
-//! Bindings for `folkhub:connector@2.x` (world `full-connector`, 2.0.0) and
+//! Bindings for `folkhub:connector@2.x` (world `full-connector`, 2.1.0) and
 //! conversions into core types.
 //!
 //! What 2.0 changed, as the host sees it: a field carries its period of
 //! validity and the host keeps only what is in force by its own clock; a
 //! change says what happened and may carry the record, which the sync
 //! stores without another lookup; a retired upstream names its version and
-//! sunset date. `source` is required, `enrich` and `watch` optional.
+//! sunset date. 2.1 added `answers`: each answer says which fields it
+//! covers, and the host removes only covered fields an answer lacks; when a
+//! component exports it, lookups and feed pages go through it. `source` is
+//! required, `enrich`, `watch` and `answers` optional (a 2.0 component has
+//! no `answers`).
 
 use chrono::{DateTime, Utc};
 use folkhub_core::contract as core;
@@ -26,7 +30,7 @@ mod generated {
 }
 
 pub use generated::FullConnector as World;
-pub use generated::exports::folkhub::connector::{enrich, source, watch};
+pub use generated::exports::folkhub::connector::{answers, enrich, source, watch};
 pub use generated::folkhub::connector::host;
 
 /// Where each exported interface lives in a component.
@@ -34,6 +38,7 @@ pub struct Exports {
     source: source::GuestIndices,
     enrich: Option<enrich::GuestIndices>,
     watch: Option<watch::GuestIndices>,
+    answers: Option<answers::GuestIndices>,
 }
 
 impl Exports {
@@ -42,6 +47,7 @@ impl Exports {
             source: source::GuestIndices::new(pre)?,
             enrich: enrich::GuestIndices::new(pre).ok(),
             watch: watch::GuestIndices::new(pre).ok(),
+            answers: answers::GuestIndices::new(pre).ok(),
         })
     }
 
@@ -75,8 +81,16 @@ impl Exports {
         instance: &Instance,
         ids: &[String],
     ) -> wasmtime::Result<Answer<Vec<core::LookupResult>>> {
-        let guest = self.source.load(&mut *store, instance)?;
         let now = Utc::now();
+        if let Some(indices) = &self.answers {
+            let guest = indices.load(&mut *store, instance)?;
+            return Ok(guest
+                .call_lookup_answers(store, ids)
+                .await?
+                .map(|list| answer_results(list, now))
+                .map_err(Into::into));
+        }
+        let guest = self.source.load(&mut *store, instance)?;
         Ok(guest
             .call_lookup_batch(store, ids)
             .await?
@@ -90,8 +104,16 @@ impl Exports {
         instance: &Instance,
         cursor: Option<&str>,
     ) -> wasmtime::Result<Answer<core::ChangePage>> {
-        let guest = self.source.load(&mut *store, instance)?;
         let now = Utc::now();
+        if let Some(indices) = &self.answers {
+            let guest = indices.load(&mut *store, instance)?;
+            return Ok(guest
+                .call_change_answers(store, cursor)
+                .await?
+                .map_err(Into::into)
+                .and_then(|page| answer_page(page, now)));
+        }
+        let guest = self.source.load(&mut *store, instance)?;
         Ok(guest
             .call_changes(store, cursor)
             .await?
@@ -254,6 +276,68 @@ fn person(
             })
             .collect(),
         upstream_version: record.upstream_version,
+        covers: None,
+    })
+}
+
+/// A record with what it covers (2.1 `answers`).
+fn answer(
+    a: answers::Answer,
+    now: DateTime<Utc>,
+) -> Result<core::FoundPerson, core::ConnectorError> {
+    let mut found = person(a.person, now)?;
+    found.covers = Some(a.covers);
+    Ok(found)
+}
+
+fn answer_results(list: Vec<answers::AnswerResult>, now: DateTime<Utc>) -> Vec<core::LookupResult> {
+    list.into_iter()
+        .map(|r| core::LookupResult {
+            requested: r.requested,
+            outcome: match r.outcome {
+                answers::AnswerOutcome::Found(a) => match answer(a, now) {
+                    Ok(p) => core::LookupOutcome::Found(p),
+                    Err(e) => core::LookupOutcome::Failed(e),
+                },
+                answers::AnswerOutcome::NotFound => core::LookupOutcome::NotFound,
+                answers::AnswerOutcome::Failed(e) => core::LookupOutcome::Failed(e.into()),
+            },
+        })
+        .collect()
+}
+
+fn change_kind(kind: source::ChangeKind) -> core::ChangeKind {
+    use source::ChangeKind as K;
+    match kind {
+        K::Created => core::ChangeKind::Created,
+        K::Updated => core::ChangeKind::Updated,
+        K::IdsChanged => core::ChangeKind::IdsChanged,
+        K::Deceased => core::ChangeKind::Deceased,
+        K::Removed => core::ChangeKind::Removed,
+        K::Other => core::ChangeKind::Other,
+    }
+}
+
+/// As [`change_page`], for a 2.1 page whose records say what they cover.
+fn answer_page(
+    page: answers::AnswerPage,
+    now: DateTime<Utc>,
+) -> Result<core::ChangePage, core::ConnectorError> {
+    let mut changes = Vec::with_capacity(page.changes.len());
+    for c in page.changes {
+        changes.push(core::Change {
+            id: c.id,
+            kind: change_kind(c.kind),
+            event: c.event,
+            position: c.position,
+            recorded: c.recorded,
+            record: c.person.map(|a| answer(a, now)).transpose()?,
+        });
+    }
+    Ok(core::ChangePage {
+        changes,
+        next_cursor: page.next_cursor,
+        caught_up: page.caught_up,
     })
 }
 
@@ -281,17 +365,9 @@ fn change_page(
 ) -> Result<core::ChangePage, core::ConnectorError> {
     let mut changes = Vec::with_capacity(page.changes.len());
     for c in page.changes {
-        use source::ChangeKind as K;
         changes.push(core::Change {
             id: c.id,
-            kind: match c.kind {
-                K::Created => core::ChangeKind::Created,
-                K::Updated => core::ChangeKind::Updated,
-                K::IdsChanged => core::ChangeKind::IdsChanged,
-                K::Deceased => core::ChangeKind::Deceased,
-                K::Removed => core::ChangeKind::Removed,
-                K::Other => core::ChangeKind::Other,
-            },
+            kind: change_kind(c.kind),
             event: c.event,
             position: c.position,
             recorded: c.recorded,

@@ -86,8 +86,16 @@ fn map(register: &str, body: &str) -> Result<Vec<LookupResult>, ConnectorError> 
             let mut out = Vec::new();
             for answer in body.split(SEPARATOR) {
                 let mut warnings = Vec::new();
-                if let mapping::Outcome::Found(p) =
-                    mapping::map_answer(answer, "", &mut warnings).map_err(malformed)?
+                if let mapping::Outcome::Found(p) = mapping::map_answer(
+                    answer,
+                    "",
+                    mapping::Asked {
+                        relations: true,
+                        citizenship: true,
+                    },
+                    &mut warnings,
+                )
+                .map_err(malformed)?
                 {
                     out.push(found(p.into_record(mapping::UPSTREAM_VERSION)));
                 }
