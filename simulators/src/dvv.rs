@@ -12,6 +12,13 @@
 //! | `PERUSSANOMA 1` | identity, names, gender, mother tongue, citizenship, death, turvakielto; the address and home municipality **only without turvakielto** |
 //! | `Perussanoma 3` | all of `PERUSSANOMA 1`, addresses also under turvakielto (an authority's permit), custodians (`Huoltaja`) and guardianship (`Edunvalvonta`) |
 //! | `Huoltaja-Huollettavat` | identity, names and custodians |
+//! | `OPHREK` | as Opetushallitus's product (OPHREK.xsd): every element present, empty when there is no value; the address **split** into `KatuS`, `Katunumero`, `Porraskirjain`, `Huoneistonumero` (zero-padded to three digits), `Jakokirjain`; call name, e-mail, custodians and guardianship |
+//!
+//! `Perussanoma 3` also carries the call name, the e-mail (`Sahkopostiosoite`),
+//! a domestic postal address (`KotimainenPostiosoite`) and the civil status
+//! (`Siviilisaaty`, inferred: see docs/simulators.md). The joined products
+//! send the address elements empty when there is no address, as OPHREK
+//! does; under turvakielto `PERUSSANOMA 1` leaves them out (censored).
 //!
 //! `Henkilo` names the active HETU with `voimassaolokoodi="1"` and any
 //! corrected, passive ones with `voimassaolokoodi="0"` (the attribute is
@@ -51,7 +58,12 @@ pub const SOAP_ACTION: &str = "http://tempuri.org/TeeHenkilonTunnusKysely";
 /// The VTJ user the simulator accepts, with the products in its permit.
 pub const USER: &str = "folkhub-test";
 pub const PASSWORD: &str = "vtj-simulator-password";
-pub const PRODUCTS: &[&str] = &["PERUSSANOMA 1", "Perussanoma 3", "Huoltaja-Huollettavat"];
+pub const PRODUCTS: &[&str] = &[
+    "PERUSSANOMA 1",
+    "Perussanoma 3",
+    "Huoltaja-Huollettavat",
+    "OPHREK",
+];
 /// The change interface's service user (Basic auth).
 pub const MUTP_USER: &str = "folkhub-mutp";
 pub const MUTP_PASSWORD: &str = "mutp-simulator-password";
@@ -113,8 +125,45 @@ fn names_xml(p: &FiPerson) -> String {
     )
 }
 
+/// A synthetic e-mail address for some Finns (every third).
+pub fn email(p: &FiPerson) -> Option<String> {
+    (p.key % 3 == 0 && p.death.is_none()).then(|| format!("fi{}@example.invalid", p.key))
+}
+
+/// A synthetic civil status code for adults (VTJ Siviilisaatykoodi).
+pub fn civil_status_code(p: &FiPerson) -> Option<&'static str> {
+    if p.is_minor() {
+        return None;
+    }
+    Some(["1", "2", "2", "3", "4"][p.key % 5])
+}
+
+/// A synthetic domestic postal address for some Finns (every sixth with an
+/// address): a PO box in the same post office.
+pub fn postal_address(p: &FiPerson) -> Option<(String, String, &'static str)> {
+    let a = p.address.as_ref().filter(|_| p.death.is_none())?;
+    (p.key % 6 == 0).then(|| (format!("PL {}", 100 + p.key), a.postal_code.clone(), a.city))
+}
+
+/// `FiAddress::flat` (`B 12`) as OPHREK's parts: porraskirjain, and the
+/// huoneistonumero zero-padded to three digits.
+fn flat_parts(flat: Option<&str>) -> (String, String) {
+    let Some(flat) = flat else {
+        return (String::new(), String::new());
+    };
+    let (stair, number) = flat.split_once(' ').unwrap_or(("", flat));
+    let number = number
+        .parse::<u32>()
+        .map(|n| format!("{n:03}"))
+        .unwrap_or_default();
+    (stair.to_string(), number)
+}
+
 /// The `Henkilo` element for a product.
 pub fn henkilo(population: &Population, p: &FiPerson, product: &str) -> String {
+    if product == "OPHREK" {
+        return henkilo_ophrek(population, p);
+    }
     let mut x = String::from("<Henkilo>");
     x.push_str(&format!(
         "<Henkilotunnus voimassaolokoodi=\"1\">{}</Henkilotunnus>",
@@ -134,24 +183,39 @@ pub fn henkilo(population: &Population, p: &FiPerson, product: &str) -> String {
         return x;
     }
     let full = product == "Perussanoma 3";
-    if let Some(a) = p.address.as_ref().filter(|_| p.death.is_none())
-        && (full || !p.non_disclosure)
-    {
-        x.push_str(&format!(
-            "<VakinainenKotimainenLahiosoite>{}{}{}{}{}{}</VakinainenKotimainenLahiosoite>",
-            el("LahiosoiteS", &a.line()),
-            el("LahiosoiteR", &a.line()),
-            el("Postinumero", &a.postal_code),
-            el("PostitoimipaikkaS", a.city),
-            el("PostitoimipaikkaR", a.city_sv),
-            el("AsuminenAlkupvm", &ymd(a.since)),
-        ));
-        x.push_str(&format!(
-            "<Kotikunta>{}{}{}</Kotikunta>",
-            el("Kuntanumero", a.municipality),
-            el("KuntaS", a.city),
-            el("KuntaR", a.city_sv),
-        ));
+    let address = p.address.as_ref().filter(|_| p.death.is_none());
+    if full || !p.non_disclosure {
+        match address {
+            Some(a) => {
+                x.push_str(&format!(
+                    "<VakinainenKotimainenLahiosoite>{}{}{}{}{}{}</VakinainenKotimainenLahiosoite>",
+                    el("LahiosoiteS", &a.line()),
+                    el("LahiosoiteR", &a.line()),
+                    el("Postinumero", &a.postal_code),
+                    el("PostitoimipaikkaS", a.city),
+                    el("PostitoimipaikkaR", a.city_sv),
+                    el("AsuminenAlkupvm", &ymd(a.since)),
+                ));
+                x.push_str(&format!(
+                    "<Kotikunta>{}{}{}</Kotikunta>",
+                    el("Kuntanumero", a.municipality),
+                    el("KuntaS", a.city),
+                    el("KuntaR", a.city_sv),
+                ));
+            }
+            None => x.push_str("<VakinainenKotimainenLahiosoite/><Kotikunta/>"),
+        }
+    }
+    if full {
+        match postal_address(p) {
+            Some((line, code, city)) => x.push_str(&format!(
+                "<KotimainenPostiosoite>{}{}{}</KotimainenPostiosoite>",
+                el("PostiosoiteS", &line),
+                el("Postinumero", &code),
+                el("PostitoimipaikkaS", city),
+            )),
+            None => x.push_str("<KotimainenPostiosoite/>"),
+        }
     }
     x.push_str(&format!(
         "<Turvakielto>{}</Turvakielto>",
@@ -191,41 +255,143 @@ pub fn henkilo(population: &Population, p: &FiPerson, product: &str) -> String {
     }
     if full {
         x.push_str(&custodians(population, p));
-        if let Some(t) = p.trustee.filter(|_| p.death.is_none()) {
-            let trustee = &population.finns[t];
-            x.push_str(&format!(
-                "<Edunvalvonta>{}{}<HenkiloEdunvalvoja>{}{}</HenkiloEdunvalvoja></Edunvalvonta>",
-                el("Alkupvm", "20200101"),
-                el("Tehtavienjakokoodi", "1"),
-                el("Henkilotunnus", trustee.id()),
-                names_xml(trustee),
-            ));
+        x.push_str(&trustee(population, p));
+        x.push_str(&el("Sahkopostiosoite", &email(p).unwrap_or_default()));
+        match civil_status_code(p) {
+            Some(code) => x.push_str(&format!(
+                "<Siviilisaaty>{}</Siviilisaaty>",
+                el("Siviilisaatykoodi", code)
+            )),
+            None => x.push_str("<Siviilisaaty/>"),
         }
     }
     x.push_str("</Henkilo>");
     x
 }
 
-fn custodians(population: &Population, p: &FiPerson) -> String {
-    if p.death.is_some() {
-        return String::new();
+fn trustee(population: &Population, p: &FiPerson) -> String {
+    match p.trustee.filter(|_| p.death.is_none()) {
+        Some(t) => {
+            let trustee = &population.finns[t];
+            format!(
+                "<Edunvalvonta>{}{}<HenkiloEdunvalvoja>{}{}</HenkiloEdunvalvoja></Edunvalvonta>",
+                el("Alkupvm", "20200101"),
+                el("Tehtavienjakokoodi", "1"),
+                el("Henkilotunnus", trustee.id()),
+                names_xml_plain(trustee),
+            )
+        }
+        None => "<Edunvalvonta/>".into(),
     }
+}
+
+fn names_xml_plain(p: &FiPerson) -> String {
+    format!(
+        "<NykyinenSukunimi>{}</NykyinenSukunimi><NykyisetEtunimet>{}</NykyisetEtunimet>",
+        el("Sukunimi", &p.family),
+        el("Etunimet", &p.given),
+    )
+}
+
+/// The `Henkilo` of Opetushallitus's product, element by element as
+/// OPHREK.xsd lists them: every element is present (empty when there is
+/// no value), and the street address comes split into its parts.
+fn henkilo_ophrek(population: &Population, p: &FiPerson) -> String {
+    let mut x = String::from("<Henkilo>");
+    x.push_str(&format!(
+        "<Henkilotunnus voimassaolokoodi=\"1\">{}</Henkilotunnus>",
+        esc(p.id())
+    ));
+    let (code, fi, sv) = match p.gender {
+        Gender::Male => ("1", "Mies", "Man"),
+        Gender::Female => ("2", "Nainen", "Kvinna"),
+    };
+    x.push_str(&format!(
+        "<Sukupuoli>{}{}{}</Sukupuoli>",
+        el("Sukupuolikoodi", code),
+        el("SukupuoliS", fi),
+        el("SukupuoliR", sv)
+    ));
+    x.push_str(&format!(
+        "<Aidinkieli>{}{}{}{}</Aidinkieli>",
+        el("Kielikoodi", p.language),
+        el("KieliS", p.language),
+        el("KieliR", p.language),
+        el("KieliSelvakielinen", "")
+    ));
+    x.push_str(&format!(
+        "<Kuolintiedot>{}</Kuolintiedot>",
+        el("Kuolinpvm", &p.death.map(ymd).unwrap_or_default())
+    ));
+    x.push_str(&names_xml(p));
+    let address = p
+        .address
+        .as_ref()
+        .filter(|_| p.death.is_none() && !p.non_disclosure);
+    let (stair, flat) = flat_parts(address.and_then(|a| a.flat.as_deref()));
+    let part = |f: &dyn Fn(&crate::nordic::FiAddress) -> String| address.map(f).unwrap_or_default();
+    x.push_str(&format!(
+        "<VakinainenKotimainenOsoite>{}{}{}{}{}{}{}{}{}{}{}{}</VakinainenKotimainenOsoite>",
+        el("ParasOsoiteTieto", ""),
+        el("KatuS", &part(&|a| a.street.clone())),
+        el("KatuR", &part(&|a| a.street.clone())),
+        el("Katunumero", &part(&|a| a.number.to_string())),
+        el("Porraskirjain", &stair),
+        el("Huoneistonumero", &flat),
+        el("Jakokirjain", ""),
+        el("Postinumero", &part(&|a| a.postal_code.clone())),
+        el("PostitoimipaikkaS", &part(&|a| a.city.to_string())),
+        el("PostitoimipaikkaR", &part(&|a| a.city_sv.to_string())),
+        el("AsuminenAlkupvm", &part(&|a| ymd(a.since))),
+        el("AsuminenLoppupvm", ""),
+    ));
+    x.push_str(&format!(
+        "<Kotikunta>{}{}{}{}</Kotikunta>",
+        el("Kuntanumero", &part(&|a| a.municipality.to_string())),
+        el("KuntaS", &part(&|a| a.city.to_string())),
+        el("KuntaR", &part(&|a| a.city_sv.to_string())),
+        el("KuntasuhdeAlkupvm", &part(&|a| ymd(a.since))),
+    ));
+    x.push_str(&format!(
+        "<Turvakielto>{}{}</Turvakielto>",
+        el("TurvakieltoTieto", if p.non_disclosure { "1" } else { "0" }),
+        el("TurvakieltoPaattymispvm", "")
+    ));
+    x.push_str(&custodians(population, p));
+    x.push_str(&trustee(population, p));
+    x.push_str(&el("Sahkopostiosoite", &email(p).unwrap_or_default()));
+    for c in &p.citizenship {
+        let numeric = FI_CITIZENSHIPS
+            .iter()
+            .find(|(_, a)| a == c)
+            .map_or("998", |(n, _)| n);
+        x.push_str(&format!(
+            "<Kansalaisuus>{}{}</Kansalaisuus>",
+            el("Kansalaisuuskoodi3", numeric),
+            el("KansalaisuusS", c)
+        ));
+    }
+    x.push_str("</Henkilo>");
+    x
+}
+
+/// `HuoltajaLkm` (0 when there is no living custodian, so the answer says
+/// so) and one `Huoltaja` each, in OPHREK.xsd's order.
+fn custodians(population: &Population, p: &FiPerson) -> String {
     let living: Vec<&FiPerson> = p
         .guardians
         .iter()
         .map(|g| &population.finns[*g])
-        .filter(|g| g.death.is_none())
+        .filter(|g| g.death.is_none() && p.death.is_none())
         .collect();
-    if living.is_empty() {
-        return String::new();
-    }
     let mut x = el("HuoltajaLkm", &living.len().to_string());
     for g in living {
         x.push_str(&format!(
-            "<Huoltaja>{}{}<Huoltotiedot>{}</Huoltotiedot></Huoltaja>",
+            "<Huoltaja>{}{}<Huoltotiedot>{}</Huoltotiedot>{}</Huoltaja>",
             el("Henkilotunnus", g.id()),
-            names_xml(g),
+            el("Syntymaaika", &ymd(g.birth)),
             el("Henkilosuhdelajikoodi", "1"),
+            names_xml_plain(g),
         ));
     }
     x
@@ -514,4 +680,74 @@ async fn changes(State(shared): State<Shared>, headers: HeaderMap, body: String)
         "muutokset": out,
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire;
+
+    /// Every answer of every product, found or not, holds to the element
+    /// table written from OPHREK.xsd and the products' published shapes.
+    #[test]
+    fn every_answer_of_every_product_holds_to_the_published_schema() {
+        let population = Population::generate(7, 2000);
+        let table = wire::table("vtj-kysely").unwrap_or_else(|e| panic!("{e}"));
+        assert!(population.finns.iter().any(|p| p.non_disclosure));
+        assert!(population.finns.iter().any(|p| p.death.is_some()));
+        assert!(
+            population
+                .finns
+                .iter()
+                .any(|p| p.address.as_ref().is_some_and(|a| a.flat.is_some()))
+        );
+        for product in PRODUCTS {
+            for p in &population.finns {
+                let xml = answer(
+                    product,
+                    "0000",
+                    "Haku onnistui",
+                    p.id(),
+                    Some(henkilo(&population, p, product)),
+                );
+                if let Err(problems) = table.check_xml(&xml) {
+                    panic!(
+                        "{product} {}: {:?}\n{xml}",
+                        p.id(),
+                        &problems[..problems.len().min(5)]
+                    );
+                }
+            }
+            for (code, text) in [
+                ("0001", "Henkilöä ei löytynyt"),
+                ("0002", "Henkilötunnus virheellinen"),
+                ("0003", "Käyttäjätunnus tai salasana virheellinen"),
+            ] {
+                let xml = answer(product, code, text, "010101-123N", None);
+                assert!(table.check_xml(&xml).is_ok(), "{:?}", table.check_xml(&xml));
+            }
+        }
+    }
+
+    #[test]
+    fn ophrek_splits_the_address_and_pads_the_flat() {
+        assert_eq!(flat_parts(Some("B 7")), ("B".into(), "007".into()));
+        assert_eq!(flat_parts(None), (String::new(), String::new()));
+        let population = Population::generate(7, 2000);
+        let p = population
+            .finns
+            .iter()
+            .find(|p| {
+                !p.non_disclosure
+                    && p.death.is_none()
+                    && p.address.as_ref().is_some_and(|a| a.flat.is_some())
+            })
+            .expect("a Finn with a flat");
+        let xml = henkilo(&population, p, "OPHREK");
+        assert!(
+            xml.contains("<KatuS>") && !xml.contains("LahiosoiteS"),
+            "{xml}"
+        );
+        assert!(xml.contains("<Huoneistonumero>0"), "{xml}");
+    }
 }

@@ -1025,6 +1025,28 @@ impl Population {
     pub fn fi_fields(&self, p: &FiPerson) -> BTreeMap<String, Value> {
         let mut f = BTreeMap::new();
         f.insert("name.given".into(), json!(p.given));
+        if let Some(call) = p.given.split(' ').next() {
+            f.insert("name.call".into(), json!(call));
+        }
+        if let Some(e) = crate::dvv::email(p) {
+            f.insert("contact.email".into(), json!(e));
+        }
+        // VTJ's codes (inferred, see docs/simulators.md) in the catalogue's words.
+        if let Some(code) = crate::dvv::civil_status_code(p) {
+            let status = match code {
+                "1" => "unmarried",
+                "2" => "married",
+                "3" => "divorced",
+                _ => "widowed",
+            };
+            f.insert("civil-status".into(), json!(status));
+        }
+        if let Some((line, postal_code, city)) = crate::dvv::postal_address(p) {
+            f.insert(
+                "address.postal".into(),
+                json!({"kind": "postal", "lines": [line], "postal_code": postal_code, "city": city, "country": "FIN"}),
+            );
+        }
         f.insert("name.family".into(), json!(p.family));
         f.insert("birth.date".into(), json!(p.birth.to_string()));
         f.insert("gender".into(), json!(gender(p.gender)));

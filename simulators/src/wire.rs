@@ -279,16 +279,24 @@ pub fn check_value(kind: &str, text: &str, has_children: bool) -> Result<(), Str
         "date" => is_date(t),
         // YYYYMMDD (VTJ PaivamaaraTyyppi), possibly empty where a product
         // sends the element without a value.
+        // VTJ's own partial dates use 00 for an unknown month or day.
         "ymd" => {
-            t.is_empty() || t.len() == 8 && chrono::NaiveDate::parse_from_str(t, "%Y%m%d").is_ok()
+            t.is_empty()
+                || t.len() == 8
+                    && t.chars().all(|c| c.is_ascii_digit())
+                    && (chrono::NaiveDate::parse_from_str(t, "%Y%m%d").is_ok()
+                        || (&t[6..] == "00" && &t[4..6] <= "12"))
         }
         "partial-date" => {
             let digits = t.chars().filter(|c| c.is_ascii_digit()).count();
             (t.len() == 10 && digits == 8 && &t[4..5] == "-" && &t[7..8] == "-")
                 || (t.len() <= 7 && t.chars().all(|c| c.is_ascii_digit()))
         }
+        // RFC 3339, a local time without offset (SPAR's Tidsstampel), or an
+        // offset of hours only (`+02`, as KRR's documented examples write it).
         "datetime" => {
             chrono::DateTime::parse_from_rfc3339(t).is_ok()
+                || chrono::DateTime::parse_from_rfc3339(&format!("{t}:00")).is_ok()
                 || chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
         }
         "pattern-id" => {
@@ -379,6 +387,10 @@ mod tests {
         assert!(check_value("partial-date", "2024", false).is_ok());
         assert!(check_value("ymd", "20240301", false).is_ok());
         assert!(check_value("ymd", "2024-03-01", false).is_err());
+        assert!(check_value("ymd", "20240300", false).is_ok());
+        assert!(check_value("ymd", "20241301", false).is_err());
+        assert!(check_value("ymd", "20240300", false).is_ok());
+        assert!(check_value("ymd", "20241301", false).is_err());
         assert!(check_value("int:10..99", "12", false).is_ok());
         assert!(check_value("int:10..99", "9", false).is_err());
         assert!(check_value("enum:JA|NEJ", "ja", false).is_err());

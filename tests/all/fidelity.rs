@@ -220,12 +220,15 @@ async fn feed_file(State(served): State<Served>, UrlPath(n): UrlPath<u64>) -> Re
 }
 
 async fn krr_persons(State(served): State<Served>, body: String) -> Response {
+    // KRR answers batches: the case is the one asked for exactly these IDs.
     let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let first = request["personidentifikatorer"][0]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    match case_for(&served, &first) {
+    let asked = &request["personidentifikatorer"];
+    let case = served
+        .cases
+        .iter()
+        .find(|c| &c.expected["requested"] == asked)
+        .cloned();
+    match case {
         Some(case) => (
             StatusCode::OK,
             [("content-type", "application/json")],

@@ -157,7 +157,7 @@ fn native_mapping(register: &str, body: &str) -> usize {
         }
         "krr" => {
             let json: serde_json::Value = serde_json::from_str(body).unwrap();
-            for p in connector_krr::mapping::map_persons(&json).unwrap() {
+            for p in connector_krr::mapping::map_persons(&json, None).unwrap() {
                 let ids = vec![("no-fnr".to_string(), p.id.clone(), true)];
                 found.push(to_core(
                     ids,
@@ -189,7 +189,8 @@ fn native_mapping(register: &str, body: &str) -> usize {
         "dvv" => {
             for answer in body.split(SEPARATOR) {
                 if let connector_dvv::mapping::Outcome::Found(p) =
-                    connector_dvv::mapping::map_answer(answer, "", &mut warnings).unwrap()
+                    connector_dvv::mapping::map_answer(answer, "", "20261203", &mut warnings)
+                        .unwrap()
                 {
                     found.push(from_sdk(p));
                 }

@@ -5,12 +5,25 @@
 //! for audit) and one HETU; user and password are host placeholders. The
 //! answer `VTJHenkiloVastaussanoma` (namespace
 //! `http://xml.vrk.fi/schema/vtjkysely`) has a `Paluukoodi` and, when found,
-//! `Henkilo`. Which elements `Henkilo` holds depends on the product; what is
-//! absent is absent.
+//! `Henkilo`. Which elements `Henkilo` holds depends on the product.
+//!
+//! **Both address forms.** Some products send the street line joined
+//! (`VakinainenKotimainenLahiosoite/LahiosoiteS`), others in parts
+//! (`VakinainenKotimainenOsoite`: `KatuS`, `Katunumero`, `Porraskirjain`,
+//! `Huoneistonumero` zero-padded to three digits, `Jakokirjain`; OPHREK.xsd
+//! in Opetushallitus/vtj). The connector reads both and writes the line
+//! `Katu 12 B 7a`.
+//!
+//! **Coverage.** What a product does not carry is not covered: a field is
+//! covered when the answer has the element that holds it (OPHREK-style
+//! products send every element, empty when there is no value, so an empty
+//! element is a removal). Under turvakielto a product without the permit
+//! leaves the address out, or sends it empty: the address is then not
+//! covered, and what the host holds stays, protected by the marker.
 
 use folkhub_connector_sdk::ids;
 use folkhub_connector_sdk::soap::{self, child, child_text, children, esc, path_text};
-use folkhub_connector_sdk::{ConnectorError, MappedPerson};
+use folkhub_connector_sdk::{ConnectorError, MappedField, MappedPerson};
 use serde_json::{Value, json};
 
 pub const UPSTREAM_VERSION: &str = "vtjkysely-1";
@@ -27,16 +40,21 @@ pub const LABEL: &str = "TURVAKIELTO";
 
 pub const FIELDS: &[&str] = &[
     "name.given",
+    "name.call",
     "name.family",
     "birth.date",
     "gender",
     "status",
     "death.date",
     "citizenship",
+    "civil-status",
     "address.residential",
+    "address.temporary",
+    "address.postal",
     "address.municipality",
     "protection.fi-non-disclosure",
     "language.preferred",
+    "contact.email",
     "relations.parental-responsibility",
     "relations.guardianship",
 ];
@@ -110,10 +128,17 @@ fn date(text: &str) -> Option<String> {
     Some(format!("{y}-{m}-{d}"))
 }
 
+/// Today, for ending addresses whose `AsuminenLoppupvm` has passed (the
+/// connector reports current values only; dates compare as YYYYMMDD text).
+fn ended(end: Option<&str>, today: &str) -> bool {
+    end.is_some_and(|e| e.len() == 8 && e <= today)
+}
+
 /// Maps one answer to the query for `requested`.
 pub fn map_answer(
     xml: &str,
     requested: &str,
+    today: &str,
     warnings: &mut Vec<String>,
 ) -> Result<Outcome, String> {
     let doc = soap::parse(xml, "VTJ answer")?;
@@ -161,12 +186,102 @@ pub fn map_answer(
         }
     }
     let henkilo = child(answer, NS, "Henkilo").ok_or("Paluukoodi 0000 but no Henkilo")?;
-    Ok(Outcome::Found(map_henkilo(henkilo, requested, warnings)?))
+    Ok(Outcome::Found(map_henkilo(
+        henkilo, requested, today, warnings,
+    )?))
+}
+
+/// A domestic address, joined (`LahiosoiteS`) or split (`KatuS`, ...), with
+/// the municipality; `None` when the element holds no street.
+fn domestic(a: roxmltree::Node, municipality: Option<&str>) -> Option<Value> {
+    let text = |name: &str| child_text(a, NS, name);
+    let line = match text("LahiosoiteS").or_else(|| text("LahiosoiteR")) {
+        Some(line) => line.to_string(),
+        None => {
+            let street = text("KatuS").or_else(|| text("KatuR"))?;
+            let mut line = street.to_string();
+            if let Some(n) = text("Katunumero") {
+                line.push(' ');
+                line.push_str(n);
+            }
+            if let Some(stair) = text("Porraskirjain") {
+                line.push(' ');
+                line.push_str(stair);
+            }
+            // Huoneistonumero comes zero-padded (`007`): the address says 7.
+            let flat = text("Huoneistonumero")
+                .map(|f| f.trim_start_matches('0'))
+                .filter(|f| !f.is_empty());
+            if let Some(flat) = flat {
+                line.push(' ');
+                line.push_str(flat);
+            }
+            if let Some(division) = text("Jakokirjain") {
+                if flat.is_none() {
+                    line.push(' ');
+                }
+                line.push_str(division);
+            }
+            line
+        }
+    };
+    let mut address = serde_json::Map::new();
+    address.insert("kind".into(), json!("postal"));
+    address.insert("lines".into(), json!([line]));
+    if let Some(pc) = text("Postinumero") {
+        address.insert("postal_code".into(), json!(pc));
+    }
+    if let Some(city) = text("PostitoimipaikkaS").or_else(|| text("PostitoimipaikkaR")) {
+        address.insert("city".into(), json!(city));
+    }
+    if let Some(m) = municipality {
+        address.insert("municipality".into(), json!(m));
+    }
+    address.insert("country".into(), json!("FIN"));
+    Some(Value::Object(address))
+}
+
+/// A foreign address (`…UlkomainenOsoite`, `UlkomainenPostiosoite`).
+fn foreign(a: roxmltree::Node) -> Option<Value> {
+    let line = child_text(a, NS, "UlkomainenLahiosoite")?;
+    let mut lines = vec![line];
+    if let Some(place) = child_text(a, NS, "UlkomainenPaikkakunta") {
+        lines.push(place);
+    }
+    let mut address = serde_json::Map::new();
+    address.insert("kind".into(), json!("foreign"));
+    address.insert("lines".into(), json!(lines));
+    // Valtiokoodi3 is numeric (ISO 3166); alpha-3 where known.
+    if let Some(code) = child_text(a, NS, "Valtiokoodi3") {
+        let alpha = COUNTRIES
+            .iter()
+            .find(|(n, _)| *n == code)
+            .map_or(code, |(_, a)| a);
+        address.insert("country".into(), json!(alpha));
+    }
+    Some(Value::Object(address))
+}
+
+/// Civil status codes (Siviilisaatykoodi, inferred: see docs/simulators.md)
+/// in the catalogue's words.
+fn civil_status(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "1" => "unmarried",
+        "2" => "married",
+        "3" => "divorced",
+        "4" => "widowed",
+        "5" => "registered-partner",
+        "6" => "divorced-partner",
+        "7" => "surviving-partner",
+        "0" | "9" => "unknown",
+        _ => return None,
+    })
 }
 
 fn map_henkilo(
     h: roxmltree::Node,
     requested: &str,
+    today: &str,
     warnings: &mut Vec<String>,
 ) -> Result<MappedPerson, String> {
     let mut p = MappedPerson::default();
@@ -190,14 +305,116 @@ fn map_henkilo(
         // Asked by a corrected (passive) HETU: VTJ answers with the active one.
         p.ids.push(("fi-hetu".into(), asked.value, false));
     }
+    let has = |name: &str| child(h, NS, name).is_some();
     let protected = path_text(h, NS, &["Turvakielto", "TurvakieltoTieto"]) == Some("1");
     let location: Vec<String> = if protected {
         vec![LABEL.into()]
     } else {
         vec![]
     };
+    // What the answer speaks for: the fields whose elements it holds.
+    let mut covers: Vec<&'static str> = vec!["birth.date", "status"];
+    let mut cover = |field: &'static str, held: bool| {
+        if held {
+            covers.push(field);
+        }
+    };
+    cover("name.given", has("NykyisetEtunimet"));
+    cover("name.family", has("NykyinenSukunimi"));
+    cover("name.call", has("NykyinenKutsumanimi"));
+    cover("gender", has("Sukupuoli"));
+    cover("death.date", has("Kuolintiedot"));
+    cover("citizenship", has("Kansalaisuus"));
+    cover("civil-status", has("Siviilisaaty"));
+    cover("protection.fi-non-disclosure", has("Turvakielto"));
+    cover("language.preferred", has("Aidinkieli"));
+    cover("contact.email", has("Sahkopostiosoite"));
+    cover(
+        "relations.parental-responsibility",
+        has("HuoltajaLkm") || has("Huoltaja"),
+    );
+    cover("relations.guardianship", has("Edunvalvonta"));
+    let municipality = path_text(h, NS, &["Kotikunta", "Kuntanumero"]);
+    let residential = [
+        "VakinainenKotimainenLahiosoite",
+        "VakinainenKotimainenOsoite",
+    ]
+    .iter()
+    .filter_map(|name| child(h, NS, name))
+    .filter(|a| !ended(child_text(*a, NS, "AsuminenLoppupvm"), today))
+    .find_map(|a| domestic(a, municipality).map(|v| (v, child_text(a, NS, "AsuminenAlkupvm"))))
+    .or_else(|| {
+        child(h, NS, "VakinainenUlkomainenOsoite")
+            .and_then(|a| foreign(a).map(|v| (v, child_text(a, NS, "AsuminenAlkupvm"))))
+    });
+    let residential_held = has("VakinainenKotimainenLahiosoite")
+        || has("VakinainenKotimainenOsoite")
+        || has("VakinainenUlkomainenOsoite");
+    // Under turvakielto an empty or missing address is withheld, not gone.
+    let location_held = |held: bool, value: bool| held && (!protected || value);
+    cover(
+        "address.residential",
+        location_held(residential_held, residential.is_some()),
+    );
+    cover(
+        "address.municipality",
+        location_held(has("Kotikunta"), municipality.is_some()),
+    );
+    let temporary = [
+        "TilapainenKotimainenLahiosoite",
+        "TilapainenKotimainenOsoite",
+    ]
+    .iter()
+    .flat_map(|name| children(h, NS, name))
+    .filter(|a| !ended(child_text(*a, NS, "AsuminenLoppupvm"), today))
+    .find_map(|a| domestic(a, None).map(|v| (v, child_text(a, NS, "AsuminenAlkupvm"))));
+    let temporary_held = has("TilapainenKotimainenLahiosoite")
+        || has("TilapainenKotimainenOsoite")
+        || has("TilapainenUlkomainenOsoite");
+    cover(
+        "address.temporary",
+        location_held(temporary_held, temporary.is_some()),
+    );
+    let postal = children(h, NS, "KotimainenPostiosoite")
+        .filter(|a| !ended(child_text(*a, NS, "PostiosoiteLoppupvm"), today))
+        .find_map(|a| {
+            let line =
+                child_text(a, NS, "PostiosoiteS").or_else(|| child_text(a, NS, "PostiosoiteR"))?;
+            let mut address = serde_json::Map::new();
+            address.insert("kind".into(), json!("postal"));
+            address.insert("lines".into(), json!([line]));
+            if let Some(pc) = child_text(a, NS, "Postinumero") {
+                address.insert("postal_code".into(), json!(pc));
+            }
+            if let Some(city) = child_text(a, NS, "PostitoimipaikkaS")
+                .or_else(|| child_text(a, NS, "PostitoimipaikkaR"))
+            {
+                address.insert("city".into(), json!(city));
+            }
+            address.insert("country".into(), json!("FIN"));
+            Some((
+                Value::Object(address),
+                child_text(a, NS, "PostiosoiteAlkupvm"),
+            ))
+        })
+        .or_else(|| {
+            children(h, NS, "UlkomainenPostiosoite")
+                .filter(|a| !ended(child_text(*a, NS, "PostiosoiteLoppupvm"), today))
+                .find_map(|a| foreign(a).map(|v| (v, child_text(a, NS, "PostiosoiteAlkupvm"))))
+        });
+    let postal_held = has("KotimainenPostiosoite") || has("UlkomainenPostiosoite");
+    cover(
+        "address.postal",
+        location_held(postal_held, postal.is_some()),
+    );
+    covers.sort_unstable();
+    p.covers = Some(covers);
+
     if let Some(given) = path_text(h, NS, &["NykyisetEtunimet", "Etunimet"]) {
         p.push("name.given", json!(given), &[]);
+    }
+    if let Some(call) = path_text(h, NS, &["NykyinenKutsumanimi", "Kutsumanimi"]) {
+        p.push("name.call", json!(call), &[]);
     }
     if let Some(family) = path_text(h, NS, &["NykyinenSukunimi", "Sukunimi"]) {
         p.push("name.family", json!(family), &[]);
@@ -226,43 +443,41 @@ fn map_henkilo(
             )),
         }
     }
+    if let Some(code) = path_text(h, NS, &["Siviilisaaty", "Siviilisaatykoodi"]) {
+        match civil_status(code) {
+            Some(status) => p.push("civil-status", json!(status), &[]),
+            None => {
+                warnings.push(format!("unknown Siviilisaatykoodi {code:?}; kept as sent"));
+                p.push("civil-status", json!(code), &[]);
+            }
+        }
+    }
     if protected {
         p.push("protection.fi-non-disclosure", json!(true), &[]);
     }
-    if let Some(a) = child(h, NS, "VakinainenKotimainenLahiosoite") {
-        let line = child_text(a, NS, "LahiosoiteS").or_else(|| child_text(a, NS, "LahiosoiteR"));
-        if let Some(line) = line {
-            let mut address = serde_json::Map::new();
-            address.insert("kind".into(), json!("postal"));
-            address.insert("lines".into(), json!([line]));
-            if let Some(pc) = child_text(a, NS, "Postinumero") {
-                address.insert("postal_code".into(), json!(pc));
-            }
-            if let Some(city) = child_text(a, NS, "PostitoimipaikkaS")
-                .or_else(|| child_text(a, NS, "PostitoimipaikkaR"))
-            {
-                address.insert("city".into(), json!(city));
-            }
-            if let Some(m) = path_text(h, NS, &["Kotikunta", "Kuntanumero"]) {
-                address.insert("municipality".into(), json!(m));
-            }
-            address.insert("country".into(), json!("FIN"));
-            let effective = child_text(a, NS, "AsuminenAlkupvm")
-                .and_then(date)
-                .map(|d| format!("{d}T00:00:00Z"));
-            p.fields.push(folkhub_connector_sdk::MappedField {
-                path: "address.residential",
-                value: Value::Object(address),
+    let dated = |start: Option<&str>| start.and_then(date).map(|d| format!("{d}T00:00:00Z"));
+    for (path, found) in [
+        ("address.residential", residential),
+        ("address.temporary", temporary),
+        ("address.postal", postal),
+    ] {
+        if let Some((value, start)) = found {
+            p.fields.push(MappedField {
+                path,
+                value,
                 labels: location.clone(),
-                effective,
+                effective: dated(start),
             });
         }
     }
-    if let Some(m) = path_text(h, NS, &["Kotikunta", "Kuntanumero"]) {
+    if let Some(m) = municipality {
         p.push("address.municipality", json!(m), &location);
     }
     if let Some(lang) = path_text(h, NS, &["Aidinkieli", "Kielikoodi"]) {
         p.push("language.preferred", json!(lang.to_ascii_lowercase()), &[]);
+    }
+    if let Some(email) = child_text(h, NS, "Sahkopostiosoite") {
+        p.push("contact.email", json!(email), &[]);
     }
     let mut citizenship: Vec<&str> = Vec::new();
     for c in children(h, NS, "Kansalaisuus") {
@@ -332,10 +547,28 @@ pub fn map_key(json: &Value) -> Result<String, String> {
         .ok_or_else(|| format!("the answer has no viimeisinKirjausavain: {json}"))
 }
 
-/// One `muutokset` answer → a change page. The change names the HETU the
-/// caller follows (for a corrected HETU, the old one) and the data groups
-/// that changed; the host then queries the person.
-pub fn map_changes(json: &Value) -> Result<folkhub_connector_sdk::ChangePage, String> {
+/// One entry of a `muutokset` answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Muutos {
+    /// The HETU the caller follows (for a corrected HETU, the old one).
+    pub id: String,
+    /// The data groups that changed, joined with commas (`MUUTOS` if none).
+    pub event: String,
+    pub recorded: Option<String>,
+}
+
+/// One `muutokset` answer: the changes, the key to continue from, and
+/// whether the log is caught up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Muutokset {
+    pub changes: Vec<Muutos>,
+    pub next_key: String,
+    pub caught_up: bool,
+}
+
+/// One `muutokset` answer → its changes. A change names the HETU and the
+/// data groups that changed; the host then queries the person.
+pub fn map_changes(json: &Value) -> Result<Muutokset, String> {
     let key = map_key(json)?;
     let caught_up = json
         .get("ajanTasalla")
@@ -361,20 +594,19 @@ pub fn map_changes(json: &Value) -> Result<folkhub_connector_sdk::ChangePage, St
                     .collect()
             })
             .unwrap_or_default();
-        changes.push(folkhub_connector_sdk::Change {
+        changes.push(Muutos {
             id: hetu.to_string(),
             event: if groups.is_empty() {
                 "MUUTOS".to_string()
             } else {
                 groups.join(",")
             },
-            position: key.clone(),
             recorded: m.get("muutospv").and_then(Value::as_str).map(String::from),
         });
     }
-    Ok(folkhub_connector_sdk::ChangePage {
+    Ok(Muutokset {
         changes,
-        next_cursor: key,
+        next_key: key,
         caught_up,
     })
 }
@@ -384,13 +616,15 @@ pub fn map_changes(json: &Value) -> Result<folkhub_connector_sdk::ChangePage, St
 mod tests {
     use super::*;
 
+    const TODAY: &str = "20261203";
+
     fn fixture(name: &str) -> String {
         std::fs::read_to_string(format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
 
     fn found(name: &str, requested: &str) -> (MappedPerson, Vec<String>) {
         let mut warnings = vec![];
-        match map_answer(&fixture(name), requested, &mut warnings).unwrap() {
+        match map_answer(&fixture(name), requested, TODAY, &mut warnings).unwrap() {
             Outcome::Found(p) => (p, warnings),
             other => panic!("{other:?}"),
         }
@@ -471,23 +705,23 @@ mod tests {
         };
         let mut w = vec![];
         assert!(matches!(
-            map_answer(&answer("0001"), "x", &mut w).unwrap(),
+            map_answer(&answer("0001"), "x", TODAY, &mut w).unwrap(),
             Outcome::NotFound
         ));
         assert!(matches!(
-            map_answer(&answer("0003"), "x", &mut w).unwrap(),
+            map_answer(&answer("0003"), "x", TODAY, &mut w).unwrap(),
             Outcome::Failed(ConnectorError::Unauthorized(_))
         ));
         assert!(matches!(
-            map_answer(&answer("0004"), "x", &mut w).unwrap(),
+            map_answer(&answer("0004"), "x", TODAY, &mut w).unwrap(),
             Outcome::Failed(ConnectorError::Unauthorized(_))
         ));
         assert!(matches!(
-            map_answer(&answer("0002"), "x", &mut w).unwrap(),
+            map_answer(&answer("0002"), "x", TODAY, &mut w).unwrap(),
             Outcome::Failed(ConnectorError::BadInput(_))
         ));
         assert!(matches!(
-            map_answer(&answer("0999"), "x", &mut w).unwrap(),
+            map_answer(&answer("0999"), "x", TODAY, &mut w).unwrap(),
             Outcome::Failed(ConnectorError::Other(_))
         ));
     }
@@ -496,16 +730,17 @@ mod tests {
     fn malformed_answers_say_what_is_wrong() {
         let mut w = vec![];
         let full = fixture("found.xml");
-        let e = map_answer(&full[..full.len() / 2], "x", &mut w).unwrap_err();
+        let e = map_answer(&full[..full.len() / 2], "x", TODAY, &mut w).unwrap_err();
         assert!(e.contains("not well-formed"), "{e}");
         let e = map_answer(
             &full.replace("http://xml.vrk.fi/schema/vtjkysely", "urn:other"),
             "x",
+            TODAY,
             &mut w,
         )
         .unwrap_err();
         assert!(e.contains("namespace"), "{e}");
-        let e = map_answer("<html><body>502</body></html>", "x", &mut w).unwrap_err();
+        let e = map_answer("<html><body>502</body></html>", "x", TODAY, &mut w).unwrap_err();
         assert!(e.contains("SOAP 1.1 Envelope"), "{e}");
     }
 
@@ -521,7 +756,7 @@ mod tests {
             ]
         }))
         .unwrap();
-        assert_eq!(page.next_cursor, "1000123");
+        assert_eq!(page.next_key, "1000123");
         assert!(!page.caught_up);
         assert_eq!(
             page.changes[0].event,

@@ -297,8 +297,8 @@ pub const CATALOGUE: &[FieldDef] = &[
         "contact",
         Text,
         false,
-        ["krr"],
-        "E-mail address in KRR."
+        ["krr", "dvv"],
+        "E-mail address (KRR epostadresse; VTJ sahkopostiosoite in the products that carry it)."
     ),
     field!(
         "contact.mobile",

@@ -75,7 +75,7 @@ fn map(register: &str, body: &str) -> Result<Vec<LookupResult>, ConnectorError> 
         "krr" => {
             let json: serde_json::Value =
                 serde_json::from_str(body).map_err(|e| malformed(e.to_string()))?;
-            connector_krr::mapping::map_persons(&json)
+            connector_krr::mapping::map_persons(&json, None)
                 .map_err(malformed)?
                 .into_iter()
                 .map(|p| found(krr_record(p)))
@@ -108,7 +108,7 @@ fn map(register: &str, body: &str) -> Result<Vec<LookupResult>, ConnectorError> 
             for answer in body.split(SEPARATOR) {
                 let mut warnings = Vec::new();
                 if let mapping::Outcome::Found(p) =
-                    mapping::map_answer(answer, "", &mut warnings).map_err(malformed)?
+                    mapping::map_answer(answer, "", "20261203", &mut warnings).map_err(malformed)?
                 {
                     out.push(found(p.into_record(mapping::UPSTREAM_VERSION)));
                 }
