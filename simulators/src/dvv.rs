@@ -127,7 +127,7 @@ fn names_xml(p: &FiPerson) -> String {
 
 /// A synthetic e-mail address for some Finns (every third).
 pub fn email(p: &FiPerson) -> Option<String> {
-    (p.key % 3 == 0 && p.death.is_none()).then(|| format!("fi{}@example.invalid", p.key))
+    (p.key.is_multiple_of(3) && p.death.is_none()).then(|| format!("fi{}@example.invalid", p.key))
 }
 
 /// A synthetic civil status code for adults (VTJ Siviilisaatykoodi).
@@ -142,7 +142,8 @@ pub fn civil_status_code(p: &FiPerson) -> Option<&'static str> {
 /// address): a PO box in the same post office.
 pub fn postal_address(p: &FiPerson) -> Option<(String, String, &'static str)> {
     let a = p.address.as_ref().filter(|_| p.death.is_none())?;
-    (p.key % 6 == 0).then(|| (format!("PL {}", 100 + p.key), a.postal_code.clone(), a.city))
+    (p.key.is_multiple_of(6))
+        .then(|| (format!("PL {}", 100 + p.key), a.postal_code.clone(), a.city))
 }
 
 /// `FiAddress::flat` (`B 12`) as OPHREK's parts: porraskirjain, and the

@@ -109,6 +109,77 @@ impl Parts {
     }
 }
 
+/// An address as the register writes it: `vegadresse`, `matrikkeladresse`
+/// or `ukjentBosted`, with the grunnkrets.
+fn address_json(a: &crate::population::Address) -> Value {
+    let poststed = json!({"postnummer": a.postal_code, "poststedsnavn": a.city});
+    let mut m = match &a.kind {
+        AddressKind::Street {
+            street,
+            number,
+            letter,
+            street_code,
+        } => {
+            let mut nummer = json!({"husnummer": number.to_string()});
+            if let Some(l) = letter {
+                nummer["husbokstav"] = json!(l.to_string());
+            }
+            let mut v = json!({"adressenavn": street, "adressenummer": nummer, "adressekode": street_code.to_string(), "kommunenummer": a.municipality, "poststed": poststed});
+            if let Some(u) = &a.unit {
+                v["bruksenhetsnummer"] = json!(u);
+            }
+            json!({"vegadresse": v})
+        }
+        AddressKind::Cadastral { farm, holding } => {
+            let mut v = json!({"matrikkelnummer": {"kommunenummer": a.municipality, "gaardsnummer": farm, "bruksnummer": holding}, "poststed": poststed});
+            if let Some(u) = &a.unit {
+                v["bruksenhetsnummer"] = json!(u);
+            }
+            json!({"matrikkeladresse": v})
+        }
+        AddressKind::Unknown => json!({"ukjentBosted": {"bostedskommune": a.municipality}}),
+    };
+    if !matches!(a.kind, AddressKind::Unknown) {
+        m["grunnkrets"] = json!(a.statistical_unit);
+    }
+    m
+}
+
+/// A child's second home under an agreement on shared residence (FREG
+/// `deltBosted`): synthetic, every fifth minor whose father first lived at
+/// another address than the child; from the child's first moving-in date.
+pub fn shared_residence<'a>(
+    population: &'a Population,
+    p: &Person,
+) -> Option<(&'a crate::population::Address, chrono::NaiveDate)> {
+    if !p.is_minor() || !p.key.is_multiple_of(5) || p.death.is_some() {
+        return None;
+    }
+    // The father's first registered address: data of the child's own
+    // document, which does not change when the father later moves (the
+    // register changes it with an event about the child).
+    let own = p.addresses.first().and_then(|v| v.value.as_ref())?;
+    let father = population.persons.get(p.father?)?;
+    let home = father.addresses.first().and_then(|v| v.value.as_ref())?;
+    if matches!(home.kind, AddressKind::Unknown)
+        || home.municipality == own.municipality && home.postal_code == own.postal_code
+    {
+        return None;
+    }
+    Some((home, own.moved_in))
+}
+
+/// A post box (FREG `postadresse` with `postboksadresse`) for every ninth
+/// adult with an address: synthetic, at the home's post office.
+pub fn postal_box(p: &Person) -> Option<(String, &crate::population::Address)> {
+    let a = p.address()?;
+    (p.key.is_multiple_of(9)
+        && !p.is_minor()
+        && p.death.is_none()
+        && !matches!(a.kind, AddressKind::Unknown))
+    .then(|| (format!("Postboks {}", 1000 + p.key), a))
+}
+
 /// The person document as the register sends it.
 pub fn document(population: &Population, p: &Person, parts: Parts) -> Value {
     let mut doc = serde_json::Map::new();
@@ -226,43 +297,28 @@ pub fn document(population: &Population, p: &Person, parts: Parts) -> Value {
     // Strengt fortrolig: the register sends no address data at all.
     if grading != Grading::StrengtFortrolig {
         let addresses = versions(&p.addresses, |a| {
-            let a = a.as_ref()?;
-            let poststed = json!({"postnummer": a.postal_code, "poststedsnavn": a.city});
-            let mut m = match &a.kind {
-                AddressKind::Street {
-                    street,
-                    number,
-                    letter,
-                    street_code,
-                } => {
-                    let mut nummer = json!({"husnummer": number.to_string()});
-                    if let Some(l) = letter {
-                        nummer["husbokstav"] = json!(l.to_string());
-                    }
-                    let mut v = json!({"adressenavn": street, "adressenummer": nummer, "adressekode": street_code.to_string(), "kommunenummer": a.municipality, "poststed": poststed});
-                    if let Some(u) = &a.unit {
-                        v["bruksenhetsnummer"] = json!(u);
-                    }
-                    json!({"vegadresse": v})
-                }
-                AddressKind::Cadastral { farm, holding } => {
-                    let mut v = json!({"matrikkelnummer": {"kommunenummer": a.municipality, "gaardsnummer": farm, "bruksnummer": holding}, "poststed": poststed});
-                    if let Some(u) = &a.unit {
-                        v["bruksenhetsnummer"] = json!(u);
-                    }
-                    json!({"matrikkeladresse": v})
-                }
-                AddressKind::Unknown => json!({"ukjentBosted": {"bostedskommune": a.municipality}}),
-            };
-            if !matches!(a.kind, AddressKind::Unknown) {
-                m["grunnkrets"] = json!(a.statistical_unit);
-            }
-            m["flyttedato"] = json!(a.moved_in.to_string());
+            let mut m = address_json(a.as_ref()?);
+            m["flyttedato"] = json!(a.as_ref()?.moved_in.to_string());
             m["adressegradering"] = json!(grading_code(grading));
             obj(m)
         });
         if !addresses.is_empty() {
             doc.insert("bostedsadresse".into(), Value::Array(addresses));
+        }
+        if let Some((home, since)) = shared_residence(population, p) {
+            let mut m = address_json(home);
+            m["startdatoForKontrakt"] = json!(since.to_string());
+            m["adressegradering"] = json!(grading_code(grading));
+            m["erGjeldende"] = json!(true);
+            m["kilde"] = json!("synt");
+            doc.insert("deltBosted".into(), json!([m]));
+        }
+        if let Some((box_number, a)) = postal_box(p) {
+            doc.insert(
+                "postadresse".into(),
+                json!([{"postboksadresse": {"postboks": box_number, "poststed": {"postnummer": a.postal_code, "poststedsnavn": a.city}},
+                        "adressegradering": grading_code(grading), "erGjeldende": true, "kilde": "synt"}]),
+            );
         }
     }
     if parts.relations {

@@ -469,7 +469,7 @@ impl Population {
         // Every fourth Swede has two given names (without drawing from the
         // generator, so the rest of the population stays as it was); SPAR's
         // Tilltalsnamn then says which one the person is called by.
-        if key % 4 == 0 {
+        if key.is_multiple_of(4) {
             given = format!("{given} {}", names[(key / 4) % names.len()]);
         }
         let mut person_ids = vec![self.new_swedish_id(rng, birth, gender, true)];

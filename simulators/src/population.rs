@@ -1089,7 +1089,14 @@ impl Population {
         };
         if has("spar") {
             for se in &self.swedes {
-                add(se.norwegian, &se.ids, self.se_fields(se), &mut out);
+                // SPAR answers for a protected person with the ID in use
+                // and the markers only: no Hanvisning names the earlier one.
+                let ids = if se.is_protected() {
+                    &se.ids[se.ids.len().saturating_sub(1)..]
+                } else {
+                    &se.ids[..]
+                };
+                add(se.norwegian, ids, self.se_fields(se), &mut out);
             }
         }
         if has("dvv") {
@@ -1138,8 +1145,9 @@ impl Population {
             if let Some(m) = &contact.mobile {
                 fields.insert("contact.mobile".into(), json!(m));
             }
-            if let Some((address, _)) = &contact.mailbox {
+            if let Some((address, provider)) = &contact.mailbox {
                 fields.insert("contact.digital-mailbox".into(), json!(address));
+                fields.insert("contact.digital-mailbox-provider".into(), json!(provider));
             }
             fields.insert("language.preferred".into(), json!(contact.language));
         }
@@ -1213,6 +1221,17 @@ impl Population {
                 fields.insert(
                     "address.statistical-unit".into(),
                     json!(format!("{}{:04}", a.municipality, a.statistical_unit)),
+                );
+            }
+        }
+        if grading != Grading::StrengtFortrolig {
+            if let Some((home, _)) = crate::freg::shared_residence(self, p) {
+                fields.insert("address.shared-residence".into(), canonical_address(home));
+            }
+            if let Some((box_number, a)) = crate::freg::postal_box(p) {
+                fields.insert(
+                    "address.postal".into(),
+                    json!({"kind": "postal", "lines": [box_number], "postal_code": a.postal_code, "city": a.city, "country": "NOR"}),
                 );
             }
         }

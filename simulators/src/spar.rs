@@ -336,7 +336,7 @@ pub fn call_name_code(person: &SePerson) -> Option<&'static str> {
     match names {
         0 => None,
         1 => Some("10"),
-        _ if person.key % 3 == 0 => Some("20"),
+        _ if person.key.is_multiple_of(3) => Some("20"),
         _ => Some("10"),
     }
 }
@@ -357,7 +357,7 @@ pub fn district_code(person: &SePerson) -> Option<String> {
 /// synthetic, every seventh person with an address.
 pub fn special_postal_address(person: &SePerson) -> Option<(String, String, &'static str)> {
     let a = person.address.as_ref()?;
-    (person.key % 7 == 0).then(|| {
+    (person.key.is_multiple_of(7)).then(|| {
         (
             format!("Box {}", 100 + person.key),
             a.postal_code.clone(),
@@ -554,13 +554,20 @@ pub fn answer_with(
 }
 
 /// An avisering file: `AviseringPoster` holding one `AviseringPost` per
-/// person (AviseringPost-1.2.xsd); its sequence number is the file's.
-pub fn avisering_file(population: &Population, persons: &[&SePerson], style: Style) -> String {
+/// person (AviseringPost-1.2.xsd); its sequence number is the file's. It
+/// carries the terms the customer ordered: for the simulator's customer,
+/// with its extended permissions (relations and citizenship).
+pub fn avisering_file(
+    population: &Population,
+    persons: &[&SePerson],
+    style: Style,
+    extended: Extended,
+) -> String {
     let mut w = Writer::new(style, "2021.1");
     w.open_with("post", "AviseringPoster", "", true);
     for person in persons {
         w.open("post", "AviseringPost");
-        write_post(&mut w, population, person, Extended::default());
+        write_post(&mut w, population, person, extended);
         w.close();
     }
     w.close();
@@ -736,7 +743,15 @@ async fn avisering(State(shared): State<Shared>, Path(number): Path<u64>) -> Res
         .collect();
     xml(
         StatusCode::OK,
-        avisering_file(&population, &persons, Style::nth(number)),
+        avisering_file(
+            &population,
+            &persons,
+            Style::nth(number),
+            Extended {
+                relations: true,
+                citizenship: true,
+            },
+        ),
     )
 }
 
@@ -822,7 +837,18 @@ mod tests {
                 .map(|k| &population.swedes[*k])
                 .collect();
             for style in [Style::Prefixes(file.number), Style::Defaults] {
-                check(&table, &avisering_file(&population, &persons, style));
+                check(
+                    &table,
+                    &avisering_file(
+                        &population,
+                        &persons,
+                        style,
+                        Extended {
+                            relations: true,
+                            citizenship: true,
+                        },
+                    ),
+                );
             }
         }
     }

@@ -19,7 +19,13 @@ fn leaves(value: &Value, out: &mut BTreeSet<String>) {
             out.insert(n.to_string());
         }
         Value::Array(a) => a.iter().for_each(|v| leaves(v, out)),
-        Value::Object(o) => o.values().for_each(|v| leaves(v, out)),
+        // An address's `kind` (street, postal, foreign, ...) names its form,
+        // not the person, and `postal` is also part of a field's name that
+        // answers list as withheld; every other part is checked.
+        Value::Object(o) => o
+            .iter()
+            .filter(|(k, _)| k.as_str() != "kind")
+            .for_each(|(_, v)| leaves(v, out)),
         _ => {}
     }
 }
@@ -140,7 +146,10 @@ pub async fn assert_nothing_leaks(store: &dyn PersonStore) -> (BTreeMap<String, 
                 let outputs = [
                     ("person", folkhub_api::person_json(person, basis, true)),
                     ("fhir", folkhub_api::patient_json(person, basis)),
-                    ("history", folkhub_api::history_json(&history, basis)),
+                    (
+                        "history",
+                        folkhub_api::history_json(&history, basis, &person.record.person_labels()),
+                    ),
                 ];
                 for (what, output) in outputs {
                     let text = output.to_string();

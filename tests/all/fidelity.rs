@@ -118,7 +118,10 @@ fn cases(dir: &Path) -> Vec<Case> {
     entries.sort();
     for path in entries {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        if ext != "xml" && !(ext == "json" && !path.to_string_lossy().ends_with(".expected.json")) {
+        // A case is an answer (`.xml`, or `.json` that is not an expectation).
+        let answer =
+            ext == "xml" || ext == "json" && !path.to_string_lossy().ends_with(".expected.json");
+        if !answer {
             continue;
         }
         let stem = path.file_stem().unwrap().to_string_lossy().to_string();

@@ -318,7 +318,7 @@ async fn the_admin_upgrades_across_an_upstream_sunset_and_a_contract_major_and_r
             krr["newest"].as_str(),
             krr["pinned"].as_bool()
         ),
-        (Some("1.0.1"), Some("2.1.0"), Some(false)),
+        (Some("1.0.1"), Some("2.2.0"), Some(false)),
         "{krr}"
     );
     assert_eq!(krr["upgrade"]["to"], "2.0.0", "{krr}");

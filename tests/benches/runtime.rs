@@ -143,7 +143,7 @@ fn native_mapping(register: &str, body: &str) -> usize {
         "folkeregister" => {
             use connector_folkeregister::mapping;
             let json: serde_json::Value = serde_json::from_str(body).unwrap();
-            for (_, outcome) in mapping::map_bulk(&json, &mut warnings).unwrap() {
+            for (_, outcome) in mapping::map_bulk(&json, true, &mut warnings).unwrap() {
                 if let mapping::Outcome::Found(p) = outcome {
                     found.push(to_core(
                         p.ids,
@@ -207,8 +207,8 @@ fn native_mapping(register: &str, body: &str) -> usize {
                 if let Some(point) = mapping::pick(&answer, &address).unwrap() {
                     let unit = address.get("_statistical_unit").and_then(|u| u.as_str());
                     let person = folkhub_connector_sdk::MappedPerson {
-                        ids: vec![],
                         fields: mapping::fields(point, unit, &districts),
+                        ..Default::default()
                     };
                     found.push(from_sdk(person));
                 }
@@ -351,7 +351,7 @@ fn freg_persons() -> Vec<FoundPerson> {
     use connector_folkeregister::mapping;
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     let mut warnings = Vec::new();
-    mapping::map_bulk(&json, &mut warnings)
+    mapping::map_bulk(&json, true, &mut warnings)
         .unwrap()
         .into_iter()
         .filter_map(|(_, outcome)| match outcome {

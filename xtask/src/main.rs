@@ -360,6 +360,30 @@ fn ensure_postgres() -> anyhow::Result<()> {
 }
 
 fn test() -> anyhow::Result<()> {
+    // Formatting and lints first: a warning fails the run, as in review.
+    // (A minimal rustup profile lacks both components.)
+    for (tool, component) in [("fmt", "rustfmt"), ("clippy", "clippy")] {
+        let present = cargo()
+            .args([tool, "--version"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            let mut c = Command::new("rustup");
+            c.args(["component", "add", component]);
+            run(c, &format!("rustup component add {component}"))?;
+        }
+    }
+    let mut c = cargo();
+    c.args(["fmt", "--all", "--", "--check"]);
+    run(
+        c,
+        "cargo fmt --all -- --check (run `cargo fmt --all` to fix)",
+    )?;
+    let mut c = cargo();
+    c.args(["clippy", "--all-targets", "--", "-D", "warnings"]);
+    run(c, "cargo clippy --all-targets -- -D warnings")?;
     ensure_wasm_target()?;
     apt_install_if_missing("sha256sum", "coreutils");
     ensure_postgres()?;

@@ -6,6 +6,13 @@
 //! hjemmel"), `parts` (default `person-basis,relasjon-utvidet`).
 //! Credentials (a Maskinporten token with scope
 //! `folkeregister:deling/offentligmedhjemmel`) are added by the host.
+//!
+//! Since 1.1.0 (contract 2.1): the shared residence (`deltBosted`) and the
+//! postal address (`postadresse`, `postadresseIUtlandet`); answers say what
+//! they cover, so a person graded strengt fortrolig (the register then sends
+//! no address data) keeps the stored location, protected, and relations
+//! are covered only with the part `relasjon-utvidet`; feed events say what
+//! happened (created, deceased, new ID).
 
 pub mod mapping;
 
@@ -14,9 +21,10 @@ pub mod mapping;
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component {
     use super::mapping;
-    use folkhub_connector_sdk::{
-        ChangePage, ConnectorError, Description, LookupOutcome, LookupResult, bindings, config_or,
-        http, log,
+    use folkhub_connector_sdk::http;
+    use folkhub_connector_sdk::v2::{
+        self, AnswerOutcome, AnswerPage, AnswerResult, ChangePage, ConnectorError, Description,
+        LookupResult, bindings,
     };
 
     const PRODUCTION: &str =
@@ -24,16 +32,20 @@ mod component {
 
     struct Folkeregister;
 
-    fn base_url() -> String {
-        folkhub_connector_sdk::base_url(PRODUCTION)
+    fn error(e: folkhub_connector_sdk::ConnectorError) -> ConnectorError {
+        v2::error(e, mapping::UPSTREAM_VERSION)
     }
 
-    fn parts_query() -> String {
-        config_or("parts", "person-basis,relasjon-utvidet")
+    fn base_url() -> String {
+        v2::base_url(PRODUCTION)
+    }
+
+    fn parts() -> Vec<String> {
+        v2::config_or("parts", "person-basis,relasjon-utvidet")
             .split(',')
-            .map(|p| format!("part={}", p.trim()))
-            .collect::<Vec<_>>()
-            .join("&")
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect()
     }
 
     impl bindings::exports::folkhub::connector::source::Guest for Folkeregister {
@@ -48,39 +60,61 @@ mod component {
         }
 
         fn lookup_batch(ids: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
+            v2::lookup_from_answers(<Folkeregister as Answers>::lookup_answers(ids))
+        }
+
+        fn changes(cursor: Option<String>) -> Result<ChangePage, ConnectorError> {
+            v2::changes_from_answers(<Folkeregister as Answers>::change_answers(cursor))
+        }
+    }
+
+    use bindings::exports::folkhub::connector::answers::Guest as Answers;
+
+    impl Answers for Folkeregister {
+        fn lookup_answers(ids: Vec<String>) -> Result<Vec<AnswerResult>, ConnectorError> {
+            let parts = parts();
+            let relations_part = parts.iter().any(|p| {
+                matches!(
+                    p.as_str(),
+                    "relasjon-utvidet" | "familierelasjon" | "foreldreansvar"
+                )
+            });
+            let query = parts
+                .iter()
+                .map(|p| format!("part={p}"))
+                .collect::<Vec<_>>()
+                .join("&");
             let mut results = Vec::with_capacity(ids.len());
             for chunk in ids.chunks(mapping::MAX_BATCH) {
                 let url = format!(
-                    "{}/personer/bulkoppslag?{}&somBestilt=true",
-                    base_url(),
-                    parts_query()
+                    "{}/personer/bulkoppslag?{query}&somBestilt=true",
+                    base_url()
                 );
                 let body = serde_json::json!({ "foedselsEllerDNummer": chunk });
-                let response = http::post_json(&url, &[("accept", "application/json")], &body)?;
-                let json = http::json_answer(&response, &url, "bulkoppslag")?;
+                let response = http::post_json(&url, &[("accept", "application/json")], &body)
+                    .map_err(error)?;
+                let json = http::json_answer(&response, &url, "bulkoppslag").map_err(error)?;
                 let mut warnings = Vec::new();
-                let mapped = mapping::map_bulk(&json, &mut warnings)
+                let mapped = mapping::map_bulk(&json, relations_part, &mut warnings)
                     .map_err(ConnectorError::MalformedResponse)?;
-                for warning in &warnings {
-                    log::warn(warning, &[]);
-                }
+                v2::warn_all(warnings);
                 for (requested, outcome) in mapped {
                     let outcome = match outcome {
                         mapping::Outcome::Found(person) => {
-                            LookupOutcome::Found(person.into_record())
+                            AnswerOutcome::Found(person.into_answer())
                         }
-                        mapping::Outcome::NotFound => LookupOutcome::NotFound,
+                        mapping::Outcome::NotFound => AnswerOutcome::NotFound,
                         mapping::Outcome::Invalid(message) => {
-                            LookupOutcome::Failed(ConnectorError::BadInput(message))
+                            AnswerOutcome::Failed(ConnectorError::BadInput(message))
                         }
                     };
-                    results.push(LookupResult { requested, outcome });
+                    results.push(AnswerResult { requested, outcome });
                 }
             }
             Ok(results)
         }
 
-        fn changes(cursor: Option<String>) -> Result<ChangePage, ConnectorError> {
+        fn change_answers(cursor: Option<String>) -> Result<AnswerPage, ConnectorError> {
             let seq = match cursor.as_deref() {
                 None => 1,
                 Some(c) => c.parse::<u64>().map_err(|_| {
@@ -90,14 +124,14 @@ mod component {
                 })?,
             };
             let url = format!("{}/hendelser/feed?seq={seq}", base_url());
-            let response = http::get(&url, &[("accept", "application/json")])?;
-            let json = http::json_answer(&response, &url, "hendelser/feed")?;
+            let response = http::get(&url, &[("accept", "application/json")]).map_err(error)?;
+            let json = http::json_answer(&response, &url, "hendelser/feed").map_err(error)?;
             let page = mapping::map_feed(&json, seq).map_err(ConnectorError::MalformedResponse)?;
             Ok(page.into_page())
         }
     }
 
-    folkhub_connector_sdk::no_enrich!(Folkeregister);
-    folkhub_connector_sdk::no_watch!(Folkeregister);
-    folkhub_connector_sdk::export_connector!(Folkeregister);
+    folkhub_connector_sdk::no_enrich_v2!(Folkeregister);
+    folkhub_connector_sdk::no_watch_v2!(Folkeregister);
+    folkhub_connector_sdk::v2::export_connector_v2!(Folkeregister);
 }

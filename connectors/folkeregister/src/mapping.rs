@@ -7,8 +7,17 @@
 //! current facts at once. Enum values we do not know are kept as sent and
 //! reported as warnings, never as failures: the register adds values without
 //! a new API version.
+//!
+//! **Coverage.** For a person graded strengt fortrolig the register sends no
+//! address data at all (Skatteetaten's documentation of
+//! `adressebeskyttelse`): such an answer does not cover the location fields,
+//! so what the host holds stays, protected by the grading, instead of
+//! being read as a move. Relations come only with the part
+//! `relasjon-utvidet`: without it they are not covered.
 
-use folkhub_connector_sdk::{Change, ChangePage, Field, PersonId, PersonRecord};
+use folkhub_connector_sdk::v2::{
+    Answer, AnswerChange, AnswerPage, ChangeKind, Field, Period, PersonId, PersonRecord,
+};
 use serde_json::{Map, Value, json};
 
 pub const UPSTREAM_VERSION: &str = "v1";
@@ -31,6 +40,8 @@ pub const FIELDS: &[&str] = &[
     "citizenship",
     "address.residential",
     "address.temporary",
+    "address.shared-residence",
+    "address.postal",
     "address.municipality",
     "address.statistical-unit",
     "protection.level",
@@ -40,6 +51,22 @@ pub const FIELDS: &[&str] = &[
     "language.sami",
 ];
 
+/// Location fields: the register sends none of them for strengt fortrolig.
+const LOCATION: &[&str] = &[
+    "address.residential",
+    "address.temporary",
+    "address.shared-residence",
+    "address.postal",
+    "address.municipality",
+    "address.statistical-unit",
+];
+/// Fields only the part `relasjon-utvidet` brings.
+const RELATIONS: &[&str] = &[
+    "relations.family",
+    "relations.parental-responsibility",
+    "relations.guardianship",
+];
+
 /// A mapped field before it crosses the WIT boundary.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapped {
@@ -47,6 +74,8 @@ pub struct Mapped {
     pub value: Value,
     pub labels: Vec<String>,
     pub effective: Option<String>,
+    /// When the value ends (e.g. a shared-residence agreement), if known.
+    pub end: Option<String>,
 }
 
 /// A mapped person.
@@ -55,6 +84,8 @@ pub struct Person {
     /// (scheme, value, active)
     pub ids: Vec<(String, String, bool)>,
     pub fields: Vec<Mapped>,
+    /// The fields this answer speaks for.
+    pub covers: Vec<&'static str>,
 }
 
 impl Person {
@@ -63,6 +94,15 @@ impl Person {
             .iter()
             .find(|f| f.path == path)
             .map(|f| &f.value)
+    }
+
+    /// The record and what it covers (contract 2.1).
+    pub fn into_answer(self) -> Answer {
+        let covers = self.covers.iter().map(|f| f.to_string()).collect();
+        Answer {
+            person: self.into_record(),
+            covers,
+        }
     }
 
     pub fn into_record(self) -> PersonRecord {
@@ -83,7 +123,10 @@ impl Person {
                     path: f.path.to_string(),
                     value: f.value.to_string(),
                     labels: f.labels,
-                    effective: f.effective,
+                    valid: Period {
+                        start: f.effective,
+                        end: f.end,
+                    },
                 })
                 .collect(),
             upstream_version: UPSTREAM_VERSION.to_string(),
@@ -282,8 +325,99 @@ fn address(v: &Value) -> Option<(Value, Option<String>, Option<String>)> {
     Some((Value::Object(out), municipality, statistical_unit))
 }
 
-/// Maps one person document.
-pub fn map_person(doc: &Value, warnings: &mut Vec<String>) -> Result<Person, String> {
+/// A postal address version (`postadresse`: `vegadresse`,
+/// `postboksadresse` or `postadresseIFrittFormat`; `postadresseIUtlandet`:
+/// `utenlandskAdresseIFrittFormat` or `utenlandskAdresse`).
+fn postal(v: &Value) -> Option<Value> {
+    let mut out = Map::new();
+    let poststed;
+    if let Some(road) = v.get("vegadresse").filter(|r| r.is_object()) {
+        out.insert("kind".into(), json!("street"));
+        if let Some(co) = text(road, "coAdressenavn") {
+            out.insert("care_of".into(), json!(co));
+        }
+        out.insert("street".into(), json!(text(road, "adressenavn")?));
+        if let Some(number) = road.get("adressenummer") {
+            if let Some(n) = number_text(number, "husnummer") {
+                out.insert("house_number".into(), json!(n));
+            }
+            if let Some(l) = text(number, "husbokstav") {
+                out.insert("house_letter".into(), json!(l));
+            }
+        }
+        poststed = road.get("poststed");
+    } else if let Some(post_box) = v.get("postboksadresse").filter(|r| r.is_object()) {
+        out.insert("kind".into(), json!("postal"));
+        if let Some(owner) = text(post_box, "postbokseier") {
+            out.insert("care_of".into(), json!(owner));
+        }
+        out.insert("lines".into(), json!([text(post_box, "postboks")?]));
+        poststed = post_box.get("poststed");
+    } else if let Some(free) = v.get("postadresseIFrittFormat").filter(|r| r.is_object()) {
+        out.insert("kind".into(), json!("postal"));
+        let lines: Vec<&str> = free
+            .get("adresselinje")
+            .and_then(Value::as_array)
+            .map(|l| l.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        out.insert("lines".into(), json!(lines));
+        poststed = free.get("poststed");
+    } else if let Some(abroad) = v
+        .get("utenlandskAdresseIFrittFormat")
+        .or_else(|| v.get("utenlandskAdresse"))
+        .filter(|r| r.is_object())
+    {
+        out.insert("kind".into(), json!("foreign"));
+        let mut lines: Vec<String> = abroad
+            .get("adresselinje")
+            .and_then(Value::as_array)
+            .map(|l| {
+                l.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for key in [
+            "adressenavnNummer",
+            "bygning",
+            "postboks",
+            "postkode",
+            "byEllerStedsnavn",
+            "distriktsnavn",
+            "region",
+        ] {
+            if let Some(t) = text(abroad, key) {
+                lines.push(t.to_string());
+            }
+        }
+        out.insert("lines".into(), json!(lines));
+        if let Some(country) = text(abroad, "landkode") {
+            out.insert("country".into(), json!(country));
+        }
+        return Some(Value::Object(out));
+    } else {
+        return None;
+    }
+    if let Some(p) = poststed {
+        if let Some(code) = text(p, "postnummer") {
+            out.insert("postal_code".into(), json!(code));
+        }
+        if let Some(city) = text(p, "poststedsnavn") {
+            out.insert("city".into(), json!(city));
+        }
+    }
+    out.insert("country".into(), json!("NOR"));
+    Some(Value::Object(out))
+}
+
+/// Maps one person document, read with the parts named (relations need
+/// `relasjon-utvidet`, or `familierelasjon`/`foreldreansvar`).
+pub fn map_person(
+    doc: &Value,
+    relations_part: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Person, String> {
     if !doc.is_object() {
         return Err("folkeregisterperson is not an object".into());
     }
@@ -339,6 +473,7 @@ pub fn map_person(doc: &Value, warnings: &mut Vec<String>) -> Result<Person, Str
     let own_ids: Vec<String> = ids.iter().map(|(_, v, _)| v.clone()).collect();
 
     let mut fields = Vec::new();
+    let mut ends: Vec<(&'static str, String)> = Vec::new();
     let mut push =
         |path: &'static str, value: Value, labels: Vec<String>, effective: Option<String>| {
             fields.push(Mapped {
@@ -346,6 +481,7 @@ pub fn map_person(doc: &Value, warnings: &mut Vec<String>) -> Result<Person, Str
                 value,
                 labels,
                 effective,
+                end: None,
             });
         };
 
@@ -453,6 +589,28 @@ pub fn map_person(doc: &Value, warnings: &mut Vec<String>) -> Result<Person, Str
             push("address.temporary", value, labels, effective(stay));
         }
     }
+    if let Some(shared) = current(doc, "deltBosted") {
+        let labels = labels_for(shared, warnings);
+        if let Some((value, _, _)) = address(shared) {
+            // The agreement's own dates bound it; the host keeps what is in
+            // force by its clock.
+            let start = text(shared, "startdatoForKontrakt")
+                .map(String::from)
+                .or_else(|| effective(shared));
+            if let Some(end) = text(shared, "sluttdatoForKontrakt") {
+                ends.push(("address.shared-residence", end.to_string()));
+            }
+            push("address.shared-residence", value, labels, start);
+        }
+    }
+    if let Some(post) = current(doc, "postadresse").or_else(|| current(doc, "postadresseIUtlandet"))
+    {
+        let labels = labels_for(post, warnings);
+        match postal(post) {
+            Some(value) => push("address.postal", value, labels, effective(post)),
+            None => warnings.push("postadresse has no address form we know (vegadresse, postboksadresse, postadresseIFrittFormat)".into()),
+        }
+    }
 
     let mut family: Vec<(String, String)> = all_current(doc, "familierelasjon")
         .into_iter()
@@ -518,7 +676,26 @@ pub fn map_person(doc: &Value, warnings: &mut Vec<String>) -> Result<Person, Str
         sami.sort();
         push("language.sami", json!(sami), vec![], None);
     }
-    Ok(Person { ids, fields })
+    for (path, end) in ends {
+        if let Some(f) = fields.iter_mut().find(|f| f.path == path) {
+            f.end = Some(end);
+        }
+    }
+    let withheld = matches!(
+        person_grading.as_deref(),
+        Some("STRENGT_FORTROLIG" | "STRENGT_FORTROLIG_UTLAND")
+    );
+    let covers = FIELDS
+        .iter()
+        .copied()
+        .filter(|f| !(withheld && LOCATION.contains(f)))
+        .filter(|f| relations_part || !RELATIONS.contains(f))
+        .collect();
+    Ok(Person {
+        ids,
+        fields,
+        covers,
+    })
 }
 
 fn relations(list: &[(String, String)]) -> Value {
@@ -532,6 +709,7 @@ fn relations(list: &[(String, String)]) -> Value {
 /// Maps a `PersonBulkoppslagResponse`.
 pub fn map_bulk(
     body: &Value,
+    relations_part: bool,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<(String, Outcome)>, String> {
     let list = body
@@ -544,7 +722,10 @@ pub fn map_bulk(
             .ok_or("an oppslag has no foedselsEllerDNummer")?
             .to_string();
         let outcome = if let Some(doc) = item.get("folkeregisterperson").filter(|d| d.is_object()) {
-            Outcome::Found(map_person(doc, warnings).map_err(|e| format!("{requested}: {e}"))?)
+            Outcome::Found(
+                map_person(doc, relations_part, warnings)
+                    .map_err(|e| format!("{requested}: {e}"))?,
+            )
         } else {
             let message = item
                 .get("feilmelding")
@@ -575,17 +756,32 @@ pub struct FeedPage {
     pub caught_up: bool,
 }
 
+/// What a Folkeregisteret event type says happened.
+pub fn kind_of(event: &str) -> ChangeKind {
+    match event {
+        "personErOpprettet" | "foedsel" | "personErBosatt" => ChangeKind::Created,
+        "personErDoed" | "doedsfall" => ChangeKind::Deceased,
+        "endringIIdentifikasjonsnummer" | "identifikasjonsnummer" => ChangeKind::IdsChanged,
+        "personErOpphoert" | "opphoerAvIdentifikasjonsnummer" => ChangeKind::Removed,
+        _ => ChangeKind::Updated,
+    }
+}
+
 impl FeedPage {
-    pub fn into_page(self) -> ChangePage {
-        ChangePage {
+    /// The page as contract 2.1 carries it; events name persons, whom the
+    /// host then looks up.
+    pub fn into_page(self) -> AnswerPage {
+        AnswerPage {
             changes: self
                 .changes
                 .into_iter()
-                .map(|(id, event, seq, recorded)| Change {
+                .map(|(id, event, seq, recorded)| AnswerChange {
                     id,
+                    kind: kind_of(&event),
                     event,
                     position: seq.to_string(),
                     recorded,
+                    person: None,
                 })
                 .collect(),
             next_cursor: self.next.to_string(),
@@ -638,7 +834,7 @@ mod tests {
     #[test]
     fn current_versions_and_every_address_form() {
         let mut w = vec![];
-        let p = map_person(&fixture("person-moved.json"), &mut w).unwrap();
+        let p = map_person(&fixture("person-moved.json"), true, &mut w).unwrap();
         assert_eq!(p.field("name.family"), Some(&json!("BLOMST")));
         assert_eq!(p.field("name.given"), Some(&json!("VAKKER")));
         let home = p.field("address.residential").unwrap();
@@ -666,7 +862,7 @@ mod tests {
     #[test]
     fn cadastral_unknown_and_protection() {
         let mut w = vec![];
-        let p = map_person(&fixture("person-cadastral-fortrolig.json"), &mut w).unwrap();
+        let p = map_person(&fixture("person-cadastral-fortrolig.json"), true, &mut w).unwrap();
         let home = p.field("address.residential").unwrap();
         assert_eq!(home["kind"], "cadastral");
         assert_eq!(home["farm"], "12");
@@ -679,7 +875,7 @@ mod tests {
             .labels;
         assert_eq!(labels, &vec!["FORTROLIG".to_string()]);
 
-        let p = map_person(&fixture("person-strengt-fortrolig.json"), &mut w).unwrap();
+        let p = map_person(&fixture("person-strengt-fortrolig.json"), true, &mut w).unwrap();
         assert_eq!(
             p.field("protection.level"),
             Some(&json!("STRENGT_FORTROLIG"))
@@ -687,6 +883,47 @@ mod tests {
         assert!(p.field("address.residential").is_none());
         assert!(p.field("address.municipality").is_none());
         assert_eq!(p.field("death.date"), Some(&json!("2024-02-03")));
+        // The register withholds every location: not covered, not removed.
+        assert!(!p.covers.contains(&"address.residential"));
+        assert!(!p.covers.contains(&"address.municipality"));
+        assert!(p.covers.contains(&"protection.level"));
+    }
+
+    #[test]
+    fn shared_residence_and_postal_addresses() {
+        let mut w = vec![];
+        let doc = json!({
+            "identifikasjonsnummer": [{"foedselsEllerDNummer": "20036914700", "identifikatortype": "foedselsnummer", "status": "iBruk"}],
+            "deltBosted": [{"vegadresse": {"adressenavn": "Storgata", "adressenummer": {"husnummer": "3"}, "kommunenummer": "0301", "poststed": {"postnummer": "0155", "poststedsnavn": "OSLO"}},
+                "adressegradering": "ugradert", "startdatoForKontrakt": "2024-08-01", "sluttdatoForKontrakt": "2030-07-31", "erGjeldende": true}],
+            "postadresse": [{"postboksadresse": {"postboks": "Postboks 77", "poststed": {"postnummer": "0101", "poststedsnavn": "OSLO"}}, "adressegradering": "ugradert", "erGjeldende": true}],
+        });
+        let p = map_person(&doc, false, &mut w).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            p.field("address.shared-residence"),
+            Some(
+                &json!({"kind": "street", "street": "Storgata", "house_number": "3", "postal_code": "0155", "city": "OSLO", "municipality": "0301", "country": "NOR"})
+            )
+        );
+        let shared = p
+            .fields
+            .iter()
+            .find(|f| f.path == "address.shared-residence")
+            .unwrap();
+        assert_eq!(
+            (shared.effective.as_deref(), shared.end.as_deref()),
+            (Some("2024-08-01"), Some("2030-07-31"))
+        );
+        assert_eq!(
+            p.field("address.postal"),
+            Some(
+                &json!({"kind": "postal", "lines": ["Postboks 77"], "postal_code": "0101", "city": "OSLO", "country": "NOR"})
+            )
+        );
+        // Without relasjon-utvidet the relations are not covered.
+        assert!(!p.covers.contains(&"relations.family"));
+        assert!(p.covers.contains(&"address.residential"));
     }
 
     #[test]
@@ -697,7 +934,7 @@ mod tests {
             "status": [{"status": "nyStatusFra2027", "erGjeldende": true}],
             "bostedsadresse": [{"ukjentBosted": {"bostedskommune": "0301"}, "erGjeldende": true}],
         });
-        let p = map_person(&doc, &mut w).unwrap();
+        let p = map_person(&doc, true, &mut w).unwrap();
         assert_eq!(p.field("status"), Some(&json!("nyStatusFra2027")));
         assert_eq!(p.field("address.residential").unwrap()["kind"], "unknown");
         assert_eq!(w.len(), 1);
@@ -711,11 +948,11 @@ mod tests {
             {"foedselsEllerDNummer": "20036914701", "feilmelding": {"feilmelding": "Ugyldig fødsels- eller d-nummer"}},
             {"foedselsEllerDNummer": "01010112345", "feilmelding": {"feilmelding": "Fant ikke person"}},
         ]});
-        let out = map_bulk(&body, &mut w).unwrap();
+        let out = map_bulk(&body, true, &mut w).unwrap();
         assert!(matches!(out[0].1, Outcome::Found(_)));
         assert!(matches!(out[1].1, Outcome::Invalid(_)));
         assert_eq!(out[2].1, Outcome::NotFound);
-        assert!(map_bulk(&json!({"x": 1}), &mut w).is_err());
+        assert!(map_bulk(&json!({"x": 1}), true, &mut w).is_err());
 
         let feed = json!([
             {"sekvensnummer": 5, "hendelse": {"folkeregisteridentifikator": "20036914700", "hendelsetype": "endringINavn", "ajourholdstidspunkt": "2026-01-01T00:00:00Z"}},

@@ -64,18 +64,29 @@ mod component {
         }
     }
 
+    /// The extended permissions in config `extended` (comma-separated).
+    fn extended() -> Vec<String> {
+        v2::config_or("extended", "")
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    fn asked() -> mapping::Asked {
+        let extended = extended();
+        mapping::Asked::from_list(&extended.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
     use bindings::exports::folkhub::connector::answers::Guest as Answers;
 
     impl Answers for Spar {
         fn lookup_answers(ids: Vec<String>) -> Result<Vec<AnswerResult>, ConnectorError> {
             let url = format!("{}{}", v2::base_url(PRODUCTION), mapping::UPSTREAM.path);
             let end_user = v2::config_or("end-user", "folkhub");
-            let extended = v2::config_or("extended", "");
-            let extended: Vec<&str> = extended
-                .split(',')
-                .map(str::trim)
-                .filter(|e| !e.is_empty())
-                .collect();
+            let extended = extended();
+            let extended: Vec<&str> = extended.iter().map(String::as_str).collect();
             let asked = mapping::Asked::from_list(&extended);
             v2::one_by_one_answers(ids, mapping::UPSTREAM_VERSION, mapping::FIELDS, |id| {
                 let parsed = match folkhub_connector_sdk::ids::parse_swedish(id) {
@@ -122,7 +133,7 @@ mod component {
             }
             let text = soap::text(&response, "avisering file").map_err(error)?;
             let mut warnings = vec![];
-            let notified = mapping::map_avisering(text, &mut warnings)
+            let notified = mapping::map_avisering(text, asked(), &mut warnings)
                 .map_err(ConnectorError::MalformedResponse)?;
             v2::warn_all(warnings);
             Ok(AnswerPage {

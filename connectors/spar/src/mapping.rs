@@ -20,9 +20,10 @@
 //! call).
 //!
 //! **Coverage.** A person with sekretessmarkering or skyddad folkbokföring
-//! comes back with only the ID and the markers: that answer covers the
-//! markers and nothing else, so what the host holds stays (and is
-//! protected by the marker). Relations come only with the extended
+//! comes back with only the ID and the markers: that answer does not cover
+//! the location fields, so the stored address stays (protected by the
+//! marker; the person has not moved), and covers the rest, which SPAR no
+//! longer gives and which must not linger unprotected. Relations come only with the extended
 //! permission `Relationer`, Swedish citizenship only with `Medborgarskap`:
 //! without them those fields are not covered.
 //!
@@ -157,10 +158,12 @@ pub const FIELDS: &[&str] = &[
     "relations.parental-responsibility",
 ];
 
-/// What a protected person's answer covers: the markers only.
-const PROTECTED_COVERS: &[&str] = &[
-    "protection.se-secrecy",
-    "protection.se-protected-registration",
+/// Location fields: a protected person's answer withholds them (no move).
+const LOCATION: &[&str] = &[
+    "address.residential",
+    "address.postal",
+    "address.municipality",
+    "address.se-district",
 ];
 
 /// Which extended permissions the question asked for (they decide what an
@@ -469,18 +472,23 @@ pub fn map_post(
         p.push("protection.se-protected-registration", json!(true), &[]);
     }
     let name = children(post, ns::NAME, "Namn").find(|n| current(*n));
-    if (secrecy || protected) && name.is_none() && details.is_empty() {
-        // SPAR removes everything but the ID and the markers: the answer
-        // speaks for the markers only, and what the host holds stays.
-        p.covers = Some(PROTECTED_COVERS.to_vec());
-        return Ok(p);
-    }
+    let withheld = (secrecy || protected) && name.is_none() && details.is_empty();
     let mut covers: Vec<&'static str> = FIELDS.to_vec();
     if !asked.relations {
         covers.retain(|f| !f.starts_with("relations."));
     }
     if !asked.citizenship {
         covers.retain(|f| *f != "citizenship");
+    }
+    if withheld {
+        // SPAR sends nothing but the ID and the markers. The location is
+        // withheld, not moved: not covered, so the stored address stays and
+        // the marker protects it. The rest SPAR no longer gives this
+        // customer: covered, so a name stored before does not linger
+        // without protection.
+        covers.retain(|f| !LOCATION.contains(f));
+        p.covers = Some(covers);
+        return Ok(p);
     }
     p.covers = Some(covers);
     if let Some(name) = name {
@@ -655,7 +663,13 @@ pub struct Notified {
 /// One avisering file (`AviseringPoster`, AviseringPost-1.2.xsd): every
 /// person in it changed, and the file carries their whole post. The
 /// sequence number is the file's (Filtransport names files by it).
-pub fn map_avisering(xml: &str, warnings: &mut Vec<String>) -> Result<Vec<Notified>, String> {
+/// The file carries the terms the customer ordered, with the same extended
+/// permissions as its questions (`asked`).
+pub fn map_avisering(
+    xml: &str,
+    asked: Asked,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Notified>, String> {
     let doc = soap::parse(xml, "avisering file")?;
     let root = doc.root_element();
     if root.tag_name().name() != "AviseringPoster" || root.tag_name().namespace() != Some(ns::POST)
@@ -672,9 +686,7 @@ pub fn map_avisering(xml: &str, warnings: &mut Vec<String>) -> Result<Vec<Notifi
     }
     let mut out = Vec::new();
     for post in children(root, ns::POST, "AviseringPost") {
-        // Avisering files carry what the customer ordered; the connector's
-        // config says the same extended permissions as for lookups.
-        let person = map_post(post, None, Asked::default(), warnings)?;
+        let person = map_post(post, None, asked, warnings)?;
         let id = person
             .ids
             .iter()

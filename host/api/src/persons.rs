@@ -129,17 +129,24 @@ fn shape(
 /// A person's history as a reader may see it: entries of fields outside
 /// the basis or protected (then or now) are listed as withheld, without
 /// values.
-pub fn history_json(changes: &[PersonChange], basis: &LegalBasis) -> Value {
-    json!({ "history": history_entries(changes, basis).0 })
+/// `now`: the person's protection markers today, which protect every
+/// location value the history shows.
+pub fn history_json(changes: &[PersonChange], basis: &LegalBasis, now: &[String]) -> Value {
+    json!({ "history": history_entries(changes, basis, &|_| now.to_vec()).0 })
 }
 
-/// History entries and the paths whose values they show.
-fn history_entries(changes: &[PersonChange], basis: &LegalBasis) -> (Vec<Value>, BTreeSet<String>) {
+/// History entries and the paths whose values they show; `now(person)`
+/// gives a person's protection markers today.
+fn history_entries(
+    changes: &[PersonChange],
+    basis: &LegalBasis,
+    now: &dyn Fn(i64) -> Vec<String>,
+) -> (Vec<Value>, BTreeSet<String>) {
     let mut shown_paths = BTreeSet::new();
     let entries = changes
         .iter()
         .map(|c| {
-            let (shown, withheld) = access::view_diff(&c.diff, basis);
+            let (shown, withheld) = access::view_diff(&c.diff, basis, &now(c.person));
             shown_paths.extend(shown.keys().cloned());
             let mut entry = json!({
                 "seq": c.seq,
@@ -569,7 +576,8 @@ pub(crate) async fn person_history(
         .history(person.key)
         .await
         .map_err(ApiError::internal)?;
-    let (entries, shown) = history_entries(&changes, &caller.basis);
+    let labels = person.record.person_labels();
+    let (entries, shown) = history_entries(&changes, &caller.basis, &|_| labels.clone());
     log_reads(
         &state,
         &caller,
@@ -609,7 +617,24 @@ pub(crate) async fn changes(
         .await
         .map_err(ApiError::internal)?;
     let next = list.last().map_or(since, |c| c.seq);
-    let (mut entries, _) = history_entries(&list, &caller.basis);
+    // Each person's protection today applies to the locations their
+    // changes show, however long ago those changes were made.
+    let mut now: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for change in &list {
+        if let std::collections::btree_map::Entry::Vacant(slot) = now.entry(change.person) {
+            let labels = state
+                .store
+                .person_by_key(change.person)
+                .await
+                .map_err(ApiError::internal)?
+                .map(|p| p.record.person_labels())
+                .unwrap_or_default();
+            slot.insert(labels);
+        }
+    }
+    let (mut entries, _) = history_entries(&list, &caller.basis, &|person| {
+        now.get(&person).cloned().unwrap_or_default()
+    });
     let mut reads: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
     for (entry, change) in entries.iter_mut().zip(&list) {
         entry["person"] = json!(change.person);

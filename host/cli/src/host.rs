@@ -234,12 +234,19 @@ impl Host {
                         );
                     }
                     "auto-upgrade" if !installation.pinned => {
-                        tracing::warn!(connector, "auto-upgrading to {by}: {reason}");
-                        let Some(target) = self.manifest.find(connector, Some(&by)) else {
+                        // The release that set the deadline, or a later one of
+                        // its major: within a major nothing breaks, and a later
+                        // minor may fix what the first release of it got wrong.
+                        let Some(target) = self.manifest.newest_of_major(connector, &by) else {
                             bail!(
                                 "{connector}: the auto-upgrade target {by} is not in the manifest"
                             );
                         };
+                        tracing::warn!(
+                            connector,
+                            "auto-upgrading to {} ({by} or later of its major): {reason}",
+                            target.version
+                        );
                         self.record(
                             target,
                             false,

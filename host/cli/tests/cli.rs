@@ -91,7 +91,7 @@ fn version_lists_the_contract_versions() {
     assert!(
         stdout.contains("folkhub:connector 1.x up to 1.1.0")
             && stdout.contains("deprecated since 2026-11-22, removed after 2028-06-30")
-            && stdout.contains("folkhub:connector 2.x up to 2.0.0"),
+            && stdout.contains("folkhub:connector 2.x up to 2.1.0"),
         "{stdout}"
     );
 }
@@ -130,7 +130,7 @@ fn outdated_warns_before_the_deadline_and_says_unsupported_after_it() {
     };
     let early = at("2027-01-10");
     assert!(
-        early.contains("krr 1.0.1 (pinned) → newest 2.1.0"),
+        early.contains("krr 1.0.1 (pinned) → newest 2.2.0"),
         "{early}"
     );
     assert!(
@@ -181,7 +181,7 @@ fn upgrade_rollback_pin_and_history_from_the_command_line() {
     assert!(code == Some(1) && err.contains("rollback"), "{err}");
     let (code, _, err) = run(&["connectors", "upgrade", "krr", "--to", "7.0.0"]);
     assert!(
-        code == Some(1) && err.contains("published: 1.0.0, 1.0.1, 2.0.0, 2.1.0"),
+        code == Some(1) && err.contains("published: 1.0.0, 1.0.1, 2.0.0, 2.1.0, 2.2.0"),
         "{err}"
     );
     let (code, _, err) = run(&[

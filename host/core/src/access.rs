@@ -171,9 +171,16 @@ pub fn view(record: &MergedRecord, basis: &LegalBasis) -> View {
 /// `{path: {"from", "to", "from_labels", "to_labels"}}` diff is kept only
 /// when the reader may see both sides; otherwise its path is listed as
 /// withheld and no value of it is given.
+///
+/// `now` are the person's protection markers today
+/// ([`MergedRecord::person_labels`](crate::merge::MergedRecord::person_labels)):
+/// a location value an entry shows is protected by them too, so a person
+/// who became protected does not have their earlier addresses read from
+/// the history.
 pub fn view_diff(
     diff: &Value,
     basis: &LegalBasis,
+    now: &[String],
 ) -> (
     serde_json::Map<String, Value>,
     BTreeMap<String, Withholding>,
@@ -193,8 +200,12 @@ pub fn view_diff(
             .unwrap_or_default()
     };
     for (path, entry) in entries {
-        let before = labels_of(entry.get("from_labels"));
-        let after = labels_of(entry.get("to_labels"));
+        let mut before = labels_of(entry.get("from_labels"));
+        let mut after = labels_of(entry.get("to_labels"));
+        if fields::lookup(path).is_some_and(|f| f.location) {
+            before = labels::merge(&before, now);
+            after = labels::merge(&after, now);
+        }
         let refused = basis
             .refuses(path, &before)
             .or_else(|| basis.refuses(path, &after));
@@ -283,9 +294,28 @@ mod tests {
             "address.residential": {"from": {"kind": "street"}, "to": {"kind": "street", "street": "B"},
                                      "to_labels": ["FORTROLIG"]},
         });
-        let (shown, withheld) = view_diff(&diff, &LegalBasis::profile("school").unwrap());
+        let (shown, withheld) = view_diff(&diff, &LegalBasis::profile("school").unwrap(), &[]);
         assert!(shown.contains_key("name.given"));
         assert!(!shown.contains_key("address.residential"));
         assert_eq!(withheld["address.residential"], Withholding::Protected);
+    }
+
+    #[test]
+    fn a_location_in_the_history_is_protected_by_todays_markers() {
+        // The person moved while unprotected, then became protected: the
+        // old entry carries no label, but it must not show the address now.
+        let diff = json!({
+            "address.residential": {"from": null, "to": {"kind": "street", "street": "A"}},
+            "name.given": {"from": null, "to": "KARI"},
+        });
+        let school = LegalBasis::profile("school").unwrap();
+        let (shown, withheld) = view_diff(&diff, &school, &["SKYDDAD_FOLKBOKFORING".to_string()]);
+        assert!(shown.contains_key("name.given"), "names are not locations");
+        assert_eq!(withheld["address.residential"], Withholding::Protected);
+        let (shown, _) = view_diff(&diff, &school, &[]);
+        assert!(shown.contains_key("address.residential"));
+        let full = LegalBasis::full("full");
+        let (shown, _) = view_diff(&diff, &full, &["STRENGT_FORTROLIG".to_string()]);
+        assert!(shown.contains_key("address.residential"));
     }
 }

@@ -22,9 +22,7 @@ pub enum ConnectorError {
     UpstreamVersionGone(String),
     #[error("bad input: {0}")]
     BadInput(String),
-    #[error(
-        "the register answered something the connector cannot read (not retried: the same question would get the same answer, and some registers charge per call): {0}"
-    )]
+    #[error("the register answered something the connector cannot read: {0}")]
     MalformedResponse(String),
     #[error("the host refused a request: {0}")]
     Denied(String),
@@ -34,13 +32,26 @@ pub enum ConnectorError {
 
 impl ConnectorError {
     /// Is a later retry of the same call likely to succeed? An answer the
-    /// connector cannot read is not: asking again gets the same answer, and
-    /// registers such as SPAR charge for every call.
+    /// connector cannot read may be a transfer cut short; a paid register is
+    /// not asked again for it all the same ([`ConnectorError::worth_retrying`]).
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ConnectorError::RateLimited(_) | ConnectorError::UpstreamUnavailable(_)
+            ConnectorError::RateLimited(_)
+                | ConnectorError::UpstreamUnavailable(_)
+                | ConnectorError::MalformedResponse(_)
         )
+    }
+
+    /// Should the same call be made again, at `cost_per_call`? An answer the
+    /// connector cannot read is most often the same answer next time (a
+    /// schema it does not know): against a register that charges per call
+    /// (SPAR) the run fails once with the reason instead of paying again.
+    pub fn worth_retrying(&self, cost_per_call: f64) -> bool {
+        match self {
+            ConnectorError::MalformedResponse(_) => cost_per_call <= 0.0,
+            other => other.is_transient(),
+        }
     }
 }
 
@@ -147,4 +158,24 @@ pub enum EnrichOutcome {
 pub struct EnrichResult {
     pub key: String,
     pub outcome: EnrichOutcome,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_answer_is_not_bought_again() {
+        let unreadable = ConnectorError::MalformedResponse("namn-2.0".into());
+        assert!(
+            unreadable.worth_retrying(0.0),
+            "a free register: maybe a cut-off transfer"
+        );
+        assert!(
+            !unreadable.worth_retrying(0.35),
+            "a paid register is not asked again"
+        );
+        assert!(ConnectorError::RateLimited(100).worth_retrying(0.35));
+        assert!(!ConnectorError::Unauthorized("x".into()).worth_retrying(0.0));
+    }
 }

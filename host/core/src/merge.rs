@@ -256,24 +256,7 @@ pub fn merge(rules: &MergeRules, candidates: &BTreeMap<String, Vec<Candidate>>) 
     // register, whichever source a field came from: the strictest NO
     // grading, SE sekretessmarkering and skyddad folkbokföring, FI
     // turvakielto.
-    let mut person_labels = Vec::new();
-    let protection = record.protection();
-    if protection != Protection::Ugradert {
-        person_labels.push(protection.as_str().to_string());
-    }
-    for (flag, marker) in [
-        ("protection.se-secrecy", labels::SE_SECRECY),
-        ("protection.se-protected-registration", labels::SE_PROTECTED),
-        ("protection.fi-non-disclosure", labels::FI_NON_DISCLOSURE),
-    ] {
-        if record
-            .fields
-            .get(flag)
-            .is_some_and(|f| f.value == Value::Bool(true))
-        {
-            person_labels.push(marker.to_string());
-        }
-    }
+    let person_labels = record.person_labels();
     if !person_labels.is_empty() {
         for (path, field) in record.fields.iter_mut() {
             if fields::lookup(path).is_some_and(|f| f.location) {
@@ -282,6 +265,35 @@ pub fn merge(rules: &MergeRules, candidates: &BTreeMap<String, Vec<Candidate>>) 
         }
     }
     record
+}
+
+impl MergedRecord {
+    /// The person's protection markers, from every register: the strictest
+    /// NO grading, SE sekretessmarkering and skyddad folkbokföring, FI
+    /// turvakielto. They protect every location field of the record, and
+    /// every location value the person's history shows, from the moment
+    /// they apply.
+    pub fn person_labels(&self) -> Vec<String> {
+        let mut person_labels = Vec::new();
+        let protection = self.protection();
+        if protection != Protection::Ugradert {
+            person_labels.push(protection.as_str().to_string());
+        }
+        for (flag, marker) in [
+            ("protection.se-secrecy", labels::SE_SECRECY),
+            ("protection.se-protected-registration", labels::SE_PROTECTED),
+            ("protection.fi-non-disclosure", labels::FI_NON_DISCLOSURE),
+        ] {
+            if self
+                .fields
+                .get(flag)
+                .is_some_and(|f| f.value == Value::Bool(true))
+            {
+                person_labels.push(marker.to_string());
+            }
+        }
+        person_labels
+    }
 }
 
 #[cfg(test)]

@@ -196,6 +196,15 @@ impl Manifest {
         }
     }
 
+    /// The newest release of the same major as `version`, at or after it
+    /// (what an automatic upgrade to `version` installs).
+    pub fn newest_of_major(&self, connector: &str, version: &str) -> Option<&Release> {
+        let (major, _, _) = semver(version)?;
+        self.releases_of(connector).into_iter().rfind(|r| {
+            semver(&r.version).is_some_and(|v| v.0 == major && Some(v) >= semver(version))
+        })
+    }
+
     /// Connector ids, sorted.
     pub fn connectors(&self) -> Vec<String> {
         self.releases

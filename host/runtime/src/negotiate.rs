@@ -200,9 +200,10 @@ mod tests {
             "{e}"
         );
         assert!(check(ContractVersion::parse("2.0.0").unwrap()).is_ok());
-        let e = check(ContractVersion::parse("2.1.0").unwrap()).unwrap_err();
+        assert!(check(ContractVersion::parse("2.1.0").unwrap()).is_ok());
+        let e = check(ContractVersion::parse("2.2.0").unwrap()).unwrap_err();
         assert!(
-            e.contains("needs host API 2.1") && e.contains("this host has 2.0"),
+            e.contains("needs host API 2.2") && e.contains("this host has 2.1"),
             "{e}"
         );
         let e = check(ContractVersion::parse("3.0.0").unwrap()).unwrap_err();

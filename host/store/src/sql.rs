@@ -2976,6 +2976,7 @@ mod tests {
         a_person_without_an_id_is_matched_only_when_exactly_one_fits,
         rebuild_reports_and_repairs_a_record_that_drifted_from_the_log,
         apply_merge_retract_history_and_id_change,
+        a_narrower_answer_removes_only_what_it_covers,
         installations_are_audited_and_survive_reopen,
         the_access_log_is_append_only_and_clients_keep_their_names
     );
@@ -3453,6 +3454,110 @@ mod tests {
             "rebuild from the observation log"
         );
         assert!(store.rebuild(false).await.unwrap().differing.is_empty());
+    }
+
+    /// Contract 2.1: a field the answer does not cover keeps its stored
+    /// value (a narrower scope, a withheld address); one it covers and
+    /// lacks is removed. A register that starts protecting a person and
+    /// stops sending the address has not moved them: the stored address
+    /// stays and carries the protection at once.
+    async fn a_narrower_answer_removes_only_what_it_covers(b: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(b, &dir.path().join("s.db")).await;
+        let id = "03851598730";
+        let everything = person(
+            &[(id, true)],
+            &[
+                ("name.given", json!("KARI")),
+                ("contact.email", json!("kari@example.invalid")),
+                ("contact.mobile", json!("+4799999999")),
+                (
+                    "address.residential",
+                    json!({"kind": "street", "street": "Testveien", "country": "NOR"}),
+                ),
+                ("address.municipality", json!("0301")),
+            ],
+        );
+        store.apply(batch(vec![everything], None)).await.unwrap();
+        // A narrower answer: no contact details, and it does not cover them.
+        let mut narrower = person(&[(id, true)], &[("name.given", json!("KARI"))]);
+        narrower.covers = Some(vec![
+            "name.given".into(),
+            "address.residential".into(),
+            "address.municipality".into(),
+        ]);
+        let mut b2 = batch(vec![narrower], None);
+        b2.retrieved = Utc::now() + chrono::Duration::seconds(1);
+        store.apply(b2).await.unwrap();
+        let p = store.person(id).await.unwrap().unwrap();
+        assert_eq!(
+            p.record.fields["contact.email"].value,
+            json!("kari@example.invalid")
+        );
+        assert_eq!(
+            p.record.fields["contact.mobile"].value,
+            json!("+4799999999")
+        );
+        // The answer covered the address and lacked it: removed.
+        assert!(
+            !p.record.fields.contains_key("address.residential"),
+            "{:?}",
+            p.record.fields.keys()
+        );
+        assert!(!p.record.fields.contains_key("address.municipality"));
+        // Now the register covers the e-mail and has none: removed; the
+        // mobile, not covered, stays.
+        let mut covering = person(&[(id, true)], &[("name.given", json!("KARI"))]);
+        covering.covers = Some(vec!["name.given".into(), "contact.email".into()]);
+        let mut b3 = batch(vec![covering], None);
+        b3.retrieved = Utc::now() + chrono::Duration::seconds(2);
+        store.apply(b3).await.unwrap();
+        let p = store.person(id).await.unwrap().unwrap();
+        assert!(!p.record.fields.contains_key("contact.email"));
+        assert_eq!(
+            p.record.fields["contact.mobile"].value,
+            json!("+4799999999")
+        );
+
+        // Protection arrives without the address: no move, and the stored
+        // address is protected at once.
+        let other = "20036914700";
+        let home = json!({"kind": "street", "street": "Gata", "country": "NOR"});
+        store
+            .apply(batch(
+                vec![person(
+                    &[(other, true)],
+                    &[
+                        ("address.residential", home.clone()),
+                        ("address.municipality", json!("0301")),
+                    ],
+                )],
+                None,
+            ))
+            .await
+            .unwrap();
+        let mut graded = person(
+            &[(other, true)],
+            &[("protection.level", json!("STRENGT_FORTROLIG"))],
+        );
+        graded.covers = Some(vec!["protection.level".into(), "name.given".into()]);
+        let mut b4 = batch(vec![graded], None);
+        b4.retrieved = Utc::now() + chrono::Duration::seconds(3);
+        store.apply(b4).await.unwrap();
+        let p = store.person(other).await.unwrap().unwrap();
+        let address = &p.record.fields["address.residential"];
+        assert_eq!(address.value, home);
+        assert!(
+            address.labels.iter().any(|l| l == "STRENGT_FORTROLIG"),
+            "{:?}",
+            address.labels
+        );
+        assert!(
+            p.record.fields["address.municipality"]
+                .labels
+                .iter()
+                .any(|l| l == "STRENGT_FORTROLIG")
+        );
     }
 
     async fn apply_merge_retract_history_and_id_change(b: Backend) {

@@ -101,9 +101,14 @@ pub enum SyncError {
     Store(#[from] folkhub_store::StoreError),
 }
 
-fn retry_delay(error: &CallError, attempt: u32, base: Duration) -> Option<Duration> {
+fn retry_delay(
+    error: &CallError,
+    attempt: u32,
+    base: Duration,
+    cost_per_call: f64,
+) -> Option<Duration> {
     let error = error.connector_error()?;
-    if !error.is_transient() {
+    if !error.worth_retrying(cost_per_call) {
         return None;
     }
     let exponential = base * 2u32.saturating_pow(attempt.min(10));
@@ -140,7 +145,7 @@ where
             Ok(value) => return Ok(value),
             Err(error) => {
                 attempt += 1;
-                match retry_delay(&error, attempt - 1, options.backoff) {
+                match retry_delay(&error, attempt - 1, options.backoff, options.cost_per_call) {
                     Some(delay) if attempt < options.attempts => {
                         tracing::warn!(
                             attempt,

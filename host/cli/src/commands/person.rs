@@ -153,7 +153,11 @@ pub async fn history(host: &Host, id: &str, basis: &LegalBasis) -> anyhow::Resul
     let changes = host.store().history(person.key).await?;
     println!(
         "{}",
-        serde_json::to_string_pretty(&folkhub_api::history_json(&changes, basis))?
+        serde_json::to_string_pretty(&folkhub_api::history_json(
+            &changes,
+            basis,
+            &person.record.person_labels()
+        ))?
     );
     Ok(())
 }

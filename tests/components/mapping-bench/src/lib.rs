@@ -50,6 +50,28 @@ fn malformed(e: String) -> ConnectorError {
     ConnectorError::MalformedResponse(e)
 }
 
+/// Folkeregisteret (1.1, contract 2.1) likewise: the 1.x record from the
+/// same mapped person.
+fn freg_record(p: connector_folkeregister::mapping::Person) -> PersonRecord {
+    PersonRecord {
+        ids: p
+            .ids
+            .into_iter()
+            .map(|(scheme, value, active)| folkhub_connector_sdk::PersonId {
+                scheme,
+                value,
+                active,
+            })
+            .collect(),
+        fields: p
+            .fields
+            .into_iter()
+            .map(|f| folkhub_connector_sdk::field(f.path, f.value, &f.labels, f.effective))
+            .collect(),
+        upstream_version: connector_folkeregister::mapping::UPSTREAM_VERSION.into(),
+    }
+}
+
 fn map(register: &str, body: &str) -> Result<Vec<LookupResult>, ConnectorError> {
     Ok(match register {
         "folkeregister" => {
@@ -57,13 +79,13 @@ fn map(register: &str, body: &str) -> Result<Vec<LookupResult>, ConnectorError> 
             let json: serde_json::Value =
                 serde_json::from_str(body).map_err(|e| malformed(e.to_string()))?;
             let mut warnings = Vec::new();
-            mapping::map_bulk(&json, &mut warnings)
+            mapping::map_bulk(&json, true, &mut warnings)
                 .map_err(malformed)?
                 .into_iter()
                 .map(|(requested, outcome)| LookupResult {
                     requested,
                     outcome: match outcome {
-                        mapping::Outcome::Found(p) => LookupOutcome::Found(p.into_record()),
+                        mapping::Outcome::Found(p) => LookupOutcome::Found(freg_record(p)),
                         mapping::Outcome::NotFound => LookupOutcome::NotFound,
                         mapping::Outcome::Invalid(m) => {
                             LookupOutcome::Failed(ConnectorError::BadInput(m))
