@@ -87,21 +87,34 @@ pub fn person(id: &str, contact: Option<&Contact>, scopes: (bool, bool)) -> Valu
             return json!({"personidentifikator": id, "status": "IKKE_REGISTRERT"});
         }
         KrrStatus::Deleted => {
-            return json!({"personidentifikator": id, "status": "SLETTET", "reservasjon": "NEI", "varslingsstatus": "KAN_IKKE_VARSLES"});
+            let mut out =
+                json!({"personidentifikator": id, "status": "SLETTET", "reservasjon": "NEI"});
+            if scopes.0 {
+                out["varslingsstatus"] = json!("KAN_IKKE_VARSLES");
+            }
+            return out;
         }
         KrrStatus::Active => {}
     }
+    // The reservation always comes; the notification status, e-mail,
+    // mobile and language only under krr:global/kontaktinformasjon.read,
+    // the mailbox only under krr:global/digitalpost.read (Digdir's REST
+    // documentation; simulators/wire/krr-v2.toml).
     let mut out = json!({
         "personidentifikator": id,
         "reservasjon": if c.reserved { "JA" } else { "NEI" },
         "status": "AKTIV",
-        "varslingsstatus": if c.can_notify() { "KAN_VARSLES" } else { "KAN_IKKE_VARSLES" },
     });
     if c.reserved {
         out["reservasjonstidspunkt"] = json!(ts(c.updated));
     }
     let (contact_scope, mailbox_scope) = scopes;
     if contact_scope {
+        out["varslingsstatus"] = json!(if c.can_notify() {
+            "KAN_VARSLES"
+        } else {
+            "KAN_IKKE_VARSLES"
+        });
         let mut info = serde_json::Map::new();
         if let Some(e) = &c.email {
             info.insert("epostadresse".into(), json!(e));
@@ -232,4 +245,51 @@ pub fn router() -> axum::Router<Shared> {
     axum::Router::new()
         .route("/rest/{version}/personer", post(persons))
         .route("/rest/{version}/endringer", get(changes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::population::Population;
+    use crate::wire;
+
+    /// Every answer, under every combination of scopes, holds to the members
+    /// Digdir documents, and carries a scope's members only under it.
+    #[test]
+    fn answers_hold_to_the_documented_members_and_scopes() {
+        let population = Population::generate(9, 400);
+        let table = wire::table("krr-v2").unwrap_or_else(|e| panic!("{e}"));
+        const CONTACT: &[&str] = &[
+            "varslingsstatus",
+            "kontaktinformasjon",
+            "spraak",
+            "spraak_oppdatert",
+        ];
+        const MAILBOX: &[&str] = &["digital_post", "sertifikat"];
+        for scopes in [(true, true), (true, false), (false, true), (false, false)] {
+            let list: Vec<Value> = population
+                .persons
+                .iter()
+                .map(|p| person(p.id(), contact_of(&population, p.id()), scopes))
+                .collect();
+            let answer = json!({"personer": list});
+            if let Err(problems) = table.check_json(&answer) {
+                panic!("{scopes:?}: {:?}", &problems[..problems.len().min(5)]);
+            }
+            for p in &list {
+                for key in CONTACT {
+                    assert!(
+                        scopes.0 || p.get(*key).is_none(),
+                        "{key} without the contact scope: {p}"
+                    );
+                }
+                for key in MAILBOX {
+                    assert!(
+                        scopes.1 || p.get(*key).is_none(),
+                        "{key} without the mailbox scope: {p}"
+                    );
+                }
+            }
+        }
+    }
 }

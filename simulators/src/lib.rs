@@ -95,7 +95,7 @@ grant_hosts = ["{sim_url}"]
 # The simulator runs on loopback, which connectors may only reach when allowed.
 allow_private_networks = true
 [connectors.{id}.config]
-base-url = "{base_url}"
+base-url = "{base_url}"{extra}
 [connectors.{id}.credentials]
 kind = "maskinporten"
 token_endpoint = "{sim_url}/maskinporten/token"
@@ -105,6 +105,12 @@ key_file = "{key}"
 scope = "{scope}"
 "#,
             key = key_file.display(),
+            // KRR: the scopes the token holds decide what an answer covers.
+            extra = if id == "krr" {
+                format!("\nscopes = \"{scope}\"")
+            } else {
+                String::new()
+            },
         ));
     }
     let customer = &spar::CUSTOMERS[0];

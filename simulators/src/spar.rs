@@ -9,25 +9,31 @@
 //! a `SPARPersonsokningSvar` with `PersonsokningSvarspost`s, an `Undantag`,
 //! or `OverstigerMaxAntalSvarsposter`.
 //!
-//! As the real service: persons with sekretessmarkering or skyddad
-//! folkbokföring come back with only `PersonId` and the markers; relations
-//! (`VÅRDNADSHAVARE`) only when the customer holds and asks for the
-//! extended permission `Relationer`; namespace prefixes vary between
-//! answers, so clients must read namespace URIs.
+//! Every element is written in its component's own namespace, as the
+//! 2021.1 XSDs of SPAR's reference implementation define them
+//! (`simulators/wire/spar-2021.1.toml` lists them with their sources; a
+//! test holds every answer to that table). As the real service: persons
+//! with sekretessmarkering or skyddad folkbokföring come back with only
+//! `PersonId` and the markers; relations (`VÅRDNADSHAVARE`) only when the
+//! customer holds and asks for the extended permission `Relationer`, and
+//! `SvenskMedborgare` only with `Medborgarskap`; namespace prefixes vary
+//! between answers, and every third answer redeclares default namespaces
+//! instead ([`Style`]), so clients must read namespace URIs.
 //!
 //! Undantag codes (the simulator's; SPAR documents its own list to
 //! customers): `1` identification refused (customer numbers or assignment),
 //! `2` extended permission not granted, `3` malformed search (IdNummer not
 //! 12 digits with a valid check digit, or no criteria), `4` malformed request.
 //!
-//! A person whose samordningsnummer was replaced by a personnummer carries
-//! the old number as `HanvisningsPersonNr` (the term Navet uses; the exact
-//! SPAR element for it is inferred).
+//! A person whose samordningsnummer was replaced by a personnummer has a
+//! `Hanvisning` from the old number (`Typ` `Fran`) in `Persondetaljer`.
 //!
-//! Change notifications: `GET /filtransport/avisering/{sekvensnummer}`
-//! serves avisering files (`AviseringPoster`), numbered from 1 (a
-//! nulägesavisering of every person in the customer's selection), then one
-//! ändringsavisering per batch of changes; 404 until the next file exists.
+//! Change notifications: `GET /filtransport/avisering/{n}` serves avisering
+//! files (`AviseringPoster` of `AviseringPost`, AviseringPost-1.2.xsd),
+//! numbered from 1 (every person in the customer's selection), then one
+//! file per batch of changes; 404 until the next file exists. A file
+//! carries the terms the customer ordered (here: with its extended
+//! permissions).
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};

@@ -16,3 +16,42 @@ fn fields_md() {
         "docs/fields.md is out of date: run `cargo xtask docs`"
     );
 }
+
+/// Every source the catalogue (docs/fields.md) lists for a field is a
+/// connector whose newest release claims that field, and every field a
+/// newest release claims lists that connector as a source: the two cannot
+/// drift apart. That the releases also fill what they claim is checked
+/// against the published shapes (the fidelity corpus, `fidelity.rs`) and
+/// the simulators (`nordic.rs`).
+#[test]
+fn catalogue_sources_and_newest_releases_agree() {
+    let manifest =
+        folkhub_manifest::Manifest::load(&root().join("registry-manifest.toml")).expect("manifest");
+    let mut problems = Vec::new();
+    for connector in manifest.connectors() {
+        let newest = manifest.find(&connector, None).expect("newest");
+        for field in &newest.fields {
+            match folkhub_core::fields::lookup(field) {
+                None => problems.push(format!("{connector} {} claims unknown {field}", newest.version)),
+                Some(def) if !def.sources.contains(&connector.as_str()) => problems.push(format!(
+                    "{connector} {} fills {field}, but docs/fields.md does not list {connector} as its source",
+                    newest.version
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    for def in folkhub_core::fields::CATALOGUE {
+        for source in def.sources {
+            match manifest.find(source, None) {
+                None => problems.push(format!("{}: source {source} has no release", def.path)),
+                Some(r) if !r.fields.iter().any(|f| f == def.path) => problems.push(format!(
+                    "docs/fields.md lists {source} for {}, but {source} {} does not fill it",
+                    def.path, r.version
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -8,6 +8,7 @@ mod api;
 mod bad_input;
 mod cluster;
 mod contract;
+mod coverage;
 mod crash;
 mod docs;
 mod end_to_end;

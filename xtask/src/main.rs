@@ -578,8 +578,8 @@ cache_dir = "{cache}"
     // their addresses. SPAR's first avisering file names every Swede of the
     // customer's selection. VTJ has no "everyone" feed: the operator adds
     // the Finns to follow.
-    // KRR is installed one release behind (2.0.0, contract 1.1) so the
-    // upgrade flow can be tried: dry run, upgrade to 2.1.0, rollback.
+    // KRR is installed behind (2.0.0, contract 1.1) so the upgrade flow can
+    // be tried: dry run, upgrade to 2.2.0 (contract 2.1), rollback.
     for connector in ["folkeregister", "krr", "kartverket", "spar", "dvv"] {
         let mut args = vec!["connectors", "install", connector];
         if connector == "krr" {
@@ -729,11 +729,11 @@ cache_dir = "{cache}"
         config.display()
     );
     println!(
-        "  target/release/folkhub --config {} connectors upgrade krr --to 2.1.0 --dry-run   # notes, differences, shadow run on 100 persons",
+        "  target/release/folkhub --config {} connectors upgrade krr --to 2.2.0 --dry-run   # notes, differences, shadow run on 100 persons",
         config.display()
     );
     println!(
-        "  target/release/folkhub --config {} connectors upgrade krr --to 2.1.0   # then: connectors rollback krr, connectors history krr",
+        "  target/release/folkhub --config {} connectors upgrade krr --to 2.2.0   # then: connectors rollback krr, connectors history krr",
         config.display()
     );
     println!("  {admin} {api}/v1/connectors");

@@ -257,7 +257,7 @@ pub const CATALOGUE: &[FieldDef] = &[
         "relations",
         Relations,
         false,
-        ["folkeregister", "spar", "dvv"],
+        ["folkeregister", "spar"],
         "Family relations: role `mother`, `father`, `co-mother`, `child`, `spouse`, `sibling` (FREG familierelasjon). Sorted by role, then id."
     ),
     field!(
