@@ -528,27 +528,56 @@ pub(crate) async fn search(
             ));
         }
     };
-    let found = state
-        .store
-        .search(&search, after, limit)
-        .await
-        .map_err(ApiError::internal)?;
-    let next = (found.len() as u32 == limit).then(|| found.last().map(|p| p.key));
+    // A search does not find persons whose protection the caller may not
+    // see past: they are reached only by their full ID. Visibility comes
+    // from the person's markers (every register's, stricter wins), not
+    // from which fields happen to be stored: a strengt fortrolig person
+    // has no stored location to withhold, and must not be found either.
+    // The page is filled from the visible persons only, and `next` is the
+    // last of them, so neither the page's size nor its cursor says that a
+    // protected person was passed over.
+    let visible = |person: &folkhub_store::StoredPerson| {
+        caller.basis.covers(&person.record.person_labels())
+            && !access::view(&person.record, &caller.basis)
+                .withheld
+                .values()
+                .any(|w| *w == Withholding::Protected)
+    };
+    let mut shown: Vec<folkhub_store::StoredPerson> = Vec::new();
+    let mut from = after;
+    let more = loop {
+        let found = state
+            .store
+            .search(&search, from, limit)
+            .await
+            .map_err(ApiError::internal)?;
+        let exhausted = (found.len() as u32) < limit;
+        from = found.last().map_or(from, |p| p.key);
+        let mut rest = found.into_iter().filter(|p| visible(p));
+        while (shown.len() as u32) < limit {
+            match rest.next() {
+                Some(person) => shown.push(person),
+                None => break,
+            }
+        }
+        if (shown.len() as u32) == limit {
+            // Full: more may follow (among the rest of this batch or later).
+            break rest.next().is_some() || !exhausted;
+        }
+        if exhausted {
+            break false;
+        }
+    };
+    let next = more.then(|| shown.last().map(|p| p.key)).flatten();
     let mut persons = Vec::new();
     let mut reads = Vec::new();
-    for person in &found {
-        // A search does not find persons whose protection the caller may
-        // not see past: they are reached only by their full ID.
-        let view = access::view(&person.record, &caller.basis);
-        if view.withheld.values().any(|w| *w == Withholding::Protected) {
-            continue;
-        }
+    for person in &shown {
         let (out, returned) = shape(person, &caller.basis, provenance, selection.as_ref());
         persons.push(out);
         reads.push((person.key, returned));
     }
     log_reads(&state, &caller, "GET /v1/persons", reads).await?;
-    Ok(Json(json!({ "persons": persons, "next": next.flatten() })))
+    Ok(Json(json!({ "persons": persons, "next": next })))
 }
 
 /// `GET /v1/persons/{id}/history`.
