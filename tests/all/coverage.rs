@@ -94,6 +94,19 @@ async fn a_narrower_answer_keeps_what_it_does_not_cover_and_protection_is_no_mov
             "{path} must survive an answer that does not cover it"
         );
     }
+    // The upgrade dry run models the same rule: the same release under the
+    // narrower token changes no e-mail or mobile in the shadow run.
+    let report = folkhub_sync::shadow::shadow(store, &env.host.rules(), &krr, &krr_narrow, 60)
+        .await
+        .expect("shadow");
+    assert!(report.sampled > 0);
+    for path in ["contact.email", "contact.mobile"] {
+        assert!(
+            !report.fields.contains_key(path),
+            "the shadow run shows {path} changing: {:?}",
+            report.fields.keys()
+        );
+    }
     // And the same without the scopes configured: read from the answer.
     let inferred = host_with(&env, "krr", |c| {
         if let Some(Credentials::Maskinporten { scope, .. }) = &mut c.credentials {

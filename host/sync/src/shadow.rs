@@ -83,6 +83,8 @@ pub struct IdDifference {
 struct Answer {
     fields: Vec<Observation>,
     ids: Vec<folkhub_core::observation::SourceId>,
+    /// What the answer covers (contract 2.1); `None`: everything.
+    covers: Option<Vec<String>>,
 }
 
 fn store_error(connector: &Connector, e: StoreError) -> CallError {
@@ -176,6 +178,7 @@ async fn answers(
                             f.map(|fields| Answer {
                                 fields,
                                 ids: vec![],
+                                covers: None,
                             })
                         });
                         out.insert(key, record(answer, tally));
@@ -203,6 +206,7 @@ async fn answers(
                         LookupOutcome::Found(p) => Ok(Some(Answer {
                             fields: p.fields,
                             ids: p.ids,
+                            covers: p.covers,
                         })),
                         LookupOutcome::NotFound => Ok(None),
                         LookupOutcome::Failed(e) => Err(e.to_string()),
@@ -243,15 +247,35 @@ fn enriched(outcome: EnrichOutcome) -> Result<Option<Vec<Observation>>, String> 
 }
 
 /// The merged record with this connector's statements replaced by `fields`.
+/// The merged record the store would hold after `answer`, as it applies
+/// answers: no answer (not found, failed) changes nothing, so the source's
+/// stored values (`stored`) stay; an answer replaces them, except the paths
+/// it does not cover (contract 2.1), which keep their stored value.
 fn merged_with(
     rules: &MergeRules,
     others: &BTreeMap<String, Vec<Candidate>>,
+    stored: &BTreeMap<String, Vec<Candidate>>,
     connector: &Connector,
-    fields: Option<&Vec<Observation>>,
+    answer: Option<&Answer>,
 ) -> MergedRecord {
     let mut candidates = others.clone();
+    let kept = |path: &str| match answer {
+        None => true,
+        Some(a) => a
+            .covers
+            .as_ref()
+            .is_some_and(|list| !list.iter().any(|p| p == path)),
+    };
+    for (path, list) in stored {
+        if kept(path) {
+            candidates
+                .entry(path.clone())
+                .or_default()
+                .extend(list.iter().cloned());
+        }
+    }
     let now = Utc::now();
-    for f in fields.into_iter().flatten() {
+    for f in answer.map(|a| &a.fields).into_iter().flatten() {
         if f.value.is_null() {
             continue;
         }
@@ -303,14 +327,21 @@ pub async fn shadow(
             .candidates(person.key)
             .await
             .map_err(|e| store_error(old, e))?;
-        for list in others.values_mut() {
-            list.retain(|c| c.source != old.id);
+        let mut stored: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+        for (path, list) in others.iter_mut() {
+            let (own, rest): (Vec<Candidate>, Vec<Candidate>) = std::mem::take(list)
+                .into_iter()
+                .partition(|c| c.source == old.id);
+            *list = rest;
+            if !own.is_empty() {
+                stored.insert(path.clone(), own);
+            }
         }
         others.retain(|_, list| !list.is_empty());
         let x = before.get(&person.key).and_then(Option::as_ref);
         let y = after.get(&person.key).and_then(Option::as_ref);
-        let a = merged_with(rules, &others, old, x.map(|x| &x.fields));
-        let b = merged_with(rules, &others, new, y.map(|y| &y.fields));
+        let a = merged_with(rules, &others, &stored, old, x);
+        let b = merged_with(rules, &others, &stored, new, y);
         let ids = |answer: Option<&Answer>| -> std::collections::BTreeSet<(String, String, bool)> {
             answer
                 .map(|a| {
@@ -323,7 +354,9 @@ pub async fn shadow(
         };
         let (ids_a, ids_b) = (ids(x), ids(y));
         let mut same = true;
-        if ids_a != ids_b {
+        // Identifiers are compared where both releases found the person;
+        // one that did not find them is counted under "not found".
+        if x.is_some() && y.is_some() && ids_a != ids_b {
             same = false;
             report.ids_differ += 1;
             if report.id_examples.len() < 3 {
