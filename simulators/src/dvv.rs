@@ -243,17 +243,7 @@ pub fn henkilo(population: &Population, p: &FiPerson, product: &str) -> String {
         el("Sukupuolikoodi", code),
         el("SukupuoliS", text)
     ));
-    for c in &p.citizenship {
-        let numeric = FI_CITIZENSHIPS
-            .iter()
-            .find(|(_, a)| a == c)
-            .map_or("998", |(n, _)| n);
-        x.push_str(&format!(
-            "<Kansalaisuus>{}{}</Kansalaisuus>",
-            el("Kansalaisuuskoodi3", numeric),
-            el("KansalaisuusS", c)
-        ));
-    }
+    x.push_str(&citizenships(p));
     if full {
         x.push_str(&custodians(population, p));
         x.push_str(&trustee(population, p));
@@ -268,6 +258,24 @@ pub fn henkilo(population: &Population, p: &FiPerson, product: &str) -> String {
     }
     x.push_str("</Henkilo>");
     x
+}
+
+/// One `Kansalaisuus` per citizenship, with VTJ's numeric country code.
+fn citizenships(p: &FiPerson) -> String {
+    p.citizenship
+        .iter()
+        .map(|c| {
+            let numeric = FI_CITIZENSHIPS
+                .iter()
+                .find(|(_, a)| a == c)
+                .map_or("998", |(n, _)| n);
+            format!(
+                "<Kansalaisuus>{}{}</Kansalaisuus>",
+                el("Kansalaisuuskoodi3", numeric),
+                el("KansalaisuusS", c)
+            )
+        })
+        .collect()
 }
 
 fn trustee(population: &Population, p: &FiPerson) -> String {
@@ -361,17 +369,7 @@ fn henkilo_ophrek(population: &Population, p: &FiPerson) -> String {
     x.push_str(&custodians(population, p));
     x.push_str(&trustee(population, p));
     x.push_str(&el("Sahkopostiosoite", &email(p).unwrap_or_default()));
-    for c in &p.citizenship {
-        let numeric = FI_CITIZENSHIPS
-            .iter()
-            .find(|(_, a)| a == c)
-            .map_or("998", |(n, _)| n);
-        x.push_str(&format!(
-            "<Kansalaisuus>{}{}</Kansalaisuus>",
-            el("Kansalaisuuskoodi3", numeric),
-            el("KansalaisuusS", c)
-        ));
-    }
+    x.push_str(&citizenships(p));
     x.push_str("</Henkilo>");
     x
 }
