@@ -27,9 +27,19 @@ pub struct Pki {
     pub server: Arc<rustls::ServerConfig>,
 }
 
+/// Writes a PEM file readable by its owner only (private keys among them;
+/// certificates too, as nothing else needs to read them).
 fn write(dir: &Path, name: &str, text: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(name);
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
 

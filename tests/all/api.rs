@@ -45,6 +45,7 @@ pub async fn client(
             purpose: format!("testing the {basis} basis"),
             admin,
             rate_limit: rate,
+            persons_per_minute: 1_000_000,
             created_by: "test".into(),
         })
         .await
@@ -98,7 +99,9 @@ pub async fn send_raw(
 ) -> (StatusCode, axum::http::HeaderMap, Value) {
     let request = match api.auth {
         ClientAuth::ApiKey => request.header("x-api-key", &api.key),
-        ClientAuth::Bearer => request.header("authorization", format!("Bearer {}", api.key)),
+        ClientAuth::Bearer | ClientAuth::OAuth2 => {
+            request.header("authorization", format!("Bearer {}", api.key))
+        }
     };
     let response = api
         .router
@@ -413,19 +416,35 @@ async fn clients_their_basis_and_the_access_log() {
     let total = all["persons"].as_array().expect("persons").len();
     search_returned += 2 * total; // this page, then the same one by one
     let mut seen = Vec::new();
-    let mut after = 0;
+    let mut after = String::new();
+    let mut searches = 3; // by id, by name, the page of 100
     loop {
         let (status, page) = get(
             full.clone(),
-            &format!("/v1/persons?id={}&limit=1&after={after}", &id[..6]),
+            &format!("/v1/persons?id={}&limit=1{after}", &id[..6]),
         )
         .await;
+        searches += 1;
         assert_eq!(status, StatusCode::OK, "{page}");
         for p in page["persons"].as_array().expect("persons") {
             seen.push(p["key"].as_i64().expect("key"));
         }
-        match page["next"].as_i64() {
-            Some(next) => after = next,
+        match page["next"].as_str() {
+            Some(next) => {
+                // Opaque: not a store key, and only for this search.
+                assert!(next.parse::<i64>().is_err(), "{next}");
+                let (status, body) = get(
+                    full.clone(),
+                    &format!("/v1/persons?id={}0&limit=1&after={next}", &id[..6]),
+                )
+                .await;
+                assert_eq!(
+                    (status, code(&body)),
+                    (StatusCode::BAD_REQUEST, ("invalid-cursor", "after")),
+                    "a cursor does not open another search: {body}"
+                );
+                after = format!("&after={next}");
+            }
             None => break,
         }
     }
@@ -446,10 +465,12 @@ async fn clients_their_basis_and_the_access_log() {
             "/v1/persons?family=Ha&birth_date=1990-13-01",
             ("invalid-parameter", "birth_date"),
         ),
+        ("/v1/persons?id=010190&after=x", ("invalid-cursor", "after")),
         (
-            "/v1/persons?id=010190&after=x",
-            ("invalid-parameter", "after"),
+            "/v1/persons?id=010190&after=25",
+            ("invalid-cursor", "after"),
         ),
+        ("/v1/persons?id=010190%20", ("invalid-id", "id")),
     ] {
         let (status, body) = get(full.clone(), uri).await;
         assert_eq!(
@@ -519,11 +540,26 @@ async fn clients_their_basis_and_the_access_log() {
     let entries = logged(store, &full.client).await;
     let search_logged = entries
         .iter()
-        .filter(|e| e.entry.endpoint == "GET /v1/persons")
+        .filter(|e| e.entry.endpoint == "GET /v1/persons" && e.entry.person != 0)
         .count();
     assert_eq!(
         search_logged, search_returned,
         "one entry per person a search returned"
+    );
+    // And one per search, with what was asked.
+    let criteria: Vec<_> = entries
+        .iter()
+        .filter(|e| e.entry.endpoint == "GET /v1/persons" && e.entry.person == 0)
+        .map(|e| e.entry.criteria.clone().expect("criteria"))
+        .collect();
+    assert_eq!(criteria.len(), searches, "{criteria:?}");
+    assert!(
+        criteria[0].contains(&format!("\"id\":\"{}\"", &id[..6])),
+        "{criteria:?}"
+    );
+    assert!(
+        criteria[1].contains(&family[..3].to_lowercase()),
+        "{criteria:?}"
     );
     let by_id: Vec<_> = entries
         .iter()
@@ -623,11 +659,24 @@ async fn clients_their_basis_and_the_access_log() {
             .expect("type")
             .starts_with("text/plain")
     );
+    // Without an admin client: refused (they name clients and digests).
     let response = full
         .router
         .clone()
         .oneshot(
             Request::get("/metrics")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = full
+        .router
+        .clone()
+        .oneshot(
+            Request::get("/metrics")
+                .header("x-api-key", &full.key)
                 .body(Body::empty())
                 .expect("request"),
         )

@@ -13,6 +13,7 @@ mod crash;
 mod docs;
 mod end_to_end;
 mod fidelity;
+mod hostile;
 mod jobs;
 mod krr;
 mod nordic;

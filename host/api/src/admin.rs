@@ -12,28 +12,58 @@ use crate::auth::Caller;
 use crate::extract::{PathParam, QueryParams, flag, limit, position};
 use crate::{ApiError, ApiState};
 
-/// `GET /v1/health`: persons, contract versions, connectors with circuit
-/// breakers and upgrade deadlines; `degraded` when a connector cannot be
-/// loaded or its breaker is open.
+/// `GET /v1/health`: `ok` or `degraded` (a connector cannot be loaded or
+/// its breaker is open) for anyone; with an admin client also persons,
+/// contract versions, connectors with circuit breakers and upgrade
+/// deadlines.
 #[utoipa::path(get, path = "/v1/health", tag = "operations",
-    responses((status = 200, description = "Persons, contract versions, connectors with circuit breakers and upgrade deadlines", body = crate::openapi::Health),
+    responses((status = 200, description = "The status; with an admin client also persons, contract versions, connectors with circuit breakers and upgrade deadlines", body = crate::openapi::Health),
         (status = 500, description = "The store cannot be read", body = crate::openapi::ErrorBody)))]
-pub(crate) async fn health(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn health(
+    State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let degraded = state
+        .connectors
+        .iter()
+        .any(|c| c.error.is_some() || c.breaker_open);
+    let status = if degraded { "degraded" } else { "ok" };
+    // The details name connectors, releases and digests: for an admin
+    // client (or on the admin listener), not for whoever asks.
+    let admin = crate::auth::identify(&state, &headers)
+        .await
+        .is_ok_and(|c| c.client.admin);
+    if !admin {
+        return Ok(Json(json!({ "status": status })));
+    }
+    health_details(&state, status).await
+}
+
+/// The detailed health, as the admin listener serves it.
+pub(crate) async fn health_details(
+    state: &ApiState,
+    status: &str,
+) -> Result<Json<Value>, ApiError> {
     let persons = state
         .store
         .count_persons()
         .await
         .map_err(ApiError::internal)?;
-    let degraded = state
-        .connectors
-        .iter()
-        .any(|c| c.error.is_some() || c.breaker_open);
     Ok(Json(json!({
-        "status": if degraded { "degraded" } else { "ok" },
+        "status": status,
         "persons": persons,
         "contract_versions": *state.contract_versions,
         "connectors": *state.connectors,
     })))
+}
+
+/// `GET /v1/health` on the admin listener: always the details.
+pub(crate) async fn admin_health(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let degraded = state
+        .connectors
+        .iter()
+        .any(|c| c.error.is_some() || c.breaker_open);
+    health_details(&state, if degraded { "degraded" } else { "ok" }).await
 }
 
 /// Installed connectors: release, pin, support state, newest release and
@@ -219,6 +249,10 @@ pub(crate) async fn conflicts(
             c.candidates = Value::Null;
         }
     }
+    // Conflicts name persons and fields (and, for the full basis, carry
+    // their values): logged like any read of them.
+    let reads = person_paths(list.iter().map(|c| (c.person, c.path.clone())));
+    crate::persons::log_reads(&state, &caller, "GET /v1/conflicts", reads).await?;
     Ok(Json(json!({ "conflicts": list })))
 }
 
@@ -251,7 +285,22 @@ pub(crate) async fn overrides(
             o.value = Value::Null;
         }
     }
+    let reads = person_paths(list.iter().map(|o| (o.person, o.path.clone())));
+    crate::persons::log_reads(&state, &caller, "GET /v1/overrides", reads).await?;
     Ok(Json(json!({ "overrides": list })))
+}
+
+/// One access-log read per person, with the field paths listed about them.
+fn person_paths(items: impl Iterator<Item = (i64, String)>) -> Vec<(i64, Vec<String>)> {
+    let mut by_person: std::collections::BTreeMap<i64, std::collections::BTreeSet<String>> =
+        Default::default();
+    for (person, path) in items {
+        by_person.entry(person).or_default().insert(path);
+    }
+    by_person
+        .into_iter()
+        .map(|(person, paths)| (person, paths.into_iter().collect()))
+        .collect()
 }
 
 /// `GET /v1/clients`: every client (no secrets).

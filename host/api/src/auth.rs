@@ -78,26 +78,50 @@ fn presented(headers: &HeaderMap) -> Result<(ClientAuth, String), ApiError> {
     }
 }
 
-/// Middleware: finds the client, checks its rate limit and puts a
-/// [`Caller`] in the request's extensions.
-pub async fn authenticate(
-    State(state): State<ApiState>,
-    mut request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let (how, secret) = presented(request.headers())?;
-    let client = state.clients.get(&state, &hash_secret(&secret)).await?;
+/// The client a request's credentials name (without counting the request
+/// against any limit).
+pub async fn identify(state: &ApiState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let (mut how, secret) = presented(headers)?;
+    let mut hash = hash_secret(&secret);
+    if how == ClientAuth::Bearer
+        && let Some(oauth2) = &state.oauth2
+        && crate::oauth2::looks_like_jwt(&secret)
+    {
+        let token = oauth2.verify(&secret).await.map_err(|why| {
+            state.metrics.auth_failed();
+            unauthenticated(why).on("Authorization")
+        })?;
+        how = ClientAuth::OAuth2;
+        hash = ClientAuth::oauth2_subject(&token.issuer, &token.client_id);
+        let Some(client) = state.clients.get(state, &hash).await? else {
+            state.metrics.auth_failed();
+            return Err(unauthenticated(format!(
+                "the token is valid, but no active client is registered for client id {:?} of \
+                 issuer {}; the admin creates one with `folkhub clients add NAME --auth oauth2 \
+                 --issuer {} --client-id {}`",
+                token.client_id, token.issuer, token.issuer, token.client_id
+            )));
+        };
+        return caller_of(state, client, how);
+    }
+    let client = state.clients.get(state, &hash).await?;
     let Some(client) = client else {
         state.metrics.auth_failed();
         return Err(unauthenticated(
             "no active client has this secret (it may have been revoked); ask the admin",
         ));
     };
+    caller_of(state, client, how)
+}
+
+/// The caller a found client makes, if it authenticated as it must.
+fn caller_of(state: &ApiState, client: Client, how: ClientAuth) -> Result<Caller, ApiError> {
     if client.auth != how {
         state.metrics.auth_failed();
         let header = match client.auth {
             ClientAuth::ApiKey => "X-API-Key",
             ClientAuth::Bearer => "Authorization: Bearer",
+            ClientAuth::OAuth2 => "Authorization: Bearer <a token from its issuer>",
         };
         return Err(unauthenticated(format!(
             "client {} sends its secret as {header}",
@@ -115,6 +139,21 @@ pub async fn authenticate(
             ),
         ));
     };
+    Ok(Caller {
+        client,
+        basis: Arc::new(basis),
+    })
+}
+
+/// Middleware: finds the client, checks its rate limit and its quota of
+/// persons, and puts a [`Caller`] in the request's extensions.
+pub async fn authenticate(
+    State(state): State<ApiState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let caller = identify(&state, request.headers()).await?;
+    let client = &caller.client;
     if let Err(wait) = state.limits.take(client.id, client.rate_limit) {
         state.metrics.rate_limited(&client.name);
         let mut e = ApiError::new(
@@ -128,10 +167,21 @@ pub async fn authenticate(
         e.retry_after = Some(wait);
         return Err(e);
     }
-    request.extensions_mut().insert(Caller {
-        client,
-        basis: Arc::new(basis),
-    });
+    if let Err(wait) = state.quotas.check(client.id, client.persons_per_minute) {
+        state.metrics.rate_limited(&client.name);
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota-exceeded",
+            format!(
+                "client {} may be sent {} persons per minute and has had them; wait and try \
+                 again, or ask for smaller pages",
+                client.name, client.persons_per_minute
+            ),
+        );
+        e.retry_after = Some(wait);
+        return Err(e);
+    }
+    request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
 }
 
@@ -217,6 +267,50 @@ impl RateLimits {
     }
 }
 
+/// Persons sent per client per minute: a bucket of `quota` persons that
+/// refills at `quota` per minute. A request is let in while the bucket is
+/// not empty and its answer is charged in full, so a client gets at most
+/// its quota plus one page a minute. Kept per host, like [`RateLimits`].
+#[derive(Default)]
+pub struct PersonQuotas {
+    buckets: Mutex<HashMap<i64, (f64, Instant)>>,
+}
+
+impl PersonQuotas {
+    fn refill(entry: &mut (f64, Instant), quota: u32) {
+        let per_second = f64::from(quota.max(1)) / 60.0;
+        let now = Instant::now();
+        entry.0 = (entry.0 + now.duration_since(entry.1).as_secs_f64() * per_second)
+            .min(f64::from(quota.max(1)));
+        entry.1 = now;
+    }
+
+    /// Ok while the client has persons left; else the seconds to wait.
+    pub fn check(&self, client: i64, quota: u32) -> Result<(), u64> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = buckets
+            .entry(client)
+            .or_insert((f64::from(quota.max(1)), Instant::now()));
+        Self::refill(entry, quota);
+        if entry.0 > 0.0 {
+            Ok(())
+        } else {
+            let per_second = f64::from(quota.max(1)) / 60.0;
+            Err(((1.0 - entry.0) / per_second).ceil().max(1.0) as u64)
+        }
+    }
+
+    /// Charges the persons an answer carried.
+    pub fn charge(&self, client: i64, quota: u32, persons: usize) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = buckets
+            .entry(client)
+            .or_insert((f64::from(quota.max(1)), Instant::now()));
+        Self::refill(entry, quota);
+        entry.0 -= persons as f64;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +324,20 @@ mod tests {
         assert_eq!(limits.take(1, 5), Err(1));
         // Another client has its own bucket.
         assert!(limits.take(2, 5).is_ok());
+    }
+
+    #[test]
+    fn a_person_quota_lets_in_until_spent_then_refuses() {
+        let quotas = PersonQuotas::default();
+        assert!(quotas.check(1, 600).is_ok());
+        quotas.charge(1, 600, 550);
+        assert!(quotas.check(1, 600).is_ok());
+        // One page over: charged in full, then refused until it refills
+        // (600 a minute: 10 a second).
+        quotas.charge(1, 600, 100);
+        let wait = quotas.check(1, 600).expect_err("spent");
+        assert!((1..=6).contains(&wait), "{wait}");
+        assert!(quotas.check(2, 600).is_ok());
     }
 
     #[test]

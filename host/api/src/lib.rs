@@ -14,8 +14,11 @@
 pub mod access_log;
 mod admin;
 pub mod auth;
+pub mod cursor;
+pub mod edge;
 mod extract;
 pub mod metrics;
+pub mod oauth2;
 pub mod openapi;
 mod persons;
 
@@ -118,6 +121,14 @@ pub struct ApiState {
     /// Clients recently found by their secret (see [`auth::CLIENT_CACHE_SECONDS`]).
     pub clients: Arc<auth::ClientCache>,
     pub metrics: Arc<metrics::Metrics>,
+    /// Persons sent per client per minute.
+    pub quotas: Arc<auth::PersonQuotas>,
+    /// OAuth2 issuers, when configured.
+    pub oauth2: Option<oauth2::OAuth2>,
+    /// Timeouts, sizes, the connection cap and TLS ([`edge`]).
+    pub edge: Arc<edge::EdgeConfig>,
+    /// The key of search cursors, read from the store on first use.
+    pub cursor_key: Arc<tokio::sync::OnceCell<cursor::CursorKey>>,
 }
 
 impl ApiState {
@@ -141,7 +152,26 @@ impl ApiState {
             limits: Arc::new(auth::RateLimits::default()),
             clients: Arc::new(auth::ClientCache::default()),
             metrics,
+            cursor_key: Arc::new(tokio::sync::OnceCell::new()),
+            edge: Arc::new(edge::EdgeConfig::default()),
+            quotas: Arc::new(auth::PersonQuotas::default()),
+            oauth2: None,
         }
+    }
+
+    /// The key search cursors are sealed with: the store's `cursor`
+    /// secret, the same on every host.
+    pub async fn cursor_key(&self) -> Result<&cursor::CursorKey, ApiError> {
+        self.cursor_key
+            .get_or_try_init(|| async {
+                let secret = self
+                    .store
+                    .server_secret("cursor")
+                    .await
+                    .map_err(ApiError::internal)?;
+                Ok(cursor::CursorKey::new(secret.as_bytes()))
+            })
+            .await
     }
 }
 
@@ -250,6 +280,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/overrides", get(admin::overrides))
         .route("/v1/clients", get(admin::clients))
         .route("/v1/access-log", get(admin::access_log))
+        .route("/metrics", get(metrics::serve_metrics))
         .route_layer(middleware::from_fn(auth::require_admin));
     let authenticated = reads
         .merge(admin)
@@ -260,12 +291,42 @@ pub fn app(state: ApiState) -> Router {
     Router::new()
         .route("/v1/health", get(admin::health))
         .route("/v1/openapi.json", get(openapi::serve_openapi))
-        .route("/metrics", get(metrics::serve_metrics))
         .merge(authenticated)
         .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             metrics::record,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.edge.clone(),
+            edge::guard,
+        ))
+        .with_state(state)
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!(
+            "{method} is not allowed on this route; the methods of each route are in GET /v1/openapi.json"
+        ),
+    )
+}
+
+/// The admin listener's router (`server.admin_listen`): `/metrics` and
+/// the detailed `/v1/health` without a client, for a scraper on an
+/// internal network. Person data is never served here.
+pub fn admin_app(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/health", get(admin::admin_health))
+        .route("/metrics", get(metrics::serve_metrics))
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.edge.clone(),
+            edge::guard,
         ))
         .with_state(state)
 }
@@ -278,18 +339,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let log = state.access_log.clone();
-    serve_router(listener, app(state), shutdown).await?;
+    let edge = (*state.edge).clone();
+    edge::serve(listener, app(state), edge, shutdown).await?;
     // Reads answered in buffered mode are committed before we return.
     log.flush().await.map_err(std::io::Error::other)
 }
 
-/// [`serve`] for a router built by the caller (tests add routes).
+/// [`serve`] for a router built by the caller (tests add routes), with
+/// the edge's default limits.
 pub async fn serve_router(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    edge::serve(listener, router, edge::EdgeConfig::default(), shutdown).await
 }

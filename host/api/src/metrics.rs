@@ -184,10 +184,12 @@ pub async fn record(State(metrics): State<Arc<Metrics>>, request: Request, next:
     response
 }
 
-/// `GET /metrics`.
+/// `GET /metrics`: for admin clients on the API's listener, for anyone
+/// who reaches `server.admin_listen`.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain", body = String),
-        (status = 500, description = "The store cannot be read", body = crate::openapi::ErrorBody)))]
+        (status = 500, description = "The store cannot be read", body = crate::openapi::ErrorBody),
+        crate::openapi::ClientErrors), security(("api_key" = []), ("bearer" = [])))]
 pub async fn serve_metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let mut out = state.metrics.render();
     let persons = state

@@ -182,9 +182,12 @@ pub struct Health {
     /// `ok`, or `degraded` when a connector cannot load or its circuit
     /// breaker is open.
     pub status: String,
-    pub persons: u64,
-    pub contract_versions: Vec<ContractSupport>,
-    pub connectors: Vec<ConnectorStatus>,
+    /// Admin clients only (and the admin listener).
+    pub persons: Option<u64>,
+    /// Admin clients only.
+    pub contract_versions: Option<Vec<ContractSupport>>,
+    /// Admin clients only.
+    pub connectors: Option<Vec<ConnectorStatus>>,
 }
 
 #[derive(ToSchema)]
@@ -303,7 +306,7 @@ impl Modify for Security {
         (name = "persons", description = "Person data: every read is logged."),
         (name = "fhir", description = "FHIR R4 Patient read and search."),
         (name = "admin", description = "For admin clients: connectors, jobs, costs, conflicts, overrides, clients, the access log."),
-        (name = "operations", description = "Health, metrics and this document; no client needed."),
+        (name = "operations", description = "Health (details for admin clients), metrics (admin clients, or the admin listener) and this document."),
     )
 )]
 struct ApiDoc;

@@ -184,16 +184,39 @@ fn patient(person: &StoredPerson, basis: &LegalBasis) -> (Value, Vec<String>) {
 }
 
 /// Writes the access-log entries of one answer; no entry, no answer.
-async fn log_reads(
+pub(crate) async fn log_reads(
     state: &ApiState,
     caller: &Caller,
     endpoint: &str,
     reads: Vec<(i64, Vec<String>)>,
 ) -> Result<(), ApiError> {
+    log_entries(
+        state,
+        caller,
+        endpoint,
+        reads.into_iter().map(|(k, f)| (k, f, None)).collect(),
+    )
+    .await
+}
+
+/// [`log_reads`] with a search's criteria on some entries.
+async fn log_entries(
+    state: &ApiState,
+    caller: &Caller,
+    endpoint: &str,
+    reads: Vec<(i64, Vec<String>, Option<String>)>,
+) -> Result<(), ApiError> {
     let at = chrono::Utc::now();
+    let persons = reads
+        .iter()
+        .filter(|(person, _, _)| *person != AccessEntry::SEARCH)
+        .count();
+    state
+        .quotas
+        .charge(caller.client.id, caller.client.persons_per_minute, persons);
     let entries = reads
         .into_iter()
-        .map(|(person, fields)| AccessEntry {
+        .map(|(person, fields, criteria)| AccessEntry {
             at,
             client: caller.client.name.clone(),
             basis: caller.client.basis.clone(),
@@ -201,6 +224,7 @@ async fn log_reads(
             person,
             endpoint: endpoint.to_string(),
             fields,
+            criteria,
         })
         .collect();
     state.access_log.write(entries).await.map_err(|e| {
@@ -213,7 +237,21 @@ async fn log_reads(
     })
 }
 
+/// An ID as the API takes it: exactly the ID, nothing around or inside it
+/// that is not part of it (the ID library forgives surrounding spaces for
+/// people typing at a shell; a program sending `ID\n` has a bug it should
+/// hear about, and two spellings of one ID must not pass two filters).
 fn parse_id(text: &str, field: &str) -> Result<folkhub_core::ids::PersonId, ApiError> {
+    if let Some(c) = text.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ApiError::bad(
+            "invalid-id",
+            field,
+            format!(
+                "{field}: {text:?} contains {c:?}; send the ID alone, without spaces, line \
+                 breaks or other control characters"
+            ),
+        ));
+    }
     folkhub_core::ids::parse(text).map_err(|e| ApiError::bad("invalid-id", field, e.to_string()))
 }
 
@@ -428,7 +466,7 @@ pub(crate) struct SearchQuery {
         ("given" = Option<String>, Query, description = "The start of a given name (any case)"),
         ("birth_date" = Option<String>, Query, format = Date, description = "YYYY-MM-DD; with family"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Persons per page, 1 to 100 (default 20)"),
-        ("after" = Option<i64>, Query, minimum = 0, description = "The `next` of the previous page"),
+        ("after" = Option<String>, Query, description = "The `next` of the previous page of the same search, unchanged (an opaque cursor)"),
         ("fields" = Option<String>, Query, description = "Comma-separated fields or field groups to return"),
         ("provenance" = Option<bool>, Query, description = "Add per-field provenance")),
     responses((status = 200, description = "A page of persons, in key order. Persons whose protection the client may not see past are not found by search (only by their full ID).", body = crate::openapi::SearchPage),
@@ -443,7 +481,6 @@ pub(crate) async fn search(
     let provenance = flag(q.provenance.as_deref(), "provenance")?;
     let selection = Selection::parse(q.fields.as_deref().map(|f| f.split(',')), "fields")?;
     let limit = limit(q.limit.as_deref(), 20, SEARCH_PAGE_MAX)?;
-    let after = position(q.after.as_deref(), "after")?;
     let name_given = q.family.is_some() || q.given.is_some() || q.birth_date.is_some();
     let search = match (&q.id, name_given) {
         (Some(_), true) => {
@@ -454,7 +491,7 @@ pub(crate) async fn search(
             ));
         }
         (Some(prefix), false) => {
-            let prefix = prefix.trim().to_uppercase();
+            let prefix = prefix.to_uppercase();
             let ok = prefix
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-');
@@ -528,6 +565,31 @@ pub(crate) async fn search(
             ));
         }
     };
+    // The cursor belongs to this client and these criteria (see
+    // [`crate::cursor`]); a page starts after the person it names.
+    let criteria = match &search {
+        Search::IdPrefix(prefix) => json!({ "id": prefix }),
+        Search::Name {
+            family,
+            given,
+            birth_date,
+        } => json!({ "family": family, "given": given, "birth_date": birth_date }),
+    }
+    .to_string();
+    let cursors = state.cursor_key().await?;
+    let after = match q.after.as_deref() {
+        None => 0,
+        Some(cursor) => cursors
+            .open(&caller.client.name, &criteria, cursor)
+            .ok_or_else(|| {
+                ApiError::bad(
+                    "invalid-cursor",
+                    "after",
+                    "after: not a cursor this search gave this client; pass the `next` of the \
+                     previous page of the same search unchanged, or leave after out to start over",
+                )
+            })?,
+    };
     // A search does not find persons whose protection the caller may not
     // see past: they are reached only by their full ID. Visibility comes
     // from the person's markers (every register's, stricter wins), not
@@ -568,7 +630,13 @@ pub(crate) async fn search(
             break false;
         }
     };
-    let next = more.then(|| shown.last().map(|p| p.key)).flatten();
+    let next = more
+        .then(|| {
+            shown
+                .last()
+                .map(|p| cursors.seal(&caller.client.name, &criteria, p.key))
+        })
+        .flatten();
     let mut persons = Vec::new();
     let mut reads = Vec::new();
     for person in &shown {
@@ -576,7 +644,21 @@ pub(crate) async fn search(
         persons.push(out);
         reads.push((person.key, returned));
     }
-    log_reads(&state, &caller, "GET /v1/persons", reads).await?;
+    // The search itself is logged with what was asked, whatever it found,
+    // and each person it returned as any read is.
+    let mut logged = serde_json::from_str::<Value>(&criteria).unwrap_or(Value::Null);
+    logged["limit"] = json!(limit);
+    logged["continued"] = json!(q.after.is_some());
+    logged["returned"] = json!(shown.len());
+    log_entries(
+        &state,
+        &caller,
+        "GET /v1/persons",
+        std::iter::once((AccessEntry::SEARCH, Vec::new(), Some(logged.to_string())))
+            .chain(reads.into_iter().map(|(k, f)| (k, f, None)))
+            .collect(),
+    )
+    .await?;
     Ok(Json(json!({ "persons": persons, "next": next })))
 }
 
@@ -752,14 +834,20 @@ pub(crate) async fn fhir_search(
             "search by identifier=system|value, e.g. identifier=urn:oid:2.16.578.1.12.4.1.4.1|03851598730",
         ));
     };
-    let (system, value) = match identifier.split_once('|') {
-        Some((s, v)) => (Some(s), v),
-        None => (None, identifier.as_str()),
+    // The system is required (docs/api.md): a bare value could be read as
+    // more than one country's ID, and FHIR's `|value` means "no system".
+    let Some((system, value)) = identifier
+        .split_once('|')
+        .filter(|(system, _)| !system.is_empty())
+    else {
+        return Err(ApiError::bad(
+            "invalid-parameter",
+            "identifier",
+            "identifier: give the system and the value, system|value, e.g. \
+             urn:oid:2.16.578.1.12.4.1.4.1|03851598730 (the systems are in docs/api.md)",
+        ));
     };
-    if let Some(system) = system
-        && !system.is_empty()
-        && folkhub_core::fhir::scheme_of(system).is_none()
-    {
+    if folkhub_core::fhir::scheme_of(system).is_none() {
         return Err(ApiError::bad(
             "invalid-parameter",
             "identifier",
@@ -775,12 +863,9 @@ pub(crate) async fn fhir_search(
         .await
         .map_err(ApiError::internal)?
         .filter(|p| {
-            system.is_none_or(|s| {
-                s.is_empty()
-                    || p.ids.iter().any(|i| {
-                        i.value == parsed.value && folkhub_core::fhir::system(&i.scheme) == s
-                    })
-            })
+            p.ids
+                .iter()
+                .any(|i| i.value == parsed.value && folkhub_core::fhir::system(&i.scheme) == system)
         });
     let mut entries = Vec::new();
     let mut reads = Vec::new();

@@ -1,5 +1,6 @@
 //! One module per verb of the `folkhub` binary.
 
+pub mod audit;
 pub mod clients;
 pub mod connectors;
 pub mod credentials;

@@ -105,8 +105,12 @@ enum Command {
         command: ClientsCommand,
     },
     /// The access log: every read of person data, with client, purpose,
-    /// person, fields and time (oldest first).
+    /// person, fields and time (oldest first); `verify` checks its hash
+    /// chain, `export` writes a day of it for write-once storage.
+    #[command(args_conflicts_with_subcommands = true)]
     Audit {
+        #[command(subcommand)]
+        command: Option<AuditCommand>,
         /// Only this client's reads.
         #[arg(long)]
         client: Option<String>,
@@ -139,6 +143,32 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the access log's hash chain from its first entry; name
+    /// the first entry that was changed, removed or inserted. Exits 1 when
+    /// the chain is broken.
+    Verify {
+        /// Also compare with the chain heads of the day files `audit export`
+        /// wrote to DIR (a rewritten chain no longer ends in them).
+        #[arg(long, value_name = "DIR")]
+        against: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write one day (UTC) of the access log to DIR/access-DAY.jsonl, one
+    /// entry per line and the chain head last, read-only; a day already
+    /// written is refused. Run daily (cron, a systemd timer) into storage
+    /// that cannot be rewritten.
+    Export {
+        /// The day, YYYY-MM-DD (default: yesterday).
+        #[arg(long)]
+        day: Option<String>,
+        #[arg(long, value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum ClientsCommand {
     /// Create a client; its secret is printed once.
     Add {
@@ -151,10 +181,18 @@ enum ClientsCommand {
         /// What it reads person data for (written with every read).
         #[arg(long)]
         purpose: String,
-        /// How it sends its secret: api-key (X-API-Key) or bearer
-        /// (Authorization: Bearer).
+        /// How it authenticates: api-key (X-API-Key), bearer
+        /// (Authorization: Bearer <secret>) or oauth2 (a JWT from an issuer
+        /// of [[server.oauth2]]; give --issuer and --client-id).
         #[arg(long, default_value = "api-key")]
         auth: String,
+        /// oauth2: the name of the issuer in [[server.oauth2]].
+        #[arg(long)]
+        issuer: Option<String>,
+        /// oauth2: the client id its tokens carry (Maskinporten's
+        /// `client_id`, HelseID's `client_id`).
+        #[arg(long)]
+        client_id: Option<String>,
         /// May read the admin routes (connectors, jobs, costs, conflicts,
         /// overrides, clients, the access log).
         #[arg(long)]
@@ -162,6 +200,9 @@ enum ClientsCommand {
         /// Requests per second (per host).
         #[arg(long, default_value_t = 100)]
         rate: u32,
+        /// Persons it may be sent per minute (per host), over all routes.
+        #[arg(long, default_value_t = 60_000)]
+        persons_per_minute: u32,
     },
     /// Every client (never secrets).
     List {
@@ -560,8 +601,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             basis,
                             purpose,
                             auth,
+                            issuer,
+                            client_id,
                             admin,
                             rate,
+                            persons_per_minute,
                         },
                 } => commands::clients::add(
                     &host,
@@ -570,8 +614,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         basis: &basis,
                         purpose: &purpose,
                         auth: &auth,
+                        oauth2: issuer.as_deref().zip(client_id.as_deref()),
                         admin,
                         rate,
+                        persons_per_minute,
                     },
                     &actor(),
                 )
@@ -584,6 +630,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     command: ClientsCommand::Revoke { name, reason },
                 } => commands::clients::revoke(&host, &name, &reason, &actor()).await,
                 Command::Audit {
+                    command: Some(AuditCommand::Verify { against, json }),
+                    ..
+                } => commands::audit::verify(&host, against.as_deref(), json).await,
+                Command::Audit {
+                    command: Some(AuditCommand::Export { day, dir }),
+                    ..
+                } => commands::audit::export(&host, day.as_deref(), &dir).await,
+                Command::Audit {
+                    command: None,
                     client,
                     person,
                     since,

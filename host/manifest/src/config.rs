@@ -164,6 +164,76 @@ pub struct ServerConfig {
     /// pointer to `folkhub clients add` when set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub legal_basis: Option<String>,
+    /// A request's head must arrive within this of the connection opening
+    /// or the previous answer (slow-header clients are cut off).
+    pub header_timeout: String,
+    /// A connection on which nothing moves for this long is closed.
+    pub idle_timeout: String,
+    /// A request body must arrive within this.
+    pub body_timeout: String,
+    /// Connections open at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// The largest request body, in bytes (413 above).
+    pub max_body: usize,
+    /// A second listener for `/metrics` and the detailed `/v1/health`
+    /// without a client (for a scraper on an internal network); on the
+    /// main listener they need an admin client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<String>,
+    /// TLS for the API; plain HTTP without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// OAuth2 issuers whose JWT access tokens identify clients created
+    /// with `--auth oauth2`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub oauth2: Vec<OAuth2Issuer>,
+}
+
+/// `[server.tls]`: PEM files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// A CA that client certificates must chain to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// With client_ca: `required` (the default: no certificate, no
+    /// connection) or `optional`.
+    #[serde(default = "required")]
+    pub client_certs: String,
+}
+
+fn required() -> String {
+    "required".into()
+}
+
+/// `[[server.oauth2]]`: an issuer of access tokens (Maskinporten,
+/// HelseID, a company's own).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Issuer {
+    /// The name clients are created with (`--issuer`).
+    pub name: String,
+    /// The tokens' `iss`, exactly.
+    pub issuer: String,
+    /// Where its signing keys are published (JWKS); fetched again when a
+    /// token names a key not seen yet, so key rotation needs nothing.
+    pub jwks_url: String,
+    /// What the tokens' `aud` must hold.
+    pub audience: String,
+    /// Scopes every token must carry (all of them).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(default = "leeway")]
+    pub leeway: String,
+}
+
+fn leeway() -> String {
+    "30s".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -313,6 +383,14 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             legal_basis: None,
             access_log: "before-answer".into(),
+            header_timeout: "10s".into(),
+            idle_timeout: "60s".into(),
+            body_timeout: "30s".into(),
+            max_connections: 512,
+            max_body: 1024 * 1024,
+            admin_listen: None,
+            tls: None,
+            oauth2: Vec::new(),
         }
     }
 }
@@ -437,6 +515,74 @@ impl Config {
                 path: "server.listen".into(),
                 message: format!("{:?} is not IP:PORT", self.server.listen),
             });
+        }
+        for (path, value) in [
+            ("server.header_timeout", &self.server.header_timeout),
+            ("server.idle_timeout", &self.server.idle_timeout),
+            ("server.body_timeout", &self.server.body_timeout),
+        ] {
+            if parse_ttl(value).is_none() {
+                problems.push(Problem {
+                    path: path.into(),
+                    message: format!("{value:?} is not a duration: a number and s or m (e.g. 10s)"),
+                });
+            }
+        }
+        if self.server.max_connections == 0 || self.server.max_body == 0 {
+            problems.push(Problem {
+                path: "server.max_connections".into(),
+                message: "server.max_connections and server.max_body must be at least 1".into(),
+            });
+        }
+        if let Some(listen) = &self.server.admin_listen
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            problems.push(Problem {
+                path: "server.admin_listen".into(),
+                message: format!("{listen:?} is not IP:PORT"),
+            });
+        }
+        if let Some(tls) = &self.server.tls
+            && !["required", "optional"].contains(&tls.client_certs.as_str())
+        {
+            problems.push(Problem {
+                path: "server.tls.client_certs".into(),
+                message: format!("{:?}: use required or optional", tls.client_certs),
+            });
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, issuer) in self.server.oauth2.iter().enumerate() {
+            let at = format!("server.oauth2[{i}]");
+            if !names.insert(issuer.name.as_str()) || issuer.name.trim().is_empty() {
+                problems.push(Problem {
+                    path: format!("{at}.name"),
+                    message: format!("{:?}: each issuer needs a name of its own", issuer.name),
+                });
+            }
+            if !(issuer.jwks_url.starts_with("https://")
+                || issuer.jwks_url.starts_with("http://127.")
+                || issuer.jwks_url.starts_with("http://localhost"))
+            {
+                problems.push(Problem {
+                    path: format!("{at}.jwks_url"),
+                    message: format!(
+                        "{:?}: signing keys are fetched over https (plain http only from this machine)",
+                        issuer.jwks_url
+                    ),
+                });
+            }
+            if issuer.audience.trim().is_empty() || issuer.issuer.trim().is_empty() {
+                problems.push(Problem {
+                    path: format!("{at}.audience"),
+                    message: "issuer and audience are required: a token for another service must not open this one".into(),
+                });
+            }
+            if parse_ttl(&issuer.leeway).is_none() {
+                problems.push(Problem {
+                    path: format!("{at}.leeway"),
+                    message: format!("{:?} is not a duration (e.g. 30s)", issuer.leeway),
+                });
+            }
         }
         if !["before-answer", "buffered"].contains(&self.server.access_log.as_str()) {
             problems.push(Problem {

@@ -212,6 +212,41 @@ impl CredentialSource for Maskinporten {
     }
 }
 
+/// Fetches a URL with GET (https with the web PKI's roots, or http): the
+/// API's OAuth2 issuers' JWKS. Ten seconds to connect, twenty to the first
+/// byte; a body over 1 MiB or a status other than 2xx is an error.
+pub async fn fetch(url: &str) -> Result<Vec<u8>, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
+    let host = uri
+        .authority()
+        .map(|a| a.to_string())
+        .ok_or_else(|| format!("{url:?} has no host"))?;
+    let request = http::Request::get(uri)
+        .header(http::header::HOST, host)
+        .header(http::header::ACCEPT, "application/json")
+        .body(Full::new(Bytes::new()).map_err(|never| match never {}))
+        .map_err(|e| e.to_string())?;
+    let options = wasmtime_wasi_http::RequestOptions {
+        connect_timeout: Some(Duration::from_secs(10)),
+        first_byte_timeout: Some(Duration::from_secs(20)),
+        between_bytes_timeout: Some(Duration::from_secs(10)),
+    };
+    let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options))
+        .await
+        .map_err(|e| format!("{url}: {e:?}"))?;
+    tokio::spawn(io);
+    let status = response.status();
+    let bytes = http_body_util::Limited::new(response.into_body(), 1024 * 1024)
+        .collect()
+        .await
+        .map_err(|e| format!("{url}: reading the answer: {e}"))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("{url} answered {status}"));
+    }
+    Ok(bytes.to_vec())
+}
+
 /// Fixed HTTP Basic credentials.
 pub struct StaticBasic(String);
 

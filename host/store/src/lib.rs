@@ -6,6 +6,7 @@
 //! is the embedded default; a PostgreSQL implementation plugs in behind the
 //! same trait with its own migrations.
 
+pub mod audit;
 pub mod local_postgres;
 pub mod sql;
 mod types;
@@ -65,6 +66,12 @@ pub trait PersonStore: Send + Sync {
     async fn log_access(&self, entries: &[AccessEntry]) -> Result<(), StoreError>;
     /// Reads the access log.
     async fn access_log(&self, query: &AccessQuery) -> Result<Vec<AccessRecord>, StoreError>;
+    /// Recomputes the access log's hash chain ([`audit`]) from the first
+    /// entry and names the first entry that does not match.
+    async fn verify_access_log(&self) -> Result<audit::ChainReport, StoreError>;
+    /// A secret the servers of this store share (created at random on
+    /// first use): `cursor` keys the API's paging cursors.
+    async fn server_secret(&self, name: &str) -> Result<String, StoreError>;
 
     /// A person by the store's key.
     async fn person_by_key(&self, key: i64) -> Result<Option<StoredPerson>, StoreError>;

@@ -43,14 +43,26 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         "leases and work queue",
         include_str!("../migrations/sqlite/0004_leases.sql"),
     ),
+    (
+        5,
+        "server secrets",
+        include_str!("../migrations/sqlite/0005_server_secrets.sql"),
+    ),
 ];
 
 /// Migrations of SQLite's access-log database.
-const SQLITE_ACCESS_MIGRATIONS: &[Migration] = &[(
-    1,
-    "access log",
-    include_str!("../migrations/sqlite-access/0001_access_log.sql"),
-)];
+const SQLITE_ACCESS_MIGRATIONS: &[Migration] = &[
+    (
+        1,
+        "access log",
+        include_str!("../migrations/sqlite-access/0001_access_log.sql"),
+    ),
+    (
+        2,
+        "tamper-evident access log",
+        include_str!("../migrations/sqlite-access/0002_tamper_evident.sql"),
+    ),
+];
 
 /// PostgreSQL: the same versions as SQLite; the access log lives in the
 /// same database (version 3, with the clients).
@@ -75,12 +87,21 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         "leases and work queue",
         include_str!("../migrations/postgres/0004_leases.sql"),
     ),
+    (
+        5,
+        "server secrets and tamper-evident access log",
+        include_str!("../migrations/postgres/0005_tamper_evident.sql"),
+    ),
 ];
 
 /// The key of PostgreSQL's transaction-level advisory lock that store
 /// writes take: writes from every host are serialised as SQLite's are, so
 /// resolving and merging persons never races between hosts.
 const PG_WRITE_LOCK: i64 = 0x0066_6f6c_6b68_7562;
+
+/// The advisory lock the access log's chain is extended under (its own:
+/// access-log commits do not wait for a sync's transaction).
+const PG_ACCESS_LOCK: i64 = 0x0066_6f6c_6b61_6364;
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,6 +303,15 @@ impl SqlStore {
                         message: e.to_string(),
                     })?;
                 }
+                // Person data and the access log: readable by the service's
+                // own user only (SQLite gives its -wal and -shm files the
+                // database file's mode).
+                for file in [path.clone(), Self::access_path(&path)] {
+                    private_file(&file).map_err(|e| StoreError::Open {
+                        path: file.display().to_string(),
+                        message: format!("cannot make it readable by its owner only: {e}"),
+                    })?;
+                }
                 (
                     connect(backend, url).await?,
                     connect(
@@ -446,7 +476,10 @@ fn client_from(row: &AnyRow) -> Result<Client, StoreError> {
         purpose: row.get("purpose"),
         admin: flag(row, "admin"),
         rate_limit: row
-            .get::<i64, _>("rate_limit")
+            .try_get::<i64, _>("rate_limit")?
+            .clamp(0, i64::from(u32::MAX)) as u32,
+        persons_per_minute: row
+            .try_get::<i64, _>("persons_per_minute")?
             .clamp(0, i64::from(u32::MAX)) as u32,
         created_at: parse_ts(row.get::<&str, _>("created_at"))?,
         created_by: row.get("created_by"),
@@ -519,17 +552,57 @@ async fn connect(backend: Backend, url: &str) -> Result<AnyPool, StoreError> {
     }
 }
 
+/// Creates `path` empty with mode 0600 when missing, and takes group and
+/// other permissions off when it exists (a store made by an older folkhub
+/// was world-readable).
+fn private_file(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let mode = std::fs::metadata(path)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        Ok(())
+    }
+}
+
 /// A write transaction on a pool (see [`SqlStore::write_tx`]).
 async fn begin_write(
     pool: &AnyPool,
     backend: Backend,
+) -> Result<Transaction<'static, Any>, StoreError> {
+    begin_locked(pool, backend, PG_WRITE_LOCK).await
+}
+
+/// A write transaction holding the write lock `key` on PostgreSQL.
+async fn begin_locked(
+    pool: &AnyPool,
+    backend: Backend,
+    key: i64,
 ) -> Result<Transaction<'static, Any>, StoreError> {
     match backend {
         Backend::Sqlite => Ok(pool.begin_with("BEGIN IMMEDIATE").await?),
         Backend::Postgres => {
             let mut tx = pool.begin().await?;
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                .bind(PG_WRITE_LOCK)
+                .bind(key)
                 .execute(&mut *tx)
                 .await?;
             Ok(tx)
@@ -1680,7 +1753,7 @@ impl PersonStore for SqlStore {
                 client.name
             )));
         }
-        let row = sqlx::query("INSERT INTO clients (name, auth, secret_sha256, basis, purpose, admin, rate_limit, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *")
+        let row = sqlx::query("INSERT INTO clients (name, auth, secret_sha256, basis, purpose, admin, rate_limit, created_at, created_by, persons_per_minute) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *")
             .bind(&client.name)
             .bind(client.auth.as_str())
             .bind(&client.secret_sha256)
@@ -1690,6 +1763,7 @@ impl PersonStore for SqlStore {
             .bind(i64::from(client.rate_limit))
             .bind(ts(now()))
             .bind(&client.created_by)
+            .bind(i64::from(client.persons_per_minute))
             .fetch_one(&self.pool)
             .await?;
         client_from(&row)
@@ -1735,43 +1809,73 @@ impl PersonStore for SqlStore {
         if entries.is_empty() {
             return Ok(());
         }
-        // One fixed statement whatever the group's size: the entries travel
-        // as one JSON array and SQLite unpacks them (prepared once, one
-        // round trip to the connection's thread, its own transaction).
-        let rows: Vec<Value> = entries
-            .iter()
-            .map(|e| {
-                json!([
-                    ts(e.at),
-                    e.client,
-                    e.basis,
-                    e.purpose,
-                    e.person,
-                    e.endpoint,
-                    e.fields
-                ])
-            })
-            .collect();
         let _w = self.access_writer.lock().await;
+        // The chain is extended under the access log's write lock (SQLite's
+        // BEGIN IMMEDIATE on its own file; an advisory lock of its own on
+        // PostgreSQL, so these commits do not queue behind a sync's).
+        let mut tx = begin_locked(&self.access, self.backend, PG_ACCESS_LOCK).await?;
+        let last = sqlx::query("SELECT seq, hash FROM access_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (mut seq, mut previous) = match &last {
+            Some(row) => (
+                row.try_get::<i64, _>("seq")?,
+                row.try_get::<Option<String>, _>("hash")?
+                    .unwrap_or_else(|| crate::audit::GENESIS.to_string()),
+            ),
+            None => (0, crate::audit::GENESIS.to_string()),
+        };
+        // One fixed statement whatever the group's size: the entries travel
+        // as one JSON array and the database unpacks them.
+        let mut rows: Vec<Value> = Vec::with_capacity(entries.len());
+        for e in entries {
+            seq += 1;
+            let at = ts(e.at);
+            let fields = serde_json::to_string(&e.fields).map_err(|e| corrupt("fields", e))?;
+            let hash = crate::audit::link_hash(
+                &previous,
+                &crate::audit::Link {
+                    seq,
+                    at: &at,
+                    client: &e.client,
+                    basis: &e.basis,
+                    purpose: &e.purpose,
+                    person: e.person,
+                    endpoint: &e.endpoint,
+                    fields: &fields,
+                    criteria: e.criteria.as_deref(),
+                },
+            );
+            rows.push(json!([
+                seq, at, e.client, e.basis, e.purpose, e.person, e.endpoint, fields, e.criteria,
+                hash
+            ]));
+            previous = hash;
+        }
         let sql = match self.backend {
             Backend::Sqlite => {
-                "INSERT INTO access_log_in (at, client, basis, purpose, person_id, endpoint, fields)
+                "INSERT INTO access_log_in (seq, at, client, basis, purpose, person_id, endpoint,
+                                            fields, criteria, hash)
                  SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
                         json_extract(value, '$[2]'), json_extract(value, '$[3]'),
                         json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-                        json_extract(value, '$[6]')
+                        json_extract(value, '$[6]'), json_extract(value, '$[7]'),
+                        json_extract(value, '$[8]'), json_extract(value, '$[9]')
                  FROM json_each($1) ORDER BY key"
             }
             Backend::Postgres => {
-                "INSERT INTO access_log_in (at, client, basis, purpose, person_id, endpoint, fields)
-                 SELECT e->>0, e->>1, e->>2, e->>3, CAST(e->>4 AS BIGINT), e->>5, e->>6
+                "INSERT INTO access_log_in (seq, at, client, basis, purpose, person_id, endpoint,
+                                            fields, criteria, hash)
+                 SELECT CAST(e->>0 AS BIGINT), e->>1, e->>2, e->>3, e->>4, CAST(e->>5 AS BIGINT),
+                        e->>6, e->>7, e->>8, e->>9
                  FROM json_array_elements($1::json) WITH ORDINALITY AS t(e, n) ORDER BY n"
             }
         };
         sqlx::query(sql)
             .bind(Value::Array(rows).to_string())
-            .execute(&self.access)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1793,22 +1897,106 @@ impl PersonStore for SqlStore {
         .await?;
         rows.iter()
             .map(|row| {
-                let fields: String = row.get("fields");
+                let fields: String = row.try_get("fields")?;
                 Ok(AccessRecord {
-                    seq: row.get("seq"),
+                    seq: row.try_get("seq")?,
                     entry: AccessEntry {
-                        at: parse_ts(row.get::<&str, _>("at"))?,
-                        client: row.get("client"),
-                        basis: row.get("basis"),
-                        purpose: row.get("purpose"),
-                        person: row.get("person_id"),
-                        endpoint: row.get("endpoint"),
+                        at: parse_ts(row.try_get::<&str, _>("at")?)?,
+                        client: row.try_get("client")?,
+                        basis: row.try_get("basis")?,
+                        purpose: row.try_get("purpose")?,
+                        person: row.try_get("person_id")?,
+                        endpoint: row.try_get("endpoint")?,
                         fields: serde_json::from_str(&fields)
                             .map_err(|e| corrupt("access log fields", e))?,
+                        criteria: row.try_get("criteria")?,
                     },
+                    hash: row.try_get("hash")?,
                 })
             })
             .collect()
+    }
+
+    async fn verify_access_log(&self) -> Result<crate::audit::ChainReport, StoreError> {
+        // Read in pages so a long log is not held in memory at once; the
+        // field list is the text the chain covers (a changed shared list
+        // breaks every entry that uses it).
+        let mut verifier = crate::audit::Verifier::default();
+        let mut after = 0i64;
+        loop {
+            let rows = sqlx::query(
+                "SELECT a.seq, a.at, a.client, a.basis, a.purpose, a.person_id, a.endpoint,
+                        f.fields, a.criteria, a.hash
+                 FROM access_log a LEFT JOIN access_field_sets f ON f.id = a.field_set
+                 WHERE a.seq > $1 ORDER BY a.seq LIMIT 10000",
+            )
+            .bind(after)
+            .fetch_all(&self.access)
+            .await?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                let seq: i64 = row.try_get("seq")?;
+                let fields: Option<String> = row.try_get("fields")?;
+                let criteria: Option<String> = row.try_get("criteria")?;
+                let hash: Option<String> = row.try_get("hash")?;
+                let (at, client, basis, purpose, endpoint): (
+                    String,
+                    String,
+                    String,
+                    String,
+                    String,
+                ) = (
+                    row.try_get("at")?,
+                    row.try_get("client")?,
+                    row.try_get("basis")?,
+                    row.try_get("purpose")?,
+                    row.try_get("endpoint")?,
+                );
+                let link = crate::audit::Link {
+                    seq,
+                    at: &at,
+                    client: &client,
+                    basis: &basis,
+                    purpose: &purpose,
+                    person: row.try_get("person_id")?,
+                    endpoint: &endpoint,
+                    fields: fields.as_deref().unwrap_or("(missing field set)"),
+                    criteria: criteria.as_deref(),
+                };
+                if !verifier.next(&link, hash.as_deref()) {
+                    return Ok(verifier.finish());
+                }
+                after = seq;
+            }
+        }
+        Ok(verifier.finish())
+    }
+
+    async fn server_secret(&self, name: &str) -> Result<String, StoreError> {
+        let read = || {
+            sqlx::query_scalar::<_, String>("SELECT value FROM server_secrets WHERE name = $1")
+                .bind(name)
+        };
+        if let Some(value) = read().fetch_optional(&self.pool).await? {
+            return Ok(value);
+        }
+        // 256 bits from the operating system; the first host to get here
+        // writes it, the others read that one.
+        let mut bytes = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+        let value: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(&value)
+        .bind(ts(now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(read().fetch_one(&self.pool).await?)
     }
 
     async fn persons_after(&self, after: i64, limit: u32) -> Result<Vec<StoredPerson>, StoreError> {
@@ -2757,8 +2945,18 @@ mod tests {
             };
             migrate(&pool, b, &b.migrations()[..3]).await.unwrap();
             if b == Backend::Sqlite {
-                migrate(&access, b, SQLITE_ACCESS_MIGRATIONS).await.unwrap();
+                migrate(&access, b, &SQLITE_ACCESS_MIGRATIONS[..1])
+                    .await
+                    .unwrap();
             }
+            // A read logged before the log had its hash chain.
+            sqlx::query(
+                "INSERT INTO access_log_in (at, client, basis, purpose, person_id, endpoint, fields)
+                 VALUES ('2026-01-01T00:00:00.000000Z', 'old', 'full', 'p', 1, 'GET /v1/persons/{id}', '[]')",
+            )
+            .execute(&access)
+            .await
+            .unwrap();
             let old = SqlStore {
                 backend: b,
                 pool,
@@ -2793,13 +2991,31 @@ mod tests {
             .unwrap();
         let state = store.schema().await.unwrap();
         assert_eq!(
-            state.pending,
-            vec![(4, "leases and work queue".to_string())]
+            state.pending.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+            vec![4, 5]
         );
         let done = store.migrate().await.unwrap();
-        assert_eq!((done.before, done.current), (3, 4));
+        assert_eq!((done.before, done.current), (3, 5));
         assert_eq!(done.applied[0].0, 4);
         assert!(store.migrate().await.unwrap().applied.is_empty(), "once");
+        // The old entry stays, outside the chain; new ones are chained.
+        store
+            .log_access(&[AccessEntry {
+                at: Utc::now(),
+                client: "new".into(),
+                basis: "full".into(),
+                purpose: "p".into(),
+                person: 1,
+                endpoint: "GET /v1/persons/{id}".into(),
+                fields: vec![],
+                criteria: None,
+            }])
+            .await
+            .unwrap();
+        let report = store.verify_access_log().await.unwrap();
+        assert_eq!((report.entries, report.before_chain), (2, 1));
+        assert_eq!(report.broken, None);
+        assert_eq!(report.head.map(|h| h.seq), Some(2));
         // The data is there and the new tables work.
         let p = store.person("03851598730").await.unwrap().unwrap();
         assert_eq!(p.record.fields["name.family"].value, json!("Nordmann"));
@@ -3680,6 +3896,7 @@ mod tests {
             person,
             endpoint: "GET /v1/persons/{id}".into(),
             fields: vec!["name.given".into()],
+            criteria: None,
         };
         store
             .log_access(&(1..=250).map(entry).collect::<Vec<_>>())
@@ -3711,6 +3928,46 @@ mod tests {
             let e = sqlx::query(sql).execute(&store.access).await.unwrap_err();
             assert!(e.to_string().contains("append-only"), "{e}");
         }
+        // An insert may not replace a row (issue 16: SQLite fires no delete
+        // trigger on REPLACE; PostgreSQL's upsert is an update).
+        let replaces: &[&str] = match b {
+            Backend::Sqlite => &[
+                "INSERT OR REPLACE INTO access_log (seq, at, client, basis, purpose, person_id, endpoint, field_set, criteria, hash)
+                 SELECT seq, at, 'nobody', basis, purpose, person_id, endpoint, field_set, criteria, hash FROM access_log WHERE seq = 1",
+                "REPLACE INTO access_field_sets (id, fields) VALUES (1, '[]')",
+                "INSERT OR REPLACE INTO access_field_sets (fields) VALUES ('[\"name.given\"]')",
+            ],
+            Backend::Postgres => &[
+                "INSERT INTO access_log (seq, at, client, basis, purpose, person_id, endpoint, field_set, criteria, hash)
+                 SELECT seq, at, 'nobody', basis, purpose, person_id, endpoint, field_set, criteria, hash FROM access_log WHERE seq = 1
+                 ON CONFLICT (seq) DO UPDATE SET client = 'nobody'",
+                "INSERT INTO access_field_sets (id, fields) VALUES (1, '[]') ON CONFLICT (id) DO UPDATE SET fields = '[]'",
+            ],
+        };
+        for sql in replaces {
+            let e = sqlx::query(sql).execute(&store.access).await.unwrap_err();
+            assert!(e.to_string().contains("append-only"), "{sql}: {e}");
+        }
+        // The chain holds; an edit made past the triggers (as whoever owns
+        // the file or the tables can) is found at its entry.
+        let report = store.verify_access_log().await.unwrap();
+        assert_eq!((report.entries, report.before_chain), (250, 0));
+        assert_eq!(report.broken, None);
+        assert_eq!(report.head.as_ref().map(|h| h.seq), Some(250));
+        let bypass: &[&str] = match b {
+            Backend::Sqlite => &["DROP TRIGGER access_log_no_update"],
+            Backend::Postgres => &["ALTER TABLE access_log DISABLE TRIGGER USER"],
+        };
+        for sql in bypass {
+            sqlx::query(sql).execute(&store.access).await.unwrap();
+        }
+        sqlx::query("UPDATE access_log SET client = 'nobody' WHERE seq = 100")
+            .execute(&store.access)
+            .await
+            .unwrap();
+        let report = store.verify_access_log().await.unwrap();
+        assert_eq!(report.broken.map(|b| b.seq), Some(100));
+        assert_eq!(report.head, None);
         let page = store
             .access_log(&AccessQuery {
                 person: Some(7),
@@ -3730,6 +3987,7 @@ mod tests {
             purpose: "pupils".into(),
             admin: false,
             rate_limit: 10,
+            persons_per_minute: 60_000,
             created_by: "test".into(),
         };
         store.add_client(new("school", "aa")).await.unwrap();

@@ -377,6 +377,10 @@ pub enum ClientAuth {
     ApiKey,
     /// `Authorization: Bearer <secret>`.
     Bearer,
+    /// `Authorization: Bearer <JWT>` from an OAuth2 issuer the operator
+    /// configured (`[[server.oauth2]]`); the stored hash is of the issuer
+    /// and the token's client id ([`ClientAuth::oauth2_subject`]).
+    OAuth2,
 }
 
 impl ClientAuth {
@@ -384,13 +388,23 @@ impl ClientAuth {
         match self {
             ClientAuth::ApiKey => "api-key",
             ClientAuth::Bearer => "bearer",
+            ClientAuth::OAuth2 => "oauth2",
         }
+    }
+
+    /// What an OAuth2 client's row keeps in place of a secret's hash: the
+    /// SHA-256 of `oauth2`, the issuer's name and the token's client id.
+    pub fn oauth2_subject(issuer: &str, client_id: &str) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("oauth2\n{issuer}\n{client_id}").as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     pub fn parse(text: &str) -> Option<ClientAuth> {
         match text {
             "api-key" => Some(ClientAuth::ApiKey),
             "bearer" => Some(ClientAuth::Bearer),
+            "oauth2" => Some(ClientAuth::OAuth2),
             _ => None,
         }
     }
@@ -407,6 +421,8 @@ pub struct NewClient {
     pub purpose: String,
     pub admin: bool,
     pub rate_limit: u32,
+    /// Persons it may be sent per minute (every host counts its own).
+    pub persons_per_minute: u32,
     pub created_by: String,
 }
 
@@ -425,6 +441,8 @@ pub struct Client {
     pub admin: bool,
     /// Requests per second.
     pub rate_limit: u32,
+    /// Persons it may be sent per minute.
+    pub persons_per_minute: u32,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -435,18 +453,27 @@ pub struct Client {
     pub revoked_reason: Option<String>,
 }
 
-/// One read of one person's data, for the access log.
+/// One read of one person's data, or one search, for the access log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AccessEntry {
     pub at: DateTime<Utc>,
     pub client: String,
     pub basis: String,
     pub purpose: String,
+    /// The person read; 0 for a search's own entry (see `criteria`).
     pub person: i64,
     /// The route that answered, e.g. `GET /v1/persons/{id}`.
     pub endpoint: String,
     /// The field paths returned.
     pub fields: Vec<String>,
+    /// A search's criteria (JSON text), on the search's own entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub criteria: Option<String>,
+}
+
+impl AccessEntry {
+    /// The person 0 a search's own entry names (keys start at 1).
+    pub const SEARCH: i64 = 0;
 }
 
 /// An access log entry as stored.
@@ -455,6 +482,10 @@ pub struct AccessRecord {
     pub seq: i64,
     #[serde(flatten)]
     pub entry: AccessEntry,
+    /// The entry's link in the hash chain (see `folkhub audit verify`);
+    /// none for entries written before the chain existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
 }
 
 /// Which access log entries to read (all filters optional), oldest first

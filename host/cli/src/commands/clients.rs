@@ -12,8 +12,11 @@ pub struct AddClient<'a> {
     pub basis: &'a str,
     pub purpose: &'a str,
     pub auth: &'a str,
+    /// oauth2: the issuer's name and the client id in its tokens.
+    pub oauth2: Option<(&'a str, &'a str)>,
     pub admin: bool,
     pub rate: u32,
+    pub persons_per_minute: u32,
 }
 
 /// Creates a client and prints its secret (once; only its hash is stored).
@@ -41,9 +44,38 @@ pub async fn add(host: &Host, new: AddClient<'_>, actor: &str) -> anyhow::Result
         );
     }
     let auth = ClientAuth::parse(new.auth)
-        .with_context(|| format!("--auth {:?}: use api-key or bearer", new.auth))?;
+        .with_context(|| format!("--auth {:?}: use api-key, bearer or oauth2", new.auth))?;
+    let oauth2 = match (auth, new.oauth2) {
+        (ClientAuth::OAuth2, Some((issuer, client_id))) => {
+            if !host.config.server.oauth2.iter().any(|i| i.name == issuer) {
+                bail!(
+                    "--issuer {issuer:?} is not an issuer of [[server.oauth2]] in folkhub.toml; \
+                     configured: {}",
+                    host.config
+                        .server
+                        .oauth2
+                        .iter()
+                        .map(|i| i.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            if client_id.trim().is_empty() {
+                bail!("--client-id: the client id its tokens carry");
+            }
+            Some(ClientAuth::oauth2_subject(issuer, client_id.trim()))
+        }
+        (ClientAuth::OAuth2, None) => {
+            bail!("--auth oauth2 needs --issuer NAME and --client-id ID (the token's client id)")
+        }
+        (_, Some(_)) => bail!("--issuer and --client-id are for --auth oauth2"),
+        _ => None,
+    };
     if new.rate == 0 {
         bail!("--rate must be at least 1 request per second");
+    }
+    if new.persons_per_minute == 0 {
+        bail!("--persons-per-minute must be at least 1");
     }
     let secret = folkhub_api::auth::new_secret();
     let client = host
@@ -51,25 +83,42 @@ pub async fn add(host: &Host, new: AddClient<'_>, actor: &str) -> anyhow::Result
         .add_client(NewClient {
             name: name.to_string(),
             auth,
-            secret_sha256: folkhub_api::auth::hash_secret(&secret),
+            secret_sha256: oauth2
+                .clone()
+                .unwrap_or_else(|| folkhub_api::auth::hash_secret(&secret)),
             basis: new.basis.to_string(),
             purpose: new.purpose.trim().to_string(),
             admin: new.admin,
             rate_limit: new.rate,
+            persons_per_minute: new.persons_per_minute,
             created_by: actor.to_string(),
         })
         .await?;
     let header = match client.auth {
         ClientAuth::ApiKey => format!("X-API-Key: {secret}"),
         ClientAuth::Bearer => format!("Authorization: Bearer {secret}"),
+        ClientAuth::OAuth2 => {
+            println!(
+                "client {} created: basis {}, purpose {:?}{}, {} requests/s, {} persons/min; \
+                 it sends Authorization: Bearer <a token from its issuer>",
+                client.name,
+                client.basis,
+                client.purpose,
+                if client.admin { ", admin" } else { "" },
+                client.rate_limit,
+                client.persons_per_minute
+            );
+            return Ok(String::new());
+        }
     };
     println!(
-        "client {} created: basis {}, purpose {:?}{}, {} requests/s",
+        "client {} created: basis {}, purpose {:?}{}, {} requests/s, {} persons/min",
         client.name,
         client.basis,
         client.purpose,
         if client.admin { ", admin" } else { "" },
-        client.rate_limit
+        client.rate_limit,
+        client.persons_per_minute
     );
     println!("its secret, shown only now (folkhub keeps only a hash):\n  {header}");
     Ok(secret)

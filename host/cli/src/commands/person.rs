@@ -58,6 +58,7 @@ async fn find(
             person: person.key,
             endpoint: what.into(),
             fields,
+            criteria: None,
         }])
         .await?;
     Ok(person)

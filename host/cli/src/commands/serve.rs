@@ -93,7 +93,7 @@ pub async fn state(host: &Host) -> anyhow::Result<ApiState> {
         });
     }
     let bases = host.config.legal_bases();
-    Ok(ApiState::new(
+    let mut state = ApiState::new(
         host.store.clone() as Arc<dyn PersonStore>,
         bases,
         connectors,
@@ -120,7 +120,68 @@ pub async fn state(host: &Host) -> anyhow::Result<ApiState> {
             .collect(),
         folkhub_api::access_log::Mode::parse(&host.config.server.access_log)
             .context("server.access_log")?,
-    ))
+    );
+    state.edge = Arc::new(edge(&host.config.server)?);
+    if !host.config.server.oauth2.is_empty() {
+        state.oauth2 = Some(oauth2(&host.config.server.oauth2));
+    }
+    Ok(state)
+}
+
+fn duration(text: &str, what: &str) -> anyhow::Result<std::time::Duration> {
+    folkhub_manifest::config::parse_ttl(text)
+        .and_then(|d| d.to_std().ok())
+        .with_context(|| format!("{what} = {text:?} is not a duration (e.g. 10s)"))
+}
+
+/// The edge's rules from `[server]`.
+fn edge(
+    server: &folkhub_manifest::config::ServerConfig,
+) -> anyhow::Result<folkhub_api::edge::EdgeConfig> {
+    let tls = match &server.tls {
+        None => None,
+        Some(tls) => Some(
+            folkhub_api::edge::tls_config(
+                &tls.cert,
+                &tls.key,
+                tls.client_ca.as_deref(),
+                tls.client_certs != "optional",
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
+    };
+    Ok(folkhub_api::edge::EdgeConfig {
+        header_timeout: duration(&server.header_timeout, "server.header_timeout")?,
+        idle_timeout: duration(&server.idle_timeout, "server.idle_timeout")?,
+        body_timeout: duration(&server.body_timeout, "server.body_timeout")?,
+        max_connections: server.max_connections,
+        max_body: server.max_body,
+        tls,
+    })
+}
+
+/// The OAuth2 issuers of `[[server.oauth2]]`; their JWKS is fetched by
+/// the host's HTTP client.
+fn oauth2(issuers: &[folkhub_manifest::config::OAuth2Issuer]) -> folkhub_api::oauth2::OAuth2 {
+    folkhub_api::oauth2::OAuth2::new(
+        issuers
+            .iter()
+            .map(|i| folkhub_api::oauth2::IssuerConfig {
+                name: i.name.clone(),
+                issuer: i.issuer.clone(),
+                jwks_url: i.jwks_url.clone(),
+                audience: i.audience.clone(),
+                scopes: i.scopes.clone(),
+                leeway: folkhub_manifest::config::parse_ttl(&i.leeway)
+                    .and_then(|d| d.to_std().ok())
+                    .unwrap_or(std::time::Duration::from_secs(30)),
+                refetch_after: folkhub_api::oauth2::REFETCH_AFTER,
+            })
+            .collect(),
+        Arc::new(|url: String| {
+            Box::pin(async move { folkhub_runtime::credentials::fetch(&url).await })
+        }),
+    )
 }
 
 pub async fn run(host: &Host, listen: &str) -> anyhow::Result<()> {
@@ -134,10 +195,39 @@ pub async fn run(host: &Host, listen: &str) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     println!(
-        "folkhub API on http://{}/v1 (Ctrl-C stops)",
+        "folkhub API on {}://{}/v1 (Ctrl-C stops)",
+        if state.edge.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         listener.local_addr()?
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    if let Some(admin) = &host.config.server.admin_listen {
+        let admin_listener = tokio::net::TcpListener::bind(admin)
+            .await
+            .with_context(|| format!("binding server.admin_listen {admin}"))?;
+        println!(
+            "folkhub admin listener (/metrics, /v1/health) on {}://{}",
+            if state.edge.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            admin_listener.local_addr()?
+        );
+        let (router, edge) = (folkhub_api::admin_app(state.clone()), (*state.edge).clone());
+        let mut admin_stop = stopped.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = admin_stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = folkhub_api::edge::serve(admin_listener, router, edge, stop).await {
+                tracing::error!("admin listener: {e}");
+            }
+        });
+    }
     let api = folkhub_api::serve(listener, state, async move {
         let _ = tokio::signal::ctrl_c().await;
         let _ = stop.send(true);
