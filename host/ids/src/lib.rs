@@ -204,10 +204,11 @@ pub fn parse(input: &str) -> Result<PersonId, IdError> {
 }
 
 fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
-    if text.len() >= prefix.len() && text[..prefix.len()].eq_ignore_ascii_case(prefix) {
-        Some(&text[prefix.len()..])
-    } else {
-        None
+    // `get`, not indexing: the prefix's length may fall inside a character
+    // ("seƙ…" panicked, found by `cargo xtask fuzz ids`).
+    match text.get(..prefix.len()) {
+        Some(head) if head.eq_ignore_ascii_case(prefix) => text.get(prefix.len()..),
+        _ => None,
     }
 }
 
@@ -414,8 +415,19 @@ pub fn parse_swedish_at(input: &str, today: NaiveDate) -> Result<PersonId, IdErr
     let (body, separator): (String, Option<char>) = match chars.len() {
         10 | 12 => (input.to_string(), None),
         11 | 13 if matches!(chars[chars.len() - 5], '-' | '+') => {
-            let sep = chars[chars.len() - 5];
-            (chars.iter().filter(|c| **c != sep).collect(), Some(sep))
+            // Only the separator before the last four goes: any other sign
+            // is a wrong character below (found by `cargo xtask fuzz ids`:
+            // "81818+++181" lost all three and left eight digits).
+            let at = chars.len() - 5;
+            (
+                chars
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != at)
+                    .map(|(_, c)| *c)
+                    .collect(),
+                Some(chars[at]),
+            )
         }
         n => {
             return Err(IdError::Length {
@@ -715,6 +727,26 @@ mod tests {
             }
         }
         assert!(made > 300);
+    }
+
+    /// Inputs `cargo xtask fuzz ids` found panicking (also seeds of that
+    /// target): every reader refuses them with an error.
+    #[test]
+    fn fuzzed_inputs_are_errors_not_panics() {
+        for input in [
+            "81818+++181",
+            "8181++-+1811",
+            "1+1+1+1-1+1",
+            "8181818+++181",
+            "seƙ1234567890",
+            "nø",
+            "fé:131052-308T",
+        ] {
+            assert!(parse(input).is_err(), "{input}");
+            assert!(parse_swedish(input).is_err(), "{input}");
+            assert!(parse_finnish(input).is_err(), "{input}");
+            assert!(parse_norwegian(input).is_err(), "{input}");
+        }
     }
 
     #[test]
