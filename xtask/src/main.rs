@@ -68,6 +68,17 @@ enum Task {
     },
     /// Regenerate docs/fields.md from the field catalogue.
     Docs,
+    /// Fuzz the ID readers and every connector's mapping (cargo-fuzz,
+    /// libFuzzer, `-s none` so stable Rust does): each target for
+    /// `--seconds`, seeded from tests/fixtures. A bench command, not part
+    /// of `test`; installs cargo-fuzz when missing.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
+        /// Targets (default: all): ids, spar, vtj, folkeregister, krr, kartverket.
+        targets: Vec<String>,
+    },
 }
 
 /// Connector crates: (connector id, crate name, wasm file stem).
@@ -679,7 +690,7 @@ cache_dir = "{cache}"
     let admin = format!("curl -s -H 'X-API-Key: {admin_key}'");
     let school = format!("curl -s -H 'X-API-Key: {school_key}'");
     let api = format!("http://127.0.0.1:{port}");
-    println!("  curl -s {api}/v1/health");
+    println!("  curl -s {api}/v1/health                 # status only; {admin} for the details");
     for id in &ids {
         println!("  {admin} {api}/v1/persons/{id}");
     }
@@ -699,7 +710,11 @@ cache_dir = "{cache}"
     println!("  {admin} {api}/v1/persons/12345678901        # 400 invalid-id");
     println!("  curl -s {api}/v1/persons/{first}        # 401: every read needs a client");
     println!("  {admin} '{api}/v1/access-log?client=demo-school'   # who read what, and why");
-    println!("  curl -s {api}/v1/openapi.json | head -c 300; curl -s {api}/metrics | head");
+    println!("  curl -s {api}/v1/openapi.json | head -c 300; {admin} {api}/metrics | head");
+    println!(
+        "  target/release/folkhub --config {} audit verify   # the access log's hash chain holds",
+        config.display()
+    );
     println!(
         "  target/release/folkhub --config {} audit --client demo-school",
         config.display()
@@ -1032,6 +1047,130 @@ fn bench_api(
     Ok(())
 }
 
+/// The fuzz targets of fuzz/Cargo.toml and where their seeds come from.
+const FUZZ_TARGETS: &[(&str, &[&str])] = &[
+    ("ids", &[]),
+    (
+        "spar",
+        &["tests/fixtures/spar/2021.1", "tests/fixtures/spar/2023.1"],
+    ),
+    ("vtj", &["tests/fixtures/vtj/vtjkysely-1"]),
+    ("folkeregister", &[]),
+    ("krr", &["tests/fixtures/krr/v1", "tests/fixtures/krr/v2"]),
+    ("kartverket", &[]),
+];
+
+/// Seeds written here when no fixture holds that kind of input: a few
+/// IDs of every scheme (valid and one digit off), and the smallest answers
+/// the mappings take.
+fn fuzz_seeds(target: &str) -> Vec<&'static str> {
+    match target {
+        "ids" => vec![
+            "03851598730",
+            "no:03851598730",
+            "41018012345",
+            "198112189876",
+            "811218-9876",
+            "19811218+9876",
+            "131052-308T",
+            "010101A123N",
+            "fi:131052-308T",
+            "se:8112189876",
+            // Crashes found before, kept so they stay fixed.
+            "81818+++181",
+            "seƙ1234567890",
+        ],
+        "folkeregister" => vec![
+            r#"{"dokumenter":[{"identifikasjonsnummer":[{"foedselsEllerDNummer":"03851598730","status":"iBruk"}],"navn":[{"fornavn":"Kari","etternavn":"Nordmann","erGjeldende":true}]}]}"#,
+            r#"{"identifikasjonsnummer":[{"foedselsEllerDNummer":"03851598730"}]}"#,
+        ],
+        "kartverket" => vec![
+            r#"{"adresser":[{"adressenavn":"Storgata","nummer":1,"representasjonspunkt":{"lat":59.9,"lon":10.7}}]}"#,
+            r#"{"bydeler":[{"bydelsnummer":"030101","bydelsnavn":"Gamle Oslo"}]}"#,
+        ],
+        _ => vec![],
+    }
+}
+
+/// `cargo xtask fuzz`.
+fn fuzz(seconds: u64, targets: Vec<String>) -> anyhow::Result<()> {
+    let known: Vec<&str> = FUZZ_TARGETS.iter().map(|(t, _)| *t).collect();
+    for t in &targets {
+        if !known.contains(&t.as_str()) {
+            bail!("no fuzz target {t:?}; the targets are {}", known.join(", "));
+        }
+    }
+    let has_fuzz = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_fuzz {
+        println!("installing cargo-fuzz (once; about three minutes) ...");
+        let mut c = Command::new("cargo");
+        c.args(["install", "cargo-fuzz", "--locked"]);
+        run(c, "cargo install cargo-fuzz")?;
+    }
+    let mut report = Vec::new();
+    for (target, fixtures) in FUZZ_TARGETS {
+        if !targets.is_empty() && !targets.iter().any(|t| t == target) {
+            continue;
+        }
+        // The corpus grows between runs under target/ (not committed).
+        let corpus = root().join("target/fuzz-corpus").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        for dir in *fixtures {
+            for entry in std::fs::read_dir(root().join(dir))? {
+                let path = entry?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                // The register's answers: XML for SPAR and VTJ, JSON for
+                // KRR (not the expected records beside them).
+                let answer = match *target {
+                    "spar" | "vtj" => name.ends_with(".xml"),
+                    _ => name.ends_with(".json") && !name.ends_with(".expected.json"),
+                };
+                if answer {
+                    std::fs::copy(&path, corpus.join(format!("fixture-{name}")))?;
+                }
+            }
+        }
+        for (i, seed) in fuzz_seeds(target).iter().enumerate() {
+            std::fs::write(corpus.join(format!("seed-{i}")), seed)?;
+        }
+        println!("fuzzing {target} for {seconds} s ...");
+        let started = Instant::now();
+        let status = Command::new("cargo")
+            .current_dir(root().join("fuzz"))
+            .env_remove("CARGO_TARGET_DIR")
+            .args(["fuzz", "run", "--fuzz-dir", ".", "-s", "none", target])
+            .arg(&corpus)
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-rss_limit_mb=1024")
+            .status()
+            .context("running cargo fuzz")?;
+        let inputs = std::fs::read_dir(&corpus)?.count();
+        report.push(format!(
+            "{target:<14} {:>5} s  {inputs:>6} inputs in the corpus  {}",
+            started.elapsed().as_secs(),
+            if status.success() {
+                "no crash".to_string()
+            } else {
+                format!("CRASH: see fuzz/artifacts/{target}/")
+            }
+        ));
+        if !status.success() {
+            break;
+        }
+    }
+    println!("\n{}", report.join("\n"));
+    if report.iter().any(|r| r.contains("CRASH")) {
+        bail!("a fuzz target crashed; its input is under fuzz/artifacts/");
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::Demo {
@@ -1059,6 +1198,7 @@ fn main() -> anyhow::Result<()> {
             c.env("RUST_LIB_BACKTRACE", "0");
             run(c, "cargo bench")
         }
+        Task::Fuzz { seconds, targets } => fuzz(seconds, targets),
         Task::Docs => {
             let mut c = cargo();
             c.args([
