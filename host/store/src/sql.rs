@@ -3166,6 +3166,62 @@ mod tests {
         );
     }
 
+    /// PostgreSQL with the schema owned by one role and `serve` running as
+    /// another that may only read and append (the operator guide's
+    /// advice): the serving role logs and verifies, and cannot change,
+    /// replace, truncate or un-trigger the access log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_serving_role_without_ownership_cannot_rewrite_the_access_log() {
+        let owner_url = crate::local_postgres::fresh_database().unwrap();
+        let owner = SqlStore::open_url(&owner_url, MergeRules::default(), OpenMode::Migrate)
+            .await
+            .unwrap();
+        let database = owner_url.rsplit('/').next().unwrap().to_string();
+        let role = format!("serve_{database}");
+        for sql in [
+            format!("CREATE ROLE {role} LOGIN"),
+            format!("GRANT CONNECT ON DATABASE {database} TO {role}"),
+            format!("GRANT USAGE ON SCHEMA public TO {role}"),
+            format!("GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA public TO {role}"),
+            format!("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+        ] {
+            sqlx::query(&sql).execute(&owner.pool).await.unwrap();
+        }
+        let serve_url =
+            owner_url.replacen("postgres://folkhub@", &format!("postgres://{role}@"), 1);
+        let serve = SqlStore::open_url(&serve_url, MergeRules::default(), OpenMode::RequireCurrent)
+            .await
+            .unwrap();
+        let entry = |person: i64| AccessEntry {
+            at: Utc::now(),
+            client: "school".into(),
+            basis: "school".into(),
+            purpose: "pupils".into(),
+            person,
+            endpoint: "GET /v1/persons/{id}".into(),
+            fields: vec!["name.given".into()],
+            criteria: None,
+        };
+        serve.log_access(&[entry(1), entry(2)]).await.unwrap();
+        serve.log_access(&[entry(3)]).await.unwrap();
+        for sql in [
+            "UPDATE access_log SET client = 'nobody' WHERE seq = 1",
+            "DELETE FROM access_log WHERE seq = 1",
+            "TRUNCATE access_log",
+            "INSERT INTO access_log (seq, at, client, basis, purpose, person_id, endpoint, field_set, criteria, hash)
+             SELECT seq, at, 'nobody', basis, purpose, person_id, endpoint, field_set, criteria, hash FROM access_log WHERE seq = 1
+             ON CONFLICT (seq) DO UPDATE SET client = 'nobody'",
+            "ALTER TABLE access_log DISABLE TRIGGER USER",
+            "DROP TRIGGER access_log_no_change ON access_log",
+            "DROP TABLE access_log CASCADE",
+        ] {
+            let e = sqlx::query(sql).execute(&serve.access).await;
+            assert!(e.is_err(), "the serving role could: {sql}");
+        }
+        let report = serve.verify_access_log().await.unwrap();
+        assert_eq!((report.entries, report.broken), (3, None));
+    }
+
     /// The behaviour suite: every test runs on both backends.
     macro_rules! on_both_backends {
         ($($name:ident),* $(,)?) => {
