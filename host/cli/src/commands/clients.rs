@@ -94,32 +94,25 @@ pub async fn add(host: &Host, new: AddClient<'_>, actor: &str) -> anyhow::Result
             created_by: actor.to_string(),
         })
         .await?;
-    let header = match client.auth {
-        ClientAuth::ApiKey => format!("X-API-Key: {secret}"),
-        ClientAuth::Bearer => format!("Authorization: Bearer {secret}"),
-        ClientAuth::OAuth2 => {
-            println!(
-                "client {} created: basis {}, purpose {:?}{}, {} requests/s, {} persons/min; \
-                 it sends Authorization: Bearer <a token from its issuer>",
-                client.name,
-                client.basis,
-                client.purpose,
-                if client.admin { ", admin" } else { "" },
-                client.rate_limit,
-                client.persons_per_minute
-            );
-            return Ok(String::new());
-        }
-    };
     println!(
-        "client {} created: basis {}, purpose {:?}{}, {} requests/s, {} persons/min",
+        "client {} created: basis {}, purpose {:?}{}, {} requests/s, {} persons/min{}",
         client.name,
         client.basis,
         client.purpose,
         if client.admin { ", admin" } else { "" },
         client.rate_limit,
-        client.persons_per_minute
+        client.persons_per_minute,
+        if client.auth == ClientAuth::OAuth2 {
+            "; it sends Authorization: Bearer <a token from its issuer>"
+        } else {
+            ""
+        }
     );
+    let header = match client.auth {
+        ClientAuth::ApiKey => format!("X-API-Key: {secret}"),
+        ClientAuth::Bearer => format!("Authorization: Bearer {secret}"),
+        ClientAuth::OAuth2 => return Ok(String::new()),
+    };
     println!("its secret, shown only now (folkhub keeps only a hash):\n  {header}");
     Ok(secret)
 }
