@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use folkhub_core::access::{LegalBasis, Withholding};
-use folkhub_store::PersonStore;
+use folkhub_store::prelude::*;
 use serde_json::Value;
 
 /// String leaves of a JSON value (the values a leak would show).
@@ -144,11 +144,15 @@ pub async fn assert_nothing_leaks(store: &dyn PersonStore) -> (BTreeMap<String, 
                     .or_default()
                     .push(secret.iter().map(|s| s.to_string()).collect());
                 let outputs = [
-                    ("person", folkhub_api::person_json(person, basis, true)),
-                    ("fhir", folkhub_api::patient_json(person, basis)),
+                    ("person", folkhub_tests::person_json(person, basis, true)),
+                    ("fhir", folkhub_tests::patient_json(person, basis)),
                     (
                         "history",
-                        folkhub_api::history_json(&history, basis, &person.record.person_labels()),
+                        folkhub_tests::history_json(
+                            &history,
+                            basis,
+                            &person.record.person_labels(),
+                        ),
                     ),
                 ];
                 for (what, output) in outputs {
@@ -163,7 +167,7 @@ pub async fn assert_nothing_leaks(store: &dyn PersonStore) -> (BTreeMap<String, 
                     }
                 }
                 // Structurally: a protected path is absent and listed as withheld.
-                let doc = folkhub_api::person_json(person, basis, true);
+                let doc = folkhub_tests::person_json(person, basis, true);
                 for (path, field) in &person.record.fields {
                     if basis.refuses(path, &field.labels).is_some() {
                         assert!(doc["fields"].get(path).is_none(), "{path}");
@@ -171,7 +175,7 @@ pub async fn assert_nothing_leaks(store: &dyn PersonStore) -> (BTreeMap<String, 
                         assert!(doc["withheld"].get(path).is_some(), "{path}");
                     }
                 }
-                let fhir = folkhub_api::patient_json(person, basis);
+                let fhir = folkhub_tests::patient_json(person, basis);
                 if basis
                     .refuses(
                         "address.residential",
@@ -199,7 +203,7 @@ pub async fn assert_nothing_leaks(store: &dyn PersonStore) -> (BTreeMap<String, 
 /// date for every person the profile has protected values of. Searches never return a person
 /// whose protection the client may not see past, and the access log holds
 /// exactly one entry per person each client got back.
-pub async fn assert_nothing_leaks_over_the_api(host: &folkhub_cli::host::Host, secrets: &Secrets) {
+pub async fn assert_nothing_leaks_over_the_api(host: &folkhub_app::Host, secrets: &Secrets) {
     use crate::api::{Api, get, post_json};
     let keys: Vec<i64> = secrets.id_of.keys().copied().collect();
     let store = host.store();

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use folkhub_store::{AccessQuery, ClientAuth, NewClient, PersonStore};
+use folkhub_store::prelude::*;
+use folkhub_store::{AccessQuery, ClientAuth, NewClient};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -55,10 +56,8 @@ pub async fn client(
 
 impl Api {
     /// The API of `host` with a new client of `basis`.
-    pub async fn new(host: &folkhub_cli::host::Host, basis: &str, admin: bool) -> Api {
-        let state = folkhub_cli::commands::serve::state(host)
-            .await
-            .expect("state");
+    pub async fn new(host: &folkhub_app::Host, basis: &str, admin: bool) -> Api {
+        let state = folkhub_app::serve::api_state(host).await.expect("state");
         Api::with_state(state, basis, admin).await
     }
 
@@ -121,6 +120,28 @@ pub async fn send_raw(
         headers,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
+}
+
+/// A GET as the API's client whose answer is text (metrics).
+pub async fn send_text(api: Api, uri: &str) -> (StatusCode, String) {
+    let response = api
+        .router
+        .oneshot(
+            Request::get(uri)
+                .header("x-api-key", &api.key)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
 pub async fn get(api: Api, uri: &str) -> (StatusCode, Value) {
@@ -480,7 +501,7 @@ async fn clients_their_basis_and_the_access_log() {
         );
     }
     // A basis without names and birth dates may not search by them.
-    let mut state = folkhub_cli::commands::serve::state(&env.host)
+    let mut state = folkhub_app::serve::api_state(&env.host)
         .await
         .expect("state");
     let mut bases = (*state.bases).clone();
@@ -782,7 +803,7 @@ async fn the_openapi_document_lists_every_route() {
 async fn graceful_shutdown_finishes_requests_in_flight() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let env = synced_env(23, 3).await;
-    let state = folkhub_cli::commands::serve::state(&env.host)
+    let state = folkhub_app::serve::api_state(&env.host)
         .await
         .expect("state");
     let (started, mut in_flight) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -849,7 +870,7 @@ async fn schemathesis_finds_the_server_true_to_its_openapi_document() {
         tool.display()
     );
     let env = synced_env(24, 40).await;
-    let mut state = folkhub_cli::commands::serve::state(&env.host)
+    let mut state = folkhub_app::serve::api_state(&env.host)
         .await
         .expect("state");
     let (queue, mut requests) = tokio::sync::mpsc::unbounded_channel();
@@ -948,7 +969,7 @@ async fn schemathesis_finds_the_server_true_to_its_openapi_document() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffered_access_log_holds_every_read_after_a_flush() {
     let env = synced_env(25, 20).await;
-    let mut state = folkhub_cli::commands::serve::state(&env.host)
+    let mut state = folkhub_app::serve::api_state(&env.host)
         .await
         .expect("state");
     state.access_log = folkhub_api::access_log::AccessLog::start(

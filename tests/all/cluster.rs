@@ -28,7 +28,7 @@ async fn three_hosts_share_the_jobs_and_a_killed_one_changes_nothing() {
 
     // One host runs the nightly refresh.
     let single = host_on(&env, &single_url, "alone", "2s").await;
-    let outcome = folkhub_cli::scheduler::run_job(&single, "nightly-refresh", true)
+    let outcome = folkhub_app::jobs::run_job(&single, "nightly-refresh")
         .await
         .expect("single-host run");
     assert!(outcome.contains("succeeded"), "{outcome}");
@@ -109,13 +109,17 @@ async fn three_hosts_share_the_jobs_and_a_killed_one_changes_nothing() {
     froms.sort_unstable();
     froms.dedup();
     assert_eq!(froms.len(), all, "a feed page applied twice: {pages:?}");
-    // What an operator reads: the runs with their hosts, the pages.
-    folkhub_cli::commands::jobs::list(&hosts[1], 10)
-        .await
-        .expect("jobs list");
-    folkhub_cli::commands::jobs::pages(&hosts[1], "folkeregister", 10)
-        .await
-        .expect("jobs pages");
+    // What an operator reads (`folkhub jobs`, `jobs pages`): every run
+    // names the host that ran it, every page its host and run.
+    let runs = hosts[1].store().runs(10).await.expect("runs");
+    assert!(
+        runs.iter().all(|r| r.host.is_some()),
+        "a run without its host: {runs:?}"
+    );
+    assert!(
+        pages.iter().all(|p| !p.host.is_empty() && p.run.is_some()),
+        "a page without its host or run: {pages:?}"
+    );
     let work = store.work_state(refresh[0].id).await.expect("work");
     assert_eq!((work.pending, work.leased), (0, 0));
     // Each batch's persons counted once: as many as the one host did.

@@ -16,10 +16,10 @@ async fn host_with(
     env: &TestEnv,
     id: &str,
     change: impl FnOnce(&mut folkhub_manifest::config::ConnectorConfig),
-) -> folkhub_cli::host::Host {
+) -> folkhub_app::Host {
     let mut config = env.host.config.clone();
     change(config.connectors.get_mut(id).expect("configured"));
-    folkhub_cli::host::Host::open(config).await.expect("host")
+    folkhub_app::Host::open(config).await.expect("host")
 }
 
 fn fast() -> Options<'static> {
@@ -250,12 +250,15 @@ async fn assert_outputs_protect(
         for (what, text) in [
             (
                 "person",
-                folkhub_api::person_json(person, basis, true).to_string(),
+                folkhub_tests::person_json(person, basis, true).to_string(),
             ),
-            ("fhir", folkhub_api::patient_json(person, basis).to_string()),
+            (
+                "fhir",
+                folkhub_tests::patient_json(person, basis).to_string(),
+            ),
             (
                 "history",
-                folkhub_api::history_json(&history, basis, &now).to_string(),
+                folkhub_tests::history_json(&history, basis, &now).to_string(),
             ),
         ] {
             assert_eq!(

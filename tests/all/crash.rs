@@ -28,7 +28,7 @@ async fn a_change_feed_killed_twenty_times_ends_as_a_run_never_killed() {
     };
 
     // The run nobody kills.
-    let reference = folkhub_cli::host::Host::open(config_for("reference.db"))
+    let reference = folkhub_app::Host::open(config_for("reference.db"))
         .await
         .expect("host");
     reference
@@ -49,7 +49,7 @@ async fn a_change_feed_killed_twenty_times_ends_as_a_run_never_killed() {
     let file = env.dir.path().join("killed.toml");
     std::fs::write(&file, toml::to_string(&killed_config).expect("toml")).expect("write");
     {
-        let host = folkhub_cli::host::Host::open(killed_config.clone())
+        let host = folkhub_app::Host::open(killed_config.clone())
             .await
             .expect("host");
         host.install("folkeregister", None, false, "test", "killed")
@@ -82,9 +82,7 @@ async fn a_change_feed_killed_twenty_times_ends_as_a_run_never_killed() {
     let status = sync().status().expect("final run");
     assert!(status.success(), "the run after the kills completes");
 
-    let killed = folkhub_cli::host::Host::open(killed_config)
-        .await
-        .expect("host");
+    let killed = folkhub_app::Host::open(killed_config).await.expect("host");
     let runs = killed.store().runs(100).await.expect("runs");
     let interrupted = runs
         .iter()

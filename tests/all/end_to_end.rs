@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use folkhub_sim::{Fault, Truth};
-use folkhub_store::{PersonStore, RunStatus};
+use folkhub_store::RunStatus;
+use folkhub_store::prelude::*;
 use folkhub_sync::Options;
 use folkhub_tests::{Setup, TestEnv};
 use serde_json::Value;
@@ -321,7 +322,7 @@ async fn refused_credentials_are_an_unauthorized_error_not_a_trap() {
         .issue(vec!["folkeregister:deling/privat".into()]);
     let release = env
         .host
-        .manifest
+        .manifest()
         .find("folkeregister", None)
         .expect("release")
         .clone();
@@ -345,7 +346,7 @@ async fn refused_credentials_are_an_unauthorized_error_not_a_trap() {
         .runtime
         .prepare(
             &release,
-            &env.host.manifest.artifact_path(&release),
+            &env.host.manifest().artifact_path(&release),
             settings,
         )
         .expect("prepare");

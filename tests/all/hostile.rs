@@ -82,7 +82,7 @@ fn tight() -> EdgeConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_and_surplus_connections_are_cut_off() {
     let env = synced_env(161, 3).await;
-    let state = folkhub_cli::commands::serve::state(&env.host)
+    let state = folkhub_app::serve::api_state(&env.host)
         .await
         .expect("state");
     let (addr, _stop) = serve(state, tight()).await;
@@ -208,7 +208,7 @@ async fn slow_clients_and_surplus_connections_are_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_is_json_and_carries_the_security_headers() {
     let env = synced_env(162, 3).await;
-    let mut state = folkhub_cli::commands::serve::state(&env.host)
+    let mut state = folkhub_app::serve::api_state(&env.host)
         .await
         .expect("state");
     state.edge = Arc::new(tight());
@@ -393,7 +393,7 @@ async fn odd_ids_and_identifiers_without_a_system_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_detailed_health_are_for_admins() {
     let env = synced_env(164, 3).await;
-    let state = folkhub_cli::commands::serve::state(&env.host)
+    let state = folkhub_app::serve::api_state(&env.host)
         .await
         .expect("state");
     let admin = Api::with_state(state.clone(), "full", true).await;
@@ -561,7 +561,7 @@ async fn the_access_log_resists_rewriting_and_audit_verify_finds_edits() {
     assert_eq!(status, StatusCode::OK);
     let exports = env.dir.path().join("audit");
     let day = yesterday.date_naive().to_string();
-    folkhub_cli::commands::audit::export(&env.host, Some(&day), &exports)
+    folkhub_app::audit::export(&env.host, Some(&day), &exports)
         .await
         .expect("export");
     let file = exports.join(format!("access-{day}.jsonl"));
@@ -569,12 +569,14 @@ async fn the_access_log_resists_rewriting_and_audit_verify_finds_edits() {
     assert_eq!(text.lines().count(), 21, "20 entries and the head");
     let head: Value = serde_json::from_str(text.lines().last().expect("head")).expect("json");
     assert_eq!(head["head"]["seq"], 20, "{head}");
-    let error = folkhub_cli::commands::audit::export(&env.host, Some(&day), &exports)
+    let error = folkhub_app::audit::export(&env.host, Some(&day), &exports)
         .await
         .expect_err("a day is written once");
     assert!(error.to_string().contains("exported once"), "{error}");
-    folkhub_cli::commands::audit::verify(&env.host, Some(&exports), false)
+    folkhub_app::audit::verify(&env.host, Some(&exports))
         .await
+        .expect("verify")
+        .ensure_intact()
         .expect("the chain holds");
 
     #[cfg(unix)]
@@ -617,8 +619,10 @@ async fn the_access_log_resists_rewriting_and_audit_verify_finds_edits() {
         .execute(&raw)
         .await
         .expect("edit");
-    let error = folkhub_cli::commands::audit::verify(&env.host, None, false)
+    let error = folkhub_app::audit::verify(&env.host, None)
         .await
+        .expect("verify")
+        .ensure_intact()
         .expect_err("broken");
     assert!(error.to_string().contains("entry 7"), "{error}");
     // The whole chain recomputed to hide the edit: it holds in itself, but
@@ -665,11 +669,15 @@ async fn the_access_log_resists_rewriting_and_audit_verify_finds_edits() {
             .await
             .expect("rehash");
     }
-    folkhub_cli::commands::audit::verify(&env.host, None, false)
+    folkhub_app::audit::verify(&env.host, None)
         .await
+        .expect("verify")
+        .ensure_intact()
         .expect("a recomputed chain holds in itself");
-    let error = folkhub_cli::commands::audit::verify(&env.host, Some(&exports), false)
+    let error = folkhub_app::audit::verify(&env.host, Some(&exports))
         .await
+        .expect("verify")
+        .ensure_intact()
         .expect_err("but not against the exported head");
     assert!(error.to_string().contains("rewritten"), "{error}");
 }
@@ -753,7 +761,7 @@ async fn oauth2_tokens_from_a_local_issuer() {
     let issuer = issuer().await;
     let first = signing_key("key-1");
     issuer.keys.lock().expect("keys").push(first.jwk.clone());
-    let mut state = folkhub_cli::commands::serve::state(&env.host)
+    let mut state = folkhub_app::serve::api_state(&env.host)
         .await
         .expect("state");
     state.oauth2 = Some(folkhub_api::oauth2::OAuth2::new(
@@ -912,7 +920,7 @@ async fn tls_with_required_client_certificates() {
         true,
     )
     .expect("tls");
-    let state = folkhub_cli::commands::serve::state(&env.host)
+    let state = folkhub_app::serve::api_state(&env.host)
         .await
         .expect("state");
     let (addr, _stop) = serve(

@@ -2,7 +2,7 @@
 //! recorded with its price, the ledger matches what the register counted,
 //! and a budget stops full refreshes at 100 %.
 
-use folkhub_cli::commands::sync::{Mode, run};
+use folkhub_app::sync::{Mode, run};
 use folkhub_tests::{Setup, TestEnv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,15 +23,13 @@ async fn the_cost_ledger_counts_what_the_register_served_and_a_budget_stops_refr
     costs.monthly_fee = 10.0;
     costs.monthly_budget = Some(20.0);
     costs.stop_at_budget = true;
-    let host = folkhub_cli::host::Host::open(config).await.expect("host");
+    let host = folkhub_app::Host::open(config).await.expect("host");
     host.install("folkeregister", None, false, "test", "ledger")
         .await
         .expect("install");
 
     let before = env.sim.shared.requests();
-    let summary = run(&host, "folkeregister", Mode::Full, true)
-        .await
-        .expect("full");
+    let summary = run(&host, "folkeregister", Mode::Full).await.expect("full");
     let served = env.sim.shared.requests() - before;
     assert!(served > 0);
     assert_eq!(
@@ -54,7 +52,7 @@ async fn the_cost_ledger_counts_what_the_register_served_and_a_budget_stops_refr
         .expect("budget")
         .expect("set");
     assert!(state.stop && state.warn, "{state:?}");
-    let error = run(&host, "folkeregister", Mode::Full, true)
+    let error = run(&host, "folkeregister", Mode::Full)
         .await
         .expect_err("over budget")
         .to_string();
@@ -63,7 +61,7 @@ async fn the_cost_ledger_counts_what_the_register_served_and_a_budget_stops_refr
         "{error}"
     );
     let before = env.sim.shared.requests();
-    let summary = run(&host, "folkeregister", Mode::Changes, true)
+    let summary = run(&host, "folkeregister", Mode::Changes)
         .await
         .expect("changes");
     assert_eq!(
@@ -208,7 +206,7 @@ async fn the_scheduler_runs_jobs_on_their_schedule_and_stops_cleanly() {
         "leap-refresh".into(),
         job("full", Some("folkeregister"), None, Some("0 2 29 2 *")),
     );
-    let host = folkhub_cli::host::Host::open(config).await.expect("host");
+    let host = folkhub_app::Host::open(config).await.expect("host");
     for id in ["folkeregister", "krr"] {
         host.install(id, None, false, "test", "scheduler")
             .await
@@ -219,7 +217,7 @@ async fn the_scheduler_runs_jobs_on_their_schedule_and_stops_cleanly() {
     let (queue, requests) = tokio::sync::mpsc::unbounded_channel();
     queue.send("leap-refresh".to_string()).expect("queue");
     let (scheduled, ()) = tokio::join!(
-        folkhub_cli::scheduler::run(&host, stopped, Some(requests)),
+        folkhub_app::jobs::run(&host, stopped, Some(requests)),
         async {
             tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
             let _ = stop.send(true);
@@ -241,20 +239,18 @@ async fn the_scheduler_runs_jobs_on_their_schedule_and_stops_cleanly() {
     );
 
     // A manual run of a configured job, and a clear error for an unknown one.
-    let outcome = folkhub_cli::scheduler::run_job(&host, "leap-refresh", true)
+    let outcome = folkhub_app::jobs::run_job(&host, "leap-refresh")
         .await
         .expect("manual run");
     assert!(outcome.contains("succeeded"), "{outcome}");
-    let e = folkhub_cli::scheduler::run_job(&host, "nightly", true)
+    let e = folkhub_app::jobs::run_job(&host, "nightly")
         .await
         .expect_err("unknown")
         .to_string();
     assert!(e.contains("krr-feed, leap-refresh"), "{e}");
 
     // The log book over the API, and manual runs through it.
-    let mut state = folkhub_cli::commands::serve::state(&host)
-        .await
-        .expect("state");
+    let mut state = folkhub_app::serve::api_state(&host).await.expect("state");
     let no_scheduler = crate::api::Api::with_state(state.clone(), "full", true).await;
     let (status, body) = crate::api::post(no_scheduler, "/v1/jobs/krr-feed/run").await;
     assert_eq!(
@@ -309,8 +305,8 @@ async fn a_circuit_breaker_opens_after_repeated_failed_runs_and_says_so() {
         folkhub_sim::Fault::Status { status: 503 },
         15,
     ));
-    for _ in 0..folkhub_cli::host::BREAKER_FAILURES {
-        let e = run(&env.host, "folkeregister", Mode::Changes, true)
+    for _ in 0..folkhub_app::host::BREAKER_FAILURES {
+        let e = run(&env.host, "folkeregister", Mode::Changes)
             .await
             .expect_err("fails")
             .to_string();
@@ -322,11 +318,11 @@ async fn a_circuit_breaker_opens_after_repeated_failed_runs_and_says_so() {
         .breaker("folkeregister")
         .await
         .expect("breaker");
-    assert_eq!(breaker.failures, folkhub_cli::host::BREAKER_FAILURES);
+    assert_eq!(breaker.failures, folkhub_app::host::BREAKER_FAILURES);
     assert!(breaker.open_until.is_some());
     // Open: the next run makes no call and says why, in the log book too.
     let before = env.sim.shared.requests();
-    let e = run(&env.host, "folkeregister", Mode::Changes, true)
+    let e = run(&env.host, "folkeregister", Mode::Changes)
         .await
         .expect_err("open")
         .to_string();
@@ -342,11 +338,11 @@ async fn a_circuit_breaker_opens_after_repeated_failed_runs_and_says_so() {
     let runs = env.host.store().runs(1).await.expect("runs");
     assert_eq!(runs[0].status, folkhub_store::RunStatus::Cancelled);
     assert!(runs[0].errors[0].contains("circuit open"));
-    let state = folkhub_cli::commands::serve::state(&env.host)
+    let state = folkhub_app::serve::api_state(&env.host)
         .await
         .expect("state");
-    let status = state
-        .connectors
+    let connectors = state.connectors().await.expect("status");
+    let status = connectors
         .iter()
         .find(|c| c.id == "folkeregister")
         .expect("status");
@@ -362,7 +358,7 @@ async fn a_circuit_breaker_opens_after_repeated_failed_runs_and_says_so() {
     let mut b = breaker.clone();
     b.open_until = Some(chrono::Utc::now() - chrono::Duration::seconds(1));
     env.host.store().set_breaker(&b).await.expect("set");
-    let summary = run(&env.host, "folkeregister", Mode::Changes, true)
+    let summary = run(&env.host, "folkeregister", Mode::Changes)
         .await
         .expect("the register answers again");
     assert_eq!(summary.status, folkhub_store::RunStatus::Succeeded);
@@ -389,7 +385,7 @@ async fn a_full_refresh_of_one_area_asks_only_for_its_persons() {
             .await
             .expect("install");
     }
-    run(&env.host, "folkeregister", Mode::Full, true)
+    run(&env.host, "folkeregister", Mode::Full)
         .await
         .expect("freg");
     // The most common home municipality.
@@ -412,7 +408,7 @@ async fn a_full_refresh_of_one_area_asks_only_for_its_persons() {
         .await
         .expect("ids");
     assert!(!in_area.is_empty() && in_area.len() < truth.len());
-    let summary = run(&env.host, "krr", Mode::Area(area.clone()), true)
+    let summary = run(&env.host, "krr", Mode::Area(area.clone()))
         .await
         .expect("area refresh");
     assert_eq!(
@@ -503,7 +499,7 @@ async fn guardian_linking_fetches_the_guardians_of_pupils_and_only_adds() {
             ages: Some("6-19".into()),
         },
     );
-    let host = folkhub_cli::host::Host::open(config).await.expect("host");
+    let host = folkhub_app::Host::open(config).await.expect("host");
     host.install("folkeregister", None, false, "test", "guardians")
         .await
         .expect("install");
@@ -529,16 +525,16 @@ async fn guardian_linking_fetches_the_guardians_of_pupils_and_only_adds() {
         .map(|t| t.ids.last().expect("id").clone())
         .collect();
     assert!(pupils.len() >= 5, "{} pupils", pupils.len());
-    run(&host, "folkeregister", Mode::Ids(pupils.clone()), true)
+    run(&host, "folkeregister", Mode::Ids(pupils.clone()))
         .await
         .expect("pupils");
     let before = host.store().count_persons().await.expect("count");
-    let missing = folkhub_cli::commands::sync::missing_guardians(&host, "6-19")
+    let missing = folkhub_app::sync::missing_guardians(&host, "6-19")
         .await
         .expect("missing");
     assert!(!missing.is_empty());
 
-    let outcome = folkhub_cli::scheduler::run_job(&host, "guardians", true)
+    let outcome = folkhub_app::jobs::run_job(&host, "guardians")
         .await
         .expect("guardians job");
     assert!(outcome.contains("guardians looked up"), "{outcome}");
@@ -549,7 +545,7 @@ async fn guardian_linking_fetches_the_guardians_of_pupils_and_only_adds() {
         "one new person per guardian"
     );
     assert!(
-        folkhub_cli::commands::sync::missing_guardians(&host, "6-19")
+        folkhub_app::sync::missing_guardians(&host, "6-19")
             .await
             .expect("missing")
             .is_empty()
@@ -566,7 +562,7 @@ async fn guardian_linking_fetches_the_guardians_of_pupils_and_only_adds() {
             assert!(host.store().person(g).await.expect("read").is_some(), "{g}");
         }
     }
-    let again = folkhub_cli::scheduler::run_job(&host, "guardians", true)
+    let again = folkhub_app::jobs::run_job(&host, "guardians")
         .await
         .expect("again");
     assert!(again.contains("every guardian"), "{again}");

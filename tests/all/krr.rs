@@ -137,7 +137,7 @@ async fn a_sunset_upstream_version_answers_gone_and_the_next_release_continues_t
         .expect("krr")
         .config
         .insert("base-url".into(), format!("{}/rest/v1", env.sim.base_url()));
-    let old_host = folkhub_cli::host::Host::open(v1).await.expect("host");
+    let old_host = folkhub_app::Host::open(v1).await.expect("host");
     for id in ["folkeregister"] {
         env.host
             .install(id, None, false, "test", "sunset")

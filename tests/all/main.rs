@@ -16,6 +16,7 @@ mod fidelity;
 mod hostile;
 mod jobs;
 mod krr;
+mod live;
 mod nordic;
 mod registers;
 mod sandbox;

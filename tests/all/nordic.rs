@@ -325,7 +325,7 @@ async fn spar_and_dvv_refusals_become_the_right_error_kinds() {
         .expect("dvv config")
         .secrets
         .insert("vtj-password".into(), "wrong".into());
-    let other = folkhub_cli::host::Host::open(config).await.expect("host");
+    let other = folkhub_app::Host::open(config).await.expect("host");
     for (id, person) in [("spar", &swede), ("dvv", &finn)] {
         let connector = other.load(id).await.expect("load");
         let error = connector
@@ -349,7 +349,7 @@ async fn spar_and_dvv_refusals_become_the_right_error_kinds() {
         .expect("dvv config")
         .secrets
         .remove("vtj-password");
-    let other = folkhub_cli::host::Host::open(config).await.expect("host");
+    let other = folkhub_app::Host::open(config).await.expect("host");
     let error = other
         .load("dvv")
         .await
@@ -377,7 +377,7 @@ async fn spar_and_dvv_refusals_become_the_right_error_kinds() {
             cert_file: c.clone(),
             key_file: k.clone(),
         });
-        let other = folkhub_cli::host::Host::open(config).await.expect("host");
+        let other = folkhub_app::Host::open(config).await.expect("host");
         let error = other
             .load("spar")
             .await

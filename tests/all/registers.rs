@@ -240,7 +240,7 @@ async fn vtj_change_interface_checks_auth_and_lists_and_the_connector_maps_refus
             username: "someone".into(),
             password: "wrong".into(),
         });
-    let other = folkhub_cli::host::Host::open(config).await.expect("host");
+    let other = folkhub_app::Host::open(config).await.expect("host");
     let error = other
         .load("dvv")
         .await
@@ -415,7 +415,7 @@ async fn spar_serves_two_personsok_versions_until_the_old_one_is_retired() {
         .id()
         .to_string();
     let old_host = env.host.config.clone();
-    let old_host = folkhub_cli::host::Host::open(old_host).await.expect("host");
+    let old_host = folkhub_app::Host::open(old_host).await.expect("host");
     old_host
         .install("spar", Some("1.1.0"), false, "test", "2021.1")
         .await
@@ -430,7 +430,7 @@ async fn spar_serves_two_personsok_versions_until_the_old_one_is_retired() {
         folkhub_core::contract::LookupOutcome::Found(_)
     ));
     // Both versions answer at once; the 2023.1 release gives the same record.
-    let new_host = folkhub_cli::host::Host::open(env.host.config.clone())
+    let new_host = folkhub_app::Host::open(env.host.config.clone())
         .await
         .expect("host");
     new_host
@@ -492,7 +492,7 @@ async fn deadline_actions_run_when_a_release_is_loaded_after_its_deadline() {
         ..Setup::default()
     })
     .await;
-    let mut host = folkhub_cli::host::Host::open(env.host.config.clone())
+    let mut host = folkhub_app::Host::open(env.host.config.clone())
         .await
         .expect("host");
     host.install("spar", Some("1.0.1"), false, "test", "before the deadline")
@@ -510,7 +510,7 @@ async fn deadline_actions_run_when_a_release_is_loaded_after_its_deadline() {
     host.today = chrono::NaiveDate::from_ymd_opt(2027, 9, 1);
     let spar = host.load("spar").await.expect("load");
     assert_eq!(spar.version, "2.1.0");
-    let audit = folkhub_store::PersonStore::audit(host.store.as_ref(), "spar")
+    let audit = folkhub_store::Installations::audit(host.store.as_ref(), "spar")
         .await
         .expect("audit");
     let last = audit.last().expect("audit entry");
@@ -532,10 +532,10 @@ async fn deadline_actions_run_when_a_release_is_loaded_after_its_deadline() {
     host.today = chrono::NaiveDate::from_ymd_opt(2027, 9, 1);
     assert_eq!(host.load("spar").await.expect("load").version, "1.0.1");
     // The pin survives a restart.
-    let reopened = folkhub_cli::host::Host::open(env.host.config.clone())
+    let reopened = folkhub_app::Host::open(env.host.config.clone())
         .await
         .expect("host");
-    let installation = folkhub_store::PersonStore::installation(reopened.store.as_ref(), "spar")
+    let installation = folkhub_store::Installations::installation(reopened.store.as_ref(), "spar")
         .await
         .expect("read")
         .expect("installed");
@@ -571,7 +571,7 @@ async fn deadline_actions_run_when_a_release_is_loaded_after_its_deadline() {
     std::fs::write(dir.path().join("registry-manifest.toml"), changed).expect("write");
     let mut config = env.host.config.clone();
     config.registry.manifest = dir.path().join("registry-manifest.toml");
-    let mut host = folkhub_cli::host::Host::open(config).await.expect("host");
+    let mut host = folkhub_app::Host::open(config).await.expect("host");
     host.today = chrono::NaiveDate::from_ymd_opt(2027, 9, 1);
     assert_eq!(
         host.load("spar").await.expect("load").version,
@@ -588,7 +588,7 @@ async fn deadline_actions_run_when_a_release_is_loaded_after_its_deadline() {
     );
     // The action and its reason are stored once, not at every load.
     let _ = host.load("krr").await.expect_err("still disabled");
-    let audit = folkhub_store::PersonStore::audit(host.store.as_ref(), "krr")
+    let audit = folkhub_store::Installations::audit(host.store.as_ref(), "krr")
         .await
         .expect("audit");
     let noted: Vec<_> = audit
@@ -597,7 +597,7 @@ async fn deadline_actions_run_when_a_release_is_loaded_after_its_deadline() {
         .collect();
     assert_eq!(noted.len(), 1, "{audit:?}");
     assert!(noted[0].reason.contains("2027-05-31"), "{:?}", noted[0]);
-    let spar_audit = folkhub_store::PersonStore::audit(host.store.as_ref(), "spar")
+    let spar_audit = folkhub_store::Installations::audit(host.store.as_ref(), "spar")
         .await
         .expect("audit");
     assert!(
@@ -606,7 +606,7 @@ async fn deadline_actions_run_when_a_release_is_loaded_after_its_deadline() {
             .any(|e| e.action == "deadline-auto-upgrade-pinned"),
         "{spar_audit:?}"
     );
-    let krr = folkhub_store::PersonStore::installation(host.store.as_ref(), "krr")
+    let krr = folkhub_store::Installations::installation(host.store.as_ref(), "krr")
         .await
         .expect("read")
         .expect("installed");

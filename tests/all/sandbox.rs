@@ -192,11 +192,11 @@ async fn a_tampered_artifact_is_refused_and_nothing_changes() {
     let dir = env.dir.path();
     let published = env
         .host
-        .manifest
+        .manifest()
         .find("folkeregister", None)
         .expect("release")
         .clone();
-    let mut bytes = std::fs::read(env.host.manifest.artifact_path(&published)).expect("artifact");
+    let mut bytes = std::fs::read(env.host.manifest().artifact_path(&published)).expect("artifact");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x5a;
     let tampered = dir.join("tampered.wasm");
@@ -208,14 +208,14 @@ async fn a_tampered_artifact_is_refused_and_nothing_changes() {
         .expect_err("must be refused");
     assert!(matches!(error, InstallError::Digest { .. }), "{error}");
     assert!(error.to_string().contains("tampered"), "{error}");
-    let installed = folkhub_store::PersonStore::installation(env.host.store(), "folkeregister")
+    let installed = folkhub_store::Installations::installation(env.host.store(), "folkeregister")
         .await
         .expect("read")
         .expect("installed");
     assert_eq!(installed.digest, published.sha256);
     assert!(installed.pinned);
     assert_eq!(
-        folkhub_store::PersonStore::audit(env.host.store(), "folkeregister")
+        folkhub_store::Installations::audit(env.host.store(), "folkeregister")
             .await
             .expect("audit")
             .len(),

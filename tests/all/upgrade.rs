@@ -23,7 +23,7 @@ async fn connectors_on_contracts_1_0_1_1_and_2_0_run_in_one_host() {
     })
     .await;
     let host = &env.host;
-    let release = |id: &str, v: &str| host.manifest.find(id, Some(v)).expect("release").clone();
+    let release = |id: &str, v: &str| host.manifest().find(id, Some(v)).expect("release").clone();
     let freg_10 = host
         .prepare(&release("folkeregister", "1.0.0"))
         .expect("1.0");
@@ -108,7 +108,7 @@ async fn the_admin_upgrades_across_an_upstream_sunset_and_a_contract_major_and_r
         .expect("krr")
         .config
         .insert("base-url".into(), format!("{}/rest/v1", env.sim.base_url()));
-    let mut old_host = folkhub_cli::host::Host::open(v1).await.expect("host");
+    let mut old_host = folkhub_app::Host::open(v1).await.expect("host");
     env.host
         .install("folkeregister", None, false, "test", "story")
         .await
@@ -130,7 +130,7 @@ async fn the_admin_upgrades_across_an_upstream_sunset_and_a_contract_major_and_r
     // Warnings as the clock advances: none 141 days before the deadline,
     // then the 90-, 30- and 7-day notices, then unsupported.
     let release = old_host
-        .manifest
+        .manifest()
         .find("krr", Some("1.0.1"))
         .expect("release")
         .clone();
@@ -144,7 +144,8 @@ async fn the_admin_upgrades_across_an_upstream_sunset_and_a_contract_major_and_r
     ] {
         old_host.today = Some(day.parse().expect("date"));
         steps.push(
-            match folkhub_manifest::support_state(&old_host.manifest, &release, old_host.today()) {
+            match folkhub_manifest::support_state(&old_host.manifest(), &release, old_host.today())
+            {
                 SupportState::Deprecated { warning, by, .. } => {
                     assert_eq!(by, "2.0.0");
                     format!("{warning:?}")
@@ -173,7 +174,7 @@ async fn the_admin_upgrades_across_an_upstream_sunset_and_a_contract_major_and_r
     let cursor_before = old_host.store().cursor("krr").await.expect("cursor");
     let runs_before = old_host.store().runs(1000).await.expect("runs").len();
     let overrides = [("base-url".to_string(), v2_url.clone())].into();
-    let dry = folkhub_cli::commands::upgrade::dry_run(&old_host, "krr", "2.1.0", 100, &overrides)
+    let dry = folkhub_app::upgrade::dry_run(&old_host, "krr", "2.1.0", 100, &overrides)
         .await
         .expect("dry run");
     let versions: Vec<&str> = dry.releases.iter().map(|r| r.version.as_str()).collect();
@@ -219,17 +220,15 @@ async fn the_admin_upgrades_across_an_upstream_sunset_and_a_contract_major_and_r
         runs_before
     );
     // A dry run to a release that is not newer, or unknown, says what to do.
-    let e =
-        folkhub_cli::commands::upgrade::dry_run(&old_host, "krr", "1.0.0", 10, &Default::default())
-            .await
-            .expect_err("older")
-            .to_string();
+    let e = folkhub_app::upgrade::dry_run(&old_host, "krr", "1.0.0", 10, &Default::default())
+        .await
+        .expect_err("older")
+        .to_string();
     assert!(e.contains("not newer") && e.contains("rollback"), "{e}");
-    let e =
-        folkhub_cli::commands::upgrade::dry_run(&old_host, "krr", "9.0.0", 10, &Default::default())
-            .await
-            .expect_err("unknown")
-            .to_string();
+    let e = folkhub_app::upgrade::dry_run(&old_host, "krr", "9.0.0", 10, &Default::default())
+        .await
+        .expect_err("unknown")
+        .to_string();
     assert!(e.contains("no release 9.0.0") && e.contains("2.1.0"), "{e}");
 
     // The admin migrates base-url (env.host's config speaks /rest/v2) and
@@ -286,7 +285,7 @@ async fn the_admin_upgrades_across_an_upstream_sunset_and_a_contract_major_and_r
     // Rollback returns to the previous digest at once, and the upgrade can
     // be repeated; every step is audited with digests before and after.
     let digest_101 = old_host
-        .manifest
+        .manifest()
         .find("krr", Some("1.0.1"))
         .expect("r")
         .sha256

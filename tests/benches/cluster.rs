@@ -66,7 +66,7 @@ fn main() {
         // The nightly full refresh of everyone.
         let sqlite = host_on(&env, &file, "alone", "60s").await;
         let t = Instant::now();
-        folkhub_cli::scheduler::run_job(&sqlite, "nightly-refresh", true)
+        folkhub_app::jobs::run_job(&sqlite, "nightly-refresh")
             .await
             .expect("refresh");
         line("full refresh, SQLite, 1 host", n, t.elapsed());
@@ -76,7 +76,7 @@ fn main() {
         let feed_three = copy(cluster, "bench_seed", "bench_feed_three").await;
         let single = host_on(&env, &one, "alone", "60s").await;
         let t = Instant::now();
-        folkhub_cli::scheduler::run_job(&single, "nightly-refresh", true)
+        folkhub_app::jobs::run_job(&single, "nightly-refresh")
             .await
             .expect("refresh");
         line("full refresh, PostgreSQL, 1 host", n, t.elapsed());
@@ -92,7 +92,7 @@ fn main() {
         env.sim.advance(5_000).await;
         let single = host_on(&env, &feed_one, "alone", "60s").await;
         let t = Instant::now();
-        let outcome = folkhub_cli::scheduler::run_job(&single, "feed", true)
+        let outcome = folkhub_app::jobs::run_job(&single, "feed")
             .await
             .expect("feed");
         let events: u64 = outcome

@@ -383,7 +383,7 @@ fn batch(persons: &[FoundPerson], at: chrono::DateTime<chrono::Utc>) -> folkhub_
 /// SQLite, new persons (a first full sync or a feed of new persons) and a
 /// refresh that changes nothing; in batches of 500 as the sync writes them.
 fn store_benches(c: &mut Criterion) {
-    use folkhub_store::PersonStore;
+    use folkhub_store::prelude::*;
     use folkhub_store::sql::SqlStore;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let persons = freg_persons();

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use folkhub_cli::host::Host;
+use folkhub_app::Host;
 use folkhub_manifest::config::JobConfig;
-use folkhub_store::PersonStore;
 use folkhub_store::local_postgres::Cluster;
+use folkhub_store::prelude::*;
 use serde_json::Value;
 
 use crate::TestEnv;
@@ -109,7 +109,7 @@ pub async fn run_until_done(
         let name = h.config.store.host_name.clone().unwrap_or_default();
         tasks.insert(
             name,
-            tokio::spawn(async move { folkhub_cli::scheduler::run(&h, stopped, None).await }),
+            tokio::spawn(async move { folkhub_app::jobs::run(&h, stopped, None).await }),
         );
     }
     let store = hosts[0].store();

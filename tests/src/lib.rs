@@ -8,7 +8,7 @@ pub mod cluster;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use folkhub_cli::host::Host;
+use folkhub_app::Host;
 use folkhub_manifest::Config;
 use folkhub_sim::{Client, Simulator};
 use rsa::RsaPrivateKey;
@@ -205,4 +205,34 @@ pub async fn all_persons(
         out.extend(page);
     }
     out
+}
+
+/// A person as the read model shows them to `basis`, as JSON (with
+/// provenance when asked): what the API and `person get --json` send.
+pub fn person_json(
+    person: &folkhub_store::StoredPerson,
+    basis: &folkhub_core::access::LegalBasis,
+    provenance: bool,
+) -> serde_json::Value {
+    serde_json::to_value(folkhub_read::person_view(person, basis, provenance, None).0)
+        .unwrap_or_default()
+}
+
+/// The FHIR Patient the read model shows `basis`.
+pub fn patient_json(
+    person: &folkhub_store::StoredPerson,
+    basis: &folkhub_core::access::LegalBasis,
+) -> serde_json::Value {
+    folkhub_read::patient(person, basis).0
+}
+
+/// A person's history as the read model shows it to `basis`, protected
+/// by the person's markers today (`now`).
+pub fn history_json(
+    changes: &[folkhub_store::PersonChange],
+    basis: &folkhub_core::access::LegalBasis,
+    now: &[String],
+) -> serde_json::Value {
+    let (history, _) = folkhub_read::history_entries(changes, basis, &|_| now.to_vec());
+    serde_json::json!({ "history": history })
 }

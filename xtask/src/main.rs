@@ -1,4 +1,4 @@
-//! `cargo xtask demo | test | build-connectors | bench`.
+//! `cargo xtask demo | test | build-connectors | bench | bench-api | docs | fuzz`.
 //!
 //! The two commands of the README: `demo` builds the connectors, starts the
 //! simulator and the host on SQLite, syncs and serves; `test` installs what
@@ -783,9 +783,6 @@ fn add_client(mut command: Command) -> anyhow::Result<String> {
         .context("folkhub clients add printed no key")
 }
 
-/// `cargo xtask bench-api`: a store of `count` synced persons served on
-/// loopback, one client with no practical rate limit, and wrk reading
-/// random persons by ID.
 /// A database in a throwaway local PostgreSQL cluster under `dir`, stopped
 /// and removed when this process ends.
 fn local_database(dir: &std::path::Path) -> anyhow::Result<String> {
@@ -804,6 +801,9 @@ fn local_database(dir: &std::path::Path) -> anyhow::Result<String> {
     Ok(url)
 }
 
+/// `cargo xtask bench-api`: a store of `count` synced persons served on
+/// loopback, one client with no practical rate limit, and wrk reading
+/// random persons by ID.
 fn bench_api(
     count: usize,
     seconds: u32,

@@ -23,11 +23,8 @@ pub(crate) async fn health(
     State(state): State<ApiState>,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let degraded = state
-        .connectors
-        .iter()
-        .any(|c| c.error.is_some() || c.breaker_open);
-    let status = if degraded { "degraded" } else { "ok" };
+    let connectors = state.connectors().await?;
+    let status = overall(&connectors);
     // The details name connectors, releases and digests: for an admin
     // client (or on the admin listener), not for whoever asks.
     let admin = crate::auth::identify(&state, &headers)
@@ -36,13 +33,26 @@ pub(crate) async fn health(
     if !admin {
         return Ok(Json(json!({ "status": status })));
     }
-    health_details(&state, status).await
+    health_details(&state, status, &connectors).await
+}
+
+/// `ok`, or `degraded` when a connector cannot load or its breaker is open.
+fn overall(connectors: &[crate::ConnectorStatus]) -> &'static str {
+    if connectors
+        .iter()
+        .any(|c| c.error.is_some() || c.breaker_open)
+    {
+        "degraded"
+    } else {
+        "ok"
+    }
 }
 
 /// The detailed health, as the admin listener serves it.
 pub(crate) async fn health_details(
     state: &ApiState,
     status: &str,
+    connectors: &[crate::ConnectorStatus],
 ) -> Result<Json<Value>, ApiError> {
     let persons = state
         .store
@@ -53,17 +63,14 @@ pub(crate) async fn health_details(
         "status": status,
         "persons": persons,
         "contract_versions": *state.contract_versions,
-        "connectors": *state.connectors,
+        "connectors": connectors,
     })))
 }
 
 /// `GET /v1/health` on the admin listener: always the details.
 pub(crate) async fn admin_health(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let degraded = state
-        .connectors
-        .iter()
-        .any(|c| c.error.is_some() || c.breaker_open);
-    health_details(&state, if degraded { "degraded" } else { "ok" }).await
+    let connectors = state.connectors().await?;
+    health_details(&state, overall(&connectors), &connectors).await
 }
 
 /// Installed connectors: release, pin, support state, newest release and
@@ -71,8 +78,8 @@ pub(crate) async fn admin_health(State(state): State<ApiState>) -> Result<Json<V
 #[utoipa::path(get, path = "/v1/connectors", tag = "admin",
     responses((status = 200, description = "Installed connectors", body = crate::openapi::Connectors),
         crate::openapi::ClientErrors), security(("api_key" = []), ("bearer" = [])))]
-pub(crate) async fn connectors(State(state): State<ApiState>) -> Json<Value> {
-    Json(json!({ "connectors": *state.connectors }))
+pub(crate) async fn connectors(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "connectors": state.connectors().await? })))
 }
 
 /// A connector's installation history: every change with who, when,

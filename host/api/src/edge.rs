@@ -316,13 +316,47 @@ pub async fn guard(
     request: Request,
     next: Next,
 ) -> Response {
+    use tracing::Instrument;
     let tls = config.tls.is_some();
-    let mut response = match checked(&config, request).await {
-        Ok(request) => next.run(request).await,
-        Err(error) => error.into_response(),
-    };
-    secure(&mut response, tls);
-    response
+    let span = tracing::info_span!(
+        "request",
+        id = REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        method = %request.method(),
+        route = %route_of(request.uri().path()),
+        status = tracing::field::Empty,
+    );
+    async move {
+        let mut response = match checked(&config, request).await {
+            Ok(request) => next.run(request).await,
+            Err(error) => error.into_response(),
+        };
+        secure(&mut response, tls);
+        tracing::Span::current().record("status", response.status().as_u16());
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// Requests this process has taken (the request span's id).
+static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A path as logs may show it: a segment that could be a person's ID or
+/// key (six digits or more) is written `{id}`, so no log line names a
+/// person.
+fn route_of(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if segment.chars().filter(char::is_ascii_digit).count() >= 6
+                || (!segment.is_empty() && segment.chars().all(|c| c.is_ascii_digit()))
+            {
+                "{id}"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 async fn checked(config: &EdgeConfig, request: Request) -> Result<Request, ApiError> {

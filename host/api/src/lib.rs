@@ -34,8 +34,8 @@ use folkhub_store::PersonStore;
 use serde::Serialize;
 use serde_json::json;
 
+pub use folkhub_read as read;
 pub use openapi::openapi;
-pub use persons::{history_json, patient_json, person_json};
 
 /// What the API reports about an installed connector.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -95,6 +95,26 @@ pub struct ContractSupport {
     pub removal: Option<String>,
 }
 
+/// Where the API reads connectors' status from: live, each time it is
+/// asked (the application computes it from the store and the registry, so
+/// a breaker that opened or an upgrade made after the server started
+/// shows at once).
+#[async_trait::async_trait]
+pub trait StatusSource: Send + Sync {
+    /// Every installed connector's status now, or why it cannot be read.
+    async fn connectors(&self) -> Result<Vec<ConnectorStatus>, String>;
+}
+
+/// A fixed list: for a server without an application behind it (tests).
+pub struct FixedStatus(pub Vec<ConnectorStatus>);
+
+#[async_trait::async_trait]
+impl StatusSource for FixedStatus {
+    async fn connectors(&self) -> Result<Vec<ConnectorStatus>, String> {
+        Ok(self.0.clone())
+    }
+}
+
 /// Where the API queues manual job runs (the scheduler of `folkhub serve`).
 #[derive(Clone)]
 pub struct JobQueue {
@@ -107,7 +127,8 @@ pub struct JobQueue {
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn PersonStore>,
-    pub connectors: Arc<Vec<ConnectorStatus>>,
+    /// Connectors' live status.
+    pub status: Arc<dyn StatusSource>,
     /// Manual job runs go here; `None` when no scheduler runs.
     pub jobs: Option<JobQueue>,
     /// Legal bases clients may hold, by name: the built-in profiles and
@@ -145,7 +166,7 @@ impl ApiState {
         ApiState {
             access_log: access_log::AccessLog::start(store.clone(), metrics.clone(), access_log),
             store,
-            connectors: Arc::new(connectors),
+            status: Arc::new(FixedStatus(connectors)),
             jobs: None,
             bases: Arc::new(bases),
             contract_versions: Arc::new(contract_versions),
@@ -157,6 +178,11 @@ impl ApiState {
             quotas: Arc::new(auth::PersonQuotas::default()),
             oauth2: None,
         }
+    }
+
+    /// Connectors' status now.
+    pub async fn connectors(&self) -> Result<Vec<ConnectorStatus>, ApiError> {
+        self.status.connectors().await.map_err(ApiError::internal)
     }
 
     /// The key search cursors are sealed with: the store's `cursor`
@@ -173,14 +199,6 @@ impl ApiState {
             })
             .await
     }
-}
-
-/// The built-in legal-basis profiles by name.
-pub fn builtin_bases() -> BTreeMap<String, LegalBasis> {
-    LegalBasis::PROFILES
-        .iter()
-        .filter_map(|name| LegalBasis::profile(name).map(|b| (name.to_string(), b)))
-        .collect()
 }
 
 /// An error answer: `{"error": {"code", "message", "field"?}}`.

@@ -205,7 +205,8 @@ pub async fn serve_metrics(State(state): State<ApiState>) -> Result<Response, Ap
         out,
         "# HELP folkhub_connector_breaker_open 1 while a connector's circuit breaker is open.\n# TYPE folkhub_connector_breaker_open gauge"
     );
-    for c in state.connectors.iter() {
+    let connectors = state.connectors().await?;
+    for c in &connectors {
         let _ = writeln!(
             out,
             "folkhub_connector_breaker_open{{connector=\"{}\"}} {}",
@@ -217,7 +218,7 @@ pub async fn serve_metrics(State(state): State<ApiState>) -> Result<Response, Ap
         out,
         "# HELP folkhub_connector_upgrade_days_left Days until an installed connector's upgrade deadline (negative: passed).\n# TYPE folkhub_connector_upgrade_days_left gauge"
     );
-    for c in state.connectors.iter() {
+    for c in &connectors {
         if let Some(u) = &c.upgrade {
             let _ = writeln!(
                 out,

@@ -2,14 +2,17 @@
 //! the response types (utoipa), served at `GET /v1/openapi.json`. A test
 //! runs schemathesis against a running server and this document.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
-use serde_json::Value;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::{ConnectorStatus, ContractSupport, UpgradeNotice};
+// What the person handlers return: the read model's own types.
+pub use crate::persons::BatchRequest;
+pub use folkhub_read::{
+    BatchAnswer, BundleEntry, BundleSearch, Changes, History, HistoryEntry, PatientBundle,
+    PersonView as Person, SearchPage, Withheld,
+};
 use folkhub_store::{
     AccessEntry, AccessRecord, AuditEntry, Client, ClientAuth, Conflict, CostRow, JobRun, Override,
     RunCounts, RunStatus, StoredId,
@@ -58,106 +61,6 @@ pub enum LogErrors {
     AccessLogUnavailable(ErrorBody),
 }
 
-/// Why a field was withheld: the legal basis does not cover its group, or
-/// the value is protected beyond the basis.
-#[derive(ToSchema)]
-#[schema(rename_all = "kebab-case")]
-pub enum Withheld {
-    OutsideBasis,
-    Protected,
-}
-
-/// A unified person record as the client's legal basis lets it see it.
-#[derive(ToSchema)]
-pub struct Person {
-    /// The store's key of the person (stable; also the FHIR Patient id).
-    pub key: i64,
-    /// Every identifier, active first; old ones keep resolving.
-    pub ids: Vec<StoredId>,
-    pub version: i64,
-    pub updated_at: chrono::DateTime<chrono::Utc>,
-    /// Field path → value (see docs/fields.md for the shapes).
-    pub fields: BTreeMap<String, Value>,
-    /// Field path → confidentiality labels.
-    pub labels: BTreeMap<String, Vec<String>>,
-    /// Field path → why it is not in `fields`.
-    pub withheld: Option<BTreeMap<String, Withheld>>,
-    /// Fields where sources of equal rank disagree.
-    pub conflicts: Option<Vec<String>>,
-    /// With `provenance=true`: field path → source, release, upstream
-    /// version and times.
-    pub provenance: Option<BTreeMap<String, Value>>,
-    /// Relative's ID → their key, for relatives the store holds.
-    pub related: Option<BTreeMap<String, i64>>,
-    /// In a batch: the requested IDs that found this person.
-    pub requested: Option<Vec<String>>,
-}
-
-/// A batch request.
-#[derive(ToSchema)]
-pub struct BatchRequest {
-    /// 1 to 1,000 IDs (any country, optionally prefixed `no:`, `se:`, `fi:`).
-    #[schema(min_items = 1, max_items = 1000)]
-    pub ids: Vec<String>,
-    /// Fields or field groups to return; all when left out.
-    pub fields: Option<Vec<String>>,
-    #[schema(default = false)]
-    pub provenance: Option<bool>,
-}
-
-#[derive(ToSchema)]
-pub struct BatchAnswer {
-    /// One per person found, however many of its IDs were asked for.
-    pub persons: Vec<Person>,
-    /// Requested IDs no stored person has.
-    pub not_found: Vec<String>,
-}
-
-#[derive(ToSchema)]
-pub struct SearchPage {
-    pub persons: Vec<Person>,
-    /// Pass as `after` for the next page; null on the last page.
-    pub next: Option<i64>,
-}
-
-#[derive(ToSchema)]
-pub struct HistoryEntry {
-    pub seq: i64,
-    pub version: i64,
-    pub changed_at: chrono::DateTime<chrono::Utc>,
-    pub reason: String,
-    /// Field path → `{from, to}`.
-    pub changes: BTreeMap<String, Value>,
-    /// Field path → why its change is not shown.
-    pub withheld: Option<BTreeMap<String, Withheld>>,
-}
-
-#[derive(ToSchema)]
-pub struct History {
-    pub key: i64,
-    pub history: Vec<HistoryEntry>,
-}
-
-#[derive(ToSchema)]
-pub struct ChangeEntry {
-    pub seq: i64,
-    pub person: i64,
-    pub version: i64,
-    pub changed_at: chrono::DateTime<chrono::Utc>,
-    pub reason: String,
-    pub changes: BTreeMap<String, Value>,
-    pub withheld: Option<BTreeMap<String, Withheld>>,
-}
-
-#[derive(ToSchema)]
-pub struct Changes {
-    pub changes: Vec<ChangeEntry>,
-    /// The `since` of the next request.
-    pub next: i64,
-    /// True when this page was the last change there is.
-    pub caught_up: bool,
-}
-
 /// A FHIR R4 Patient resource (http://hl7.org/fhir/R4/patient.html).
 #[derive(serde::Serialize, ToSchema)]
 pub struct Patient {
@@ -165,16 +68,6 @@ pub struct Patient {
     #[schema(example = "Patient")]
     pub resource_type: String,
     pub id: String,
-}
-
-/// A FHIR R4 searchset Bundle of Patients.
-#[derive(serde::Serialize, ToSchema)]
-pub struct PatientBundle {
-    #[serde(rename = "resourceType")]
-    pub resource_type: String,
-    pub r#type: String,
-    pub total: u64,
-    pub entry: Vec<BTreeMap<String, Value>>,
 }
 
 #[derive(ToSchema)]
@@ -296,7 +189,7 @@ impl Modify for Security {
     ),
     components(schemas(
         ErrorBody, ErrorDetail, Withheld, Person, BatchRequest, BatchAnswer, SearchPage,
-        HistoryEntry, History, ChangeEntry, Changes, Patient, PatientBundle, Health, Connectors,
+        HistoryEntry, History, Changes, Patient, PatientBundle, BundleEntry, BundleSearch, Health, Connectors,
         ConnectorHistory, Runs, Queued, Costs, Conflicts, Overrides, Clients, AccessLogPage,
         ConnectorStatus, UpgradeNotice, ContractSupport, StoredId, AuditEntry, JobRun, RunCounts,
         RunStatus, CostRow, Conflict, Override, Client, ClientAuth, AccessRecord, AccessEntry,

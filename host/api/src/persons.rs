@@ -3,14 +3,17 @@
 //! legal basis (withheld fields are listed, never sent) and writes one
 //! access-log entry per person returned before it answers.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
-use folkhub_core::access::{self, LegalBasis, Withholding};
-use folkhub_core::fields;
-use folkhub_store::{AccessEntry, PersonChange, Search, StoredPerson};
+use folkhub_core::access::{self, Withholding};
+use folkhub_read::{
+    AccessSink, BatchAnswer, BundleEntry, BundleSearch, Changes, History, PatientBundle,
+    PersonRequest, PersonView, ReadError, Reader, SearchPage, Selection, patient, person_view,
+};
+use folkhub_store::{AccessEntry, Search, StoredPerson};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -25,162 +28,66 @@ pub const SEARCH_PAGE_MAX: u32 = 100;
 /// The largest page of changes.
 pub const CHANGES_PAGE_MAX: u32 = 10_000;
 
-/// The JSON shape of a person, shared by the API and `folkhub person get --json`.
-pub fn person_json(person: &StoredPerson, basis: &LegalBasis, provenance: bool) -> Value {
-    shape(person, basis, provenance, None).0
+/// Parses `fields=` (or the body's list) as a [`Selection`].
+fn selection<'a>(
+    items: Option<impl Iterator<Item = &'a str>>,
+    field: &str,
+) -> Result<Option<Selection>, ApiError> {
+    Selection::parse(items).map_err(|message| ApiError::bad("unknown-field", field, message))
 }
 
-/// The fields a request selected (`fields=`): catalogue paths or groups.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Selection(BTreeSet<String>);
+/// The API's access-log sink: charges the client's person quota, then
+/// writes through the group-commit writer.
+struct ApiLog<'a> {
+    state: &'a ApiState,
+    caller: &'a Caller,
+}
 
-impl Selection {
-    /// Parses `fields=a,b` (or the body's list); `None` selects everything.
-    pub(crate) fn parse<'a>(
-        items: Option<impl Iterator<Item = &'a str>>,
-        field: &str,
-    ) -> Result<Option<Selection>, ApiError> {
-        let Some(items) = items else {
-            return Ok(None);
-        };
-        let mut out = BTreeSet::new();
-        for item in items.map(str::trim).filter(|s| !s.is_empty()) {
-            let known =
-                fields::lookup(item).is_some() || fields::CATALOGUE.iter().any(|f| f.group == item);
-            if !known {
-                let groups: BTreeSet<&str> = fields::CATALOGUE.iter().map(|f| f.group).collect();
-                return Err(ApiError::bad(
-                    "unknown-field",
-                    field,
-                    format!(
-                        "{item:?} is neither a field nor a field group; groups: {} (fields: see docs/fields.md)",
-                        groups.into_iter().collect::<Vec<_>>().join(", ")
-                    ),
-                ));
-            }
-            out.insert(item.to_string());
-        }
-        if out.is_empty() {
-            return Err(ApiError::bad(
-                "unknown-field",
-                field,
-                "name at least one field or group, or leave the parameter out for all",
-            ));
-        }
-        Ok(Some(Selection(out)))
-    }
-
-    fn takes(&self, path: &str) -> bool {
-        self.0.contains(path) || self.0.contains(fields::group_of(path))
+#[async_trait::async_trait]
+impl AccessSink for ApiLog<'_> {
+    async fn write(&self, entries: Vec<AccessEntry>) -> Result<(), ReadError> {
+        let persons = entries
+            .iter()
+            .filter(|e| e.person != AccessEntry::SEARCH)
+            .count();
+        self.state.quotas.charge(
+            self.caller.client.id,
+            self.caller.client.persons_per_minute,
+            persons,
+        );
+        self.state
+            .access_log
+            .write(entries)
+            .await
+            .map_err(|e| ReadError::Log(e.to_string()))
     }
 }
 
-/// A person as a reader may see it, and the field paths it carries.
-fn shape(
-    person: &StoredPerson,
-    basis: &LegalBasis,
-    provenance: bool,
-    selection: Option<&Selection>,
-) -> (Value, Vec<String>) {
-    let view = access::view(&person.record, basis);
-    let wanted = |path: &str| selection.is_none_or(|s| s.takes(path));
-    let mut values = serde_json::Map::new();
-    let mut labels = serde_json::Map::new();
-    let mut sources = serde_json::Map::new();
-    let mut conflicts = Vec::new();
-    for (path, field) in view.fields.iter().filter(|(p, _)| wanted(p)) {
-        values.insert(path.clone(), field.value.clone());
-        if !field.labels.is_empty() {
-            labels.insert(path.clone(), json!(field.labels));
-        }
-        if field.conflict {
-            conflicts.push(path.clone());
-        }
-        if provenance {
-            sources.insert(
-                path.clone(),
-                serde_json::to_value(&field.provenance).unwrap_or(Value::Null),
-            );
+impl Caller {
+    /// The caller as the read model's reader.
+    fn reader(&self) -> Reader<'_> {
+        Reader {
+            client: &self.client.name,
+            basis: &self.basis,
+            purpose: &self.client.purpose,
         }
     }
-    let returned: Vec<String> = values.keys().cloned().collect();
-    let mut out = json!({
-        "key": person.key,
-        "ids": person.ids,
-        "version": person.version,
-        "updated_at": person.updated_at,
-        "fields": values,
-        "labels": labels,
-    });
-    let withheld: BTreeMap<&String, &Withholding> =
-        view.withheld.iter().filter(|(p, _)| wanted(p)).collect();
-    if !withheld.is_empty() {
-        out["withheld"] = json!(withheld);
+}
+
+/// A read's failure as an answer: no log entry, no person data.
+fn read_error(e: ReadError) -> ApiError {
+    match e {
+        ReadError::Store(e) => ApiError::internal(e),
+        ReadError::Log(e) => {
+            tracing::error!("access log: {e}");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "access-log-unavailable",
+                "person data is not served while the access log cannot be written; try again later",
+            )
+        }
+        ReadError::Refused(e) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota-exceeded", e),
     }
-    if !conflicts.is_empty() {
-        out["conflicts"] = json!(conflicts);
-    }
-    if provenance {
-        out["provenance"] = Value::Object(sources);
-    }
-    (out, returned)
-}
-
-/// A person's history as a reader may see it: entries of fields outside
-/// the basis or protected (then or now) are listed as withheld, without
-/// values.
-/// `now`: the person's protection markers today, which protect every
-/// location value the history shows.
-pub fn history_json(changes: &[PersonChange], basis: &LegalBasis, now: &[String]) -> Value {
-    json!({ "history": history_entries(changes, basis, &|_| now.to_vec()).0 })
-}
-
-/// History entries and the paths whose values they show; `now(person)`
-/// gives a person's protection markers today.
-fn history_entries(
-    changes: &[PersonChange],
-    basis: &LegalBasis,
-    now: &dyn Fn(i64) -> Vec<String>,
-) -> (Vec<Value>, BTreeSet<String>) {
-    let mut shown_paths = BTreeSet::new();
-    let entries = changes
-        .iter()
-        .map(|c| {
-            let (shown, withheld) = access::view_diff(&c.diff, basis, &now(c.person));
-            shown_paths.extend(shown.keys().cloned());
-            let mut entry = json!({
-                "seq": c.seq,
-                "version": c.version,
-                "changed_at": c.changed_at,
-                "reason": c.reason,
-                "changes": shown,
-            });
-            if !withheld.is_empty() {
-                entry["withheld"] = json!(withheld);
-            }
-            entry
-        })
-        .collect();
-    (entries, shown_paths)
-}
-
-/// The FHIR R4 `Patient` of a person as a reader may see it.
-pub fn patient_json(person: &StoredPerson, basis: &LegalBasis) -> Value {
-    patient(person, basis).0
-}
-
-fn patient(person: &StoredPerson, basis: &LegalBasis) -> (Value, Vec<String>) {
-    let ids: Vec<(String, String, bool)> = person
-        .ids
-        .iter()
-        .map(|i| (i.scheme.clone(), i.value.clone(), i.active))
-        .collect();
-    let view = access::view(&person.record, basis);
-    let returned = view.fields.keys().cloned().collect();
-    (
-        folkhub_core::fhir::patient(person.key, &ids, &view),
-        returned,
-    )
 }
 
 /// Writes the access-log entries of one answer; no entry, no answer.
@@ -206,35 +113,15 @@ async fn log_entries(
     endpoint: &str,
     reads: Vec<(i64, Vec<String>, Option<String>)>,
 ) -> Result<(), ApiError> {
-    let at = chrono::Utc::now();
-    let persons = reads
-        .iter()
-        .filter(|(person, _, _)| *person != AccessEntry::SEARCH)
-        .count();
-    state
-        .quotas
-        .charge(caller.client.id, caller.client.persons_per_minute, persons);
+    let reader = caller.reader();
     let entries = reads
         .into_iter()
-        .map(|(person, fields, criteria)| AccessEntry {
-            at,
-            client: caller.client.name.clone(),
-            basis: caller.client.basis.clone(),
-            purpose: caller.client.purpose.clone(),
-            person,
-            endpoint: endpoint.to_string(),
-            fields,
-            criteria,
-        })
+        .map(|(person, fields, criteria)| reader.entry(endpoint, person, fields, criteria))
         .collect();
-    state.access_log.write(entries).await.map_err(|e| {
-        tracing::error!("access log: {e}");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "access-log-unavailable",
-            "person data is not served while the access log cannot be written; try again later",
-        )
-    })
+    ApiLog { state, caller }
+        .write(entries)
+        .await
+        .map_err(read_error)
 }
 
 /// An ID as the API takes it: exactly the ID, nothing around or inside it
@@ -287,61 +174,42 @@ pub(crate) async fn get_person(
     Extension(caller): Extension<Caller>,
     PathParam(id): PathParam<String>,
     QueryParams(query): QueryParams<PersonQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PersonView>, ApiError> {
     let provenance = flag(query.provenance.as_deref(), "provenance")?;
-    let selection = Selection::parse(query.fields.as_deref().map(|f| f.split(',')), "fields")?;
+    let selection = selection(query.fields.as_deref().map(|f| f.split(',')), "fields")?;
     let parsed = parse_id(&id, "id")?;
-    let person = state
-        .store
-        .person(&parsed.value)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(not_found)?;
-    let (mut out, returned) = shape(&person, &caller.basis, provenance, selection.as_ref());
-    // Relations link persons: the store's key of each related person it
-    // holds (any of their IDs resolves), for the relations the caller sees.
-    let mut related = serde_json::Map::new();
-    let relative_ids: BTreeSet<String> = out["fields"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(path, _)| path.starts_with("relations."))
-        .flat_map(|(_, value)| value.as_array().cloned().unwrap_or_default())
-        .filter_map(|r| r.get("id").and_then(Value::as_str).map(str::to_string))
-        .collect();
-    if !relative_ids.is_empty() {
-        let ids: Vec<String> = relative_ids.into_iter().collect();
-        for (rid, found) in state
-            .store
-            .persons(&ids)
-            .await
-            .map_err(ApiError::internal)?
-        {
-            if let Some(p) = found {
-                related.insert(rid, json!(p.key));
-            }
-        }
-    }
-    if !related.is_empty() {
-        out["related"] = Value::Object(related);
-    }
-    log_reads(
-        &state,
-        &caller,
+    let view = folkhub_read::read_person(
+        state.store.as_ref(),
+        &ApiLog {
+            state: &state,
+            caller: &caller,
+        },
+        &caller.reader(),
         "GET /v1/persons/{id}",
-        vec![(person.key, returned)],
+        &parsed.value,
+        PersonRequest {
+            provenance,
+            selection: selection.as_ref(),
+        },
     )
-    .await?;
-    Ok(Json(out))
+    .await
+    .map_err(read_error)?
+    .ok_or_else(not_found)?;
+    Ok(Json(view))
 }
 
-#[derive(Debug, Deserialize)]
+/// A batch request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct BatchRequest {
+pub struct BatchRequest {
+    /// 1 to 1,000 IDs (any country, optionally prefixed `no:`, `se:`, `fi:`).
+    #[schema(min_items = 1, max_items = 1000)]
     ids: Vec<String>,
+    /// Fields or field groups to return; all when left out.
     #[serde(default)]
     fields: Option<Vec<String>>,
     #[serde(default)]
+    #[schema(default = false)]
     provenance: bool,
 }
 
@@ -356,7 +224,7 @@ pub(crate) async fn batch(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     JsonBody(request): JsonBody<BatchRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BatchAnswer>, ApiError> {
     if request.ids.is_empty() {
         return Err(ApiError::bad(
             "invalid-parameter",
@@ -374,7 +242,7 @@ pub(crate) async fn batch(
             ),
         ));
     }
-    let selection = Selection::parse(
+    let selection = selection(
         request
             .fields
             .as_ref()
@@ -421,8 +289,8 @@ pub(crate) async fn batch(
             part.into_iter()
                 .map(|(person, asked)| {
                     let (mut out, returned) =
-                        shape(&person, &basis, provenance, selection.as_ref());
-                    out["requested"] = json!(asked);
+                        person_view(&person, &basis, provenance, selection.as_ref());
+                    out.requested = asked;
                     (out, (person.key, returned))
                 })
                 .collect::<Vec<_>>()
@@ -441,9 +309,12 @@ pub(crate) async fn batch(
         first.extend(other.await.map_err(ApiError::internal)?);
         first
     };
-    let (persons, reads): (Vec<Value>, Vec<(i64, Vec<String>)>) = shaped.into_iter().unzip();
+    let (persons, reads): (Vec<PersonView>, Vec<(i64, Vec<String>)>) = shaped.into_iter().unzip();
     log_reads(&state, &caller, "POST /v1/persons/batch", reads).await?;
-    Ok(Json(json!({ "persons": persons, "not_found": missing })))
+    Ok(Json(BatchAnswer {
+        persons,
+        not_found: missing,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -477,9 +348,9 @@ pub(crate) async fn search(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     QueryParams(q): QueryParams<SearchQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SearchPage>, ApiError> {
     let provenance = flag(q.provenance.as_deref(), "provenance")?;
-    let selection = Selection::parse(q.fields.as_deref().map(|f| f.split(',')), "fields")?;
+    let selection = selection(q.fields.as_deref().map(|f| f.split(',')), "fields")?;
     let limit = limit(q.limit.as_deref(), 20, SEARCH_PAGE_MAX)?;
     let name_given = q.family.is_some() || q.given.is_some() || q.birth_date.is_some();
     let search = match (&q.id, name_given) {
@@ -640,7 +511,7 @@ pub(crate) async fn search(
     let mut persons = Vec::new();
     let mut reads = Vec::new();
     for person in &shown {
-        let (out, returned) = shape(person, &caller.basis, provenance, selection.as_ref());
+        let (out, returned) = person_view(person, &caller.basis, provenance, selection.as_ref());
         persons.push(out);
         reads.push((person.key, returned));
     }
@@ -659,7 +530,7 @@ pub(crate) async fn search(
             .collect(),
     )
     .await?;
-    Ok(Json(json!({ "persons": persons, "next": next })))
+    Ok(Json(SearchPage { persons, next }))
 }
 
 /// `GET /v1/persons/{id}/history`.
@@ -674,29 +545,22 @@ pub(crate) async fn person_history(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     PathParam(id): PathParam<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<History>, ApiError> {
     let parsed = parse_id(&id, "id")?;
-    let person = state
-        .store
-        .person(&parsed.value)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(not_found)?;
-    let changes = state
-        .store
-        .history(person.key)
-        .await
-        .map_err(ApiError::internal)?;
-    let labels = person.record.person_labels();
-    let (entries, shown) = history_entries(&changes, &caller.basis, &|_| labels.clone());
-    log_reads(
-        &state,
-        &caller,
+    let history = folkhub_read::read_history(
+        state.store.as_ref(),
+        &ApiLog {
+            state: &state,
+            caller: &caller,
+        },
+        &caller.reader(),
         "GET /v1/persons/{id}/history",
-        vec![(person.key, shown.into_iter().collect())],
+        &parsed.value,
     )
-    .await?;
-    Ok(Json(json!({ "key": person.key, "history": entries })))
+    .await
+    .map_err(read_error)?
+    .ok_or_else(not_found)?;
+    Ok(Json(history))
 }
 
 #[derive(Debug, Deserialize)]
@@ -719,56 +583,23 @@ pub(crate) async fn changes(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     QueryParams(query): QueryParams<ChangesQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Changes>, ApiError> {
     let since = position(query.since.as_deref(), "since")?;
     let limit = limit(query.limit.as_deref(), 1000, CHANGES_PAGE_MAX)?;
-    let list = state
-        .store
-        .changes_since(since, limit)
-        .await
-        .map_err(ApiError::internal)?;
-    let next = list.last().map_or(since, |c| c.seq);
-    // Each person's protection today applies to the locations their
-    // changes show, however long ago those changes were made.
-    let mut now: BTreeMap<i64, Vec<String>> = BTreeMap::new();
-    for change in &list {
-        if let std::collections::btree_map::Entry::Vacant(slot) = now.entry(change.person) {
-            let labels = state
-                .store
-                .person_by_key(change.person)
-                .await
-                .map_err(ApiError::internal)?
-                .map(|p| p.record.person_labels())
-                .unwrap_or_default();
-            slot.insert(labels);
-        }
-    }
-    let (mut entries, _) = history_entries(&list, &caller.basis, &|person| {
-        now.get(&person).cloned().unwrap_or_default()
-    });
-    let mut reads: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
-    for (entry, change) in entries.iter_mut().zip(&list) {
-        entry["person"] = json!(change.person);
-        let shown = reads.entry(change.person).or_default();
-        if let Some(map) = entry["changes"].as_object() {
-            shown.extend(map.keys().cloned());
-        }
-    }
-    log_reads(
-        &state,
-        &caller,
+    let changes = folkhub_read::read_changes(
+        state.store.as_ref(),
+        &ApiLog {
+            state: &state,
+            caller: &caller,
+        },
+        &caller.reader(),
         "GET /v1/changes",
-        reads
-            .into_iter()
-            .map(|(k, f)| (k, f.into_iter().collect()))
-            .collect(),
+        since,
+        limit,
     )
-    .await?;
-    Ok(Json(json!({
-        "changes": entries,
-        "next": next,
-        "caught_up": (list.len() as u32) < limit,
-    })))
+    .await
+    .map_err(read_error)?;
+    Ok(Json(changes))
 }
 
 /// `GET /fhir/Patient/{key}`: the resource id is the store's person key.
@@ -798,15 +629,18 @@ pub(crate) async fn fhir_patient(
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(not_found)?;
-    let (out, returned) = patient(&person, &caller.basis);
-    log_reads(
-        &state,
-        &caller,
+    let resource = folkhub_read::read_patient(
+        &ApiLog {
+            state: &state,
+            caller: &caller,
+        },
+        &caller.reader(),
         "GET /fhir/Patient/{key}",
-        vec![(person.key, returned)],
+        &person,
     )
-    .await?;
-    Ok(Json(out))
+    .await
+    .map_err(read_error)?;
+    Ok(Json(resource))
 }
 
 #[derive(Debug, Deserialize)]
@@ -826,7 +660,7 @@ pub(crate) async fn fhir_search(
     State(state): State<ApiState>,
     Extension(caller): Extension<Caller>,
     QueryParams(query): QueryParams<PatientSearch>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PatientBundle>, ApiError> {
     let Some(identifier) = query.identifier else {
         return Err(ApiError::bad(
             "missing-parameter",
@@ -871,17 +705,20 @@ pub(crate) async fn fhir_search(
     let mut reads = Vec::new();
     if let Some(p) = &found {
         let (resource, returned) = patient(p, &caller.basis);
-        entries.push(
-            json!({"fullUrl": format!("Patient/{}", p.key), "resource": resource,
-                        "search": {"mode": "match"}}),
-        );
+        entries.push(BundleEntry {
+            full_url: format!("Patient/{}", p.key),
+            resource,
+            search: BundleSearch {
+                mode: "match".into(),
+            },
+        });
         reads.push((p.key, returned));
     }
     log_reads(&state, &caller, "GET /fhir/Patient", reads).await?;
-    Ok(Json(json!({
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": entries.len(),
-        "entry": entries,
-    })))
+    Ok(Json(PatientBundle {
+        resource_type: "Bundle".into(),
+        r#type: "searchset".into(),
+        total: entries.len() as u64,
+        entry: entries,
+    }))
 }

@@ -27,7 +27,7 @@ pub async fn migrate(config: Option<&std::path::Path>, check: bool) -> anyhow::R
             .iter()
             .map(|(v, name)| format!("{v} ({name})"))
             .collect();
-        println!(
+        out!(
             "{}: schema version {}, this folkhub uses {}{}",
             redact(url),
             state.before,
@@ -42,9 +42,9 @@ pub async fn migrate(config: Option<&std::path::Path>, check: bool) -> anyhow::R
     }
     let state = store.migrate().await?;
     for (version, name) in &state.applied {
-        println!("applied {version}: {name}");
+        out!("applied {version}: {name}");
     }
-    println!(
+    out!(
         "{}: schema version {} → {}{}",
         redact(url),
         state.before,

@@ -1,9 +1,19 @@
-//! The `folkhub` binary's library half: [`host::Host`] wires config,
-//! registry manifest, store and runtime together; [`commands`] holds one
-//! module per verb. `main.rs` only parses arguments and dispatches, and the
-//! integration tests drive the same [`host::Host`].
+//! The `folkhub` binary's library half: [`commands`] holds one module per
+//! verb, each parsing what `main.rs` hands it and printing what
+//! [`folkhub_app`] (the application) does, through [`out!`], which ends
+//! quietly on a closed pipe.
 
-pub mod cluster;
+/// `println!` for command output: ends quietly when stdout's reader is
+/// gone (`folkhub … | head`) instead of panicking ([`output`]).
+#[macro_export]
+macro_rules! out {
+    () => {
+        $crate::output::line(::std::format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::line(::std::format_args!($($arg)*))
+    };
+}
+
 pub mod commands;
-pub mod host;
-pub mod scheduler;
+pub mod output;

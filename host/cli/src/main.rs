@@ -1,11 +1,12 @@
 //! `folkhub`: parses arguments, loads config, and calls the library.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use folkhub_cli::commands;
-use folkhub_cli::host::Host;
+use folkhub_app::Host;
+use folkhub_cli::{commands, out};
 
 #[derive(Parser)]
 #[command(
@@ -222,8 +223,12 @@ enum PersonCommand {
     /// A person's merged record with provenance.
     Get {
         id: String,
+        /// The API's JSON answer for the same basis.
         #[arg(long)]
         json: bool,
+        /// With --json: per-field provenance (the API's `provenance=true`).
+        #[arg(long, requires = "json")]
+        provenance: bool,
         /// As a FHIR R4 Patient.
         #[arg(long, conflicts_with = "json")]
         fhir: bool,
@@ -380,13 +385,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: CredentialsCommand::GenerateKey { out },
         } => commands::credentials::generate_key(&out),
         Command::Openapi => {
-            println!("{}", folkhub_api::openapi().to_pretty_json()?);
+            out!("{}", folkhub_api::openapi().to_pretty_json()?);
             Ok(())
         }
         Command::Version => {
-            println!("folkhub {}", env!("CARGO_PKG_VERSION"));
+            out!("folkhub {}", env!("CARGO_PKG_VERSION"));
             for s in folkhub_runtime::SUPPORTED {
-                println!("  {}", s.describe());
+                out!("  {}", s.describe());
             }
             Ok(())
         }
@@ -414,37 +419,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     guardians,
                 } => {
                     if let Some(ages) = guardians {
-                        let missing = commands::sync::missing_guardians(&host, &ages).await?;
-                        if missing.is_empty() {
-                            println!("every guardian of persons aged {ages} is stored");
-                            return Ok(());
-                        }
-                        return commands::sync::run(
-                            &host,
-                            &connector,
-                            commands::sync::Mode::Ids(missing),
-                            false,
-                        )
-                        .await
-                        .map(|_| ());
+                        return commands::sync::guardians(&host, &connector, &ages).await;
                     }
                     let mode = match ids {
-                        Some(file) => commands::sync::Mode::Ids(commands::sync::read_ids(&file)?),
+                        Some(file) => {
+                            folkhub_app::sync::Mode::Ids(commands::sync::read_ids(&file)?)
+                        }
                         None if full => match area {
-                            Some(area) => commands::sync::Mode::Area(area),
-                            None => commands::sync::Mode::Full,
+                            Some(area) => folkhub_app::sync::Mode::Area(area),
+                            None => folkhub_app::sync::Mode::Full,
                         },
-                        None => commands::sync::Mode::Changes,
+                        None => folkhub_app::sync::Mode::Changes,
                     };
-                    commands::sync::run(&host, &connector, mode, false)
-                        .await
-                        .map(|_| ())
+                    commands::sync::run(&host, &connector, mode).await
                 }
                 Command::Person {
                     command:
                         PersonCommand::Get {
                             id,
                             json,
+                            provenance,
                             fhir,
                             basis,
                         },
@@ -452,7 +446,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let form = if fhir {
                         commands::person::Form::Fhir
                     } else if json {
-                        commands::person::Form::Json
+                        commands::person::Form::Json { provenance }
                     } else {
                         commands::person::Form::Text
                     };
@@ -512,11 +506,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             };
                             overrides.insert(k.trim().to_string(), v.trim().to_string());
                         }
-                        let report =
-                            commands::upgrade::dry_run(&host, &connector, &to, sample, &overrides)
-                                .await?;
+                        let report = folkhub_app::upgrade::dry_run(
+                            &host, &connector, &to, sample, &overrides,
+                        )
+                        .await?;
                         if json {
-                            println!("{}", serde_json::to_string_pretty(&report)?);
+                            out!("{}", serde_json::to_string_pretty(&report)?);
                         } else {
                             commands::upgrade::print(&report);
                         }
@@ -581,9 +576,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 } => commands::jobs::pages(&host, &connector, limit).await,
                 Command::Jobs {
                     command: JobsCommand::Run { name },
-                } => folkhub_cli::scheduler::run_job(&host, &name, false)
+                } => folkhub_app::jobs::run_job(&host, &name)
                     .await
-                    .map(|outcome| println!("{outcome}")),
+                    .map(|outcome| out!("{outcome}")),
                 Command::Costs { month } => commands::jobs::costs(&host, month.as_deref()).await,
                 Command::Identity {
                     command: IdentityCommand::Links,
@@ -674,19 +669,36 @@ fn actor() -> String {
     std::env::var("USER").unwrap_or_else(|_| "cli".into())
 }
 
+/// Logs to stderr, filtered by `FOLKHUB_LOG` (default `warn`): one JSON
+/// object per event with its spans (run, connector, request) when
+/// `FOLKHUB_LOG_FORMAT=json`, else text, coloured only at a terminal.
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FOLKHUB_LOG")
+        .unwrap_or_else(|_| "warn".into());
+    let json = std::env::var("FOLKHUB_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FOLKHUB_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not eprintln!: a closed stderr must not turn an error into a panic.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::FAILURE
         }
     }

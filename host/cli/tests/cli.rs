@@ -431,3 +431,214 @@ fn overrides_and_conflicts_explain_bad_input() {
         "{out}"
     );
 }
+
+/// A child with a parent the store holds (so the answer carries
+/// `related`), a protected address, and a parent: what `person get
+/// --json` and the API must show alike.
+async fn two_persons(url: &str) {
+    use folkhub_core::observation::{Observation, SourceId};
+    use folkhub_store::Persons;
+    let store = folkhub_store::sql::SqlStore::open_url(
+        url,
+        folkhub_core::MergeRules::default(),
+        folkhub_store::sql::OpenMode::Migrate,
+    )
+    .await
+    .unwrap();
+    let person = |id: &str, fields: Vec<(&str, serde_json::Value, Vec<String>)>| {
+        folkhub_core::contract::FoundPerson {
+            ids: vec![SourceId {
+                scheme: "no-fnr".into(),
+                value: id.into(),
+                active: true,
+            }],
+            fields: fields
+                .into_iter()
+                .map(|(path, value, labels)| Observation {
+                    path: path.into(),
+                    value,
+                    labels,
+                    effective: None,
+                })
+                .collect(),
+            upstream_version: "v1".into(),
+            covers: None,
+        }
+    };
+    store
+        .apply(folkhub_store::Batch {
+            source: "folkeregister".into(),
+            release: "1.0.0".into(),
+            retrieved: chrono::Utc::now(),
+            persons: vec![
+                person(
+                    CHILD,
+                    vec![
+                        ("name.family", serde_json::json!("NORDMANN"), vec![]),
+                        ("name.given", serde_json::json!("OLA"), vec![]),
+                        ("birth.date", serde_json::json!("2012-03-15"), vec![]),
+                        (
+                            "address.residential",
+                            serde_json::json!({"street": "Gata 1", "postal_code": "0150", "city": "OSLO"}),
+                            vec!["fortrolig".into()],
+                        ),
+                        (
+                            "relations.parental-responsibility",
+                            serde_json::json!([{"id": PARENT, "role": "mother"}]),
+                            vec![],
+                        ),
+                    ],
+                ),
+                person(
+                    PARENT,
+                    vec![
+                        ("name.family", serde_json::json!("NORDMANN"), vec![]),
+                        ("name.given", serde_json::json!("KARI"), vec![]),
+                        ("birth.date", serde_json::json!("1980-01-01"), vec![]),
+                    ],
+                ),
+            ],
+            cursor: None,
+            reason: "test".into(),
+            fence: Default::default(),
+        })
+        .await
+        .unwrap();
+}
+
+const CHILD: &str = "15031210140";
+const PARENT: &str = "01018040006";
+
+/// The API's answer to a client of `basis` for `GET path`.
+async fn api_answer(url: &str, basis: &str, path: &str) -> serde_json::Value {
+    use folkhub_store::Access;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let store = std::sync::Arc::new(
+        folkhub_store::sql::SqlStore::open_url(
+            url,
+            folkhub_core::MergeRules::default(),
+            folkhub_store::sql::OpenMode::Migrate,
+        )
+        .await
+        .unwrap(),
+    );
+    let secret = folkhub_api::auth::new_secret();
+    store
+        .add_client(folkhub_store::NewClient {
+            name: format!("app-{basis}-{}", path.len()),
+            auth: folkhub_store::ClientAuth::ApiKey,
+            secret_sha256: folkhub_api::auth::hash_secret(&secret),
+            basis: basis.into(),
+            purpose: "comparing answers".into(),
+            admin: false,
+            rate_limit: 1000,
+            persons_per_minute: 1000,
+            created_by: "test".into(),
+        })
+        .await
+        .unwrap();
+    let bases = folkhub_core::access::LegalBasis::PROFILES
+        .iter()
+        .filter_map(|n| folkhub_core::access::LegalBasis::profile(n).map(|b| (n.to_string(), b)))
+        .collect();
+    let state = folkhub_api::ApiState::new(
+        store,
+        bases,
+        vec![],
+        vec![],
+        folkhub_api::access_log::Mode::BeforeAnswer,
+    );
+    let response = folkhub_api::app(state)
+        .oneshot(
+            axum::http::Request::get(path)
+                .header("x-api-key", &secret)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), axum::http::StatusCode::OK, "{path}");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn person_get_json_is_the_api_answer_for_the_same_basis() {
+    let dir = workspace("");
+    let url = format!("sqlite://{}", dir.path().join("f.db").display());
+    two_persons(&url).await;
+    for basis in ["full", "school", "directory"] {
+        for (flag, query) in [(None, ""), (Some("--provenance"), "?provenance=true")] {
+            let api = api_answer(&url, basis, &format!("/v1/persons/{CHILD}{query}")).await;
+            let mut args = vec!["person", "get", CHILD, "--json", "--basis", basis];
+            args.extend(flag);
+            let (code, stdout, stderr) = run_in(dir.path(), &args);
+            assert_eq!(code, Some(0), "{basis}: {stderr}");
+            let cli: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+            assert_eq!(cli, api, "basis {basis} {query}");
+            if basis != "directory" {
+                assert_eq!(
+                    cli["related"][PARENT].as_i64(),
+                    api["related"][PARENT].as_i64(),
+                    "{basis}: the relative's key"
+                );
+                assert!(cli["related"][PARENT].is_i64(), "{basis}: {cli}");
+            }
+        }
+    }
+    // Both reads of each pair are in the access log: the CLI's as the
+    // operator, the API's as its client.
+    let (code, stdout, _) = run_in(dir.path(), &["audit", "verify"]);
+    assert_eq!(code, Some(0), "{stdout}");
+}
+
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    // `folkhub openapi | head -c 0`: the document (over 64 KiB, more than
+    // a pipe holds) meets a reader that has gone.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = folkhub(dir.path())
+        .arg("openapi")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn logs_are_json_when_asked_and_plain_text_when_not_a_terminal() {
+    let dir = workspace("");
+    // Opening the store logs its statements at debug level.
+    let run = |format: Option<&str>| {
+        let mut c = folkhub(dir.path());
+        c.env("FOLKHUB_LOG", "debug")
+            .args(["connectors", "install", "nosuch"]);
+        if let Some(f) = format {
+            c.env("FOLKHUB_LOG_FORMAT", f);
+        }
+        let out = c.output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let text = run(None);
+    assert!(text.contains("DEBUG"), "{text}");
+    assert!(!text.contains('\u{1b}'), "colour codes in a pipe: {text:?}");
+    let json = run(Some("json"));
+    let logged: Vec<serde_json::Value> = json
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!logged.is_empty(), "no JSON log lines: {json}");
+    assert!(
+        logged
+            .iter()
+            .all(|l| l["level"].is_string() && l["fields"].is_object()),
+        "{json}"
+    );
+}

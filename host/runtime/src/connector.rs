@@ -71,13 +71,6 @@ impl std::fmt::Debug for Connector {
     }
 }
 
-/// What install-time inspection found in an artifact.
-#[derive(Debug, Clone)]
-pub struct Inspection {
-    pub digest: String,
-    pub contract: ContractVersion,
-}
-
 impl Runtime {
     /// Verifies the artifact against the release, reads and checks its
     /// contract version, compiles (or loads precompiled) and links it.

@@ -2,9 +2,11 @@
 //! identifiers, merged records with per-field provenance and history,
 //! connector installations, change-feed cursors and job runs.
 //!
-//! [`PersonStore`] is the seam: callers never see SQL. [`sql::SqlStore`]
-//! is the embedded default; a PostgreSQL implementation plugs in behind the
-//! same trait with its own migrations.
+//! Four traits are the seam, one per aggregate: [`Persons`],
+//! [`Installations`], [`Jobs`] and [`Access`]; callers never see SQL and
+//! take the one they need ([`PersonStore`] is all four, for the wiring).
+//! [`sql::SqlStore`] implements them on SQLite (the embedded default) and
+//! PostgreSQL (several hosts), one file per aggregate under `sql/`.
 
 pub mod audit;
 pub mod local_postgres;
@@ -15,9 +17,11 @@ pub use types::*;
 
 use async_trait::async_trait;
 
-/// Everything the host keeps, behind one interface.
+/// Persons: what the sources said (the observation log), the merged
+/// records with their history and identifiers, identity links, manual
+/// overrides and conflicts.
 #[async_trait]
-pub trait PersonStore: Send + Sync {
+pub trait Persons: Send + Sync {
     /// Applies what one source said about a batch of persons, and moves the
     /// source's change-feed cursor, in one transaction.
     async fn apply(&self, batch: Batch) -> Result<ApplyReport, StoreError>;
@@ -47,31 +51,6 @@ pub trait PersonStore: Send + Sync {
         after: i64,
         limit: u32,
     ) -> Result<Vec<StoredPerson>, StoreError>;
-
-    /// Registers an API client. Refused when the name is taken.
-    async fn add_client(&self, client: NewClient) -> Result<Client, StoreError>;
-    /// Every client, revoked ones included, by name.
-    async fn clients(&self) -> Result<Vec<Client>, StoreError>;
-    /// The client (not revoked) whose secret has this SHA-256.
-    async fn client_by_secret(&self, secret_sha256: &str) -> Result<Option<Client>, StoreError>;
-    /// Revokes a client (its row stays for the access log). False when no
-    /// client of this name is active.
-    async fn revoke_client(
-        &self,
-        name: &str,
-        actor: &str,
-        reason: &str,
-    ) -> Result<bool, StoreError>;
-    /// Appends entries to the access log, in one transaction.
-    async fn log_access(&self, entries: &[AccessEntry]) -> Result<(), StoreError>;
-    /// Reads the access log.
-    async fn access_log(&self, query: &AccessQuery) -> Result<Vec<AccessRecord>, StoreError>;
-    /// Recomputes the access log's hash chain ([`audit`]) from the first
-    /// entry and names the first entry that does not match.
-    async fn verify_access_log(&self) -> Result<audit::ChainReport, StoreError>;
-    /// A secret the servers of this store share (created at random on
-    /// first use): `cursor` keys the API's paging cursors.
-    async fn server_secret(&self, name: &str) -> Result<String, StoreError>;
 
     /// A person by the store's key.
     async fn person_by_key(&self, key: i64) -> Result<Option<StoredPerson>, StoreError>;
@@ -109,16 +88,68 @@ pub trait PersonStore: Send + Sync {
     /// (at most `limit`): what host apps that keep a copy follow.
     async fn changes_since(&self, seq: i64, limit: u32) -> Result<Vec<PersonChange>, StoreError>;
 
-    async fn cursor(&self, connector: &str) -> Result<Option<String>, StoreError>;
+    /// Persons reported without an ID that fit more than one stored person
+    /// on name and birth date: created separately, listed for review.
+    async fn identity_reviews(&self) -> Result<Vec<IdentityReview>, StoreError>;
 
+    /// Identity links the store made (persons merged because the register
+    /// that issues their IDs said they are one), with undo state.
+    async fn identity_links(&self) -> Result<Vec<IdentityLink>, StoreError>;
+
+    /// Undoes an identity link: both persons come back as they were before
+    /// it (with what was said about each since), and the pair is not merged
+    /// again on its own. False when there is no such link not yet undone.
+    async fn undo_link(&self, id: i64, actor: &str, reason: &str) -> Result<bool, StoreError>;
+
+    /// Adds a manual override (it wins over every source until it ends) and
+    /// recomputes the person's record, in one transaction.
+    async fn add_override(&self, new: NewOverride) -> Result<Override, StoreError>;
+
+    /// Ends an open override (audited); false when there is no open one
+    /// with this id.
+    async fn end_override(&self, id: i64, actor: &str, reason: &str) -> Result<bool, StoreError>;
+
+    /// Ends every open override whose expiry is at or before `at` (the
+    /// caller's clock) and recomputes those persons. Returns their ids.
+    async fn expire_overrides(
+        &self,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<i64>, StoreError>;
+
+    /// Overrides, oldest first; with `open_only`, those not ended.
+    async fn overrides(&self, open_only: bool) -> Result<Vec<Override>, StoreError>;
+
+    /// Open conflicts: fields where sources of equal rank disagree.
+    async fn conflicts(&self) -> Result<Vec<Conflict>, StoreError>;
+
+    /// Recomputes every merged record from the observation log and reports
+    /// the persons whose stored record differs; with `apply`, stores the
+    /// recomputed records (and history entries saying why).
+    async fn rebuild(&self, apply: bool) -> Result<RebuildReport, StoreError>;
+
+    /// Every source's current statement per field of a person: what the
+    /// merged record is computed from (for previews that merge without
+    /// writing).
+    async fn candidates(
+        &self,
+        person: i64,
+    ) -> Result<std::collections::BTreeMap<String, Vec<folkhub_core::merge::Candidate>>, StoreError>;
+}
+
+/// Connector installations and their audit trail.
+#[async_trait]
+pub trait Installations: Send + Sync {
     async fn installation(&self, connector: &str) -> Result<Option<Installation>, StoreError>;
+
     async fn installations(&self) -> Result<Vec<Installation>, StoreError>;
+
     /// Records an installation change and its audit entry in one
     /// transaction; the action (`install`, `reinstall`, `change-version`)
     /// is derived from what was installed before.
     async fn install(&self, installation: Installation, reason: &str) -> Result<(), StoreError> {
         self.change_installation(installation, None, reason).await
     }
+
     /// Records an installation change with an explicit audit action
     /// (`upgrade`, `rollback`, `auto-upgrade`, ...) in one transaction.
     async fn change_installation(
@@ -127,6 +158,7 @@ pub trait PersonStore: Send + Sync {
         action: Option<&str>,
         reason: &str,
     ) -> Result<(), StoreError>;
+
     /// Pins or unpins the installed release, audited. False when the
     /// connector is not installed.
     async fn set_pinned(
@@ -136,6 +168,7 @@ pub trait PersonStore: Send + Sync {
         actor: &str,
         reason: &str,
     ) -> Result<bool, StoreError>;
+
     /// Records an event about the installed release in its audit trail
     /// (e.g. a deadline action that did not change the installation), with
     /// the installed version and digest before and after. False when the
@@ -147,58 +180,40 @@ pub trait PersonStore: Send + Sync {
         action: &str,
         reason: &str,
     ) -> Result<bool, StoreError>;
-    /// Persons reported without an ID that fit more than one stored person
-    /// on name and birth date: created separately, listed for review.
-    async fn identity_reviews(&self) -> Result<Vec<IdentityReview>, StoreError>;
-    /// Identity links the store made (persons merged because the register
-    /// that issues their IDs said they are one), with undo state.
-    async fn identity_links(&self) -> Result<Vec<IdentityLink>, StoreError>;
-    /// Undoes an identity link: both persons come back as they were before
-    /// it (with what was said about each since), and the pair is not merged
-    /// again on its own. False when there is no such link not yet undone.
-    async fn undo_link(&self, id: i64, actor: &str, reason: &str) -> Result<bool, StoreError>;
-    /// Adds a manual override (it wins over every source until it ends) and
-    /// recomputes the person's record, in one transaction.
-    async fn add_override(&self, new: NewOverride) -> Result<Override, StoreError>;
-    /// Ends an open override (audited); false when there is no open one
-    /// with this id.
-    async fn end_override(&self, id: i64, actor: &str, reason: &str) -> Result<bool, StoreError>;
-    /// Ends every open override whose expiry is at or before `at` (the
-    /// caller's clock) and recomputes those persons. Returns their ids.
-    async fn expire_overrides(
-        &self,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<i64>, StoreError>;
-    /// Overrides, oldest first; with `open_only`, those not ended.
-    async fn overrides(&self, open_only: bool) -> Result<Vec<Override>, StoreError>;
-    /// Open conflicts: fields where sources of equal rank disagree.
-    async fn conflicts(&self) -> Result<Vec<Conflict>, StoreError>;
-    /// Recomputes every merged record from the observation log and reports
-    /// the persons whose stored record differs; with `apply`, stores the
-    /// recomputed records (and history entries saying why).
-    async fn rebuild(&self, apply: bool) -> Result<RebuildReport, StoreError>;
-    /// Every source's current statement per field of a person: what the
-    /// merged record is computed from (for previews that merge without
-    /// writing).
-    async fn candidates(
-        &self,
-        person: i64,
-    ) -> Result<std::collections::BTreeMap<String, Vec<folkhub_core::merge::Candidate>>, StoreError>;
+
     async fn audit(&self, connector: &str) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// Jobs: the run log book, change-feed cursors and feed pages, leases and
+/// the work queue of several hosts, circuit breakers and the cost ledger.
+#[async_trait]
+pub trait Jobs: Send + Sync {
+    async fn cursor(&self, connector: &str) -> Result<Option<String>, StoreError>;
 
     /// Records the register calls of a run in the cost ledger.
     async fn record_cost(&self, entry: CostEntry) -> Result<(), StoreError>;
+
     /// The ledger by month (`YYYY-MM`, or every month), connector and job.
     async fn costs(&self, month: Option<&str>) -> Result<Vec<CostRow>, StoreError>;
 
     /// A connector's circuit breaker (all zero when it never failed).
     async fn breaker(&self, connector: &str) -> Result<Breaker, StoreError>;
+
     /// Stores a connector's circuit breaker.
     async fn set_breaker(&self, breaker: &Breaker) -> Result<(), StoreError>;
 
-    async fn start_run(&self, job: &str, connector: Option<&str>) -> Result<i64, StoreError>;
+    /// Starts a run in the log book: the job, the connector and the
+    /// release of it that runs.
+    async fn start_run(
+        &self,
+        job: &str,
+        connector: Option<&str>,
+        release: Option<&str>,
+    ) -> Result<i64, StoreError>;
+
     /// The counts of a running run so far (its progress).
     async fn update_run(&self, id: i64, counts: &RunCounts) -> Result<(), StoreError>;
+
     async fn finish_run(
         &self,
         id: i64,
@@ -206,6 +221,7 @@ pub trait PersonStore: Send + Sync {
         counts: &RunCounts,
         errors: &[String],
     ) -> Result<(), StoreError>;
+
     async fn runs(&self, limit: u32) -> Result<Vec<JobRun>, StoreError>;
 
     /// Takes or renews the lease `name` for `holder` until `until`: true
@@ -260,4 +276,53 @@ pub trait PersonStore: Send + Sync {
 
     /// The feed-page log book of a connector, oldest first.
     async fn feed_pages(&self, connector: &str) -> Result<Vec<FeedPage>, StoreError>;
+}
+
+/// Who reads: API clients, the tamper-evident access log, and the
+/// secrets the servers of a store share.
+#[async_trait]
+pub trait Access: Send + Sync {
+    /// Registers an API client. Refused when the name is taken.
+    async fn add_client(&self, client: NewClient) -> Result<Client, StoreError>;
+
+    /// Every client, revoked ones included, by name.
+    async fn clients(&self) -> Result<Vec<Client>, StoreError>;
+
+    /// The client (not revoked) whose secret has this SHA-256.
+    async fn client_by_secret(&self, secret_sha256: &str) -> Result<Option<Client>, StoreError>;
+
+    /// Revokes a client (its row stays for the access log). False when no
+    /// client of this name is active.
+    async fn revoke_client(
+        &self,
+        name: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Appends entries to the access log, in one transaction.
+    async fn log_access(&self, entries: &[AccessEntry]) -> Result<(), StoreError>;
+
+    /// Reads the access log.
+    async fn access_log(&self, query: &AccessQuery) -> Result<Vec<AccessRecord>, StoreError>;
+
+    /// Recomputes the access log's hash chain ([`audit`]) from the first
+    /// entry and names the first entry that does not match.
+    async fn verify_access_log(&self) -> Result<audit::ChainReport, StoreError>;
+
+    /// A secret the servers of this store share (created at random on
+    /// first use): `cursor` keys the API's paging cursors.
+    async fn server_secret(&self, name: &str) -> Result<String, StoreError>;
+}
+
+/// The whole store: every aggregate behind one object, for the wiring that
+/// needs them all. Callers take the narrowest trait they use.
+pub trait PersonStore: Persons + Installations + Jobs + Access {}
+
+impl<T: Persons + Installations + Jobs + Access + ?Sized> PersonStore for T {}
+
+/// All four traits, for code that holds a concrete store and uses several
+/// aggregates (tests, benchmarks, tools): `use folkhub_store::prelude::*;`.
+pub mod prelude {
+    pub use crate::{Access, Installations, Jobs, PersonStore, Persons};
 }

@@ -16,6 +16,12 @@ pub enum StoreError {
     Refused(String),
     #[error("stored data is corrupt ({what}): {message}")]
     Corrupt { what: String, message: String },
+    /// A row with a column the store cannot decode (a type or value it
+    /// never writes): the database was changed outside folkhub.
+    #[error(
+        "stored data is corrupt: column {column} cannot be read ({message}); the database was changed outside folkhub; restore from a backup or run `folkhub rebuild --check`"
+    )]
+    CorruptRow { column: String, message: String },
     /// A batch was not applied because another host got there first (the
     /// feed moved on from the page's cursor, or a work item's lease passed
     /// to another host). Nothing was written.
@@ -258,6 +264,9 @@ pub struct JobRun {
     /// The host that ran it, when several share the database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The connector's release the run used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
 }
 
 /// What a rebuild found.

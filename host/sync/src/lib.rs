@@ -721,7 +721,9 @@ async fn run(
     schemes: &[&str],
 ) -> Result<Summary, SyncError> {
     let job = options.job.unwrap_or(job);
-    let run = store.start_run(job, Some(&connector.id)).await?;
+    let run = store
+        .start_run(job, Some(&connector.id), Some(&connector.version))
+        .await?;
     if let Some(host) = options.cluster {
         store.set_run_host(run, host).await?;
     }
@@ -963,7 +965,9 @@ pub async fn lookup(
     options: &Options<'_>,
 ) -> Result<Summary, SyncError> {
     let job = options.job.unwrap_or("lookup");
-    let run_id = store.start_run(job, Some(&connector.id)).await?;
+    let run_id = store
+        .start_run(job, Some(&connector.id), Some(&connector.version))
+        .await?;
     let mut runner = Runner::new(store, connector, options, job);
     runner.run = run_id;
     runner.counts.total = ids.len() as u64;

@@ -1,80 +1,20 @@
-//! `folkhub audit verify` and `folkhub audit export`: the access log's
-//! hash chain, checked here and shipped elsewhere.
+//! `folkhub audit verify` and `folkhub audit export`: prints what
+//! [`folkhub_app::audit`] finds and writes.
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
-use folkhub_store::AccessQuery;
-use folkhub_store::audit::ChainHead;
+use folkhub_app::Host;
 
-use crate::host::Host;
-
-/// The day files `export` writes: `access-YYYY-MM-DD.jsonl`.
-fn day_file(dir: &Path, day: chrono::NaiveDate) -> std::path::PathBuf {
-    dir.join(format!("access-{day}.jsonl"))
-}
-
-/// `folkhub audit verify [--against DIR]`.
+/// `folkhub audit verify [--against DIR] [--json]`: exits 1 when broken.
 pub async fn verify(host: &Host, against: Option<&Path>, json: bool) -> anyhow::Result<()> {
-    let report = host.store().verify_access_log().await?;
-    let mut heads_checked = 0usize;
-    let mut head_problems = Vec::new();
-    if let Some(dir) = against {
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .with_context(|| format!("--against {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("access-") && n.ends_with(".jsonl"))
-            })
-            .collect();
-        files.sort();
-        for file in files {
-            let text = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            let last = text.lines().last().unwrap_or("");
-            let head: Option<ChainHead> = serde_json::from_str::<serde_json::Value>(last)
-                .ok()
-                .and_then(|v| serde_json::from_value(v["head"].clone()).ok());
-            let Some(head) = head else {
-                continue; // a day without entries
-            };
-            heads_checked += 1;
-            let stored = host
-                .store()
-                .access_log(&AccessQuery {
-                    after: head.seq - 1,
-                    limit: 1,
-                    ..AccessQuery::default()
-                })
-                .await?;
-            match stored.first() {
-                Some(e) if e.seq == head.seq && e.hash.as_deref() == Some(&head.hash) => {}
-                Some(e) if e.seq == head.seq => head_problems.push(format!(
-                    "{}: entry {} has another hash in the store than when it was exported",
-                    file.display(),
-                    head.seq
-                )),
-                _ => head_problems.push(format!(
-                    "{}: entry {} is no longer in the store",
-                    file.display(),
-                    head.seq
-                )),
-            }
-        }
-    }
+    let verified = folkhub_app::audit::verify(host, against).await?;
+    let report = &verified.chain;
+    let heads_checked = verified.exported_heads_checked;
+    let head_problems = &verified.exported_heads_broken;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "chain": report,
-                "exported_heads_checked": heads_checked,
-                "exported_heads_broken": head_problems,
-            }))?
-        );
+        out!("{}", serde_json::to_string_pretty(&verified)?);
     } else {
-        println!(
+        out!(
             "access log: {} entries{}",
             report.entries,
             if report.before_chain > 0 {
@@ -87,111 +27,30 @@ pub async fn verify(host: &Host, against: Option<&Path>, json: bool) -> anyhow::
             }
         );
         match (&report.broken, &report.head) {
-            (Some(b), _) => println!("BROKEN at entry {}: {}", b.seq, b.why),
-            (None, Some(h)) => println!("chain holds; head: entry {} {}", h.seq, h.hash),
-            (None, None) => println!("chain holds (no chained entries yet)"),
+            (Some(b), _) => out!("BROKEN at entry {}: {}", b.seq, b.why),
+            (None, Some(h)) => out!("chain holds; head: entry {} {}", h.seq, h.hash),
+            (None, None) => out!("chain holds (no chained entries yet)"),
         }
         if against.is_some() {
-            println!("exported day heads checked: {heads_checked}");
-            for p in &head_problems {
-                println!("BROKEN: {p}");
+            out!("exported day heads checked: {heads_checked}");
+            for p in head_problems {
+                out!("BROKEN: {p}");
             }
         }
     }
-    if let Some(b) = &report.broken {
-        bail!(
-            "the access log was changed: entry {} is the first that does not match ({}); keep the \
-             database as it is for investigation and compare with the exported day files",
-            b.seq,
-            b.why
-        );
-    }
-    if !head_problems.is_empty() {
-        bail!(
-            "the access log no longer ends in the heads exported earlier: it was rewritten or cut"
-        );
-    }
-    Ok(())
+    verified.ensure_intact()
 }
 
-/// `folkhub audit export --day D --dir DIR`.
+/// `folkhub audit export [--day D] --dir DIR`.
 pub async fn export(host: &Host, day: Option<&str>, dir: &Path) -> anyhow::Result<()> {
-    let day = match day {
-        Some(d) => chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
-            .with_context(|| format!("--day {d:?}: a date YYYY-MM-DD"))?,
-        None => (chrono::Utc::now() - chrono::Duration::days(1)).date_naive(),
-    };
-    if day >= chrono::Utc::now().date_naive() {
-        bail!("--day {day}: only a day that has ended can be exported (UTC)");
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = day_file(dir, day);
-    let start = day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
-    let mut query = AccessQuery {
-        since: Some(start),
-        until: Some(start + chrono::Duration::days(1)),
-        after: 0,
-        limit: 10_000,
-        ..AccessQuery::default()
-    };
-    // Written to a temporary file, then moved into place read-only: a
-    // day file is never half written and never written twice.
-    let partial = dir.join(format!(".access-{day}.jsonl.partial"));
-    let mut out = Vec::new();
-    let mut count = 0u64;
-    let mut head: Option<ChainHead> = None;
-    loop {
-        let page = host.store().access_log(&query).await?;
-        let Some(last) = page.last() else { break };
-        query.after = last.seq;
-        for e in &page {
-            out.extend_from_slice(serde_json::to_string(e)?.as_bytes());
-            out.push(b'\n');
-            count += 1;
-            if let Some(hash) = &e.hash {
-                head = Some(ChainHead {
-                    seq: e.seq,
-                    hash: hash.clone(),
-                });
-            }
-        }
-        if page.len() < query.limit as usize {
-            break;
-        }
-    }
-    let closing = serde_json::json!({"day": day.to_string(), "entries": count, "head": head});
-    out.extend_from_slice(closing.to_string().as_bytes());
-    out.push(b'\n');
-    if path.exists() {
-        bail!(
-            "{} exists: a day is exported once (compare it with `folkhub audit verify --against {}`)",
-            path.display(),
-            dir.display()
-        );
-    }
-    // A partial file left by an export that died is not a day file.
-    let _ = std::fs::remove_file(&partial);
-    {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options
-            .open(&partial)
-            .with_context(|| format!("writing {}", partial.display()))?;
-        std::io::Write::write_all(&mut file, &out)?;
-        file.sync_all()?;
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o400))?;
-    }
-    std::fs::rename(&partial, &path).with_context(|| format!("writing {}", path.display()))?;
-    println!(
-        "{}: {count} entries of {day}{}",
-        path.display(),
-        head.as_ref()
+    let e = folkhub_app::audit::export(host, day, dir).await?;
+    out!(
+        "{}: {} entries of {}{}",
+        e.file.display(),
+        e.entries,
+        e.day,
+        e.head
+            .as_ref()
             .map(|h| format!(", chain head entry {} {}", h.seq, h.hash))
             .unwrap_or_default()
     );

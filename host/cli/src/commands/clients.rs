@@ -1,100 +1,18 @@
 //! `folkhub clients add|list|revoke` and `folkhub audit`: who may read the
 //! API, and who read what.
 
-use anyhow::{Context, bail};
-use folkhub_store::{AccessQuery, ClientAuth, NewClient};
+use anyhow::bail;
+use folkhub_store::{AccessQuery, ClientAuth};
 
-use crate::host::Host;
-
-/// What `clients add` needs.
-pub struct AddClient<'a> {
-    pub name: &'a str,
-    pub basis: &'a str,
-    pub purpose: &'a str,
-    pub auth: &'a str,
-    /// oauth2: the issuer's name and the client id in its tokens.
-    pub oauth2: Option<(&'a str, &'a str)>,
-    pub admin: bool,
-    pub rate: u32,
-    pub persons_per_minute: u32,
-}
+use folkhub_app::Host;
+pub use folkhub_app::clients::AddClient;
 
 /// Creates a client and prints its secret (once; only its hash is stored).
 /// Returns the secret.
 pub async fn add(host: &Host, new: AddClient<'_>, actor: &str) -> anyhow::Result<String> {
-    let name = new.name.trim();
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        bail!("client name {name:?}: use letters, digits, `-`, `_` and `.` (e.g. school-oslo)");
-    }
-    let bases = host.config.legal_bases();
-    if !bases.contains_key(new.basis) {
-        bail!(
-            "--basis {:?} is not a legal basis; use one of {} (or define one in [legal_bases] of folkhub.toml)",
-            new.basis,
-            bases.keys().cloned().collect::<Vec<_>>().join(", ")
-        );
-    }
-    if new.purpose.trim().len() < 3 {
-        bail!(
-            "--purpose: say what the client reads person data for (it is written to the access log with every read)"
-        );
-    }
-    let auth = ClientAuth::parse(new.auth)
-        .with_context(|| format!("--auth {:?}: use api-key, bearer or oauth2", new.auth))?;
-    let oauth2 = match (auth, new.oauth2) {
-        (ClientAuth::OAuth2, Some((issuer, client_id))) => {
-            if !host.config.server.oauth2.iter().any(|i| i.name == issuer) {
-                bail!(
-                    "--issuer {issuer:?} is not an issuer of [[server.oauth2]] in folkhub.toml; \
-                     configured: {}",
-                    host.config
-                        .server
-                        .oauth2
-                        .iter()
-                        .map(|i| i.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
-            if client_id.trim().is_empty() {
-                bail!("--client-id: the client id its tokens carry");
-            }
-            Some(ClientAuth::oauth2_subject(issuer, client_id.trim()))
-        }
-        (ClientAuth::OAuth2, None) => {
-            bail!("--auth oauth2 needs --issuer NAME and --client-id ID (the token's client id)")
-        }
-        (_, Some(_)) => bail!("--issuer and --client-id are for --auth oauth2"),
-        _ => None,
-    };
-    if new.rate == 0 {
-        bail!("--rate must be at least 1 request per second");
-    }
-    if new.persons_per_minute == 0 {
-        bail!("--persons-per-minute must be at least 1");
-    }
-    let secret = folkhub_api::auth::new_secret();
-    let client = host
-        .store()
-        .add_client(NewClient {
-            name: name.to_string(),
-            auth,
-            secret_sha256: oauth2
-                .clone()
-                .unwrap_or_else(|| folkhub_api::auth::hash_secret(&secret)),
-            basis: new.basis.to_string(),
-            purpose: new.purpose.trim().to_string(),
-            admin: new.admin,
-            rate_limit: new.rate,
-            persons_per_minute: new.persons_per_minute,
-            created_by: actor.to_string(),
-        })
-        .await?;
-    println!(
+    let (client, secret) = folkhub_app::clients::add(host, new, actor).await?;
+    let secret = secret.unwrap_or_default();
+    out!(
         "client {} created: basis {}, purpose {:?}{}, {} requests/s, {} persons/min{}",
         client.name,
         client.basis,
@@ -113,18 +31,18 @@ pub async fn add(host: &Host, new: AddClient<'_>, actor: &str) -> anyhow::Result
         ClientAuth::Bearer => format!("Authorization: Bearer {secret}"),
         ClientAuth::OAuth2 => return Ok(String::new()),
     };
-    println!("its secret, shown only now (folkhub keeps only a hash):\n  {header}");
+    out!("its secret, shown only now (folkhub keeps only a hash):\n  {header}");
     Ok(secret)
 }
 
 pub async fn list(host: &Host, json: bool) -> anyhow::Result<()> {
     let clients = host.store().clients().await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&clients)?);
+        out!("{}", serde_json::to_string_pretty(&clients)?);
         return Ok(());
     }
     if clients.is_empty() {
-        println!("no clients; create one with `folkhub clients add NAME --basis B --purpose P`");
+        out!("no clients; create one with `folkhub clients add NAME --basis B --purpose P`");
     }
     for c in clients {
         let state = match (&c.revoked_at, &c.revoked_reason) {
@@ -136,7 +54,7 @@ pub async fn list(host: &Host, json: bool) -> anyhow::Result<()> {
             ),
             (None, _) => "active".into(),
         };
-        println!(
+        out!(
             "{:<20} {:<9} basis {:<10} {:>5}/s {}  {:?}  created {} by {}  {state}",
             c.name,
             c.auth.as_str(),
@@ -155,7 +73,7 @@ pub async fn revoke(host: &Host, name: &str, reason: &str, actor: &str) -> anyho
     if !host.store().revoke_client(name, actor, reason).await? {
         bail!("no active client {name:?}; see `folkhub clients list`");
     }
-    println!("client {name} revoked; its secret no longer opens the API");
+    out!("client {name} revoked; its secret no longer opens the API");
     Ok(())
 }
 
@@ -214,7 +132,7 @@ pub async fn audit(host: &Host, f: AuditFilter<'_>) -> anyhow::Result<()> {
             if f.json {
                 all.push(e);
             } else {
-                println!(
+                out!(
                     "{:>8}  {}  {:<16} {:<9} person {:<7} {:<28} {} field(s)  {:?}",
                     e.seq,
                     e.entry.at.format("%Y-%m-%d %H:%M:%S"),
@@ -232,9 +150,9 @@ pub async fn audit(host: &Host, f: AuditFilter<'_>) -> anyhow::Result<()> {
         }
     }
     if f.json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        out!("{}", serde_json::to_string_pretty(&all)?);
     } else if shown == 0 {
-        println!("no access log entries match");
+        out!("no access log entries match");
     }
     Ok(())
 }

@@ -1,27 +1,34 @@
 //! `folkhub connectors list | outdated | install`.
 
-use crate::host::Host;
+use folkhub_app::Host;
+use folkhub_store::Installations;
 
 pub async fn list(host: &Host) -> anyhow::Result<()> {
-    let installed = folkhub_store::PersonStore::installations(host.store.as_ref()).await?;
+    let installed = host.store.installations().await?;
     let today = host.today();
-    println!(
+    let manifest = host.manifest();
+    out!(
         "{:<14} {:<10} {:<8} {:<7} {:<9} {:<28} SUPPORT",
-        "CONNECTOR", "INSTALLED", "NEWEST", "PINNED", "CONTRACT", "UPSTREAM"
+        "CONNECTOR",
+        "INSTALLED",
+        "NEWEST",
+        "PINNED",
+        "CONTRACT",
+        "UPSTREAM"
     );
-    for id in host.manifest.connectors() {
-        let newest = host.manifest.find(&id, None);
+    for id in manifest.connectors() {
+        let newest = manifest.find(&id, None);
         let current = installed.iter().find(|i| i.connector == id);
-        let release = current.and_then(|i| host.manifest.find(&id, Some(&i.version)));
+        let release = current.and_then(|i| manifest.find(&id, Some(&i.version)));
         let upstream = release
             .or(newest)
             .map(|r| format!("{} {}", r.upstream.system, r.upstream.version))
             .unwrap_or_default();
         let support = release.map_or_else(
             || "-".to_string(),
-            |r| folkhub_manifest::support_state(&host.manifest, r, today).summary(),
+            |r| folkhub_manifest::support_state(&manifest, r, today).summary(),
         );
-        println!(
+        out!(
             "{:<14} {:<10} {:<8} {:<7} {:<9} {:<28} {}",
             id,
             current.map_or("-", |i| i.version.as_str()),
@@ -45,8 +52,9 @@ pub async fn list(host: &Host) -> anyhow::Result<()> {
 /// Installed connectors that are behind: a newer release, a deadline, a sunset.
 pub async fn outdated(host: &Host) -> anyhow::Result<()> {
     use folkhub_manifest::SupportState;
-    let installed = folkhub_store::PersonStore::installations(host.store.as_ref()).await?;
+    let installed = host.store.installations().await?;
     let today = host.today();
+    let manifest = host.manifest();
     let mut any = false;
     for i in &installed {
         if let Some(version) = folkhub_runtime::ContractVersion::parse(&i.contract)
@@ -56,8 +64,7 @@ pub async fn outdated(host: &Host) -> anyhow::Result<()> {
             && let folkhub_runtime::negotiate::Support::Deprecated { removal, .. } = major.support
         {
             let newest = folkhub_runtime::negotiate::newest();
-            let on_newer = host
-                .manifest
+            let on_newer = manifest
                 .releases_of(&i.connector)
                 .iter()
                 .filter(|r| {
@@ -66,7 +73,7 @@ pub async fn outdated(host: &Host) -> anyhow::Result<()> {
                 })
                 .map(|r| r.version.clone())
                 .collect::<Vec<_>>();
-            println!(
+            out!(
                 "{} {}: built on folkhub:connector {}, a major this host deprecates (removed after {removal}); {}",
                 i.connector,
                 i.version,
@@ -78,30 +85,31 @@ pub async fn outdated(host: &Host) -> anyhow::Result<()> {
             );
             any = true;
         }
-        let Some(release) = host.manifest.find(&i.connector, Some(&i.version)) else {
-            println!(
+        let Some(release) = manifest.find(&i.connector, Some(&i.version)) else {
+            out!(
                 "{} {}: installed, but registry-manifest.toml no longer lists this release",
-                i.connector, i.version
+                i.connector,
+                i.version
             );
             any = true;
             continue;
         };
-        let newest = host.manifest.find(&i.connector, None);
+        let newest = manifest.find(&i.connector, None);
         let behind = newest.is_some_and(|n| n.version != i.version);
-        let state = folkhub_manifest::support_state(&host.manifest, release, today);
+        let state = folkhub_manifest::support_state(&manifest, release, today);
         if !behind && state == SupportState::Supported {
             continue;
         }
         any = true;
         let pinned = if i.pinned { " (pinned)" } else { "" };
-        println!(
+        out!(
             "{} {}{pinned} → newest {}",
             i.connector,
             i.version,
             newest.map_or("-", |n| n.version.as_str())
         );
         match &state {
-            SupportState::Supported => println!("  supported"),
+            SupportState::Supported => out!("  supported"),
             SupportState::Deprecated {
                 by,
                 deadline,
@@ -112,27 +120,28 @@ pub async fn outdated(host: &Host) -> anyhow::Result<()> {
             } => {
                 let level =
                     warning.map_or(String::new(), |w| format!("WARNING ({w}-day notice): "));
-                println!(
+                out!(
                     "  {level}upgrade to {by} by {deadline}: {days_left} days left; {} {} is retired on {sunset}; at the deadline: {action}",
-                    release.upstream.system, release.upstream.version
+                    release.upstream.system,
+                    release.upstream.version
                 );
             }
             SupportState::Unsupported { action, reason, .. } => {
-                println!("  UNSUPPORTED: {reason}; action: {action}");
+                out!("  UNSUPPORTED: {reason}; action: {action}");
             }
         }
         if let Some(by) = match &state {
             SupportState::Deprecated { by, .. } | SupportState::Unsupported { by, .. } => {
-                host.manifest.find(&i.connector, Some(by))
+                manifest.find(&i.connector, Some(by))
             }
             SupportState::Supported => None,
         } && let Some(note) = &by.breaking
         {
-            println!("  migration: {}", note.migration);
+            out!("  migration: {}", note.migration);
         }
     }
     if !any {
-        println!("every installed connector is on its newest release and supported");
+        out!("every installed connector is on its newest release and supported");
     }
     Ok(())
 }
@@ -146,7 +155,7 @@ pub async fn install(
     reason: &str,
 ) -> anyhow::Result<()> {
     let installation = host.install(connector, version, pin, actor, reason).await?;
-    println!(
+    out!(
         "installed {} {} (contract {}, sha256 {}){}",
         installation.connector,
         installation.version,
@@ -157,11 +166,11 @@ pub async fn install(
     let connector = host.load(connector).await?;
     let allowed = connector.allowed_origins();
     if allowed.is_empty() {
-        println!(
+        out!(
             "  warning: no outbound host is both requested by the release and granted in folkhub.toml; it cannot reach its register"
         );
     } else {
-        println!("  may reach: {}", allowed.join(", "));
+        out!("  may reach: {}", allowed.join(", "));
     }
     Ok(())
 }

@@ -30,7 +30,7 @@ pub fn generate_key(out: &Path) -> anyhow::Result<()> {
     let public_path = out.with_extension("pub.pem");
     std::fs::write(&public_path, public.as_bytes())
         .with_context(|| format!("writing {}", public_path.display()))?;
-    println!(
+    out!(
         "wrote {} (private, keep it) and {} (public, register it)",
         out.display(),
         public_path.display()

@@ -3,14 +3,14 @@
 
 use anyhow::bail;
 
-use crate::host::Host;
+use folkhub_app::Host;
 
 pub async fn list(host: &Host, limit: u32) -> anyhow::Result<()> {
     let runs = host.store().runs(limit).await?;
     if runs.is_empty() {
-        println!("no runs yet");
+        out!("no runs yet");
     }
-    println!(
+    out!(
         "{:>5}  {:<8} {:<14} {:<10} {:<20} {:>8} {:>8} {:>8} {:>7} {:>6}",
         "RUN",
         "JOB",
@@ -34,7 +34,7 @@ pub async fn list(host: &Host, limit: u32) -> anyhow::Result<()> {
                 )
             })
             .unwrap_or_else(|| "-".into());
-        println!(
+        out!(
             "{:>5}  {:<8} {:<14} {:<10} {:<20} {:>8} {:>8} {:>8} {:>7} {:>6}",
             r.id,
             r.job,
@@ -48,7 +48,7 @@ pub async fn list(host: &Host, limit: u32) -> anyhow::Result<()> {
             r.counts.errors
         );
         if hosts {
-            println!("       on {}", r.host.as_deref().unwrap_or("-"));
+            out!("       on {}", r.host.as_deref().unwrap_or("-"));
         }
     }
     Ok(())
@@ -60,17 +60,21 @@ pub async fn list(host: &Host, limit: u32) -> anyhow::Result<()> {
 pub async fn pages(host: &Host, connector: &str, limit: usize) -> anyhow::Result<()> {
     let pages = host.store().feed_pages(connector).await?;
     if pages.is_empty() {
-        println!(
+        out!(
             "no feed pages of {connector} in the log book (it records pages when several hosts share a PostgreSQL store)"
         );
         return Ok(());
     }
-    println!(
+    out!(
         "{:<20} {:>14} {:>14} {:>8} {:>6}  HOST",
-        "APPLIED", "FROM", "TO", "PERSONS", "RUN"
+        "APPLIED",
+        "FROM",
+        "TO",
+        "PERSONS",
+        "RUN"
     );
     for p in pages.iter().skip(pages.len().saturating_sub(limit)) {
-        println!(
+        out!(
             "{:<20} {:>14} {:>14} {:>8} {:>6}  {}",
             p.at.format("%Y-%m-%d %H:%M:%S"),
             if p.from.is_empty() {
@@ -97,7 +101,7 @@ pub async fn show(host: &Host, id: i64) -> anyhow::Result<()> {
     else {
         bail!("there is no run {id}; see `folkhub jobs list`");
     };
-    println!("{}", serde_json::to_string_pretty(&run)?);
+    out!("{}", serde_json::to_string_pretty(&run)?);
     Ok(())
 }
 
@@ -109,21 +113,29 @@ pub async fn costs(host: &Host, month: Option<&str>) -> anyhow::Result<()> {
     }
     let rows = host.store().costs(month).await?;
     if rows.is_empty() {
-        println!(
+        out!(
             "no register calls recorded{}",
             month.map(|m| format!(" for {m}")).unwrap_or_default()
         );
         return Ok(());
     }
-    println!(
+    out!(
         "{:<8} {:<14} {:<8} {:>8} {:>10}",
-        "MONTH", "CONNECTOR", "JOB", "CALLS", "COST"
+        "MONTH",
+        "CONNECTOR",
+        "JOB",
+        "CALLS",
+        "COST"
     );
     let mut totals: std::collections::BTreeMap<(String, String), (u64, f64)> = Default::default();
     for r in &rows {
-        println!(
+        out!(
             "{:<8} {:<14} {:<8} {:>8} {:>10.2}",
-            r.month, r.connector, r.job, r.calls, r.cost
+            r.month,
+            r.connector,
+            r.job,
+            r.calls,
+            r.cost
         );
         let t = totals
             .entry((r.month.clone(), r.connector.clone()))
@@ -131,7 +143,7 @@ pub async fn costs(host: &Host, month: Option<&str>) -> anyhow::Result<()> {
         t.0 += r.calls;
         t.1 += r.cost;
     }
-    println!();
+    out!();
     for ((m, c), (calls, cost)) in totals {
         let costs = host.config.connector(&c).costs;
         let total = cost + costs.monthly_fee;
@@ -144,7 +156,7 @@ pub async fn costs(host: &Host, month: Option<&str>) -> anyhow::Result<()> {
                 )
             })
             .unwrap_or_default();
-        println!(
+        out!(
             "{m} {c}: {calls} calls, {cost:.2} + monthly fee {:.2} = {total:.2}{budget}",
             costs.monthly_fee
         );

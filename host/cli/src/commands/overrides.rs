@@ -4,7 +4,7 @@
 use anyhow::{Context, bail};
 use folkhub_store::NewOverride;
 
-use crate::host::Host;
+use folkhub_app::Host;
 
 /// Adds an override after checking what can be checked here.
 pub async fn add(
@@ -49,7 +49,7 @@ pub async fn add(
             expires,
         })
         .await?;
-    println!(
+    out!(
         "override #{} for person {}: {} = {}{}",
         o.id,
         o.person,
@@ -65,7 +65,7 @@ pub async fn add(
 pub async fn list(host: &Host, all: bool) -> anyhow::Result<()> {
     let list = host.store().overrides(!all).await?;
     if list.is_empty() {
-        println!("no {}overrides", if all { "" } else { "open " });
+        out!("no {}overrides", if all { "" } else { "open " });
     }
     for o in list {
         let ended = match (&o.ended_at, &o.ended_by, &o.ended_reason) {
@@ -77,7 +77,7 @@ pub async fn list(host: &Host, all: bool) -> anyhow::Result<()> {
             ),
             _ => String::new(),
         };
-        println!(
+        out!(
             "#{} person {} {} = {} (by {} on {}{}: {}){ended}",
             o.id,
             o.person,
@@ -98,14 +98,14 @@ pub async fn remove(host: &Host, id: i64, reason: &str, actor: &str) -> anyhow::
     if !host.store().end_override(id, actor, reason).await? {
         bail!("there is no open override #{id}; see `folkhub overrides list --all`");
     }
-    println!("override #{id} ended; the sources decide the field again");
+    out!("override #{id} ended; the sources decide the field again");
     Ok(())
 }
 
 pub async fn conflicts(host: &Host) -> anyhow::Result<()> {
     let list = host.store().conflicts().await?;
     if list.is_empty() {
-        println!("no open conflicts");
+        out!("no open conflicts");
     }
     for c in list {
         let options: Vec<String> = c
@@ -115,7 +115,7 @@ pub async fn conflicts(host: &Host) -> anyhow::Result<()> {
             .flatten()
             .map(|x| format!("{}: {}", x["source"].as_str().unwrap_or("?"), x["value"]))
             .collect();
-        println!(
+        out!(
             "person {} {} (open since {}): {}",
             c.person,
             c.path,
@@ -129,7 +129,7 @@ pub async fn conflicts(host: &Host) -> anyhow::Result<()> {
 pub async fn links(host: &Host) -> anyhow::Result<()> {
     let list = host.store().identity_links().await?;
     if list.is_empty() {
-        println!("no identity links");
+        out!("no identity links");
     }
     for l in list {
         let undone = match (&l.undone_at, &l.undone_by) {
@@ -141,7 +141,7 @@ pub async fn links(host: &Host) -> anyhow::Result<()> {
             ),
             _ => String::new(),
         };
-        println!(
+        out!(
             "#{} {}: person {} merged into {} — {}{undone}",
             l.id,
             l.at.format("%Y-%m-%d %H:%M"),
@@ -160,17 +160,17 @@ pub async fn undo_link(host: &Host, id: i64, reason: &str, actor: &str) -> anyho
     if !host.store().undo_link(id, actor, reason).await? {
         bail!("there is no identity link #{id} that is not undone; see `folkhub identity links`");
     }
-    println!("identity link #{id} undone: both persons are separate again");
+    out!("identity link #{id} undone: both persons are separate again");
     Ok(())
 }
 
 pub async fn reviews(host: &Host) -> anyhow::Result<()> {
     let list = host.store().identity_reviews().await?;
     if list.is_empty() {
-        println!("nothing to review");
+        out!("nothing to review");
     }
     for r in list {
-        println!(
+        out!(
             "#{} {}: person {} (reported by {} without an ID) may be one of persons {:?}",
             r.id,
             r.at.format("%Y-%m-%d %H:%M"),

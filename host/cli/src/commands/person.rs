@@ -1,9 +1,12 @@
-//! `folkhub person get <id> [--json|--fhir] [--basis NAME]`, `person history <id>`.
+//! `folkhub person get <id> [--json [--provenance]|--fhir] [--basis NAME]`,
+//! `person history <id>`: the read model ([`folkhub_read`]) printed, so
+//! `--json` is the API's answer for the same basis.
 
-use anyhow::bail;
 use folkhub_core::access::LegalBasis;
+use folkhub_read::{PersonRequest, Reader, StoreLog};
+use folkhub_store::Persons;
 
-use crate::host::Host;
+use folkhub_app::Host;
 
 /// Parses an ID from the command line, or says what is wrong and what to give.
 pub fn parse_id(id: &str) -> anyhow::Result<folkhub_core::PersonId> {
@@ -26,73 +29,84 @@ pub fn basis(host: &Host, name: &str) -> anyhow::Result<LegalBasis> {
     })
 }
 
-/// Finds a person and writes the operator's read to the access log (as
-/// client `cli:$USER`), like every read through the API.
-async fn find(
-    host: &Host,
-    id: &str,
-    basis: &LegalBasis,
-    what: &str,
-) -> anyhow::Result<folkhub_store::StoredPerson> {
-    let parsed = parse_id(id)?;
-    let Some(person) = host.store().person(&parsed.value).await? else {
-        bail!(
-            "no person with {} {} is in the store; run `folkhub sync <connector> --full` first",
-            parsed.scheme,
-            parsed.value
-        );
-    };
-    let fields = folkhub_core::access::view(&person.record, basis)
-        .fields
-        .into_keys()
-        .collect();
-    host.store()
-        .log_access(&[folkhub_store::AccessEntry {
-            at: chrono::Utc::now(),
-            client: format!(
-                "cli:{}",
-                std::env::var("USER").unwrap_or_else(|_| "operator".into())
-            ),
-            basis: basis.name.clone(),
-            purpose: "operator on the host".into(),
-            person: person.key,
-            endpoint: what.into(),
-            fields,
-            criteria: None,
-        }])
-        .await?;
-    Ok(person)
+/// The operator at the host as the access log records them: client
+/// `cli:$USER`, like every read through the API.
+fn operator() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "operator".into())
+    )
+}
+
+/// The operator as the read model's reader.
+fn operator_reading<'a>(client: &'a str, basis: &'a LegalBasis) -> Reader<'a> {
+    Reader {
+        client,
+        basis,
+        purpose: "operator on the host",
+    }
+}
+
+/// What to do when no stored person has the ID.
+fn not_stored(parsed: &folkhub_core::PersonId) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no person with {} {} is in the store; run `folkhub sync <connector> --full` first",
+        parsed.scheme,
+        parsed.value
+    )
 }
 
 /// Output form of `person get`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Form {
     Text,
-    Json,
+    /// The API's JSON answer for the same basis (`?provenance=true` with
+    /// provenance).
+    Json {
+        provenance: bool,
+    },
     Fhir,
 }
 
+/// `folkhub person get`: the read model's answer (the API's), printed.
 pub async fn get(host: &Host, id: &str, form: Form, basis: &LegalBasis) -> anyhow::Result<()> {
-    let person = find(host, id, basis, "folkhub person get").await?;
-    match form {
-        Form::Json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&folkhub_api::person_json(&person, basis, true))?
-            );
-            return Ok(());
-        }
-        Form::Fhir => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&folkhub_api::patient_json(&person, basis))?
-            );
-            return Ok(());
-        }
-        Form::Text => {}
+    let parsed = parse_id(id)?;
+    let client = operator();
+    let reader = operator_reading(&client, basis);
+    let log = StoreLog(host.store.as_ref());
+    if form == Form::Fhir {
+        let Some(person) = host.store.person(&parsed.value).await? else {
+            return Err(not_stored(&parsed));
+        };
+        let patient =
+            folkhub_read::read_patient(&log, &reader, "folkhub person get --fhir", &person).await?;
+        out!("{}", serde_json::to_string_pretty(&patient)?);
+        return Ok(());
     }
-    let view = folkhub_core::access::view(&person.record, basis);
-    let ids: Vec<String> = person
+    let provenance = match form {
+        Form::Json { provenance } => provenance,
+        _ => true,
+    };
+    let Some(view) = folkhub_read::read_person(
+        host.store.as_ref(),
+        &log,
+        &reader,
+        "folkhub person get",
+        &parsed.value,
+        PersonRequest {
+            provenance,
+            selection: None,
+        },
+    )
+    .await?
+    else {
+        return Err(not_stored(&parsed));
+    };
+    if let Form::Json { .. } = form {
+        out!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(());
+    }
+    let ids: Vec<String> = view
         .ids
         .iter()
         .map(|i| {
@@ -104,14 +118,14 @@ pub async fn get(host: &Host, id: &str, form: Form, basis: &LegalBasis) -> anyho
             )
         })
         .collect();
-    println!(
+    out!(
         "person {} (version {}, updated {})",
-        person.key,
-        person.version,
-        person.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
+        view.key,
+        view.version,
+        view.updated_at.format("%Y-%m-%d %H:%M:%S UTC")
     );
-    println!("ids: {}", ids.join(", "));
-    println!();
+    out!("ids: {}", ids.join(", "));
+    out!();
     let width = view
         .fields
         .keys()
@@ -119,28 +133,35 @@ pub async fn get(host: &Host, id: &str, form: Form, basis: &LegalBasis) -> anyho
         .map(|k| k.len())
         .max()
         .unwrap_or(10);
-    for (path, field) in &view.fields {
-        let value = match &field.value {
+    let sources = view.provenance.clone().unwrap_or_default();
+    for (path, value) in &view.fields {
+        let value = match value {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        let labels = if field.labels.is_empty() {
-            String::new()
+        let labels = view
+            .labels
+            .get(path)
+            .map_or(String::new(), |l| format!(" [{}]", l.join(", ")));
+        let conflict = if view.conflicts.contains(path) {
+            " (CONFLICT)"
         } else {
-            format!(" [{}]", field.labels.join(", "))
+            ""
         };
-        let conflict = if field.conflict { " (CONFLICT)" } else { "" };
-        println!(
-            "{path:<width$}  {value}{labels}{conflict}\n{:<width$}  ↳ {} {} ({}), retrieved {}",
-            "",
-            field.provenance.source,
-            field.provenance.release,
-            field.provenance.upstream_version,
-            field.provenance.retrieved.format("%Y-%m-%d %H:%M")
-        );
+        out!("{path:<width$}  {value}{labels}{conflict}");
+        if let Some(p) = sources.get(path) {
+            out!(
+                "{:<width$}  ↳ {} {} ({}), retrieved {}",
+                "",
+                p.source,
+                p.release,
+                p.upstream_version,
+                p.retrieved.format("%Y-%m-%d %H:%M")
+            );
+        }
     }
     for (path, why) in &view.withheld {
-        println!(
+        out!(
             "{path:<width$}  (withheld: {why:?} for basis {})",
             basis.name
         );
@@ -150,23 +171,28 @@ pub async fn get(host: &Host, id: &str, form: Form, basis: &LegalBasis) -> anyho
 
 /// Every change of a person's record, as `basis` may see it.
 pub async fn history(host: &Host, id: &str, basis: &LegalBasis) -> anyhow::Result<()> {
-    let person = find(host, id, basis, "folkhub person history").await?;
-    let changes = host.store().history(person.key).await?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&folkhub_api::history_json(
-            &changes,
-            basis,
-            &person.record.person_labels()
-        ))?
-    );
+    let parsed = parse_id(id)?;
+    let client = operator();
+    let reader = operator_reading(&client, basis);
+    let Some(history) = folkhub_read::read_history(
+        host.store.as_ref(),
+        &StoreLog(host.store.as_ref()),
+        &reader,
+        "folkhub person history",
+        &parsed.value,
+    )
+    .await?
+    else {
+        return Err(not_stored(&parsed));
+    };
+    out!("{}", serde_json::to_string_pretty(&history)?);
     Ok(())
 }
 
 /// `folkhub rebuild [--check]`.
 pub async fn rebuild(host: &Host, check: bool) -> anyhow::Result<()> {
     let report = host.store().rebuild(!check).await?;
-    println!(
+    out!(
         "{} persons rebuilt from the observation log: {} differ from what was stored{}",
         report.persons,
         report.differing.len(),
@@ -177,10 +203,10 @@ pub async fn rebuild(host: &Host, check: bool) -> anyhow::Result<()> {
         }
     );
     for (key, paths) in report.differing.iter().take(20) {
-        println!("  person {key}: {}", paths.join(", "));
+        out!("  person {key}: {}", paths.join(", "));
     }
     if report.differing.len() > 20 {
-        println!("  … and {} more", report.differing.len() - 20);
+        out!("  … and {} more", report.differing.len() - 20);
     }
     if check && !report.differing.is_empty() {
         anyhow::bail!(

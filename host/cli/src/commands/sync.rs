@@ -1,37 +1,14 @@
-//! `folkhub sync <connector> --full | --changes | --ids FILE`.
+//! `folkhub sync <connector> --full | --changes | --ids FILE | --guardians AGES`:
+//! a run of [`folkhub_app::sync`] with progress on stderr and the summary
+//! on stdout.
 
 use std::io::Write;
 use std::time::Instant;
 
 use anyhow::bail;
-use folkhub_store::RunStatus;
-use folkhub_sync::{Options, Progress};
-
-use crate::host::Host;
-
-/// What a sync run does.
-#[derive(Debug, Clone)]
-pub enum Mode {
-    /// Follow the feed, then refresh every other known person.
-    Full,
-    /// Follow the feed, then refresh the known persons of one municipality.
-    Area(String),
-    /// Follow the feed from the stored cursor.
-    Changes,
-    /// Look up these IDs now.
-    Ids(Vec<String>),
-}
-
-impl Mode {
-    /// The run log's job name for the mode.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Mode::Full | Mode::Area(_) => "full",
-            Mode::Changes => "changes",
-            Mode::Ids(_) => "lookup",
-        }
-    }
-}
+use folkhub_app::Host;
+use folkhub_app::sync::{Guardians, Mode};
+use folkhub_sync::Progress;
 
 /// Reads IDs, one per line (`-` = stdin); blank lines and `#` comments are
 /// skipped, and an `se:`/`fi:`/`no:` prefix (for IDs that read validly in
@@ -62,67 +39,44 @@ pub fn read_ids(file: &std::path::Path) -> anyhow::Result<Vec<String>> {
     Ok(ids)
 }
 
-pub async fn run(
-    host: &Host,
-    connector: &str,
-    mode: Mode,
-    quiet: bool,
-) -> anyhow::Result<folkhub_sync::Summary> {
-    run_as(host, connector, mode, quiet, None).await
+/// Runs a sync, showing progress, and prints its summary.
+pub async fn run(host: &Host, connector: &str, mode: Mode) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let progress = progress(started);
+    let summary = {
+        let _run = crate::output::InRun::start();
+        folkhub_app::sync::run_until(
+            host,
+            connector,
+            mode,
+            Some(&progress),
+            None,
+            crate::output::stop_signal(),
+        )
+        .await
+    };
+    let _ = writeln!(std::io::stderr());
+    print_summary(&summary?, started);
+    Ok(())
 }
 
-/// As [`run`], recorded in the run log and cost ledger under `job` (a
-/// scheduled job's name) instead of the mode.
-pub async fn run_as(
-    host: &Host,
-    connector: &str,
-    mode: Mode,
-    quiet: bool,
-    job: Option<&str>,
-) -> anyhow::Result<folkhub_sync::Summary> {
-    let connector = host.load(connector).await?;
-    let breaker = host.store().breaker(&connector.id).await?;
-    let now = chrono::Utc::now();
-    if let Some(until) = breaker.open_until
-        && until > now
-    {
-        // Refused runs go into the log book too.
-        let run = host
-            .store()
-            .start_run(job.unwrap_or(mode.name()), Some(&connector.id))
-            .await?;
-        let message = format!(
-            "circuit open: {} failed runs in a row (last: {}); no calls to the register until {}",
-            breaker.failures,
-            breaker.last_error.as_deref().unwrap_or("?"),
-            until.format("%Y-%m-%d %H:%M:%S UTC")
-        );
-        host.store()
-            .finish_run(
-                run,
-                RunStatus::Cancelled,
-                &folkhub_store::RunCounts::default(),
-                std::slice::from_ref(&message),
-            )
-            .await?;
-        bail!("{}: {message}", connector.id);
-    }
-    let per_call = host.cost_per_call(&connector);
-    if let Some(state) = host.budget(&connector.id).await? {
-        if state.stop && matches!(mode, Mode::Full | Mode::Area(_)) {
-            bail!(
-                "{}: {}; the full refresh is not run (connectors.{}.costs.stop_at_budget). Feeds and lookups still run; raise the budget or wait for next month",
-                connector.id,
-                state.message,
-                connector.id
-            );
-        }
-        if state.warn {
-            eprintln!("warning: {}: {}", connector.id, state.message);
-        }
-    }
+/// `--guardians AGES`: looks up the guardians the store lacks.
+pub async fn guardians(host: &Host, connector: &str, ages: &str) -> anyhow::Result<()> {
     let started = Instant::now();
-    let progress = move |p: Progress| {
+    let progress = progress(started);
+    match folkhub_app::sync::guardians(host, connector, ages, Some(&progress), None).await? {
+        Guardians::AllStored => out!("every guardian of persons aged {ages} is stored"),
+        Guardians::Ran(summary) => {
+            let _ = writeln!(std::io::stderr());
+            print_summary(&summary, started);
+        }
+    }
+    Ok(())
+}
+
+/// Persons done (of how many), rate and time left, on one line of stderr.
+fn progress(started: Instant) -> impl Fn(Progress) + Sync {
+    move |p: Progress| {
         let rate = p.done as f64 / started.elapsed().as_secs_f64().max(0.001);
         let mut err = std::io::stderr();
         let _ = match p.total {
@@ -136,139 +90,33 @@ pub async fn run_as(
             }
             _ => write!(err, "\r  {} persons ({:.0}/s)   ", p.done, rate),
         };
-    };
-    let cluster = host.cluster_name();
-    let options = Options {
-        progress: if quiet { None } else { Some(&progress) },
-        cost_per_call: per_call,
-        cache_ttl: host
-            .config
-            .connector(&connector.id)
-            .cache_ttl
-            .as_deref()
-            .and_then(folkhub_manifest::config::parse_ttl),
-        now: host
-            .today
-            .and_then(|d| d.and_hms_opt(12, 0, 0))
-            .map(|t| t.and_utc()),
-        job,
-        cluster: cluster.as_deref(),
-        lease: host.lease(),
-        area: match &mode {
-            Mode::Area(area) => Some(area.as_str()),
-            _ => None,
-        },
-        ..Options::default()
-    };
-    let summary = match &mode {
-        Mode::Full | Mode::Area(_) => {
-            let schemes = host.schemes(&connector);
-            let schemes: Vec<&str> = schemes.iter().map(String::as_str).collect();
-            folkhub_sync::full(host.store(), &connector, &schemes, &options).await?
-        }
-        Mode::Changes => folkhub_sync::changes(host.store(), &connector, &options).await?,
-        Mode::Ids(ids) => folkhub_sync::lookup(host.store(), &connector, ids, &options).await?,
-    };
-    if !quiet {
-        eprintln!();
-        let c = &summary.counts;
-        println!(
-            "run {}: {} in {:.1}s — fetched {}, created {}, changed {}, unchanged {}, not found {}, feed events {}, register calls {}, from cache {}, errors {}",
-            summary.run,
-            summary.status.as_str(),
-            started.elapsed().as_secs_f64(),
-            c.fetched,
-            c.created,
-            c.changed,
-            c.unchanged,
-            c.not_found,
-            c.feed_events,
-            c.upstream_calls,
-            c.cached,
-            c.errors
-        );
-        for e in summary.errors.iter().take(10) {
-            println!("  error: {e}");
-        }
-        if !summary.identity_conflicts.is_empty() {
-            println!(
-                "  {} identity conflicts listed for review",
-                summary.identity_conflicts.len()
-            );
-        }
     }
-    host.after_run(&connector.id, &summary).await?;
-    if summary.status == RunStatus::Failed {
-        bail!(
-            "the sync failed: {}",
-            summary
-                .errors
-                .last()
-                .map(String::as_str)
-                .unwrap_or("see `folkhub jobs`")
-        );
-    }
-    Ok(summary)
 }
 
-/// The IDs of guardians (parental responsibility and guardianship) of the
-/// persons aged `ages` (`MIN-MAX` years, by the host's clock) that the store
-/// does not hold yet: what a guardian-linking job looks up.
-pub async fn missing_guardians(host: &Host, ages: &str) -> anyhow::Result<Vec<String>> {
-    let Some((min, max)) = ages
-        .split_once('-')
-        .and_then(|(a, b)| Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?)))
-        .filter(|(a, b)| a <= b)
-    else {
-        bail!("ages {ages:?} is not MIN-MAX in years, e.g. 6-19");
-    };
-    let today = host.today();
-    let mut wanted = std::collections::BTreeSet::new();
-    let mut after = 0;
-    loop {
-        let page = host.store().persons_after(after, 1000).await?;
-        let Some(last) = page.last() else { break };
-        after = last.key;
-        for p in &page {
-            let Some(born) = p
-                .record
-                .fields
-                .get("birth.date")
-                .and_then(|f| f.value.as_str())
-                .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-            else {
-                continue;
-            };
-            let Some(age) = today.years_since(born) else {
-                continue;
-            };
-            if age < min || age > max {
-                continue;
-            }
-            for path in [
-                "relations.parental-responsibility",
-                "relations.guardianship",
-            ] {
-                for r in p
-                    .record
-                    .fields
-                    .get(path)
-                    .and_then(|f| f.value.as_array())
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(id) = r.get("id").and_then(|v| v.as_str()) {
-                        wanted.insert(id.to_string());
-                    }
-                }
-            }
-        }
+fn print_summary(summary: &folkhub_sync::Summary, started: Instant) {
+    let c = &summary.counts;
+    out!(
+        "run {}: {} in {:.1}s — fetched {}, created {}, changed {}, unchanged {}, not found {}, feed events {}, register calls {}, from cache {}, errors {}",
+        summary.run,
+        summary.status.as_str(),
+        started.elapsed().as_secs_f64(),
+        c.fetched,
+        c.created,
+        c.changed,
+        c.unchanged,
+        c.not_found,
+        c.feed_events,
+        c.upstream_calls,
+        c.cached,
+        c.errors
+    );
+    for e in summary.errors.iter().take(10) {
+        out!("  error: {e}");
     }
-    let mut missing = Vec::new();
-    for id in wanted {
-        if host.store().person(&id).await?.is_none() {
-            missing.push(id);
-        }
+    if !summary.identity_conflicts.is_empty() {
+        out!(
+            "  {} identity conflicts listed for review",
+            summary.identity_conflicts.len()
+        );
     }
-    Ok(missing)
 }

@@ -40,4 +40,9 @@ impl bindings::exports::folkhub::connector::source::Guest for Hostile {
 
 folkhub_connector_sdk::no_enrich!(Hostile);
 folkhub_connector_sdk::no_watch!(Hostile);
-folkhub_connector_sdk::export_connector!(Hostile);
+// wit-bindgen's export glue is `unsafe`; it alone may be.
+#[allow(unsafe_code)]
+mod export {
+    use super::Hostile;
+    folkhub_connector_sdk::export_connector!(Hostile);
+}

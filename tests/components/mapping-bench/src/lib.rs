@@ -201,4 +201,9 @@ impl bindings::exports::folkhub::connector::source::Guest for Bench {
 
 folkhub_connector_sdk::no_enrich!(Bench);
 folkhub_connector_sdk::no_watch!(Bench);
-folkhub_connector_sdk::export_connector!(Bench);
+// wit-bindgen's export glue is `unsafe`; it alone may be.
+#[allow(unsafe_code)]
+mod export {
+    use super::Bench;
+    folkhub_connector_sdk::export_connector!(Bench);
+}

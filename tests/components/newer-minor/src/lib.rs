@@ -42,4 +42,9 @@ impl search::Guest for Newer {
     }
 }
 
-bindings::export!(Newer with_types_in bindings);
+// wit-bindgen's export glue is `unsafe`; it alone may be.
+#[allow(unsafe_code)]
+mod export {
+    use super::Newer;
+    crate::bindings::export!(Newer with_types_in crate::bindings);
+}

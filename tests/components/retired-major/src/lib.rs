@@ -35,4 +35,9 @@ impl source::Guest for Other {
     }
 }
 
-bindings::export!(Other with_types_in bindings);
+// wit-bindgen's export glue is `unsafe`; it alone may be.
+#[allow(unsafe_code)]
+mod export {
+    use super::Other;
+    crate::bindings::export!(Other with_types_in crate::bindings);
+}

@@ -1,8 +1,17 @@
-//! Wiring: config → manifest, store, runtime → loaded connectors.
+//! Wiring: config → manifest, store, runtime → loaded connectors; and the
+//! lifecycle of an installed connector (install, upgrade, rollback, pin,
+//! deadline actions).
+//!
+//! A connector is loaded per call from what the store says is installed
+//! now, against the registry manifest as the file says now: an install,
+//! upgrade or rollback made by any host takes effect in a running server
+//! when its next call starts, and the call in flight finishes on the
+//! release it started with.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 use anyhow::{Context, bail};
 use chrono::Utc;
@@ -10,7 +19,7 @@ use folkhub_core::MergeRules;
 use folkhub_manifest::{Config, Manifest, Release};
 use folkhub_runtime::{Connector, ConnectorSettings, Limits, Runtime};
 use folkhub_store::sql::{OpenMode, SqlStore, redact};
-use folkhub_store::{Installation, PersonStore};
+use folkhub_store::{Installation, Installations, Jobs, PersonStore, Persons};
 
 /// The time overrides expire by: the start of `today` when it is set
 /// (`FOLKHUB_TODAY`), else now.
@@ -29,12 +38,72 @@ fn rules_of(config: &Config) -> MergeRules {
     rules
 }
 
-/// Everything a command needs.
+/// The registry manifest, read again when its file changes (a vendor's
+/// new release is published while a server runs). A file that no longer
+/// parses keeps the last good manifest in use, with a warning.
+#[derive(Debug)]
+pub struct ManifestFile {
+    path: PathBuf,
+    current: RwLock<(Option<Stamp>, Arc<Manifest>)>,
+}
+
+/// A file's modification time and length: a change to either is a change.
+type Stamp = (SystemTime, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+impl ManifestFile {
+    /// Reads the manifest; an invalid one is an error here.
+    pub fn load(path: &Path) -> anyhow::Result<ManifestFile> {
+        let seen = stamp(path);
+        let manifest = Manifest::load(path)?;
+        Ok(ManifestFile {
+            path: path.to_path_buf(),
+            current: RwLock::new((seen, Arc::new(manifest))),
+        })
+    }
+
+    /// The manifest as the file says now.
+    pub fn get(&self) -> Arc<Manifest> {
+        let now = stamp(&self.path);
+        {
+            let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+            if current.0 == now {
+                return current.1.clone();
+            }
+        }
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if current.0 != now {
+            match Manifest::load(&self.path) {
+                Ok(manifest) => {
+                    tracing::info!(file = %self.path.display(), "registry manifest changed: reloaded");
+                    *current = (now, Arc::new(manifest));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        file = %self.path.display(),
+                        "registry manifest changed but does not parse; keeping the last good one: {e}"
+                    );
+                    // Not again until the file changes once more.
+                    current.0 = now;
+                }
+            }
+        }
+        current.1.clone()
+    }
+}
+
+/// Everything a command needs. Cheap to clone: the store, runtime and
+/// manifest are shared (a server hands a clone to its API's status).
+#[derive(Clone)]
 pub struct Host {
     pub config: Config,
-    pub manifest: Manifest,
+    pub registry: Arc<ManifestFile>,
     pub store: Arc<SqlStore>,
-    pub runtime: Runtime,
+    pub runtime: Arc<Runtime>,
     /// The date deadlines are judged by, when not the real one.
     pub today: Option<chrono::NaiveDate>,
 }
@@ -50,7 +119,7 @@ impl Host {
             ),
             Err(_) => None,
         };
-        let manifest = Manifest::load(&config.registry.manifest)?;
+        let registry = ManifestFile::load(&config.registry.manifest)?;
         let mode = match config.store.migrate {
             folkhub_manifest::MigrateMode::OnStart => OpenMode::Migrate,
             folkhub_manifest::MigrateMode::Manual => OpenMode::RequireCurrent,
@@ -70,9 +139,9 @@ impl Host {
         )?;
         Ok(Host {
             config,
-            manifest,
+            registry: Arc::new(registry),
             store: Arc::new(store),
-            runtime,
+            runtime: Arc::new(runtime),
             today,
         })
     }
@@ -133,7 +202,7 @@ impl Host {
             .extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
         Ok(self
             .runtime
-            .prepare(release, &self.manifest.artifact_path(release), settings)?)
+            .prepare(release, &self.manifest().artifact_path(release), settings)?)
     }
 
     /// Installs a release: verifies digest and contract, compiles, links,
@@ -146,9 +215,9 @@ impl Host {
         actor: &str,
         reason: &str,
     ) -> anyhow::Result<Installation> {
-        let Some(release) = self.manifest.find(connector, version) else {
-            let known = self
-                .manifest
+        let manifest = self.manifest();
+        let Some(release) = manifest.find(connector, version) else {
+            let known = manifest
                 .releases_of(connector)
                 .iter()
                 .map(|r| r.version.clone())
@@ -157,7 +226,7 @@ impl Host {
                 bail!(
                     "no connector {connector:?} in {}; known: {}",
                     self.config.registry.manifest.display(),
-                    self.manifest.connectors().join(", ")
+                    manifest.connectors().join(", ")
                 );
             }
             bail!(
@@ -184,10 +253,11 @@ impl Host {
     pub async fn load(&self, connector: &str) -> anyhow::Result<Connector> {
         // At most one automatic upgrade per load.
         for _ in 0..2 {
+            let manifest = self.manifest();
             let Some(installation) = self.store.installation(connector).await? else {
                 bail!("{connector} is not installed; run `folkhub connectors install {connector}`");
             };
-            let Some(release) = self.manifest.find(connector, Some(&installation.version)) else {
+            let Some(release) = manifest.find(connector, Some(&installation.version)) else {
                 bail!(
                     "{connector} {} is installed but no longer in {}; reinstall a published release",
                     installation.version,
@@ -202,7 +272,7 @@ impl Host {
                     installation.digest
                 );
             }
-            match folkhub_manifest::support_state(&self.manifest, release, self.today()) {
+            match folkhub_manifest::support_state(&manifest, release, self.today()) {
                 folkhub_manifest::SupportState::Supported => {}
                 folkhub_manifest::SupportState::Deprecated {
                     by,
@@ -237,7 +307,7 @@ impl Host {
                         // The release that set the deadline, or a later one of
                         // its major: within a major nothing breaks, and a later
                         // minor may fix what the first release of it got wrong.
-                        let Some(target) = self.manifest.newest_of_major(connector, &by) else {
+                        let Some(target) = manifest.newest_of_major(connector, &by) else {
                             bail!(
                                 "{connector}: the auto-upgrade target {by} is not in the manifest"
                             );
@@ -316,6 +386,11 @@ impl Host {
         Ok(())
     }
 
+    /// The registry manifest as its file says now.
+    pub fn manifest(&self) -> Arc<Manifest> {
+        self.registry.get()
+    }
+
     /// The time overrides expire by (see [`Host::today`]).
     pub fn now(&self) -> chrono::DateTime<Utc> {
         clock(self.today)
@@ -330,7 +405,7 @@ impl Host {
 
     /// The ID schemes a connector's installed release looks up.
     pub fn schemes(&self, connector: &Connector) -> Vec<String> {
-        self.manifest
+        self.manifest()
             .find(&connector.id, Some(&connector.version))
             .map(|r| r.id_schemes.clone())
             .unwrap_or_default()
@@ -450,7 +525,7 @@ impl Host {
             .costs
             .per_call
             .or_else(|| {
-                self.manifest
+                self.manifest()
                     .find(&connector.id, Some(&connector.version))
                     .map(|r| r.cost_per_call)
             })
@@ -511,19 +586,19 @@ impl Host {
         to: &str,
         overrides: &BTreeMap<String, String>,
     ) -> anyhow::Result<UpgradePlan> {
+        let manifest = self.manifest();
         let Some(installed) = self.store.installation(connector).await? else {
             bail!("{connector} is not installed; run `folkhub connectors install {connector}`");
         };
-        let Some(from) = self.manifest.find(connector, Some(&installed.version)) else {
+        let Some(from) = manifest.find(connector, Some(&installed.version)) else {
             bail!(
                 "{connector} {} is installed but no longer in {}; install a published release with `folkhub connectors install {connector} --version V`",
                 installed.version,
                 self.config.registry.manifest.display()
             );
         };
-        let Some(target) = self.manifest.find(connector, Some(to)) else {
-            let known: Vec<String> = self
-                .manifest
+        let Some(target) = manifest.find(connector, Some(to)) else {
+            let known: Vec<String> = manifest
                 .releases_of(connector)
                 .iter()
                 .map(|r| r.version.clone())
@@ -551,8 +626,7 @@ impl Host {
             .into_iter()
             .filter(|o| !reachable.contains(o))
             .collect();
-        let between = self
-            .manifest
+        let between = manifest
             .releases_of(connector)
             .into_iter()
             .filter(|r| {
@@ -628,6 +702,7 @@ impl Host {
         actor: &str,
         reason: &str,
     ) -> anyhow::Result<(Installation, Installation)> {
+        let manifest = self.manifest();
         let Some(current) = self.store.installation(connector).await? else {
             bail!("{connector} is not installed");
         };
@@ -645,7 +720,7 @@ impl Host {
         let (Some(version), Some(digest)) = (&last.version_before, &last.digest_before) else {
             bail!("{connector}: the audit entry has no earlier release");
         };
-        let Some(release) = self.manifest.find(connector, Some(version)) else {
+        let Some(release) = manifest.find(connector, Some(version)) else {
             bail!(
                 "{connector} {version} (installed before {}) is no longer in {}; install a published release instead",
                 current.version,

@@ -158,7 +158,9 @@ fn worker_options<'a>(
     }
 }
 
-/// The connectors an idle host works queued refresh batches with.
+/// The connectors an idle host works queued refresh batches with, each
+/// the release installed now: one upgraded or rolled back (by any host)
+/// is loaded again before its next batch.
 #[derive(Default)]
 pub struct Workers {
     loaded: BTreeMap<String, Connector>,
@@ -172,7 +174,12 @@ impl Workers {
         let mut did = false;
         for installation in host.store().installations().await? {
             let id = installation.connector;
-            if !self.loaded.contains_key(&id) {
+            let current = self
+                .loaded
+                .get(&id)
+                .is_some_and(|c| c.digest == installation.digest);
+            if !current {
+                self.loaded.remove(&id);
                 match host.load(&id).await {
                     Ok(c) => {
                         self.loaded.insert(id.clone(), c);

@@ -1,4 +1,4 @@
-//! The job scheduler of `folkhub serve`: each `[jobs.NAME]` of
+//! Jobs and the scheduler of `folkhub serve`: each `[jobs.NAME]` of
 //! folkhub.toml runs on its interval or cron schedule, one run at a time,
 //! and the last start of each job is read from the run log so a restart
 //! keeps the rhythm (an overdue interval job runs at once). On shutdown no
@@ -9,13 +9,76 @@ use std::collections::BTreeMap;
 
 use anyhow::bail;
 use chrono::{DateTime, Utc};
+use folkhub_store::{Jobs, Persons};
 use tokio::sync::watch;
 
-use crate::commands::sync::{Mode, run_as};
 use crate::host::Host;
+use crate::sync::{Guardians, Mode, run_as};
+
+/// What a configured job does (`[jobs.NAME]`'s `kind` and its settings),
+/// checked once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobKind {
+    /// Follow a connector's change feed from its cursor.
+    Changes { connector: String },
+    /// Follow the feed, then refresh every known person (or those of one
+    /// municipality).
+    Full {
+        connector: String,
+        area: Option<String>,
+    },
+    /// Look up the guardians of persons of these ages the store lacks.
+    Guardians { connector: String, ages: String },
+    /// End overrides whose expiry passed.
+    ExpireOverrides,
+}
+
+impl JobKind {
+    /// The kind of `[jobs.NAME]`, or what is wrong with it.
+    pub fn of(name: &str, job: &folkhub_manifest::config::JobConfig) -> anyhow::Result<JobKind> {
+        let connector = || {
+            job.connector
+                .clone()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("jobs.{name}: kind {:?} needs a connector", job.kind)
+                })
+        };
+        Ok(match job.kind.as_str() {
+            "changes" => JobKind::Changes {
+                connector: connector()?,
+            },
+            "full" => JobKind::Full {
+                connector: connector()?,
+                area: job.area.clone(),
+            },
+            "guardians" => JobKind::Guardians {
+                connector: connector()?,
+                ages: job.ages.clone().unwrap_or_else(|| "6-19".into()),
+            },
+            "expire-overrides" => JobKind::ExpireOverrides,
+            other => bail!(
+                "jobs.{name}: unknown kind {other:?}; use changes, full, guardians or expire-overrides"
+            ),
+        })
+    }
+}
+
+/// The one-line outcome of a sync run.
+fn outcome(summary: &folkhub_sync::Summary) -> String {
+    format!(
+        "run {} {}: fetched {}, changed {}, feed events {}, errors {}",
+        summary.run,
+        summary.status.as_str(),
+        summary.counts.fetched,
+        summary.counts.changed,
+        summary.counts.feed_events,
+        summary.counts.errors
+    )
+}
 
 /// Runs one configured job now. Returns a one-line outcome.
-pub async fn run_job(host: &Host, name: &str, quiet: bool) -> anyhow::Result<String> {
+pub async fn run_job(host: &Host, name: &str) -> anyhow::Result<String> {
     let Some(job) = host.config.jobs.get(name) else {
         let names: Vec<&str> = host.config.jobs.keys().map(String::as_str).collect();
         bail!(
@@ -27,46 +90,34 @@ pub async fn run_job(host: &Host, name: &str, quiet: bool) -> anyhow::Result<Str
             }
         );
     };
-    match job.kind.as_str() {
-        "changes" | "full" => {
-            let connector = job.connector.as_deref().unwrap_or_default();
-            let mode = match (job.kind.as_str(), &job.area) {
-                ("full", Some(area)) => Mode::Area(area.clone()),
-                ("full", None) => Mode::Full,
-                _ => Mode::Changes,
-            };
-            let summary = run_as(host, connector, mode, quiet, Some(name)).await?;
-            Ok(format!(
-                "run {} {}: fetched {}, changed {}, feed events {}, errors {}",
-                summary.run,
-                summary.status.as_str(),
-                summary.counts.fetched,
-                summary.counts.changed,
-                summary.counts.feed_events,
-                summary.counts.errors
-            ))
+    match JobKind::of(name, job)? {
+        JobKind::Changes { connector } => {
+            let summary = run_as(host, &connector, Mode::Changes, None, Some(name)).await?;
+            Ok(outcome(&summary))
         }
-        "guardians" => {
-            let connector = job.connector.as_deref().unwrap_or_default();
-            let ages = job.ages.as_deref().unwrap_or("6-19");
-            let missing = crate::commands::sync::missing_guardians(host, ages).await?;
-            if missing.is_empty() {
-                return Ok(format!("every guardian of persons aged {ages} is stored"));
+        JobKind::Full { connector, area } => {
+            let mode = area.map_or(Mode::Full, Mode::Area);
+            let summary = run_as(host, &connector, mode, None, Some(name)).await?;
+            Ok(outcome(&summary))
+        }
+        JobKind::Guardians { connector, ages } => {
+            match crate::sync::guardians(host, &connector, &ages, None, Some(name)).await? {
+                Guardians::AllStored => {
+                    Ok(format!("every guardian of persons aged {ages} is stored"))
+                }
+                Guardians::Ran(summary) => Ok(format!(
+                    "run {} {}: {} guardians looked up, {} new persons",
+                    summary.run,
+                    summary.status.as_str(),
+                    summary.counts.fetched,
+                    summary.counts.created
+                )),
             }
-            let summary = run_as(host, connector, Mode::Ids(missing), quiet, Some(name)).await?;
-            Ok(format!(
-                "run {} {}: {} guardians looked up, {} new persons",
-                summary.run,
-                summary.status.as_str(),
-                summary.counts.fetched,
-                summary.counts.created
-            ))
         }
-        "expire-overrides" => {
-            let ended = host.store().expire_overrides(host.now()).await?;
+        JobKind::ExpireOverrides => {
+            let ended = host.store.expire_overrides(host.now()).await?;
             Ok(format!("{} overrides expired", ended.len()))
         }
-        other => bail!("job {name}: unknown kind {other:?}"),
     }
 }
 
@@ -90,7 +141,7 @@ pub async fn run(
     }
     // The last start of each job, from the run log.
     let mut last: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
-    for run in host.store().runs(10_000).await? {
+    for run in host.store.runs(10_000).await? {
         if schedules.contains_key(&run.job) {
             let entry = last.entry(run.job.clone()).or_insert(run.started_at);
             *entry = (*entry).max(run.started_at);
@@ -152,7 +203,7 @@ pub async fn run(
         if let Some(me) = &cluster {
             match crate::cluster::lead(host, me, &name, &schedules[&name], &mut last).await {
                 Ok(crate::cluster::Lead::Run(lease)) => {
-                    let outcome = lease.hold(run_job(host, &name, true)).await;
+                    let outcome = lease.hold(run_job(host, &name)).await;
                     lease.release().await;
                     match outcome {
                         Ok(outcome) => tracing::info!(job = %name, "{outcome}"),
@@ -172,7 +223,7 @@ pub async fn run(
             continue;
         }
         last.insert(name.clone(), Utc::now());
-        match run_job(host, &name, true).await {
+        match run_job(host, &name).await {
             Ok(outcome) => tracing::info!(job = %name, "{outcome}"),
             Err(e) => tracing::warn!(job = %name, "the job failed: {e:#}"),
         }

@@ -1,0 +1,166 @@
+//! Connectors' live status: what is installed now, whether it loads, its
+//! support state and deadline, and its circuit breaker. Computed when
+//! asked (the API's `/v1/health`, `/v1/connectors` and `/metrics` ask on
+//! every request), so a breaker that opened or an upgrade another host made
+//! after the server started shows at once.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use folkhub_api::{ConnectorStatus, UpgradeNotice};
+use folkhub_manifest::{Release, SupportState};
+use folkhub_store::{Installation, Installations, Jobs};
+
+use crate::host::Host;
+
+/// Why an installed release cannot run as the registry and the calendar
+/// stand, without running anything (no deadline action, no call): not in
+/// the registry any more, changed bytes, or disabled at its deadline.
+fn registry_error(
+    host: &Host,
+    installation: &Installation,
+    release: Option<&Release>,
+) -> Option<String> {
+    let connector = &installation.connector;
+    let Some(release) = release else {
+        return Some(format!(
+            "{connector} {} is installed but no longer in {}; reinstall a published release",
+            installation.version,
+            host.config.registry.manifest.display()
+        ));
+    };
+    if release.sha256 != installation.digest {
+        return Some(format!(
+            "{connector} {}: registry-manifest.toml now gives sha256 {}, but {} was installed; a published release must not change (reinstall to accept it)",
+            installation.version, release.sha256, installation.digest
+        ));
+    }
+    if let SupportState::Unsupported {
+        by, action, reason, ..
+    } = folkhub_manifest::support_state(&host.manifest(), release, host.today())
+        && action == "disable"
+    {
+        return Some(format!(
+            "{connector} {} is disabled: {reason}; upgrade with `folkhub connectors upgrade {connector} --to {by}`",
+            installation.version
+        ));
+    }
+    None
+}
+
+/// The live status of a host's connectors. Whether a release verifies and
+/// links is remembered per installed digest (it cannot change while the
+/// process runs); everything else is read on every call.
+pub struct LiveStatus {
+    host: Host,
+    verified: Mutex<BTreeMap<(String, String), Option<String>>>,
+}
+
+impl LiveStatus {
+    pub fn new(host: Host) -> LiveStatus {
+        LiveStatus {
+            host,
+            verified: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Whether a release verifies and links on this host (remembered per
+    /// digest: the bytes and this process's config do not change).
+    fn verify(&self, release: &Release) -> Option<String> {
+        let key = (release.connector.clone(), release.sha256.clone());
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        verified
+            .entry(key)
+            .or_insert_with(|| self.host.prepare(release).err().map(|e| format!("{e:#}")))
+            .clone()
+    }
+
+    /// Every installed connector's status now.
+    pub async fn connectors(&self) -> anyhow::Result<Vec<ConnectorStatus>> {
+        let host = &self.host;
+        let manifest = host.manifest();
+        let today = host.today();
+        let mut out = Vec::new();
+        for installation in host.store.installations().await? {
+            let release = manifest.find(&installation.connector, Some(&installation.version));
+            let error = match (registry_error(host, &installation, release), release) {
+                (Some(error), _) => Some(error),
+                (None, None) => None,
+                (None, Some(release)) => self.verify(release),
+            };
+            let state = release.map(|r| folkhub_manifest::support_state(&manifest, r, today));
+            let upstream = release
+                .map(|r| format!("{} {}", r.upstream.system, r.upstream.version))
+                .unwrap_or_default();
+            let support = state
+                .as_ref()
+                .map_or_else(|| "not in the registry".to_string(), SupportState::summary);
+            let upgrade = match state {
+                Some(SupportState::Deprecated {
+                    by,
+                    deadline,
+                    sunset,
+                    action,
+                    ..
+                })
+                | Some(SupportState::Unsupported {
+                    by,
+                    deadline,
+                    sunset,
+                    action,
+                    ..
+                }) => Some(UpgradeNotice {
+                    to: by,
+                    deadline: deadline.to_string(),
+                    upstream_sunset: sunset.to_string(),
+                    action,
+                    days_left: (deadline - today).num_days(),
+                }),
+                _ => None,
+            };
+            let newest = manifest
+                .find(&installation.connector, None)
+                .map(|r| r.version.clone())
+                .unwrap_or_default();
+            let b = host.store.breaker(&installation.connector).await?;
+            let now = chrono::Utc::now();
+            let breaker_open = b.open_until.is_some_and(|until| until > now);
+            let breaker = match b.open_until {
+                Some(until) if until > now => Some(format!(
+                    "open until {} after {} failed runs in a row: {}",
+                    until.format("%Y-%m-%d %H:%M:%S UTC"),
+                    b.failures,
+                    b.last_error.as_deref().unwrap_or("?")
+                )),
+                _ if b.failures > 0 => {
+                    Some(format!("closed ({} failed runs in a row)", b.failures))
+                }
+                _ => None,
+            };
+            out.push(ConnectorStatus {
+                breaker_open,
+                breaker,
+                pinned: installation.pinned,
+                newest,
+                upgrade,
+                id: installation.connector,
+                version: installation.version,
+                contract: installation.contract,
+                digest: installation.digest,
+                upstream,
+                support,
+                error,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl folkhub_api::StatusSource for LiveStatus {
+    async fn connectors(&self) -> Result<Vec<ConnectorStatus>, String> {
+        LiveStatus::connectors(self)
+            .await
+            .map_err(|e| format!("{e:#}"))
+    }
+}
