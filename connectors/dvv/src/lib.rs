@@ -22,7 +22,7 @@
 //! credentials.
 
 pub mod mapping;
-
+#[allow(unsafe_code)] // wit-bindgen's export glue; the rest is safe Rust
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component {
     use super::mapping::{self, Outcome};

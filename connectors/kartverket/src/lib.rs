@@ -10,7 +10,7 @@
 //! services are open data: no credentials.
 
 pub mod mapping;
-
+#[allow(unsafe_code)] // wit-bindgen's export glue; the rest is safe Rust
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component {
     use std::collections::BTreeMap;

@@ -18,8 +18,8 @@
 
 pub mod mapping;
 
-// The export glue only exists in the component; native builds (unit tests
-// of the mapping) do not link it.
+// Export glue only in the component (wit-bindgen's, `unsafe`).
+#[allow(unsafe_code)]
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component {
     use super::mapping;
