@@ -169,10 +169,46 @@ async fn an_upgrade_reaches_a_running_server_without_a_restart() {
         c == "folkeregister" && (v == "1.0.0" || v == "1.0.1")
     });
     let admin = Host::open(config.clone()).await.expect("admin host");
+    // The upgrade lands while a run is going (the register is slow): that
+    // run finishes on the release it started with.
+    env.sim.shared.inject(std::iter::repeat_n(
+        folkhub_sim::Fault::Slow { ms: 1500 },
+        2,
+    ));
+    let (status, body) = http(addr, "POST", "/v1/jobs/feed/run", &key).await;
+    assert_eq!(status, 202, "{body}");
+    let mut waited = 0;
+    while server
+        .store
+        .open_runs("feed")
+        .await
+        .expect("open")
+        .is_empty()
+    {
+        waited += 1;
+        assert!(waited < 300, "the run did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     admin
         .upgrade("folkeregister", "1.0.1", "admin", "a fix")
         .await
         .expect("upgrade");
+    assert!(
+        !server
+            .store
+            .open_runs("feed")
+            .await
+            .expect("open")
+            .is_empty(),
+        "the run was still going when the upgrade landed"
+    );
+    let in_flight = finished_run(&server, "feed", first.id).await;
+    assert_eq!(
+        (in_flight.release.as_deref(), in_flight.status),
+        (Some("1.0.0"), RunStatus::Succeeded),
+        "{in_flight:?}"
+    );
+    let first = in_flight;
     // The running server: health shows it, and the next run uses it.
     let (status, health) = http(addr, "GET", "/v1/health", &key).await;
     assert_eq!(status, 200, "{health}");

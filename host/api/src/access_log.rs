@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use folkhub_store::{AccessEntry, PersonStore};
+use folkhub_store::{Access, AccessEntry};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
@@ -56,7 +56,7 @@ const GROUP: usize = 5_000;
 
 impl AccessLog {
     /// Starts the writer task; it ends when every handle is dropped.
-    pub fn start(store: Arc<dyn PersonStore>, metrics: Arc<Metrics>, mode: Mode) -> AccessLog {
+    pub fn start(store: Arc<dyn Access>, metrics: Arc<Metrics>, mode: Mode) -> AccessLog {
         let (queue, mut jobs) = mpsc::unbounded_channel::<Job>();
         let failing = Arc::new(AtomicBool::new(false));
         let failed = failing.clone();

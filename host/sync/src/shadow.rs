@@ -14,7 +14,7 @@ use folkhub_core::contract::{EnrichOutcome, LookupOutcome};
 use folkhub_core::merge::{self, Candidate, MergeRules, MergedRecord};
 use folkhub_core::observation::Observation;
 use folkhub_runtime::{CallError, Connector};
-use folkhub_store::{PersonStore, StoreError, StoredPerson};
+use folkhub_store::{Persons, StoreError, StoredPerson};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -100,7 +100,7 @@ fn store_error(connector: &Connector, e: StoreError) -> CallError {
 /// enriching source). One pass over the store collects the keys of those
 /// persons (8 bytes each), then the chosen ones are read.
 async fn sample(
-    store: &dyn PersonStore,
+    store: &dyn Persons,
     connector: &Connector,
     size: usize,
 ) -> Result<Vec<StoredPerson>, CallError> {
@@ -298,7 +298,7 @@ fn merged_with(
 /// Runs both releases on a sample of `size` persons and compares the merged
 /// records they would produce. Reads only.
 pub async fn shadow(
-    store: &dyn PersonStore,
+    store: &dyn Persons,
     rules: &MergeRules,
     old: &Connector,
     new: &Connector,
