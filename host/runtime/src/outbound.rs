@@ -137,65 +137,87 @@ impl WasiHttpHooks for PolicyHooks {
         let connector = self.connector.clone();
         let upstream_calls = self.upstream_calls.clone();
         Box::new(async move {
-            if over_limit {
-                return Err(HttpError::HttpRequestDenied);
-            }
-            let uri = request.uri().clone();
-            let Some(origin) = folkhub_manifest::registry::origin_of(&uri.to_string()) else {
-                return Err(HttpError::HttpRequestUriInvalid);
-            };
-            if !policy.allowed.contains(&origin) {
-                let why = if policy.requested_not_granted.contains(&origin) {
-                    "the release requests it but the operator has not granted it"
-                } else {
-                    "the release does not request it in registry-manifest.toml"
+            // Checks and credentials before anything is sent. A request
+            // refused here still takes the guest's body (read and dropped in
+            // the background): otherwise the guest, still writing it, sees
+            // only a closed stream instead of why the request was refused.
+            let prepared: Result<(Vec<IpAddr>, u16, Duration), HttpError> = async {
+                if over_limit {
+                    return Err(HttpError::HttpRequestDenied);
+                }
+                let uri = request.uri().clone();
+                let Some(origin) = folkhub_manifest::registry::origin_of(&uri.to_string()) else {
+                    return Err(HttpError::HttpRequestUriInvalid);
                 };
-                tracing::warn!(connector = %connector, %origin, "outbound request denied: {why}");
-                return Err(HttpError::HttpRequestDenied);
-            }
-            // Resolve here and refuse private ranges unless allowed.
-            let host = uri
-                .host()
-                .unwrap_or_default()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let port = uri
-                .port_u16()
-                .unwrap_or(if uri.scheme_str() == Some("https") {
-                    443
-                } else {
-                    80
-                });
-            let addresses: Vec<IpAddr> = match tokio::net::lookup_host((host.as_str(), port)).await
-            {
-                Ok(list) => list.map(|a| a.ip()).collect(),
-                Err(_) => {
-                    return Err(HttpError::DnsError {
-                        rcode: None,
-                        info_code: None,
+                if !policy.allowed.contains(&origin) {
+                    let why = if policy.requested_not_granted.contains(&origin) {
+                        "the release requests it but the operator has not granted it"
+                    } else {
+                        "the release does not request it in registry-manifest.toml"
+                    };
+                    tracing::warn!(connector = %connector, %origin, "outbound request denied: {why}");
+                    return Err(HttpError::HttpRequestDenied);
+                }
+                // Resolve here and refuse private ranges unless allowed.
+                let host = uri
+                    .host()
+                    .unwrap_or_default()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                let port = uri
+                    .port_u16()
+                    .unwrap_or(if uri.scheme_str() == Some("https") {
+                        443
+                    } else {
+                        80
                     });
+                let addresses: Vec<IpAddr> = match tokio::net::lookup_host((host.as_str(), port)).await
+                {
+                    Ok(list) => list.map(|a| a.ip()).collect(),
+                    Err(_) => {
+                        return Err(HttpError::DnsError {
+                            rcode: None,
+                            info_code: None,
+                        });
+                    }
+                };
+                if !policy.allow_private_networks && addresses.iter().any(|ip| is_private(*ip)) {
+                    tracing::warn!(connector = %connector, %origin, "outbound request denied: resolves to a private address");
+                    return Err(HttpError::DestinationIpProhibited);
+                }
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
+                    return Err(HttpError::ConnectionTimeout);
+                }
+                if let Some(source) = credentials {
+                    let value = source.authorization().await.map_err(|e| {
+                        tracing::warn!(connector = %connector, "credentials unavailable: {e}");
+                        HttpError::InternalError(Some(format!("credentials unavailable: {e}")))
+                    })?;
+                    let header = http::HeaderValue::from_str(&value)
+                        .map_err(|_| HttpError::InternalError(Some("bad credential header".into())))?;
+                    request
+                        .headers_mut()
+                        .insert(http::header::AUTHORIZATION, header);
+                }
+                Ok((addresses, port, remaining))
+            }
+            .await;
+            let (addresses, port, remaining) = match prepared {
+                Ok(prepared) => prepared,
+                Err(e) => {
+                    let body = request.into_body();
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(30),
+                            http_body_util::Limited::new(body, MAX_REQUEST_BODY).collect(),
+                        )
+                        .await;
+                    });
+                    return Err(e);
                 }
             };
-            if !policy.allow_private_networks && addresses.iter().any(|ip| is_private(*ip)) {
-                tracing::warn!(connector = %connector, %origin, "outbound request denied: resolves to a private address");
-                return Err(HttpError::DestinationIpProhibited);
-            }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(HttpError::ConnectionTimeout);
-            }
-            if let Some(source) = credentials {
-                let value = source.authorization().await.map_err(|e| {
-                    tracing::warn!(connector = %connector, "credentials unavailable: {e}");
-                    HttpError::InternalError(Some(format!("credentials unavailable: {e}")))
-                })?;
-                let header = http::HeaderValue::from_str(&value)
-                    .map_err(|_| HttpError::InternalError(Some("bad credential header".into())))?;
-                request
-                    .headers_mut()
-                    .insert(http::header::AUTHORIZATION, header);
-            }
             let clamp = |d: Option<Duration>| Some(d.map_or(remaining, |d| d.min(remaining)));
             let options = RequestOptions {
                 connect_timeout: clamp(options.and_then(|o| o.connect_timeout)),
