@@ -47,6 +47,7 @@ pub async fn client(
             admin,
             rate_limit: rate,
             persons_per_minute: 1_000_000,
+            may_fetch: false,
             created_by: "test".into(),
         })
         .await
@@ -794,7 +795,7 @@ async fn the_openapi_document_lists_every_route() {
         (status, code(&body).0),
         (StatusCode::NOT_FOUND, "no-such-route")
     );
-    assert_eq!(documented.len(), 20, "{documented:?}");
+    assert_eq!(documented.len(), 21, "{documented:?}");
 }
 
 /// A request in flight when the shutdown comes is answered; the server

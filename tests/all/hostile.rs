@@ -460,6 +460,7 @@ async fn a_client_gets_no_more_persons_a_minute_than_its_quota() {
             admin: false,
             rate_limit: 1000,
             persons_per_minute: 10,
+            may_fetch: false,
             created_by: "test".into(),
         })
         .await
@@ -790,6 +791,7 @@ async fn oauth2_tokens_from_a_local_issuer() {
             admin: false,
             rate_limit: 100,
             persons_per_minute: 10_000,
+            may_fetch: false,
             created_by: "test".into(),
         })
         .await

@@ -12,6 +12,7 @@ mod coverage;
 mod crash;
 mod docs;
 mod end_to_end;
+mod fetch;
 mod fidelity;
 mod hostile;
 mod jobs;

@@ -115,6 +115,38 @@ impl StatusSource for FixedStatus {
     }
 }
 
+/// Asks the registers about a person now: fetch on miss and refresh. The
+/// application runs a lookup with every installed connector that serves
+/// the ID's scheme; reads of the same person at the same moment share one
+/// lookup, and a lookup goes on when its caller stops waiting.
+#[async_trait::async_trait]
+pub trait Fetcher: Send + Sync {
+    /// Looks `id` up now for `client` (whose name the cost ledger
+    /// records), past any cache.
+    async fn fetch(&self, id: &folkhub_core::PersonId, client: &str)
+    -> Result<Fetched, FetchError>;
+}
+
+/// What a fetch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The connectors asked.
+    pub asked: Vec<String>,
+    /// Whether any register knew the person.
+    pub found: bool,
+}
+
+/// Why a fetch gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// No installed connector looks up IDs of this scheme.
+    NoConnector(String),
+    /// Every register asked failed (unreachable, failing, breaker open).
+    Unavailable(String),
+    /// The month's budget of every connector that could answer is spent.
+    OverBudget(String),
+}
+
 /// Where the API queues manual job runs (the scheduler of `folkhub serve`).
 #[derive(Clone)]
 pub struct JobQueue {
@@ -129,6 +161,11 @@ pub struct ApiState {
     pub store: Arc<dyn PersonStore>,
     /// Connectors' live status.
     pub status: Arc<dyn StatusSource>,
+    /// Asks the registers now, for clients that may fetch; `None`: this
+    /// server only reads the store.
+    pub fetch: Option<Arc<dyn Fetcher>>,
+    /// How long a read waits for a fetch (`server.fetch_deadline`).
+    pub fetch_deadline: std::time::Duration,
     /// Manual job runs go here; `None` when no scheduler runs.
     pub jobs: Option<JobQueue>,
     /// Legal bases clients may hold, by name: the built-in profiles and
@@ -167,6 +204,8 @@ impl ApiState {
             access_log: access_log::AccessLog::start(store.clone(), metrics.clone(), access_log),
             store,
             status: Arc::new(FixedStatus(connectors)),
+            fetch: None,
+            fetch_deadline: std::time::Duration::from_secs(5),
             jobs: None,
             bases: Arc::new(bases),
             contract_versions: Arc::new(contract_versions),
@@ -283,6 +322,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/persons/batch", post(persons::batch))
         .route("/v1/persons/{id}", get(persons::get_person))
         .route("/v1/persons/{id}/history", get(persons::person_history))
+        .route("/v1/persons/{id}/refresh", post(persons::refresh))
         .route("/v1/changes", get(persons::changes))
         .route("/fhir/Patient", get(persons::fhir_search))
         .route("/fhir/Patient/{key}", get(persons::fhir_patient));

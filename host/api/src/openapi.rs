@@ -170,6 +170,7 @@ impl Modify for Security {
         crate::persons::batch,
         crate::persons::search,
         crate::persons::person_history,
+        crate::persons::refresh,
         crate::persons::changes,
         crate::persons::fhir_patient,
         crate::persons::fhir_search,

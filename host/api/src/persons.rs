@@ -164,9 +164,11 @@ pub(crate) struct PersonQuery {
     params(("id" = String, Path, pattern = r"^(no:|se:|fi:)?[0-9]{6}[0-9A-Y+-]{4,7}$", description = "Any of the person's IDs: fødselsnummer, D-number, personnummer, samordningsnummer, HETU (optionally `no:`, `se:`, `fi:`)"),
         ("fields" = Option<String>, Query, description = "Comma-separated fields or field groups to return (docs/fields.md); all when left out"),
         ("provenance" = Option<bool>, Query, description = "Add per-field provenance")),
-    responses((status = 200, description = "The person as the client's legal basis lets it see it", body = crate::openapi::Person),
+    responses((status = 200, description = "The person as the client's legal basis lets it see it. A client that may fetch (`clients add --fetch`) gets a person the store does not hold yet from the registers, within `server.fetch_deadline`", body = crate::openapi::Person),
         (status = 400, description = "Malformed ID, unknown field or parameter", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such person in the store", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such person in the store (nor, for a client that may fetch, in the registers that serve the ID)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "A fetch found the registers unavailable or their budget spent (`register-unavailable`, `over-budget`)", body = crate::openapi::ErrorBody),
+        (status = 504, description = "A fetch did not finish within `server.fetch_deadline`; it goes on (`fetch-timeout`)", body = crate::openapi::ErrorBody),
         crate::openapi::ClientErrors, crate::openapi::LogErrors),
     security(("api_key" = []), ("bearer" = [])))]
 pub(crate) async fn get_person(
@@ -178,6 +180,113 @@ pub(crate) async fn get_person(
     let provenance = flag(query.provenance.as_deref(), "provenance")?;
     let selection = selection(query.fields.as_deref().map(|f| f.split(',')), "fields")?;
     let parsed = parse_id(&id, "id")?;
+    let request = PersonRequest {
+        provenance,
+        selection: selection.as_ref(),
+    };
+    let log = ApiLog {
+        state: &state,
+        caller: &caller,
+    };
+    let reader = caller.reader();
+    let read = || {
+        folkhub_read::read_person(
+            state.store.as_ref(),
+            &log,
+            &reader,
+            "GET /v1/persons/{id}",
+            &parsed.value,
+            request,
+        )
+    };
+    let mut view = read().await.map_err(read_error)?;
+    // Fetch on miss: a client that may fetch gets a person the store does
+    // not hold yet from the registers, within the deadline.
+    if view.is_none()
+        && caller.client.may_fetch
+        && state.fetch.is_some()
+        && fetch_now(&state, &caller, &parsed).await?.found
+    {
+        view = read().await.map_err(read_error)?;
+    }
+    Ok(Json(view.ok_or_else(not_found)?))
+}
+
+/// Asks the registers about `id` for the caller now, waiting at most
+/// `server.fetch_deadline` (the lookup goes on after it).
+async fn fetch_now(
+    state: &ApiState,
+    caller: &Caller,
+    id: &folkhub_core::ids::PersonId,
+) -> Result<crate::Fetched, ApiError> {
+    let Some(fetcher) = &state.fetch else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "fetch-unavailable",
+            "this server does not ask the registers (it runs without connectors); read stored persons",
+        ));
+    };
+    let deadline = state.fetch_deadline;
+    match tokio::time::timeout(deadline, fetcher.fetch(id, &caller.client.name)).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "fetch-timeout",
+            format!(
+                "the registers did not answer within {} s; the lookup goes on, so ask again in a moment",
+                deadline.as_secs_f64()
+            ),
+        )),
+        Ok(Ok(fetched)) => Ok(fetched),
+        Ok(Err(crate::FetchError::NoConnector(scheme))) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no-register",
+            format!(
+                "no register this server asks looks up {scheme} IDs; only stored persons can be read"
+            ),
+        )),
+        Ok(Err(crate::FetchError::Unavailable(why))) => {
+            tracing::warn!("fetch: {why}");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "register-unavailable",
+                "the registers that look up this ID could not be asked now; try again later",
+            ))
+        }
+        Ok(Err(crate::FetchError::OverBudget(why))) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "over-budget",
+            format!("{why}; the operator must raise the budget before more lookups are made"),
+        )),
+    }
+}
+
+/// `POST /v1/persons/{id}/refresh`: the registers asked about a person
+/// now, past any cache; answers the person as stored afterwards.
+#[utoipa::path(post, path = "/v1/persons/{id}/refresh", tag = "persons",
+    params(("id" = String, Path, pattern = r"^(no:|se:|fi:)?[0-9]{6}[0-9A-Y+-]{4,7}$", description = "Any of the person's IDs")),
+    responses((status = 200, description = "The person as the registers gave them now, as the client's legal basis lets it see it", body = crate::openapi::Person),
+        (status = 400, description = "Malformed ID", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No register that serves the ID knows the person (`person-not-found`), or none serves its scheme (`no-register`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "The registers are unavailable or their budget is spent", body = crate::openapi::ErrorBody),
+        (status = 504, description = "The registers did not answer within `server.fetch_deadline`; the lookup goes on", body = crate::openapi::ErrorBody),
+        crate::openapi::ClientErrors, crate::openapi::LogErrors),
+    security(("api_key" = []), ("bearer" = [])))]
+pub(crate) async fn refresh(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    PathParam(id): PathParam<String>,
+) -> Result<Json<PersonView>, ApiError> {
+    if !caller.client.may_fetch {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "fetch-not-allowed",
+            "this client may not have the registers asked; an admin allows it with `folkhub clients add NAME --fetch`",
+        ));
+    }
+    let parsed = parse_id(&id, "id")?;
+    if !fetch_now(&state, &caller, &parsed).await?.found {
+        return Err(not_found());
+    }
     let view = folkhub_read::read_person(
         state.store.as_ref(),
         &ApiLog {
@@ -185,12 +294,9 @@ pub(crate) async fn get_person(
             caller: &caller,
         },
         &caller.reader(),
-        "GET /v1/persons/{id}",
+        "POST /v1/persons/{id}/refresh",
         &parsed.value,
-        PersonRequest {
-            provenance,
-            selection: selection.as_ref(),
-        },
+        PersonRequest::default(),
     )
     .await
     .map_err(read_error)?

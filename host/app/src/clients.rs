@@ -16,6 +16,8 @@ pub struct AddClient<'a> {
     pub admin: bool,
     pub rate: u32,
     pub persons_per_minute: u32,
+    /// It may have the registers asked about a person now.
+    pub may_fetch: bool,
 }
 
 /// Checks and registers a client. Returns it with its secret (to show
@@ -95,6 +97,7 @@ pub async fn add(
             admin: new.admin,
             rate_limit: new.rate,
             persons_per_minute: new.persons_per_minute,
+            may_fetch: new.may_fetch,
             created_by: actor.to_string(),
         })
         .await?;

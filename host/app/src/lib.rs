@@ -7,7 +7,9 @@
 //! - [`sync`] runs a connector once (breaker, budget, run log); [`jobs`]
 //!   holds the configured jobs, the scheduler, and with [`cluster`] the
 //!   leases and work queue of several hosts.
-//! - [`status`] computes connectors' live status for the API and the CLI.
+//! - [`status`] computes connectors' live status for the API and the CLI;
+//!   [`fetch`] asks the registers for a client now (fetch on miss,
+//!   refresh).
 //! - [`serve`] runs the API and the scheduler side by side.
 //! - [`audit`] checks and exports the access log.
 //!
@@ -16,6 +18,7 @@
 pub mod audit;
 pub mod clients;
 pub mod cluster;
+pub mod fetch;
 pub mod host;
 pub mod jobs;
 pub mod serve;

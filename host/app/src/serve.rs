@@ -54,6 +54,8 @@ pub async fn api_state(host: &Host) -> anyhow::Result<ApiState> {
             .context("server.access_log")?,
     );
     state.status = Arc::new(LiveStatus::new(host.clone()));
+    state.fetch = Some(Arc::new(crate::fetch::Fetch::new(host.clone())));
+    state.fetch_deadline = duration(&host.config.server.fetch_deadline, "server.fetch_deadline")?;
     state.edge = Arc::new(edge(&host.config.server)?);
     if !host.config.server.oauth2.is_empty() {
         state.oauth2 = Some(oauth2(&host.config.server.oauth2));

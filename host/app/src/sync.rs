@@ -19,8 +19,11 @@ pub enum Mode {
     Area(String),
     /// Follow the feed from the stored cursor.
     Changes,
-    /// Look up these IDs now.
+    /// Look up these IDs now (those answered within the cache TTL are
+    /// skipped).
     Ids(Vec<String>),
+    /// Look up these IDs now, past the cache (a client's fetch or refresh).
+    Fresh(Vec<String>),
 }
 
 impl Mode {
@@ -29,7 +32,7 @@ impl Mode {
         match self {
             Mode::Full | Mode::Area(_) => "full",
             Mode::Changes => "changes",
-            Mode::Ids(_) => "lookup",
+            Mode::Ids(_) | Mode::Fresh(_) => "lookup",
         }
     }
 }
@@ -190,12 +193,15 @@ async fn run_in_span(
     let options = Options {
         progress,
         cost_per_call: per_call,
-        cache_ttl: host
-            .config
-            .connector(&connector.id)
-            .cache_ttl
-            .as_deref()
-            .and_then(folkhub_manifest::config::parse_ttl),
+        cache_ttl: match mode {
+            Mode::Fresh(_) => None,
+            _ => host
+                .config
+                .connector(&connector.id)
+                .cache_ttl
+                .as_deref()
+                .and_then(folkhub_manifest::config::parse_ttl),
+        },
         now: host
             .today
             .and_then(|d| d.and_hms_opt(12, 0, 0))
@@ -216,7 +222,7 @@ async fn run_in_span(
             folkhub_sync::full(host.store.as_ref(), &connector, &schemes, &options).await?
         }
         Mode::Changes => folkhub_sync::changes(host.store.as_ref(), &connector, &options).await?,
-        Mode::Ids(ids) => {
+        Mode::Ids(ids) | Mode::Fresh(ids) => {
             folkhub_sync::lookup(host.store.as_ref(), &connector, ids, &options).await?
         }
     };

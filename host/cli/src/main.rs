@@ -204,6 +204,11 @@ enum ClientsCommand {
         /// Persons it may be sent per minute (per host), over all routes.
         #[arg(long, default_value_t = 60_000)]
         persons_per_minute: u32,
+        /// May have the registers asked about a person the store does not
+        /// hold yet (fetch on miss) or about a stored one now (refresh);
+        /// each lookup goes into the cost ledger under the client's name.
+        #[arg(long)]
+        fetch: bool,
     },
     /// Every client (never secrets).
     List {
@@ -601,6 +606,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             admin,
                             rate,
                             persons_per_minute,
+                            fetch,
                         },
                 } => commands::clients::add(
                     &host,
@@ -613,6 +619,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         admin,
                         rate,
                         persons_per_minute,
+                        may_fetch: fetch,
                     },
                     &actor(),
                 )

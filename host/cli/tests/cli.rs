@@ -534,6 +534,7 @@ async fn api_answer(url: &str, basis: &str, path: &str) -> serde_json::Value {
             admin: false,
             rate_limit: 1000,
             persons_per_minute: 1000,
+            may_fetch: false,
             created_by: "test".into(),
         })
         .await

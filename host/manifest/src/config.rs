@@ -175,6 +175,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// The largest request body, in bytes (413 above).
     pub max_body: usize,
+    /// How long a read of a person the store does not hold waits for the
+    /// registers, for clients allowed to fetch (`clients add --fetch`);
+    /// the lookup goes on after it.
+    pub fetch_deadline: String,
     /// A second listener for `/metrics` and the detailed `/v1/health`
     /// without a client (for a scraper on an internal network); on the
     /// main listener they need an admin client.
@@ -388,6 +392,7 @@ impl Default for ServerConfig {
             body_timeout: "30s".into(),
             max_connections: 512,
             max_body: 1024 * 1024,
+            fetch_deadline: "5s".into(),
             admin_listen: None,
             tls: None,
             oauth2: Vec::new(),
@@ -520,6 +525,7 @@ impl Config {
             ("server.header_timeout", &self.server.header_timeout),
             ("server.idle_timeout", &self.server.idle_timeout),
             ("server.body_timeout", &self.server.body_timeout),
+            ("server.fetch_deadline", &self.server.fetch_deadline),
         ] {
             if parse_ttl(value).is_none() {
                 problems.push(Problem {

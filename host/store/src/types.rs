@@ -432,6 +432,10 @@ pub struct NewClient {
     pub rate_limit: u32,
     /// Persons it may be sent per minute (every host counts its own).
     pub persons_per_minute: u32,
+    /// It may have the registers asked about a person the store does not
+    /// hold, or about a stored one now (each lookup is in the cost ledger
+    /// under its name).
+    pub may_fetch: bool,
     pub created_by: String,
 }
 
@@ -452,6 +456,10 @@ pub struct Client {
     pub rate_limit: u32,
     /// Persons it may be sent per minute.
     pub persons_per_minute: u32,
+    /// May have the registers asked about a person now (fetch on miss,
+    /// `POST /v1/persons/{id}/refresh`).
+    #[serde(default)]
+    pub may_fetch: bool,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -13,11 +13,16 @@ pub async fn add(host: &Host, new: AddClient<'_>, actor: &str) -> anyhow::Result
     let (client, secret) = folkhub_app::clients::add(host, new, actor).await?;
     let secret = secret.unwrap_or_default();
     out!(
-        "client {} created: basis {}, purpose {:?}{}, {} requests/s, {} persons/min{}",
+        "client {} created: basis {}, purpose {:?}{}{}, {} requests/s, {} persons/min{}",
         client.name,
         client.basis,
         client.purpose,
         if client.admin { ", admin" } else { "" },
+        if client.may_fetch {
+            ", may fetch from the registers"
+        } else {
+            ""
+        },
         client.rate_limit,
         client.persons_per_minute,
         if client.auth == ClientAuth::OAuth2 {

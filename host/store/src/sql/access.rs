@@ -17,7 +17,7 @@ impl Access for SqlStore {
                 client.name
             )));
         }
-        let row = sqlx::query("INSERT INTO clients (name, auth, secret_sha256, basis, purpose, admin, rate_limit, created_at, created_by, persons_per_minute) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING *")
+        let row = sqlx::query("INSERT INTO clients (name, auth, secret_sha256, basis, purpose, admin, rate_limit, created_at, created_by, persons_per_minute, may_fetch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *")
             .bind(&client.name)
             .bind(client.auth.as_str())
             .bind(&client.secret_sha256)
@@ -28,6 +28,7 @@ impl Access for SqlStore {
             .bind(ts(now()))
             .bind(&client.created_by)
             .bind(i64::from(client.persons_per_minute))
+            .bind(client.may_fetch)
             .fetch_one(&self.pool)
             .await?;
         client_from(&row)

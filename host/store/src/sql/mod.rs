@@ -53,6 +53,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         "the release of each run",
         include_str!("../../migrations/sqlite/0006_run_release.sql"),
     ),
+    (
+        7,
+        "clients that may fetch",
+        include_str!("../../migrations/sqlite/0007_client_fetch.sql"),
+    ),
 ];
 
 /// Migrations of SQLite's access-log database.
@@ -101,6 +106,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         6,
         "the release of each run",
         include_str!("../../migrations/postgres/0006_run_release.sql"),
+    ),
+    (
+        7,
+        "clients that may fetch",
+        include_str!("../../migrations/postgres/0007_client_fetch.sql"),
     ),
 ];
 
@@ -485,6 +495,7 @@ fn client_from(row: &AnyRow) -> Result<Client, StoreError> {
         basis: row.col("basis")?,
         purpose: row.col("purpose")?,
         admin: flag(row, "admin"),
+        may_fetch: flag(row, "may_fetch"),
         rate_limit: row
             .try_get::<i64, _>("rate_limit")?
             .clamp(0, i64::from(u32::MAX)) as u32,

@@ -161,6 +161,7 @@ pub(super) async fn the_access_log_is_append_only_and_clients_keep_their_names(b
         admin: false,
         rate_limit: 10,
         persons_per_minute: 60_000,
+        may_fetch: false,
         created_by: "test".into(),
     };
     store.add_client(new("school", "aa")).await.unwrap();
