@@ -64,7 +64,7 @@ async fn fetch_runs(env: &TestEnv, job: &str) -> Vec<folkhub_store::JobRun> {
 async fn a_client_that_may_fetch_reads_a_person_the_store_does_not_hold() {
     let mut env = TestEnv::start(Setup {
         seed: 61,
-        count: 40,
+        count: 100,
         ..Setup::default()
     })
     .await;
@@ -180,6 +180,38 @@ async fn a_client_that_may_fetch_reads_a_person_the_store_does_not_hold() {
         (0, 1),
         "a plain lookup within the TTL is skipped"
     );
+
+    // A protected person fetched for a school: shaped by its basis as any
+    // read is (the address is withheld, its value nowhere in the answer).
+    let protected = env
+        .sim
+        .truth_for(&["folkeregister"])
+        .await
+        .into_iter()
+        .find(|t| {
+            t.fields.get("protection.level").and_then(|v| v.as_str()) == Some("FORTROLIG")
+                && t.fields.contains_key("address.residential")
+                && t.ids
+                    .last()
+                    .is_some_and(|id| id.len() == 11 && !ids.contains(id))
+        })
+        .expect("a FORTROLIG person in the simulated population");
+    let street = protected.fields["address.residential"]["street"]
+        .as_str()
+        .expect("street")
+        .to_string();
+    let id = protected.ids.last().expect("id").clone();
+    let (status, body) = get(school.clone(), &format!("/v1/persons/{id}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["fields"].get("address.residential").is_none(),
+        "{body}"
+    );
+    assert_eq!(
+        body["withheld"]["address.residential"], "protected",
+        "{body}"
+    );
+    assert!(!body.to_string().contains(&street), "{body}");
 
     // Someone no register knows: not found, after asking.
     let unknown = "01018040006";
