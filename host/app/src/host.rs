@@ -96,6 +96,15 @@ impl ManifestFile {
     }
 }
 
+/// What an installed release disabled at its deadline says.
+pub(crate) fn disabled(installation: &Installation, by: &str, reason: &str) -> String {
+    let connector = &installation.connector;
+    format!(
+        "{connector} {} is disabled: {reason}; upgrade with `folkhub connectors upgrade {connector} --to {by}`",
+        installation.version
+    )
+}
+
 /// Everything a command needs. Cheap to clone: the store, runtime and
 /// manifest are shared (a server hands a clone to its API's status).
 #[derive(Clone)]
@@ -249,6 +258,32 @@ impl Host {
         Ok(installation)
     }
 
+    /// The registry's release of what is installed: still published, and
+    /// with the bytes that were installed.
+    pub fn installed_release<'m>(
+        &self,
+        manifest: &'m Manifest,
+        installation: &Installation,
+    ) -> anyhow::Result<&'m Release> {
+        let connector = &installation.connector;
+        let Some(release) = manifest.find(connector, Some(&installation.version)) else {
+            bail!(
+                "{connector} {} is installed but no longer in {}; reinstall a published release",
+                installation.version,
+                self.config.registry.manifest.display()
+            );
+        };
+        if release.sha256 != installation.digest {
+            bail!(
+                "{connector} {}: registry-manifest.toml now gives sha256 {}, but {} was installed; a published release must not change (reinstall to accept it)",
+                installation.version,
+                release.sha256,
+                installation.digest
+            );
+        }
+        Ok(release)
+    }
+
     /// Loads the installed release of a connector.
     pub async fn load(&self, connector: &str) -> anyhow::Result<Connector> {
         // At most one automatic upgrade per load.
@@ -257,21 +292,7 @@ impl Host {
             let Some(installation) = self.store.installation(connector).await? else {
                 bail!("{connector} is not installed; run `folkhub connectors install {connector}`");
             };
-            let Some(release) = manifest.find(connector, Some(&installation.version)) else {
-                bail!(
-                    "{connector} {} is installed but no longer in {}; reinstall a published release",
-                    installation.version,
-                    self.config.registry.manifest.display()
-                );
-            };
-            if release.sha256 != installation.digest {
-                bail!(
-                    "{connector} {}: registry-manifest.toml now gives sha256 {}, but {} was installed; a published release must not change (reinstall to accept it)",
-                    installation.version,
-                    release.sha256,
-                    installation.digest
-                );
-            }
+            let release = self.installed_release(&manifest, &installation)?;
             match folkhub_manifest::support_state(&manifest, release, self.today()) {
                 folkhub_manifest::SupportState::Supported => {}
                 folkhub_manifest::SupportState::Deprecated {
@@ -292,10 +313,7 @@ impl Host {
                     "disable" | "warn" => {
                         self.note_deadline(&installation, &action, &reason).await?;
                         if action == "disable" {
-                            bail!(
-                                "{connector} {} is disabled: {reason}; upgrade with `folkhub connectors upgrade {connector} --to {by}`",
-                                installation.version
-                            );
+                            bail!(disabled(&installation, &by, &reason));
                         }
                         tracing::warn!(
                             connector,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use folkhub_api::{ConnectorStatus, UpgradeNotice};
-use folkhub_manifest::{Release, SupportState};
+use folkhub_manifest::{Manifest, Release, SupportState};
 use folkhub_store::{Installation, Installations, Jobs};
 
 use crate::host::Host;
@@ -16,36 +16,17 @@ use crate::host::Host;
 /// Why an installed release cannot run as the registry and the calendar
 /// stand, without running anything (no deadline action, no call): not in
 /// the registry any more, changed bytes, or disabled at its deadline.
-fn registry_error(
-    host: &Host,
-    installation: &Installation,
-    release: Option<&Release>,
-) -> Option<String> {
-    let connector = &installation.connector;
-    let Some(release) = release else {
-        return Some(format!(
-            "{connector} {} is installed but no longer in {}; reinstall a published release",
-            installation.version,
-            host.config.registry.manifest.display()
-        ));
+fn registry_error(host: &Host, manifest: &Manifest, installation: &Installation) -> Option<String> {
+    let release = match host.installed_release(manifest, installation) {
+        Ok(release) => release,
+        Err(e) => return Some(format!("{e:#}")),
     };
-    if release.sha256 != installation.digest {
-        return Some(format!(
-            "{connector} {}: registry-manifest.toml now gives sha256 {}, but {} was installed; a published release must not change (reinstall to accept it)",
-            installation.version, release.sha256, installation.digest
-        ));
+    match folkhub_manifest::support_state(manifest, release, host.today()) {
+        SupportState::Unsupported {
+            by, action, reason, ..
+        } if action == "disable" => Some(crate::host::disabled(installation, &by, &reason)),
+        _ => None,
     }
-    if let SupportState::Unsupported {
-        by, action, reason, ..
-    } = folkhub_manifest::support_state(&host.manifest(), release, host.today())
-        && action == "disable"
-    {
-        return Some(format!(
-            "{connector} {} is disabled: {reason}; upgrade with `folkhub connectors upgrade {connector} --to {by}`",
-            installation.version
-        ));
-    }
-    None
 }
 
 /// The live status of a host's connectors. Whether a release verifies and
@@ -83,7 +64,7 @@ impl LiveStatus {
         let mut out = Vec::new();
         for installation in host.store.installations().await? {
             let release = manifest.find(&installation.connector, Some(&installation.version));
-            let error = match (registry_error(host, &installation, release), release) {
+            let error = match (registry_error(host, &manifest, &installation), release) {
                 (Some(error), _) => Some(error),
                 (None, None) => None,
                 (None, Some(release)) => self.verify(release),
