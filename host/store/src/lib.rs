@@ -2,9 +2,10 @@
 //! identifiers, merged records with per-field provenance and history,
 //! connector installations, change-feed cursors and job runs.
 //!
-//! Four traits are the seam, one per aggregate: [`Persons`],
-//! [`Installations`], [`Jobs`] and [`Access`]; callers never see SQL and
-//! take the one they need ([`PersonStore`] is all four, for the wiring).
+//! Five traits are the seam, one per aggregate: [`Persons`],
+//! [`Installations`], [`Jobs`], [`Access`] and [`Follows`]; callers never
+//! see SQL and take the one they need ([`PersonStore`] is all five, for
+//! the wiring).
 //! [`sql::SqlStore`] implements them on SQLite (the embedded default) and
 //! PostgreSQL (several hosts), one file per aggregate under `sql/`.
 
@@ -315,14 +316,110 @@ pub trait Access: Send + Sync {
     async fn server_secret(&self, name: &str) -> Result<String, StoreError>;
 }
 
+/// Follow sets: the persons each client, or a population several clients
+/// share, follows; and the retention of persons nobody follows.
+#[async_trait]
+pub trait Follows: Send + Sync {
+    /// Adds IDs to a set (an ID need not be stored yet).
+    async fn follow(
+        &self,
+        set: &FollowSet,
+        ids: &[FollowId],
+        by: &str,
+    ) -> Result<FollowChange, StoreError>;
+
+    /// Removes IDs (normalised values) from a set.
+    async fn unfollow(&self, set: &FollowSet, ids: &[String]) -> Result<FollowChange, StoreError>;
+
+    /// Makes a set exactly these IDs (the sync's guardians set).
+    async fn replace_follows(
+        &self,
+        set: &FollowSet,
+        ids: &[FollowId],
+        by: &str,
+    ) -> Result<FollowChange, StoreError>;
+
+    /// Up to `limit` members of a set after the ID `after`, in ID order.
+    async fn follow_members(
+        &self,
+        set: &FollowSet,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<FollowMember>, StoreError>;
+
+    /// The number of members of a set.
+    async fn follow_count(&self, set: &FollowSet) -> Result<u64, StoreError>;
+
+    /// Which of these IDs someone follows: a member of any set, or an ID of
+    /// a stored person who has an ID in a set.
+    async fn followed_among(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::BTreeSet<String>, StoreError>;
+
+    /// What a refresh of followed persons asks about: the active IDs of
+    /// these schemes of stored persons someone follows, and the followed
+    /// IDs of these schemes no stored person has yet.
+    async fn followed_ids(&self, schemes: &[&str]) -> Result<Vec<String>, StoreError>;
+
+    /// Up to `limit` stored persons with a key above `after` that a client
+    /// or population follows (the guardians set not counted), in key order.
+    async fn followed_persons_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredPerson>, StoreError>;
+
+    /// Creates a population the named clients share.
+    async fn add_population(
+        &self,
+        name: &str,
+        purpose: &str,
+        clients: &[String],
+        by: &str,
+    ) -> Result<Population, StoreError>;
+
+    /// Every population with its clients and member count.
+    async fn populations(&self) -> Result<Vec<Population>, StoreError>;
+
+    /// Lets a client use a population (`allow`) or stops it.
+    async fn population_client(
+        &self,
+        name: &str,
+        client: &str,
+        allow: bool,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes a population and its member list (the persons stay until
+    /// the retention sweep finds nobody follows them). False when none.
+    async fn drop_population(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// The retention sweep: notes stored persons nobody follows (since
+    /// `now`), forgets the note of those followed again, and deletes those
+    /// noted at or before `now - retention` with everything stored about
+    /// them but the access log, each deletion audited.
+    async fn sweep_unfollowed(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        retention: chrono::Duration,
+        actor: &str,
+    ) -> Result<RetentionReport, StoreError>;
+
+    /// Deletion audit records, newest first (at most `limit`).
+    async fn deletions(&self, limit: u32) -> Result<Vec<PersonDeletion>, StoreError>;
+
+    /// The keyed digest a deletion record keeps of an ID.
+    async fn deletion_digest(&self, id: &str) -> Result<String, StoreError>;
+}
+
 /// The whole store: every aggregate behind one object, for the wiring that
 /// needs them all. Callers take the narrowest trait they use.
-pub trait PersonStore: Persons + Installations + Jobs + Access {}
+pub trait PersonStore: Persons + Installations + Jobs + Access + Follows {}
 
-impl<T: Persons + Installations + Jobs + Access + ?Sized> PersonStore for T {}
+impl<T: Persons + Installations + Jobs + Access + Follows + ?Sized> PersonStore for T {}
 
-/// All four traits, for code that holds a concrete store and uses several
+/// All five traits, for code that holds a concrete store and uses several
 /// aggregates (tests, benchmarks, tools): `use folkhub_store::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Access, Installations, Jobs, PersonStore, Persons};
+    pub use crate::{Access, Follows, Installations, Jobs, PersonStore, Persons};
 }

@@ -232,6 +232,9 @@ pub struct RunCounts {
     pub conflicts_opened: u64,
     /// Persons the run will ask for, when known (progress of a running run).
     pub total: u64,
+    /// Feed events about persons nobody follows (`follow.scope =
+    /// "followed"`), skipped without a lookup.
+    pub unfollowed: u64,
 }
 
 impl RunCounts {
@@ -248,6 +251,7 @@ impl RunCounts {
         self.cached += o.cached;
         self.retries += o.retries;
         self.conflicts_opened += o.conflicts_opened;
+        self.unfollowed += o.unfollowed;
     }
 }
 
@@ -528,4 +532,119 @@ pub enum Search {
         given: Option<String>,
         birth_date: String,
     },
+}
+
+/// Whose list of followed persons a follow set is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FollowSet {
+    /// A client's own persons (its pupils, its patients).
+    Client(String),
+    /// A named population several clients share.
+    Population(String),
+    /// The guardians of followed minors, kept by the sync
+    /// (`follow.guardians`).
+    Guardians,
+}
+
+impl FollowSet {
+    /// The name the store keeps the set under.
+    pub fn key(&self) -> String {
+        match self {
+            FollowSet::Client(name) => format!("client:{name}"),
+            FollowSet::Population(name) => format!("population:{name}"),
+            FollowSet::Guardians => "folkhub:guardians".into(),
+        }
+    }
+
+    /// The set a stored name is.
+    pub fn from_key(key: &str) -> Option<FollowSet> {
+        if key == "folkhub:guardians" {
+            return Some(FollowSet::Guardians);
+        }
+        let (kind, name) = key.split_once(':')?;
+        match kind {
+            "client" => Some(FollowSet::Client(name.into())),
+            "population" => Some(FollowSet::Population(name.into())),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for FollowSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+/// A person ID to follow: its scheme and normalised value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FollowId {
+    pub scheme: String,
+    pub value: String,
+}
+
+/// One member of a follow set: the ID as it was given (normalised).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FollowMember {
+    pub id: String,
+    pub scheme: String,
+    pub added_at: DateTime<Utc>,
+    pub added_by: String,
+}
+
+/// What a change of a follow set did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FollowChange {
+    /// IDs that were not members and are now.
+    pub added: u64,
+    /// IDs that were members already.
+    pub already: u64,
+    /// IDs that were members and are not any more.
+    pub removed: u64,
+    /// IDs asked to be removed that were not members.
+    pub not_followed: u64,
+}
+
+/// A population several clients share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Population {
+    pub name: String,
+    pub purpose: String,
+    /// The clients that may read and change its members.
+    pub clients: Vec<String>,
+    pub members: u64,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+/// What a retention sweep found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RetentionReport {
+    /// Stored persons nobody followed that the sweep noted for the first time.
+    pub noted: u64,
+    /// Noted persons someone follows again (the note is gone).
+    pub followed_again: u64,
+    /// Noted persons still within the retention period.
+    pub waiting: u64,
+    /// Persons deleted (past the retention period).
+    pub deleted: Vec<PersonDeletion>,
+}
+
+/// The audit record of one person deleted because nobody followed them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PersonDeletion {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub reason: String,
+    /// The store's key the person had.
+    pub person_key: i64,
+    /// Since when nobody followed them.
+    pub unfollowed_since: DateTime<Utc>,
+    /// Keyed digests of their IDs (`folkhub follows deleted --id ID`
+    /// checks one); the IDs themselves are gone.
+    pub id_digests: Vec<String>,
+    /// Observations and history entries deleted with them.
+    pub observations: u64,
+    pub changes: u64,
 }

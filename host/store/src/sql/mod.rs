@@ -58,6 +58,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         "clients that may fetch",
         include_str!("../../migrations/sqlite/0007_client_fetch.sql"),
     ),
+    (
+        8,
+        "follow sets and retention",
+        include_str!("../../migrations/sqlite/0008_follows.sql"),
+    ),
 ];
 
 /// Migrations of SQLite's access-log database.
@@ -111,6 +116,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         7,
         "clients that may fetch",
         include_str!("../../migrations/postgres/0007_client_fetch.sql"),
+    ),
+    (
+        8,
+        "follow sets and retention",
+        include_str!("../../migrations/postgres/0008_follows.sql"),
     ),
 ];
 
@@ -685,6 +695,7 @@ async fn migrate(
 
 mod access;
 mod apply;
+mod follows;
 mod installations;
 mod jobs;
 mod persons;

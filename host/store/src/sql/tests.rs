@@ -7,6 +7,8 @@ use folkhub_core::observation::{Observation, SourceId};
 
 mod access;
 use access::*;
+mod follows;
+use follows::*;
 
 /// Where a test's store lives: a file in its directory (SQLite) or a
 /// new database in this process's own cluster (PostgreSQL).
@@ -90,10 +92,10 @@ async fn an_older_schema_is_refused_until_migrated_and_keeps_its_data(b: Backend
     let state = store.schema().await.unwrap();
     assert_eq!(
         state.pending.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
-        vec![4, 5, 6, 7]
+        vec![4, 5, 6, 7, 8]
     );
     let done = store.migrate().await.unwrap();
-    assert_eq!((done.before, done.current), (3, 7));
+    assert_eq!((done.before, done.current), (3, 8));
     assert_eq!(done.applied[0].0, 4);
     assert!(store.migrate().await.unwrap().applied.is_empty(), "once");
     // The old entry stays, outside the chain; new ones are chained.
@@ -347,7 +349,8 @@ on_both_backends!(
     apply_merge_retract_history_and_id_change,
     a_narrower_answer_removes_only_what_it_covers,
     installations_are_audited_and_survive_reopen,
-    the_access_log_is_append_only_and_clients_keep_their_names
+    the_access_log_is_append_only_and_clients_keep_their_names,
+    follow_sets_decide_who_stays_and_deletions_are_audited
 );
 
 fn person(ids: &[(&str, bool)], fields: &[(&str, Value)]) -> FoundPerson {
