@@ -414,6 +414,7 @@ pub async fn person(
     if let Err(r) = guard(&shared, &headers).await {
         return *r;
     }
+    shared.note_asked([&id]);
     if folkhub_core::ids::parse_norwegian(&id).is_err() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -453,6 +454,7 @@ pub async fn bulk(
             );
         }
     };
+    shared.note_asked(&request.foedsels_eller_d_nummer);
     if request.foedsels_eller_d_nummer.len() > MAX_BULK {
         return error(
             StatusCode::BAD_REQUEST,

@@ -205,6 +205,9 @@ pub struct Inner {
     /// Kartverket's address index, rebuilt when the population changed.
     pub kartverket: Mutex<Option<(u64, Arc<Vec<kartverket::Entry>>)>>,
     requests: AtomicU64,
+    /// Every person ID Folkeregisteret was asked about, in order (what a
+    /// register's own request log shows; tests check who was looked up).
+    asked: Mutex<Vec<String>>,
     issuer: OnceLock<String>,
 }
 
@@ -227,6 +230,22 @@ impl Shared {
     /// Register requests served so far (token requests not counted).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Notes person IDs a lookup asked about.
+    pub fn note_asked<'a>(&self, ids: impl IntoIterator<Item = &'a String>) {
+        if let Ok(mut asked) = self.asked.lock() {
+            asked.extend(ids.into_iter().cloned());
+        }
+    }
+
+    /// The person IDs Folkeregisteret was asked about since the last call
+    /// (which empties the log).
+    pub fn take_asked(&self) -> Vec<String> {
+        self.asked
+            .lock()
+            .map(|mut a| std::mem::take(&mut *a))
+            .unwrap_or_default()
     }
 
     /// The token endpoint's issuer, the `aud` a JWT grant must name.
@@ -430,6 +449,7 @@ impl Simulator {
             sunsets: Mutex::new(config.sunsets.clone()),
             today: Mutex::new(None),
             requests: AtomicU64::new(0),
+            asked: Mutex::new(Vec::new()),
             issuer: OnceLock::new(),
         }));
         for client in config.clients {

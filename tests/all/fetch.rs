@@ -94,7 +94,7 @@ async fn a_client_that_may_fetch_reads_a_person_the_store_does_not_hold() {
         (StatusCode::NOT_FOUND, Some("person-not-found")),
         "{body}"
     );
-    let (status, body) = post(reader, &format!("/v1/persons/{}/refresh", ids[0])).await;
+    let (status, body) = post(reader.clone(), &format!("/v1/persons/{}/refresh", ids[0])).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("fetch-not-allowed")),
@@ -113,6 +113,14 @@ async fn a_client_that_may_fetch_reads_a_person_the_store_does_not_hold() {
             .expect("read")
             .is_some(),
         "stored"
+    );
+    // Fetched for the client: it follows the person from now on.
+    let (_, follows) = get(school.clone(), "/v1/follows").await;
+    assert_eq!(follows["members"][0]["id"], ids[0].as_str(), "{follows}");
+    let (_, follows) = get(reader.clone(), "/v1/follows").await;
+    assert_eq!(
+        follows["count"], 0,
+        "a refused fetch follows nobody: {follows}"
     );
     let runs = fetch_runs(&env, "fetch:school-oslo").await;
     assert_eq!(runs.len(), 1, "{runs:?}");

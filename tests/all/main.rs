@@ -14,6 +14,7 @@ mod docs;
 mod end_to_end;
 mod fetch;
 mod fidelity;
+mod follow;
 mod hostile;
 mod jobs;
 mod krr;

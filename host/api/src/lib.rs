@@ -17,6 +17,7 @@ pub mod auth;
 pub mod cursor;
 pub mod edge;
 mod extract;
+pub mod follows;
 pub mod metrics;
 pub mod oauth2;
 pub mod openapi;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router, middleware};
 use folkhub_core::access::LegalBasis;
 use folkhub_store::PersonStore;
@@ -324,6 +325,20 @@ pub fn app(state: ApiState) -> Router {
         .route("/v1/persons/{id}/history", get(persons::person_history))
         .route("/v1/persons/{id}/refresh", post(persons::refresh))
         .route("/v1/changes", get(persons::changes))
+        .route("/v1/follows", get(follows::list).post(follows::post))
+        .route(
+            "/v1/follows/{id}",
+            put(follows::put).delete(follows::delete),
+        )
+        .route("/v1/populations", get(follows::populations))
+        .route(
+            "/v1/populations/{name}/members",
+            get(follows::population_list).post(follows::population_post),
+        )
+        .route(
+            "/v1/populations/{name}/members/{id}",
+            put(follows::population_put).delete(follows::population_delete),
+        )
         .route("/fhir/Patient", get(persons::fhir_search))
         .route("/fhir/Patient/{key}", get(persons::fhir_patient));
     // The admin's routes: clients created with --admin.

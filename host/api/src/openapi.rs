@@ -171,6 +171,15 @@ impl Modify for Security {
         crate::persons::search,
         crate::persons::person_history,
         crate::persons::refresh,
+        crate::follows::list,
+        crate::follows::post,
+        crate::follows::put,
+        crate::follows::delete,
+        crate::follows::populations,
+        crate::follows::population_list,
+        crate::follows::population_post,
+        crate::follows::population_put,
+        crate::follows::population_delete,
         crate::persons::changes,
         crate::persons::fhir_patient,
         crate::persons::fhir_search,
@@ -189,6 +198,8 @@ impl Modify for Security {
         serve_openapi,
     ),
     components(schemas(
+        crate::follows::FollowPage, crate::follows::FollowRequest, crate::follows::Populations,
+        crate::follows::PopulationSummary, folkhub_store::FollowChange, folkhub_store::FollowMember,
         ErrorBody, ErrorDetail, Withheld, Person, BatchRequest, BatchAnswer, SearchPage,
         HistoryEntry, History, Changes, Patient, PatientBundle, BundleEntry, BundleSearch, Health, Connectors,
         ConnectorHistory, Runs, Queued, Costs, Conflicts, Overrides, Clients, AccessLogPage,
@@ -199,6 +210,7 @@ impl Modify for Security {
     tags(
         (name = "persons", description = "Person data: every read is logged."),
         (name = "fhir", description = "FHIR R4 Patient read and search."),
+        (name = "follows", description = "The persons a client, or a population several clients share, follows: with `follow.scope = \"followed\"` the store keeps only these."),
         (name = "admin", description = "For admin clients: connectors, jobs, costs, conflicts, overrides, clients, the access log."),
         (name = "operations", description = "Health (details for admin clients), metrics (admin clients, or the admin listener) and this document."),
     )

@@ -128,7 +128,7 @@ async fn log_entries(
 /// that is not part of it (the ID library forgives surrounding spaces for
 /// people typing at a shell; a program sending `ID\n` has a bug it should
 /// hear about, and two spellings of one ID must not pass two filters).
-fn parse_id(text: &str, field: &str) -> Result<folkhub_core::ids::PersonId, ApiError> {
+pub(crate) fn parse_id(text: &str, field: &str) -> Result<folkhub_core::ids::PersonId, ApiError> {
     if let Some(c) = text.chars().find(|c| c.is_whitespace() || c.is_control()) {
         return Err(ApiError::bad(
             "invalid-id",

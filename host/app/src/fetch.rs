@@ -7,14 +7,16 @@
 //! Reads of the same person at the same moment share one lookup: the
 //! first starts it in a task of its own, the others wait for its outcome;
 //! a reader that stops waiting (its deadline) does not stop the lookup,
-//! so a read a moment later finds the person stored.
+//! so a read a moment later finds the person stored. A person found is
+//! followed for every client that asked (`follow.scope = "followed"`
+//! keeps them for as long as the client does).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use folkhub_api::{FetchError, Fetched, Fetcher};
 use folkhub_core::PersonId;
-use folkhub_store::Installations;
+use folkhub_store::{Follows, Installations};
 use tokio::sync::watch;
 
 use crate::host::Host;
@@ -22,11 +24,14 @@ use crate::sync::{Mode, run_as};
 
 type Outcome = Option<Result<Fetched, FetchError>>;
 
+/// A lookup under way: its outcome to come, and the clients waiting for it.
+type UnderWay = (watch::Receiver<Outcome>, Vec<String>);
+
 /// The application's [`Fetcher`].
 pub struct Fetch {
     host: Host,
     /// Lookups under way, by the ID's normalised value.
-    running: Arc<Mutex<HashMap<String, watch::Receiver<Outcome>>>>,
+    running: Arc<Mutex<HashMap<String, UnderWay>>>,
 }
 
 impl Fetch {
@@ -43,19 +48,32 @@ impl Fetcher for Fetch {
     async fn fetch(&self, id: &PersonId, client: &str) -> Result<Fetched, FetchError> {
         let mut outcome = {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            match running.get(&id.value) {
-                Some(under_way) => under_way.clone(),
+            match running.get_mut(&id.value) {
+                Some((under_way, clients)) => {
+                    clients.push(client.to_string());
+                    under_way.clone()
+                }
                 None => {
                     let (tell, outcome) = watch::channel(None);
-                    running.insert(id.value.clone(), outcome.clone());
+                    running.insert(
+                        id.value.clone(),
+                        (outcome.clone(), vec![client.to_string()]),
+                    );
                     let (host, id, client) = (self.host.clone(), id.clone(), client.to_string());
                     let running = self.running.clone();
                     tokio::spawn(async move {
                         let result = lookup(&host, &id, &client).await;
-                        running
+                        let clients = running
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .remove(&id.value);
+                            .remove(&id.value)
+                            .map(|(_, clients)| clients)
+                            .unwrap_or_default();
+                        // Found: every client that asked follows the person
+                        // now (a reader past its deadline too).
+                        if let Ok(Fetched { found: true, .. }) = &result {
+                            follow(&host, &id, &clients).await;
+                        }
                         let _ = tell.send(Some(result));
                     });
                     outcome
@@ -67,6 +85,24 @@ impl Fetcher for Fetch {
         })?;
         done.clone()
             .unwrap_or_else(|| Err(FetchError::Unavailable("no outcome".into())))
+    }
+}
+
+/// Adds a fetched person to the follow set of each client that asked.
+async fn follow(host: &Host, id: &PersonId, clients: &[String]) {
+    let member = folkhub_store::FollowId {
+        scheme: id.scheme.as_str().into(),
+        value: id.value.clone(),
+    };
+    for client in clients {
+        let set = folkhub_store::FollowSet::Client(client.clone());
+        if let Err(e) = host
+            .store
+            .follow(&set, std::slice::from_ref(&member), client)
+            .await
+        {
+            tracing::warn!(client, "the fetched person is not followed: {e}");
+        }
     }
 }
 

@@ -31,6 +31,8 @@ pub enum JobKind {
     Guardians { connector: String, ages: String },
     /// End overrides whose expiry passed.
     ExpireOverrides,
+    /// Delete persons nobody has followed for `follow.retention`.
+    Retention,
 }
 
 impl JobKind {
@@ -57,8 +59,9 @@ impl JobKind {
                 ages: job.ages.clone().unwrap_or_else(|| "6-19".into()),
             },
             "expire-overrides" => JobKind::ExpireOverrides,
+            "retention" => JobKind::Retention,
             other => bail!(
-                "jobs.{name}: unknown kind {other:?}; use changes, full, guardians or expire-overrides"
+                "jobs.{name}: unknown kind {other:?}; use changes, full, guardians, expire-overrides or retention"
             ),
         })
     }
@@ -117,6 +120,14 @@ pub async fn run_job(host: &Host, name: &str) -> anyhow::Result<String> {
         JobKind::ExpireOverrides => {
             let ended = host.store.expire_overrides(host.now()).await?;
             Ok(format!("{} overrides expired", ended.len()))
+        }
+        JobKind::Retention => {
+            let (run, report) = crate::follow::retention(host, name).await?;
+            Ok(format!(
+                "run {run}: {} persons deleted, {} waiting out the retention period",
+                report.deleted.len(),
+                report.waiting
+            ))
         }
     }
 }

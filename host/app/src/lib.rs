@@ -10,6 +10,7 @@
 //! - [`status`] computes connectors' live status for the API and the CLI;
 //!   [`fetch`] asks the registers for a client now (fetch on miss,
 //!   refresh).
+//! - [`follow`] changes follow sets and runs the retention sweep.
 //! - [`serve`] runs the API and the scheduler side by side.
 //! - [`audit`] checks and exports the access log.
 //!
@@ -19,6 +20,7 @@ pub mod audit;
 pub mod clients;
 pub mod cluster;
 pub mod fetch;
+pub mod follow;
 pub mod host;
 pub mod jobs;
 pub mod serve;

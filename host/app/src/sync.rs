@@ -213,6 +213,8 @@ async fn run_in_span(
             Mode::Area(area) => Some(area.as_str()),
             _ => None,
         },
+        followed_only: host.config.follow.followed_only(),
+        guardians: host.config.follow.guardians,
         ..Options::default()
     };
     let summary = match &mode {

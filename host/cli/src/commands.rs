@@ -4,6 +4,7 @@ pub mod audit;
 pub mod clients;
 pub mod connectors;
 pub mod credentials;
+pub mod follows;
 pub mod jobs;
 pub mod overrides;
 pub mod person;

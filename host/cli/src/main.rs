@@ -105,6 +105,18 @@ enum Command {
         #[command(subcommand)]
         command: ClientsCommand,
     },
+    /// Follow sets: the persons a client or a population follows. With
+    /// follow.scope = "followed" the store keeps only these (and the
+    /// guardians of followed minors).
+    Follows {
+        #[command(subcommand)]
+        command: FollowsCommand,
+    },
+    /// Populations several clients share, each a follow set.
+    Populations {
+        #[command(subcommand)]
+        command: PopulationsCommand,
+    },
     /// The access log: every read of person data, with client, purpose,
     /// person, fields and time (oldest first); `verify` checks its hash
     /// chain, `export` writes a day of it for write-once storage.
@@ -141,6 +153,82 @@ enum Command {
     },
     /// Contract versions this host supports.
     Version,
+}
+
+/// Whose follow set: a client's own or a population's.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct SetArgs {
+    /// The client's own set.
+    #[arg(long)]
+    client: Option<String>,
+    /// A population's set.
+    #[arg(long)]
+    population: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum FollowsCommand {
+    /// List the members of a set (the IDs as they were given).
+    List {
+        #[command(flatten)]
+        set: SetArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add IDs to a set.
+    Add {
+        #[command(flatten)]
+        set: SetArgs,
+        /// IDs (any country; `no:`, `se:`, `fi:` prefixes allowed).
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Remove IDs from a set.
+    Remove {
+        #[command(flatten)]
+        set: SetArgs,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Delete persons nobody has followed for follow.retention now (what
+    /// a `retention` job does), each deletion audited.
+    Sweep,
+    /// The deletion audit: persons deleted because nobody followed them.
+    Deletions {
+        /// Say whether this ID was deleted (its keyed digest is compared).
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PopulationsCommand {
+    /// Create a population the named clients share.
+    Add {
+        name: String,
+        #[arg(long)]
+        purpose: String,
+        /// Clients that may read and change its members (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        clients: Vec<String>,
+    },
+    /// Every population with its clients and size.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a client use a population.
+    Grant { name: String, client: String },
+    /// Stop a client using a population.
+    Revoke { name: String, client: String },
+    /// Delete a population and its member list (persons nobody else
+    /// follows are deleted by the retention sweep later).
+    Drop { name: String },
 }
 
 #[derive(Subcommand)]
@@ -631,6 +719,51 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Clients {
                     command: ClientsCommand::Revoke { name, reason },
                 } => commands::clients::revoke(&host, &name, &reason, &actor()).await,
+                Command::Follows { command } => match command {
+                    FollowsCommand::List { set, json } => {
+                        commands::follows::list(&host, &set.into_set(), json).await
+                    }
+                    FollowsCommand::Add { set, ids } => {
+                        commands::follows::change(&host, &set.into_set(), &ids, false, &actor())
+                            .await
+                    }
+                    FollowsCommand::Remove { set, ids } => {
+                        commands::follows::change(&host, &set.into_set(), &ids, true, &actor())
+                            .await
+                    }
+                    FollowsCommand::Sweep => commands::follows::sweep(&host).await,
+                    FollowsCommand::Deletions { id, limit, json } => {
+                        commands::follows::deletions(&host, id.as_deref(), limit, json).await
+                    }
+                },
+                Command::Populations { command } => match command {
+                    PopulationsCommand::Add {
+                        name,
+                        purpose,
+                        clients,
+                    } => {
+                        commands::follows::add_population(
+                            &host,
+                            &name,
+                            &purpose,
+                            &clients,
+                            &actor(),
+                        )
+                        .await
+                    }
+                    PopulationsCommand::List { json } => {
+                        commands::follows::populations(&host, json).await
+                    }
+                    PopulationsCommand::Grant { name, client } => {
+                        commands::follows::grant(&host, &name, &client, true).await
+                    }
+                    PopulationsCommand::Revoke { name, client } => {
+                        commands::follows::grant(&host, &name, &client, false).await
+                    }
+                    PopulationsCommand::Drop { name } => {
+                        commands::follows::drop_population(&host, &name).await
+                    }
+                },
                 Command::Audit {
                     command: Some(AuditCommand::Verify { against, json }),
                     ..
@@ -672,6 +805,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Who runs the command, for the audit trail.
+impl SetArgs {
+    fn into_set(self) -> folkhub_store::FollowSet {
+        match (self.client, self.population) {
+            (Some(client), _) => folkhub_store::FollowSet::Client(client),
+            (None, Some(population)) => folkhub_store::FollowSet::Population(population),
+            // clap requires one of the two.
+            (None, None) => folkhub_store::FollowSet::Client(String::new()),
+        }
+    }
+}
+
 fn actor() -> String {
     std::env::var("USER").unwrap_or_else(|_| "cli".into())
 }

@@ -643,3 +643,103 @@ fn logs_are_json_when_asked_and_plain_text_when_not_a_terminal() {
         "{json}"
     );
 }
+
+#[test]
+fn follow_sets_and_populations_from_the_command_line() {
+    let dir = workspace("[follow]\nretention = \"2 weeks\"\n");
+    // A retention that is not a duration is named with its key.
+    let (code, _, stderr) = run_in(dir.path(), &["follows", "sweep"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("follow.retention"), "{stderr}");
+    let dir = workspace("[follow]\nretention = \"14d\"\n");
+    // The default scope is a national mirror: the sweep deletes nobody.
+    let (code, _, stderr) = run_in(dir.path(), &["follows", "sweep"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("follow.scope = \"followed\""), "{stderr}");
+    let (code, _, stderr) = run_in(
+        dir.path(),
+        &["follows", "add", "--client", "nobody", "01010100050"],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("no active client named \"nobody\""),
+        "{stderr}"
+    );
+    let (code, _, _) = run_in(
+        dir.path(),
+        &[
+            "clients",
+            "add",
+            "school",
+            "--basis",
+            "school",
+            "--purpose",
+            "pupils",
+        ],
+    );
+    assert_eq!(code, Some(0));
+    let (code, stdout, stderr) = run_in(
+        dir.path(),
+        &[
+            "follows",
+            "add",
+            "--client",
+            "school",
+            "01010100050",
+            "fi:131052-308T",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("2 added"), "{stdout}");
+    // One bad ID: named, and nothing changes.
+    let (code, _, stderr) = run_in(
+        dir.path(),
+        &[
+            "follows",
+            "add",
+            "--client",
+            "school",
+            "02020200050",
+            "0101010005",
+        ],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("#2") && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    let (_, stdout, _) = run_in(dir.path(), &["follows", "list", "--client", "school"]);
+    assert!(stdout.contains("client:school: 2 followed"), "{stdout}");
+    let (code, _, stderr) = run_in(
+        dir.path(),
+        &["populations", "add", "Pupils!", "--purpose", "x"],
+    );
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("a population name is"), "{stderr}");
+    let (code, stdout, stderr) = run_in(
+        dir.path(),
+        &[
+            "populations",
+            "add",
+            "pupils",
+            "--purpose",
+            "pupils of Oslo",
+            "--clients",
+            "school",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("created for school"), "{stdout}");
+    let (code, _, _) = run_in(
+        dir.path(),
+        &["follows", "add", "--population", "pupils", "01010100050"],
+    );
+    assert_eq!(code, Some(0));
+    let (_, stdout, _) = run_in(dir.path(), &["populations", "list"]);
+    assert!(
+        stdout.contains("pupils: 1 members, clients school"),
+        "{stdout}"
+    );
+    let (_, stdout, _) = run_in(dir.path(), &["follows", "deletions", "--id", "01010100050"]);
+    assert!(stdout.contains("no deletion of this ID"), "{stdout}");
+}

@@ -31,6 +31,60 @@ pub struct Config {
     /// Legal bases of the operator's own, beside the built-in profiles
     /// (`full`, `school`, `benefits`, `directory`); API clients hold one.
     pub legal_bases: BTreeMap<String, BasisConfig>,
+    /// Whom the sync keeps: the persons clients follow, or everyone.
+    pub follow: FollowConfig,
+}
+
+/// Whom the sync stores and refreshes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scope {
+    /// Every person the feeds name is looked up and stored: a mirror of the
+    /// registers (what folkhub did before follow sets, so a store that
+    /// predates them keeps everyone unless the operator chooses).
+    #[default]
+    National,
+    /// Only persons a client or population follows (and, with
+    /// `follow.guardians`, the guardians of followed minors): feed events
+    /// about anyone else are skipped without a lookup, and persons nobody
+    /// follows any more are deleted after `follow.retention`.
+    Followed,
+}
+
+/// `[follow]`: follow sets and retention.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FollowConfig {
+    /// `national` (the default) or `followed`.
+    pub scope: Scope,
+    /// How long a stored person nobody follows stays before the
+    /// `retention` job deletes them (scope `followed`): `30d`.
+    pub retention: String,
+    /// Follow the guardians of followed minors (under 18), so guardian
+    /// linking has them (scope `followed`).
+    pub guardians: bool,
+}
+
+impl Default for FollowConfig {
+    fn default() -> Self {
+        FollowConfig {
+            scope: Scope::National,
+            retention: "30d".into(),
+            guardians: true,
+        }
+    }
+}
+
+impl FollowConfig {
+    /// Only followed persons are kept.
+    pub fn followed_only(&self) -> bool {
+        self.scope == Scope::Followed
+    }
+
+    /// The retention period (30 days when unreadable: `check` reports it).
+    pub fn retention(&self) -> chrono::Duration {
+        parse_ttl(&self.retention).unwrap_or(chrono::Duration::days(30))
+    }
 }
 
 /// A legal basis defined in folkhub.toml: which field groups its clients
@@ -86,7 +140,8 @@ pub struct JobConfig {
     /// `changes` (the connector's feed from its cursor), `full` (feed, then
     /// a refresh of everyone else, honouring the cache TTL and budget),
     /// `guardians` (look up the guardians of persons of `ages` that are not
-    /// stored yet) or `expire-overrides`.
+    /// stored yet), `expire-overrides` or `retention` (delete persons nobody
+    /// has followed for `follow.retention`).
     pub kind: String,
     /// The connector, for `changes` and `full`.
     pub connector: Option<String>,
@@ -534,6 +589,15 @@ impl Config {
                 });
             }
         }
+        if parse_ttl(&self.follow.retention).is_none() {
+            problems.push(Problem {
+                path: "follow.retention".into(),
+                message: format!(
+                    "{:?} is not a duration: a number and d, h or m (e.g. 30d), or week, month",
+                    self.follow.retention
+                ),
+            });
+        }
         if self.server.max_connections == 0 || self.server.max_body == 0 {
             problems.push(Problem {
                 path: "server.max_connections".into(),
@@ -713,11 +777,11 @@ impl Config {
                         });
                     }
                 }
-                "expire-overrides" => {}
+                "expire-overrides" | "retention" => {}
                 other => problems.push(Problem {
                     path: format!("jobs.{name}.kind"),
                     message: format!(
-                        "{other:?} is not one of changes, full, guardians, expire-overrides"
+                        "{other:?} is not one of changes, full, guardians, expire-overrides, retention"
                     ),
                 }),
             }
@@ -834,7 +898,7 @@ scope = "folkeregister:deling/offentligmedhjemmel"
         .to_string();
         for expected in [
             "jobs.a.connector: a `changes` job names its connector",
-            "jobs.b.kind: \"sync\" is not one of changes, full, guardians, expire-overrides",
+            "jobs.b.kind: \"sync\" is not one of changes, full, guardians, expire-overrides, retention",
             "jobs.b: cron = \"0 25 * * *\": hour",
             "jobs.c: give exactly one of `every` and `cron`",
         ] {

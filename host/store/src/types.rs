@@ -235,6 +235,8 @@ pub struct RunCounts {
     /// Feed events about persons nobody follows (`follow.scope =
     /// "followed"`), skipped without a lookup.
     pub unfollowed: u64,
+    /// Persons the retention sweep deleted (nobody followed them).
+    pub deleted: u64,
 }
 
 impl RunCounts {

@@ -65,6 +65,14 @@ pub struct Options<'a> {
     /// How long a claimed refresh batch stays this host's without being
     /// committed before another host may take it over.
     pub lease: Duration,
+    /// Keep only followed persons (`follow.scope = "followed"`): feed
+    /// events about anyone else are skipped without a lookup, and a full
+    /// run refreshes the followed persons (and looks up followed IDs not
+    /// stored yet) instead of everyone stored.
+    pub followed_only: bool,
+    /// With `followed_only`: a full run also follows the guardians of
+    /// followed minors and looks up those not stored yet.
+    pub guardians: bool,
 }
 
 impl Default for Options<'_> {
@@ -81,6 +89,8 @@ impl Default for Options<'_> {
             area: None,
             cluster: None,
             lease: Duration::from_secs(60),
+            followed_only: false,
+            guardians: false,
         }
     }
 }
@@ -398,6 +408,7 @@ impl<'a> Runner<'a> {
             .await?;
             self.counts.feed_events += page.changes.len() as u64;
             let (records, ids) = split_changes(page.changes);
+            let (records, ids) = self.only_followed(records, ids).await?;
             refreshed.extend(ids.iter().cloned());
             refreshed.extend(records.iter().map(|(id, _)| id.clone()));
             let mut records = records;
@@ -446,15 +457,16 @@ impl Runner<'_> {
             .iter()
             .map(String::as_str)
             .collect();
-        let followed = self
-            .store
-            .active_ids(&schemes)
-            .await
-            .map_err(|e| CallError::Host {
-                connector: self.connector.id.clone(),
-                version: self.connector.version.clone(),
-                message: e.to_string(),
-            })?;
+        let followed = if self.options.followed_only {
+            self.store.followed_ids(&schemes).await
+        } else {
+            self.store.active_ids(&schemes).await
+        };
+        let followed = followed.map_err(|e| CallError::Host {
+            connector: self.connector.id.clone(),
+            version: self.connector.version.clone(),
+            message: e.to_string(),
+        })?;
         let mut changed = BTreeSet::new();
         let mut carried = Vec::new();
         let mut furthest: Option<String> = start.clone();
@@ -480,6 +492,7 @@ impl Runner<'_> {
             };
         }
         let (records, ids) = split_changes(carried);
+        let (records, ids) = self.only_followed(records, ids).await?;
         changed.extend(ids.iter().cloned());
         changed.extend(records.iter().map(|(id, _)| id.clone()));
         self.refresh(&ids, None).await?;
@@ -532,6 +545,131 @@ impl Runner<'_> {
         })
         .await?;
         Ok(Some(page.next_cursor))
+    }
+}
+
+impl Runner<'_> {
+    /// With `followed_only`: the feed's records and lookups about persons
+    /// someone follows; the rest are counted as `unfollowed` and dropped
+    /// without a call to the register.
+    async fn only_followed(
+        &mut self,
+        records: Vec<(String, FoundPerson)>,
+        ids: Vec<String>,
+    ) -> Result<(Vec<(String, FoundPerson)>, Vec<String>), CallError> {
+        if !self.options.followed_only {
+            return Ok((records, ids));
+        }
+        let mut asked: Vec<String> = ids.clone();
+        for (id, person) in &records {
+            asked.push(id.clone());
+            asked.extend(person.ids.iter().map(|i| i.value.clone()));
+        }
+        let followed = self
+            .store
+            .followed_among(&asked)
+            .await
+            .map_err(|e| self.host_error(e.to_string()))?;
+        let before = records.len() + ids.len();
+        let records: Vec<(String, FoundPerson)> = records
+            .into_iter()
+            .filter(|(id, p)| {
+                followed.contains(id) || p.ids.iter().any(|i| followed.contains(&i.value))
+            })
+            .collect();
+        let ids: Vec<String> = ids.into_iter().filter(|id| followed.contains(id)).collect();
+        self.counts.unfollowed += (before - records.len() - ids.len()) as u64;
+        Ok((records, ids))
+    }
+
+    fn host_error(&self, message: String) -> CallError {
+        CallError::Host {
+            connector: self.connector.id.clone(),
+            version: self.connector.version.clone(),
+            message,
+        }
+    }
+
+    /// Follows the guardians of followed minors (the store's guardians
+    /// set, made exactly those), then looks up the ones of this
+    /// connector's schemes that are not stored yet.
+    async fn follow_guardians(&mut self) -> Result<(), CallError> {
+        let today = self.options.now.unwrap_or_else(Utc::now).date_naive();
+        let mut wanted = std::collections::BTreeMap::new();
+        let mut after = 0;
+        loop {
+            let page = self
+                .store
+                .followed_persons_after(after, 1000)
+                .await
+                .map_err(|e| self.host_error(e.to_string()))?;
+            let Some(last) = page.last() else { break };
+            after = last.key;
+            for person in &page {
+                let minor = person
+                    .record
+                    .fields
+                    .get("birth.date")
+                    .and_then(|f| f.value.as_str())
+                    .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                    .and_then(|born| today.years_since(born))
+                    .is_some_and(|age| age < 18);
+                if !minor {
+                    continue;
+                }
+                for path in [
+                    "relations.parental-responsibility",
+                    "relations.guardianship",
+                ] {
+                    let Some(list) = person
+                        .record
+                        .fields
+                        .get(path)
+                        .and_then(|f| f.value.as_array())
+                    else {
+                        continue;
+                    };
+                    for id in list.iter().filter_map(|r| r.get("id")?.as_str()) {
+                        if let Ok(id) = folkhub_core::ids::parse(id) {
+                            wanted.insert(
+                                id.value.clone(),
+                                folkhub_store::FollowId {
+                                    scheme: id.scheme.as_str().into(),
+                                    value: id.value,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let guardians: Vec<folkhub_store::FollowId> = wanted.into_values().collect();
+        self.store
+            .replace_follows(&folkhub_store::FollowSet::Guardians, &guardians, "sync")
+            .await
+            .map_err(|e| self.host_error(e.to_string()))?;
+        let ours: Vec<String> = guardians
+            .iter()
+            .filter(|g| self.connector.id_schemes.contains(&g.scheme))
+            .map(|g| g.value.clone())
+            .collect();
+        let known = self
+            .store
+            .keys(&ours)
+            .await
+            .map_err(|e| self.host_error(e.to_string()))?;
+        let missing: Vec<String> = ours
+            .into_iter()
+            .filter(|id| !known.contains_key(id))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            guardians = missing.len(),
+            "looking up guardians of followed minors"
+        );
+        self.refresh(&missing, None).await
     }
 }
 
@@ -736,9 +874,20 @@ async fn run(
     }
     let mut outcome = runner.follow_feed().await;
     if full && let Ok(done) = &outcome {
-        let known = match options.area {
-            Some(area) => store.active_ids_in(schemes, area).await,
-            None => store.active_ids(schemes).await,
+        let known = match (options.area, options.followed_only) {
+            (Some(area), false) => store.active_ids_in(schemes, area).await,
+            (None, false) => store.active_ids(schemes).await,
+            (None, true) => store.followed_ids(schemes).await,
+            (Some(area), true) => match store.active_ids_in(schemes, area).await {
+                Ok(there) => store.followed_ids(schemes).await.map(|followed| {
+                    let there: BTreeSet<String> = there.into_iter().collect();
+                    followed
+                        .into_iter()
+                        .filter(|id| there.contains(id))
+                        .collect()
+                }),
+                Err(e) => Err(e),
+            },
         };
         match known {
             Ok(known) => {
@@ -756,6 +905,11 @@ async fn run(
                     None => runner.refresh(&rest, None).await,
                 };
                 if let Err(e) = done {
+                    outcome = Err(e);
+                } else if options.followed_only
+                    && options.guardians
+                    && let Err(e) = runner.follow_guardians().await
+                {
                     outcome = Err(e);
                 }
             }
