@@ -23,3 +23,4 @@ mod nordic;
 mod registers;
 mod sandbox;
 mod upgrade;
+mod webhooks;

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod oauth2;
 pub mod openapi;
 mod persons;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -167,6 +168,8 @@ pub struct ApiState {
     pub fetch: Option<Arc<dyn Fetcher>>,
     /// How long a read waits for a fetch (`server.fetch_deadline`).
     pub fetch_deadline: std::time::Duration,
+    /// Webhook subscriptions may use `http://` (`webhooks.allow_http`).
+    pub webhooks_allow_http: bool,
     /// Manual job runs go here; `None` when no scheduler runs.
     pub jobs: Option<JobQueue>,
     /// Legal bases clients may hold, by name: the built-in profiles and
@@ -207,6 +210,7 @@ impl ApiState {
             status: Arc::new(FixedStatus(connectors)),
             fetch: None,
             fetch_deadline: std::time::Duration::from_secs(5),
+            webhooks_allow_http: false,
             jobs: None,
             bases: Arc::new(bases),
             contract_versions: Arc::new(contract_versions),
@@ -331,6 +335,12 @@ pub fn app(state: ApiState) -> Router {
             put(follows::put).delete(follows::delete),
         )
         .route("/v1/populations", get(follows::populations))
+        .route(
+            "/v1/webhooks",
+            get(webhooks::list).post(webhooks::subscribe),
+        )
+        .route("/v1/webhooks/{id}", axum::routing::delete(webhooks::delete))
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route(
             "/v1/populations/{name}/members",
             get(follows::population_list).post(follows::population_post),

@@ -180,6 +180,10 @@ impl Modify for Security {
         crate::follows::population_post,
         crate::follows::population_put,
         crate::follows::population_delete,
+        crate::webhooks::subscribe,
+        crate::webhooks::list,
+        crate::webhooks::delete,
+        crate::webhooks::deliveries,
         crate::persons::changes,
         crate::persons::fhir_patient,
         crate::persons::fhir_search,
@@ -200,6 +204,9 @@ impl Modify for Security {
     components(schemas(
         crate::follows::FollowPage, crate::follows::FollowRequest, crate::follows::Populations,
         crate::follows::PopulationSummary, folkhub_store::FollowChange, folkhub_store::FollowMember,
+        crate::webhooks::SubscribeRequest, crate::webhooks::Subscribed, crate::webhooks::SubscriptionList,
+        crate::webhooks::Delivery, crate::webhooks::Deliveries, folkhub_store::Subscription,
+        folkhub_store::WebhookMessage, folkhub_store::DeliveryAttempt,
         ErrorBody, ErrorDetail, Withheld, Person, BatchRequest, BatchAnswer, SearchPage,
         HistoryEntry, History, Changes, Patient, PatientBundle, BundleEntry, BundleSearch, Health, Connectors,
         ConnectorHistory, Runs, Queued, Costs, Conflicts, Overrides, Clients, AccessLogPage,
@@ -210,6 +217,7 @@ impl Modify for Security {
     tags(
         (name = "persons", description = "Person data: every read is logged."),
         (name = "fhir", description = "FHIR R4 Patient read and search."),
+        (name = "webhooks", description = "Pushed changes: signed deliveries (Standard Webhooks) of changes to followed persons, and for admins operational events."),
         (name = "follows", description = "The persons a client, or a population several clients share, follows: with `follow.scope = \"followed\"` the store keeps only these."),
         (name = "admin", description = "For admin clients: connectors, jobs, costs, conflicts, overrides, clients, the access log."),
         (name = "operations", description = "Health (details for admin clients), metrics (admin clients, or the admin listener) and this document."),

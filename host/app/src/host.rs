@@ -505,6 +505,17 @@ impl Host {
     ) -> anyhow::Result<()> {
         let mut b = self.store.breaker(connector).await?;
         if summary.status == folkhub_store::RunStatus::Failed {
+            crate::webhooks::event(
+                self,
+                &format!("run-failed:{}", summary.run),
+                "run.failed",
+                serde_json::json!({
+                    "connector": connector,
+                    "run": summary.run,
+                    "error": summary.errors.last(),
+                }),
+            )
+            .await;
             b.failures += 1;
             b.last_error = summary.errors.last().cloned();
             if b.failures >= BREAKER_FAILURES {
@@ -514,6 +525,18 @@ impl Host {
                     chrono::Duration::minutes(5 * (1 << doublings)).min(chrono::Duration::days(1));
                 if b.open_until.is_none_or(|u| u <= now) {
                     b.opened_at = Some(now);
+                    crate::webhooks::event(
+                        self,
+                        &format!("breaker:{connector}:{}", now.timestamp()),
+                        "breaker.opened",
+                        serde_json::json!({
+                            "connector": connector,
+                            "failures": b.failures,
+                            "until": (now + pause).to_rfc3339(),
+                            "last_error": b.last_error,
+                        }),
+                    )
+                    .await;
                 }
                 b.open_until = Some(now + pause);
                 tracing::warn!(

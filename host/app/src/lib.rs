@@ -11,6 +11,7 @@
 //!   [`fetch`] asks the registers for a client now (fetch on miss,
 //!   refresh).
 //! - [`follow`] changes follow sets and runs the retention sweep.
+//! - [`webhooks`] turns changes into signed webhook messages and delivers them.
 //! - [`serve`] runs the API and the scheduler side by side.
 //! - [`audit`] checks and exports the access log.
 //!
@@ -27,5 +28,6 @@ pub mod serve;
 pub mod status;
 pub mod sync;
 pub mod upgrade;
+pub mod webhooks;
 
 pub use host::{Host, ManifestFile};

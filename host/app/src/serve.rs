@@ -1,5 +1,5 @@
 //! Serving: the HTTP API (and the admin listener) with the job scheduler
-//! beside it, until Ctrl-C.
+//! and webhook deliveries beside it, until Ctrl-C.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,13 +57,14 @@ pub async fn api_state(host: &Host) -> anyhow::Result<ApiState> {
     state.fetch = Some(Arc::new(crate::fetch::Fetch::new(host.clone())));
     state.fetch_deadline = duration(&host.config.server.fetch_deadline, "server.fetch_deadline")?;
     state.edge = Arc::new(edge(&host.config.server)?);
+    state.webhooks_allow_http = host.config.webhooks.allow_http;
     if !host.config.server.oauth2.is_empty() {
         state.oauth2 = Some(oauth2(&host.config.server.oauth2));
     }
     Ok(state)
 }
 
-fn duration(text: &str, what: &str) -> anyhow::Result<std::time::Duration> {
+pub(crate) fn duration(text: &str, what: &str) -> anyhow::Result<std::time::Duration> {
     folkhub_manifest::config::parse_ttl(text)
         .and_then(|d| d.to_std().ok())
         .with_context(|| format!("{what} = {text:?} is not a duration (e.g. 10s)"))
@@ -168,8 +169,14 @@ pub async fn run(host: &Host, listen: &str, ready: impl FnOnce(&Listening)) -> a
     });
     // The API and the scheduler side by side; Ctrl-C stops both, letting
     // requests in flight and a running job finish.
-    let (api, jobs) = tokio::join!(api, crate::jobs::run(host, stopped, Some(requests)));
+    let webhooks = crate::webhooks::run(host, stopped.clone());
+    let (api, jobs, webhooks) = tokio::join!(
+        api,
+        crate::jobs::run(host, stopped, Some(requests)),
+        webhooks
+    );
     api?;
     jobs?;
+    webhooks?;
     Ok(())
 }

@@ -76,29 +76,7 @@ impl LiveStatus {
             let support = state
                 .as_ref()
                 .map_or_else(|| "not in the registry".to_string(), SupportState::summary);
-            let upgrade = match state {
-                Some(SupportState::Deprecated {
-                    by,
-                    deadline,
-                    sunset,
-                    action,
-                    ..
-                })
-                | Some(SupportState::Unsupported {
-                    by,
-                    deadline,
-                    sunset,
-                    action,
-                    ..
-                }) => Some(UpgradeNotice {
-                    to: by,
-                    deadline: deadline.to_string(),
-                    upstream_sunset: sunset.to_string(),
-                    action,
-                    days_left: (deadline - today).num_days(),
-                }),
-                _ => None,
-            };
+            let upgrade = state.and_then(|state| notice(state, today));
             let newest = manifest
                 .find(&installation.connector, None)
                 .map(|r| r.version.clone())
@@ -135,6 +113,48 @@ impl LiveStatus {
         }
         Ok(out)
     }
+}
+
+/// The upgrade an installed release is due for, when its support state
+/// names a deadline.
+fn notice(state: SupportState, today: chrono::NaiveDate) -> Option<UpgradeNotice> {
+    match state {
+        SupportState::Deprecated {
+            by,
+            deadline,
+            sunset,
+            action,
+            ..
+        }
+        | SupportState::Unsupported {
+            by,
+            deadline,
+            sunset,
+            action,
+            ..
+        } => Some(UpgradeNotice {
+            to: by,
+            deadline: deadline.to_string(),
+            upstream_sunset: sunset.to_string(),
+            action,
+            days_left: (deadline - today).num_days(),
+        }),
+        _ => None,
+    }
+}
+
+/// The upgrade `installed` is due for on `today`, if any.
+pub fn upgrade_notice(
+    host: &Host,
+    installed: &folkhub_store::Installation,
+    today: chrono::NaiveDate,
+) -> Option<UpgradeNotice> {
+    let manifest = host.manifest();
+    let release = manifest.find(&installed.connector, Some(&installed.version))?;
+    notice(
+        folkhub_manifest::support_state(&manifest, release, today),
+        today,
+    )
 }
 
 #[async_trait::async_trait]

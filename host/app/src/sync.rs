@@ -187,6 +187,18 @@ async fn run_in_span(
         }
         if state.warn {
             tracing::warn!(connector = %connector.id, "{}", state.message);
+            crate::webhooks::event(
+                host,
+                &format!("budget:{}:{}", connector.id, host.today().format("%Y-%m")),
+                "budget.warning",
+                serde_json::json!({
+                    "connector": connector.id,
+                    "spent": state.spent,
+                    "budget": state.budget,
+                    "message": state.message,
+                }),
+            )
+            .await;
         }
     }
     let cluster = host.cluster_name();

@@ -33,6 +33,40 @@ pub struct Config {
     pub legal_bases: BTreeMap<String, BasisConfig>,
     /// Whom the sync keeps: the persons clients follow, or everyone.
     pub follow: FollowConfig,
+    /// Pushed changes: how webhooks are delivered.
+    pub webhooks: WebhooksConfig,
+}
+
+/// `[webhooks]`: delivery of clients' webhook subscriptions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Let subscriptions use `http://` URLs (default: `https://` only).
+    pub allow_http: bool,
+    /// Deliver to loopback and private addresses (a receiver on the
+    /// operator's own network); refused by default, so a client cannot
+    /// aim deliveries at internal services.
+    pub allow_private_networks: bool,
+    /// A receiver answers within this (`10s`); longer is a failed attempt.
+    pub timeout: String,
+    /// A message not delivered this long after it was made is given up
+    /// (`3d`); its attempts stay visible.
+    pub give_up_after: String,
+    /// How often `serve` turns new changes into messages and sends those
+    /// due (`1s`).
+    pub poll: String,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            allow_http: false,
+            allow_private_networks: false,
+            timeout: "10s".into(),
+            give_up_after: "3d".into(),
+            poll: "1s".into(),
+        }
+    }
 }
 
 /// Whom the sync stores and refreshes.
@@ -586,6 +620,20 @@ impl Config {
                 problems.push(Problem {
                     path: path.into(),
                     message: format!("{value:?} is not a duration: a number and s or m (e.g. 10s)"),
+                });
+            }
+        }
+        for (path, value) in [
+            ("webhooks.timeout", &self.webhooks.timeout),
+            ("webhooks.give_up_after", &self.webhooks.give_up_after),
+            ("webhooks.poll", &self.webhooks.poll),
+        ] {
+            if parse_ttl(value).is_none() {
+                problems.push(Problem {
+                    path: path.into(),
+                    message: format!(
+                        "{value:?} is not a duration: a number and s, m, h or d (e.g. 10s, 3d)"
+                    ),
                 });
             }
         }

@@ -212,23 +212,36 @@ impl CredentialSource for Maskinporten {
     }
 }
 
-/// Fetches a URL with GET (https with the web PKI's roots, or http): the
-/// API's OAuth2 issuers' JWKS. Ten seconds to connect, twenty to the first
-/// byte; a body over 1 MiB or a status other than 2xx is an error.
-pub async fn fetch(url: &str) -> Result<Vec<u8>, String> {
+/// Sends one request (https with the web PKI's roots, or http) and reads
+/// at most `limit` bytes of the answer: the status and the body. Ten
+/// seconds to connect, `first_byte` to the first byte of the answer. The
+/// API's OAuth2 JWKS and webhook deliveries go through here.
+pub async fn send(
+    method: http::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    first_byte: Duration,
+    limit: usize,
+) -> Result<(http::StatusCode, Bytes), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("{url:?}: {e}"))?;
     let host = uri
         .authority()
         .map(|a| a.to_string())
         .ok_or_else(|| format!("{url:?} has no host"))?;
-    let request = http::Request::get(uri)
-        .header(http::header::HOST, host)
-        .header(http::header::ACCEPT, "application/json")
-        .body(Full::new(Bytes::new()).map_err(|never| match never {}))
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(http::header::HOST, host);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(body).map_err(|never| match never {}))
         .map_err(|e| e.to_string())?;
     let options = wasmtime_wasi_http::RequestOptions {
         connect_timeout: Some(Duration::from_secs(10)),
-        first_byte_timeout: Some(Duration::from_secs(20)),
+        first_byte_timeout: Some(first_byte),
         between_bytes_timeout: Some(Duration::from_secs(10)),
     };
     let (response, io) = wasmtime_wasi_http::default_send_request(request, Some(options))
@@ -236,11 +249,27 @@ pub async fn fetch(url: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("{url}: {e:?}"))?;
     tokio::spawn(io);
     let status = response.status();
-    let bytes = http_body_util::Limited::new(response.into_body(), 1024 * 1024)
+    let bytes = http_body_util::Limited::new(response.into_body(), limit)
         .collect()
         .await
         .map_err(|e| format!("{url}: reading the answer: {e}"))?
         .to_bytes();
+    Ok((status, bytes))
+}
+
+/// Fetches a URL with GET: the API's OAuth2 issuers' JWKS. Twenty seconds
+/// to the first byte; a body over 1 MiB or a status other than 2xx is an
+/// error.
+pub async fn fetch(url: &str) -> Result<Vec<u8>, String> {
+    let (status, bytes) = send(
+        http::Method::GET,
+        url,
+        &[("accept", "application/json")],
+        Bytes::new(),
+        Duration::from_secs(20),
+        1024 * 1024,
+    )
+    .await?;
     if !status.is_success() {
         return Err(format!("{url} answered {status}"));
     }

@@ -2,10 +2,10 @@
 //! identifiers, merged records with per-field provenance and history,
 //! connector installations, change-feed cursors and job runs.
 //!
-//! Five traits are the seam, one per aggregate: [`Persons`],
-//! [`Installations`], [`Jobs`], [`Access`] and [`Follows`]; callers never
-//! see SQL and take the one they need ([`PersonStore`] is all five, for
-//! the wiring).
+//! Six traits are the seam, one per aggregate: [`Persons`],
+//! [`Installations`], [`Jobs`], [`Access`], [`Follows`] and [`Webhooks`];
+//! callers never see SQL and take the one they need ([`PersonStore`] is
+//! all six, for the wiring).
 //! [`sql::SqlStore`] implements them on SQLite (the embedded default) and
 //! PostgreSQL (several hosts), one file per aggregate under `sql/`.
 
@@ -370,6 +370,14 @@ pub trait Follows: Send + Sync {
         limit: u32,
     ) -> Result<Vec<StoredPerson>, StoreError>;
 
+    /// For each of these persons (keys) that one of `sets` follows: the
+    /// ID it follows them by.
+    async fn followed_by(
+        &self,
+        sets: &[FollowSet],
+        keys: &[i64],
+    ) -> Result<std::collections::BTreeMap<i64, String>, StoreError>;
+
     /// Creates a population the named clients share.
     async fn add_population(
         &self,
@@ -412,14 +420,89 @@ pub trait Follows: Send + Sync {
     async fn deletion_digest(&self, id: &str) -> Result<String, StoreError>;
 }
 
+/// Pushed changes: webhook subscriptions, the outbox and its delivery
+/// attempts, and the operational events admins subscribe to.
+#[async_trait]
+pub trait Webhooks: Send + Sync {
+    /// Creates a subscription that starts with the changes and events
+    /// after the latest ones stored now.
+    async fn add_subscription(&self, new: NewSubscription) -> Result<Subscription, StoreError>;
+
+    /// Every subscription, disabled ones included, oldest first.
+    async fn subscriptions(&self) -> Result<Vec<Subscription>, StoreError>;
+
+    /// Disables a subscription (its undelivered messages are not sent).
+    /// False when there is no active one with this id.
+    async fn disable_subscription(&self, id: i64, reason: &str) -> Result<bool, StoreError>;
+
+    /// Puts messages in the outbox and moves the subscription's cursors
+    /// from `from` to `to` (change, event), in one transaction; a message
+    /// whose id is there already is not added again. False (nothing
+    /// written) when the cursors are not at `from` any more: another host
+    /// filled the outbox meanwhile.
+    async fn fill_outbox(
+        &self,
+        subscription: i64,
+        from: (i64, i64),
+        to: (i64, i64),
+        messages: &[NewMessage],
+    ) -> Result<bool, StoreError>;
+
+    /// Messages due for an attempt at `now` (not delivered, not given up,
+    /// subscription active), oldest first.
+    async fn due_messages(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<Vec<WebhookMessage>, StoreError>;
+
+    /// Claims a due message for one attempt until `until` (its next
+    /// attempt time moves there); false when another host claimed it.
+    async fn claim_message(
+        &self,
+        message: &WebhookMessage,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Records an attempt and its outcome, in one transaction.
+    async fn record_delivery(
+        &self,
+        attempt: &DeliveryAttempt,
+        outcome: &DeliveryOutcome,
+    ) -> Result<(), StoreError>;
+
+    /// A subscription's messages, newest first.
+    async fn messages(
+        &self,
+        subscription: i64,
+        limit: u32,
+    ) -> Result<Vec<WebhookMessage>, StoreError>;
+
+    /// A message's attempts, oldest first.
+    async fn attempts(&self, message: &str) -> Result<Vec<DeliveryAttempt>, StoreError>;
+
+    /// Records an operational event once per `key`; false when it was
+    /// recorded before.
+    async fn record_event(
+        &self,
+        key: &str,
+        event_type: &str,
+        payload: &serde_json::Value,
+    ) -> Result<bool, StoreError>;
+
+    /// Operational events after `seq`, oldest first.
+    async fn events_after(&self, seq: i64, limit: u32)
+    -> Result<Vec<OperationalEvent>, StoreError>;
+}
+
 /// The whole store: every aggregate behind one object, for the wiring that
 /// needs them all. Callers take the narrowest trait they use.
-pub trait PersonStore: Persons + Installations + Jobs + Access + Follows {}
+pub trait PersonStore: Persons + Installations + Jobs + Access + Follows + Webhooks {}
 
-impl<T: Persons + Installations + Jobs + Access + Follows + ?Sized> PersonStore for T {}
+impl<T: Persons + Installations + Jobs + Access + Follows + Webhooks + ?Sized> PersonStore for T {}
 
-/// All five traits, for code that holds a concrete store and uses several
+/// All six traits, for code that holds a concrete store and uses several
 /// aggregates (tests, benchmarks, tools): `use folkhub_store::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Access, Follows, Installations, Jobs, PersonStore, Persons};
+    pub use crate::{Access, Follows, Installations, Jobs, PersonStore, Persons, Webhooks};
 }

@@ -650,3 +650,94 @@ pub struct PersonDeletion {
     pub observations: u64,
     pub changes: u64,
 }
+
+/// A webhook subscription to create.
+#[derive(Debug, Clone)]
+pub struct NewSubscription {
+    pub client: String,
+    pub url: String,
+    /// `whsec_` and the base64 of the signing key.
+    pub secret: String,
+    pub events: Vec<String>,
+}
+
+/// A client's webhook subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Subscription {
+    pub id: i64,
+    pub client: String,
+    pub url: String,
+    /// Never shown after creation.
+    #[serde(skip)]
+    pub secret: String,
+    pub events: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub disabled_reason: Option<String>,
+    /// The last person change (`/v1/changes` seq) turned into messages.
+    pub change_cursor: i64,
+    /// The last operational event turned into messages.
+    pub event_cursor: i64,
+}
+
+/// A message to put in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The idempotency id (`webhook-id`), derived from what it is about,
+    /// so making it twice makes one message.
+    pub id: String,
+    pub event_type: String,
+    pub payload: String,
+}
+
+/// A message in the outbox, with where its delivery stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WebhookMessage {
+    pub id: String,
+    pub subscription: i64,
+    pub event_type: String,
+    /// The JSON body sent.
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+    pub attempts: i64,
+    pub next_attempt_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Given up on (after `webhooks.give_up_after`).
+    pub failed_at: Option<DateTime<Utc>>,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// One delivery attempt of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeliveryAttempt {
+    pub message: String,
+    pub at: DateTime<Utc>,
+    /// The host that sent it (several hosts share the outbox).
+    pub host: Option<String>,
+    /// The receiver's HTTP status, when it answered.
+    pub status: Option<i64>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+}
+
+/// What became of a delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// It failed; try again at this time.
+    Retry(DateTime<Utc>),
+    /// It failed and the message is given up.
+    GaveUp,
+}
+
+/// An operational event admins can subscribe to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperationalEvent {
+    pub seq: i64,
+    pub key: String,
+    pub event_type: String,
+    pub at: DateTime<Utc>,
+    pub payload: serde_json::Value,
+}

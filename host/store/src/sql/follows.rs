@@ -354,6 +354,34 @@ impl Follows for SqlStore {
         Ok(keys.iter().filter_map(|k| persons.remove(k)).collect())
     }
 
+    async fn followed_by(
+        &self,
+        sets: &[FollowSet],
+        keys: &[i64],
+    ) -> Result<BTreeMap<i64, String>, StoreError> {
+        let names: Vec<String> = sets.iter().map(FollowSet::key).collect();
+        let mut out = BTreeMap::new();
+        for chunk in keys.chunks(CHUNK) {
+            let rows = sqlx::query(&format!(
+                "SELECT i.person_id, MIN(f.value) AS value FROM identifiers i
+                 JOIN follows f ON f.value = i.value
+                 WHERE f.set_name IN (SELECT value FROM {})
+                   AND i.person_id IN (SELECT CAST(value AS BIGINT) FROM {})
+                 GROUP BY i.person_id",
+                self.backend.json_values("$1"),
+                self.backend.json_values("$2")
+            ))
+            .bind(json!(names).to_string())
+            .bind(json!(chunk).to_string())
+            .fetch_all(&self.pool)
+            .await?;
+            for row in &rows {
+                out.insert(row.col("person_id")?, row.col("value")?);
+            }
+        }
+        Ok(out)
+    }
+
     async fn add_population(
         &self,
         name: &str,

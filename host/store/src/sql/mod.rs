@@ -63,6 +63,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         "follow sets and retention",
         include_str!("../../migrations/sqlite/0008_follows.sql"),
     ),
+    (
+        9,
+        "webhooks",
+        include_str!("../../migrations/sqlite/0009_webhooks.sql"),
+    ),
 ];
 
 /// Migrations of SQLite's access-log database.
@@ -121,6 +126,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         8,
         "follow sets and retention",
         include_str!("../../migrations/postgres/0008_follows.sql"),
+    ),
+    (
+        9,
+        "webhooks",
+        include_str!("../../migrations/postgres/0009_webhooks.sql"),
     ),
 ];
 
@@ -701,6 +711,7 @@ mod jobs;
 mod persons;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 
 use apply::*;
 

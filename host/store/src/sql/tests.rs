@@ -9,6 +9,8 @@ mod access;
 use access::*;
 mod follows;
 use follows::*;
+mod webhooks;
+use webhooks::*;
 
 /// Where a test's store lives: a file in its directory (SQLite) or a
 /// new database in this process's own cluster (PostgreSQL).
@@ -92,10 +94,10 @@ async fn an_older_schema_is_refused_until_migrated_and_keeps_its_data(b: Backend
     let state = store.schema().await.unwrap();
     assert_eq!(
         state.pending.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
-        vec![4, 5, 6, 7, 8]
+        vec![4, 5, 6, 7, 8, 9]
     );
     let done = store.migrate().await.unwrap();
-    assert_eq!((done.before, done.current), (3, 8));
+    assert_eq!((done.before, done.current), (3, 9));
     assert_eq!(done.applied[0].0, 4);
     assert!(store.migrate().await.unwrap().applied.is_empty(), "once");
     // The old entry stays, outside the chain; new ones are chained.
@@ -350,7 +352,8 @@ on_both_backends!(
     a_narrower_answer_removes_only_what_it_covers,
     installations_are_audited_and_survive_reopen,
     the_access_log_is_append_only_and_clients_keep_their_names,
-    follow_sets_decide_who_stays_and_deletions_are_audited
+    follow_sets_decide_who_stays_and_deletions_are_audited,
+    the_outbox_is_filled_once_and_a_message_is_claimed_by_one_host
 );
 
 fn person(ids: &[(&str, bool)], fields: &[(&str, Value)]) -> FoundPerson {
