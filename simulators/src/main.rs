@@ -76,6 +76,10 @@ enum Command {
         count: usize,
         #[arg(long, default_value_t = 0)]
         changes: u64,
+        /// Only Norwegians of these ages (`MIN-MAX` years on the
+        /// simulator's day), e.g. pupils `6-19`.
+        #[arg(long, value_name = "MIN-MAX")]
+        ages: Option<String>,
     },
     /// Print the ground truth as JSON lines: every ID and the canonical field values.
     Population {
@@ -113,15 +117,35 @@ async fn main() -> anyhow::Result<()> {
             seed,
             count,
             changes,
+            ages,
         } => {
             let mut population = Population::generate(seed, count);
             population.advance(changes);
+            let ages = match ages.as_deref().map(|a| a.split_once('-')) {
+                None => None,
+                Some(Some((min, max))) => {
+                    Some((min.trim().parse::<i32>()?, max.trim().parse::<i32>()?))
+                }
+                Some(None) => anyhow::bail!("--ages is MIN-MAX in years, e.g. 6-19"),
+            };
+            let today = folkhub_sim::population::today();
+            let aged = |born: chrono::NaiveDate| {
+                ages.is_none_or(|(min, max)| {
+                    today
+                        .years_since(born)
+                        .is_some_and(|age| (min..=max).contains(&(age as i32)))
+                })
+            };
             let ids: Vec<String> = match register.as_str() {
                 "folkeregister" | "krr" => population
                     .persons
                     .iter()
+                    .filter(|p| aged(p.birth))
                     .map(|p| p.id().to_string())
                     .collect(),
+                _ if ages.is_some() => {
+                    anyhow::bail!("--ages picks Norwegians: use it with --register folkeregister")
+                }
                 "spar" => population
                     .swedes
                     .iter()

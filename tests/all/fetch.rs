@@ -39,12 +39,9 @@ async fn fetching_client(state: folkhub_api::ApiState, name: &str) -> Api {
 
 /// Norwegians the simulated Folkeregisteret knows (their current IDs).
 async fn norwegians(env: &TestEnv, n: usize) -> Vec<String> {
-    env.sim
-        .truth_for(&["folkeregister"])
+    folkhub_tests::norwegians(env)
         .await
-        .iter()
-        .filter_map(|t| t.ids.last().cloned())
-        .filter(|id| id.len() == 11)
+        .into_iter()
         .take(n)
         .collect()
 }

@@ -166,13 +166,9 @@ async fn an_unfollowed_person_is_deleted_after_the_retention_period_and_the_acce
         .expect("state");
     let school = Api::with_state(state.clone(), "school", false).await;
     let clinic = Api::with_state(state, "full", false).await;
-    let ids: Vec<String> = env
-        .sim
-        .truth_for(&["folkeregister"])
+    let ids: Vec<String> = folkhub_tests::norwegians(&env)
         .await
-        .iter()
-        .filter_map(|t| t.ids.last().cloned())
-        .filter(|id| id.len() == 11)
+        .into_iter()
         .step_by(9)
         .take(6)
         .collect();
@@ -298,13 +294,9 @@ async fn follow_routes_refuse_bad_input_and_tell_nothing_about_other_clients() {
     let school = Api::with_state(state.clone(), "school", false).await;
     let other = Api::with_state(state.clone(), "school", false).await;
     let admin = Api::with_state(state, "full", true).await;
-    let ids: Vec<String> = env
-        .sim
-        .truth_for(&["folkeregister"])
+    let ids: Vec<String> = folkhub_tests::norwegians(&env)
         .await
-        .iter()
-        .filter_map(|t| t.ids.last().cloned())
-        .filter(|id| id.len() == 11)
+        .into_iter()
         .take(3)
         .collect();
     run(&env.host, "folkeregister", Mode::Ids(ids.clone()))

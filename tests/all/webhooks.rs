@@ -127,14 +127,7 @@ async fn a_receiver_gets_every_change_exactly_once_across_ten_sigkills() {
         .await
         .expect("state");
     let school = Api::with_state(state, "school", false).await;
-    let followed: Vec<String> = env
-        .sim
-        .truth_for(&["folkeregister"])
-        .await
-        .iter()
-        .filter_map(|t| t.ids.last().cloned())
-        .filter(|id| id.len() == 11)
-        .collect();
+    let followed: Vec<String> = folkhub_tests::norwegians(&env).await;
     let (status, body) = post_json(school.clone(), "/v1/follows", &json!({"add": followed})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let secret = Arc::new(Mutex::new(String::new()));

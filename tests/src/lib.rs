@@ -236,3 +236,15 @@ pub fn history_json(
     let (history, _) = folkhub_read::history_entries(changes, basis, &|_| now.to_vec());
     serde_json::json!({ "history": history })
 }
+
+/// The current ID of every Norwegian the simulated Folkeregisteret knows,
+/// in the simulator's order.
+pub async fn norwegians(env: &TestEnv) -> Vec<String> {
+    env.sim
+        .truth_for(&["folkeregister"])
+        .await
+        .iter()
+        .filter_map(|t| t.ids.last().cloned())
+        .filter(|id| id.len() == 11)
+        .collect()
+}

@@ -549,6 +549,18 @@ listen = "127.0.0.1:{port}"
 manifest = "{manifest}"
 [runtime]
 cache_dir = "{cache}"
+# The store keeps the persons clients follow (and the guardians of
+# followed minors), not the whole population.
+[follow]
+scope = "followed"
+# The demo's webhook receiver listens on loopback over plain HTTP.
+[webhooks]
+allow_http = true
+allow_private_networks = true
+[jobs.feed]
+kind = "changes"
+connector = "folkeregister"
+every = "10s"
 
 {connectors}"#,
             manifest = root().join("registry-manifest.toml").display(),
@@ -584,39 +596,6 @@ cache_dir = "{cache}"
         c.arg("--config").arg(&config).args(args);
         c
     };
-    // Folkeregisteret first: its full sync finds the Norwegian population;
-    // KRR's then looks up everyone the store knows, and Kartverket enriches
-    // their addresses. SPAR's first avisering file names every Swede of the
-    // customer's selection. VTJ has no "everyone" feed: the operator adds
-    // the Finns to follow.
-    // KRR is installed behind (2.0.0, contract 1.1) so the upgrade flow can
-    // be tried: dry run, upgrade to 2.2.0 (contract 2.1), rollback.
-    for connector in ["folkeregister", "krr", "kartverket", "spar", "dvv"] {
-        let mut args = vec!["connectors", "install", connector];
-        if connector == "krr" {
-            args.extend(["--version", "2.0.0"]);
-        }
-        run(folkhub(&args), &format!("folkhub {}", args.join(" ")))?;
-        if connector == "dvv" {
-            let finns = Command::new(bin.join("folkhub-sim"))
-                .args(["ids", "--register", "dvv", "--seed", &seed.to_string()])
-                .args(["--count", &count.to_string()])
-                .output()
-                .context("folkhub-sim ids")?;
-            let file = data.join("finns.txt");
-            std::fs::write(&file, &finns.stdout)?;
-            let file = file.display().to_string();
-            run(
-                folkhub(&["sync", connector, "--ids", &file]),
-                &format!("folkhub sync {connector} --ids {file}"),
-            )?;
-        } else {
-            run(
-                folkhub(&["sync", connector, "--full"]),
-                &format!("folkhub sync {connector} --full"),
-            )?;
-        }
-    }
     let truth = Command::new(bin.join("folkhub-sim"))
         .args([
             "population",
@@ -648,12 +627,19 @@ cache_dir = "{cache}"
             .next()
             .map(String::from),
     );
-    ids.extend(
-        std::fs::read_to_string(data.join("finns.txt"))?
-            .lines()
-            .next()
-            .map(|f| format!("fi:{f}")),
-    );
+    // The Finns the demo follows (VTJ has no feed of everyone): a few.
+    let finns = Command::new(bin.join("folkhub-sim"))
+        .args(["ids", "--register", "dvv", "--seed", &seed.to_string()])
+        .args(["--count", &count.to_string()])
+        .output()
+        .context("folkhub-sim ids")?;
+    let finns: Vec<String> = String::from_utf8_lossy(&finns.stdout)
+        .lines()
+        .take(3)
+        .map(String::from)
+        .collect();
+    std::fs::write(data.join("finns.txt"), finns.join("\n") + "\n")?;
+    ids.extend(finns.first().map(|f| format!("fi:{f}")));
     // Two API clients: an admin with the full basis (e.g. a health
     // service's operator) and a school; their keys are printed once.
     let key_of = |name: &str, args: &[&str]| {
@@ -672,13 +658,83 @@ cache_dir = "{cache}"
             "school",
             "--purpose",
             "pupil register of the demo school",
+            "--fetch",
         ],
     )?;
+    // The school follows its pupils (Norwegians aged 6 to 19) but one, the
+    // new pupil it will fetch on demand; the admin follows the example
+    // persons and the Finns.
+    let pupils = Command::new(bin.join("folkhub-sim"))
+        .args(["ids", "--register", "folkeregister", "--ages", "6-19"])
+        .args(["--seed", &seed.to_string(), "--count", &count.to_string()])
+        .output()
+        .context("folkhub-sim ids --ages")?;
+    let mut pupils: Vec<String> = String::from_utf8_lossy(&pupils.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    let new_pupil = pupils
+        .pop()
+        .context("the simulated population has no pupils")?;
+    let mut args = vec!["follows", "add", "--client", "demo-school"];
+    args.extend(pupils.iter().map(String::as_str));
+    run(
+        folkhub(&args),
+        &format!(
+            "folkhub follows add --client demo-school ({} pupils)",
+            pupils.len()
+        ),
+    )?;
+    let mut args = vec!["follows", "add", "--client", "demo-admin"];
+    args.extend(ids.iter().map(String::as_str));
+    let finn_ids: Vec<String> = finns.iter().map(|f| format!("fi:{f}")).collect();
+    args.extend(finn_ids.iter().map(String::as_str));
+    run(folkhub(&args), "folkhub follows add --client demo-admin")?;
+    // Folkeregisteret first: its full sync finds the Norwegian population;
+    // KRR's then looks up everyone the store knows, and Kartverket enriches
+    // their addresses. SPAR's first avisering file names every Swede of the
+    // customer's selection. VTJ has no "everyone" feed: the operator adds
+    // the Finns to follow. Only followed persons are stored: the others'
+    // feed events are skipped without a lookup.
+    // KRR is installed behind (2.0.0, contract 1.1) so the upgrade flow can
+    // be tried: dry run, upgrade to 2.2.0 (contract 2.1), rollback.
+    for connector in ["folkeregister", "krr", "kartverket", "spar", "dvv"] {
+        let mut args = vec!["connectors", "install", connector];
+        if connector == "krr" {
+            args.extend(["--version", "2.0.0"]);
+        }
+        run(folkhub(&args), &format!("folkhub {}", args.join(" ")))?;
+        if connector == "dvv" {
+            let file = data.join("finns.txt").display().to_string();
+            run(
+                folkhub(&["sync", connector, "--ids", &file]),
+                &format!("folkhub sync {connector} --ids {file}"),
+            )?;
+        } else {
+            run(
+                folkhub(&["sync", connector, "--full"]),
+                &format!("folkhub sync {connector} --full"),
+            )?;
+        }
+    }
     let server = folkhub(&["serve"])
         .spawn()
         .context("starting folkhub serve")?;
     children.0.push(server);
     wait_for_port(port, Duration::from_secs(20))?;
+    let hook = webhook_receiver()?;
+    let subscribed = http_post(
+        port,
+        "/v1/webhooks",
+        &school_key,
+        &format!("{{\"url\": \"{hook}\"}}"),
+    )?;
+    let hook_id = subscribed
+        .split("\"id\":")
+        .nth(1)
+        .and_then(|r| r.split([',', '}']).next())
+        .unwrap_or("?")
+        .to_string();
     let first = ids.first().cloned().unwrap_or_default();
     println!(
         "\nfolkhub demo is running: API on http://127.0.0.1:{port}, simulators on {sim_url} and {tls_url} (SPAR, mutual TLS); one change every 5 s\n"
@@ -686,6 +742,10 @@ cache_dir = "{cache}"
     println!("API clients (keys shown once; `folkhub clients list` lists them):");
     println!("  demo-admin  basis full, admin    X-API-Key: {admin_key}");
     println!("  demo-school basis school         X-API-Key: {school_key}");
+    println!(
+        "\nThe store follows {} pupils of demo-school (and their guardians) and the admin's example persons;\nfeed events about anyone else are skipped. demo-school's webhook (subscription {hook_id}) posts\neach change of a pupil to a receiver this demo runs at {hook}: deliveries are printed here as they come.",
+        pupils.len()
+    );
     println!("\nTry:");
     let admin = format!("curl -s -H 'X-API-Key: {admin_key}'");
     let school = format!("curl -s -H 'X-API-Key: {school_key}'");
@@ -707,6 +767,20 @@ cache_dir = "{cache}"
         "  {admin} -X POST {api}/v1/persons/batch -H 'content-type: application/json' -d '{{\"ids\": [\"{first}\"]}}'"
     );
     println!("  {admin} '{api}/v1/changes?since=0&limit=5'");
+    println!("  {school} '{api}/v1/follows?limit=3'          # the pupils demo-school follows");
+    println!(
+        "  {school} {api}/v1/persons/{new_pupil}   # a new pupil, not stored: fetched from Folkeregisteret now, then followed"
+    );
+    println!(
+        "  {school} -X PUT {api}/v1/follows/{new_pupil}   # follow (201), or 200 when followed already"
+    );
+    println!(
+        "  {school} {api}/v1/webhooks/{hook_id}/deliveries?limit=3   # every delivery and attempt"
+    );
+    println!(
+        "  target/release/folkhub --config {} follows sweep   # delete persons nobody follows after follow.retention",
+        config.display()
+    );
     println!("  {admin} {api}/v1/persons/12345678901        # 400 invalid-id");
     println!("  curl -s {api}/v1/persons/{first}        # 401: every read needs a client");
     println!("  {admin} '{api}/v1/access-log?client=demo-school'   # who read what, and why");
@@ -764,6 +838,64 @@ cache_dir = "{cache}"
         bail!("folkhub serve exited with {status}");
     }
     Ok(())
+}
+
+/// A small webhook receiver for the demo: prints each delivery's
+/// `webhook-id` and body, answers 204. Returns its URL.
+fn webhook_receiver() -> anyhow::Result<String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding the receiver")?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let (mut length, mut id) = (0usize, String::new());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                let header = line.trim_end().to_string();
+                line.clear();
+                if header.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':') {
+                    match name.trim().to_ascii_lowercase().as_str() {
+                        "content-length" => length = value.trim().parse().unwrap_or(0),
+                        "webhook-id" => id = value.trim().to_string(),
+                        _ => {}
+                    }
+                }
+            }
+            let mut body = vec![0; length.min(1 << 20)];
+            if reader.read_exact(&mut body).is_ok() {
+                println!("webhook {id}: {}", String::from_utf8_lossy(&body));
+            }
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+        }
+    });
+    Ok(url)
+}
+
+/// POSTs JSON to the demo's API as a client; the answer's body.
+fn http_post(port: u16, path: &str, key: &str, body: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-api-key: {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    if !head.starts_with("HTTP/1.1 2") {
+        bail!(
+            "POST {path}: {}",
+            head.lines().next().unwrap_or("no answer")
+        );
+    }
+    Ok(body.to_string())
 }
 
 /// Runs `folkhub clients add …` and returns the API key it printed.

@@ -11,6 +11,7 @@ pub mod person;
 pub mod serve;
 pub mod sync;
 pub mod upgrade;
+pub mod webhooks;
 
 /// `folkhub migrate`: the store's schema to this build's version.
 pub async fn migrate(config: Option<&std::path::Path>, check: bool) -> anyhow::Result<()> {

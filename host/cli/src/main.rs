@@ -112,6 +112,11 @@ enum Command {
         #[command(subcommand)]
         command: FollowsCommand,
     },
+    /// Webhook subscriptions of every client and their deliveries.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
     /// Populations several clients share, each a follow set.
     Populations {
         #[command(subcommand)]
@@ -203,6 +208,29 @@ enum FollowsCommand {
         limit: u32,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    /// Every subscription, disabled ones included.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// A subscription's newest messages and their attempts.
+    Deliveries {
+        id: i64,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a subscription.
+    Disable {
+        id: i64,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -734,6 +762,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     FollowsCommand::Sweep => commands::follows::sweep(&host).await,
                     FollowsCommand::Deletions { id, limit, json } => {
                         commands::follows::deletions(&host, id.as_deref(), limit, json).await
+                    }
+                },
+                Command::Webhooks { command } => match command {
+                    WebhooksCommand::List { json } => commands::webhooks::list(&host, json).await,
+                    WebhooksCommand::Deliveries { id, limit, json } => {
+                        commands::webhooks::deliveries(&host, id, limit, json).await
+                    }
+                    WebhooksCommand::Disable { id, reason } => {
+                        commands::webhooks::disable(&host, id, &reason, &actor()).await
                     }
                 },
                 Command::Populations { command } => match command {

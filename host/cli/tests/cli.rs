@@ -742,4 +742,18 @@ fn follow_sets_and_populations_from_the_command_line() {
     );
     let (_, stdout, _) = run_in(dir.path(), &["follows", "deletions", "--id", "01010100050"]);
     assert!(stdout.contains("no deletion of this ID"), "{stdout}");
+    let (_, stdout, _) = run_in(dir.path(), &["webhooks", "list"]);
+    assert!(stdout.contains("no webhook subscriptions"), "{stdout}");
+    let (code, _, stderr) = run_in(dir.path(), &["webhooks", "deliveries", "9"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("no webhook subscription #9"), "{stderr}");
+    let (code, _, stderr) = run_in(
+        dir.path(),
+        &["webhooks", "disable", "9", "--reason", "receiver retired"],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("no active webhook subscription #9"),
+        "{stderr}"
+    );
 }
