@@ -146,7 +146,8 @@ impl Access for SqlStore {
 
     async fn access_log(&self, q: &AccessQuery) -> Result<Vec<AccessRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT a.*, f.fields FROM access_log a JOIN access_field_sets f ON f.id = a.field_set
+            "SELECT a.seq, a.at, a.client, a.basis, a.purpose, a.person_id, a.endpoint, a.criteria, a.hash, f.fields
+             FROM access_log a JOIN access_field_sets f ON f.id = a.field_set
              WHERE seq > $1
                AND ($2 IS NULL OR client = $2) AND ($3 IS NULL OR person_id = $3)
                AND ($4 IS NULL OR at >= $4) AND ($5 IS NULL OR at < $5)
