@@ -194,11 +194,38 @@ async fn an_unfollowed_person_is_deleted_after_the_retention_period_and_the_acce
     assert_eq!(status, StatusCode::OK);
     state_flush(&env).await;
 
+    // Kartverket enriches the followed persons' addresses.
+    env.host
+        .install("kartverket", None, false, "test", "follow")
+        .await
+        .expect("install kartverket");
+    let asked = |s: &folkhub_sync::Summary| s.counts.fetched + s.counts.not_found;
+    let before = run(&env.host, "kartverket", Mode::Full)
+        .await
+        .expect("enrich");
+    let gone = store.person(&ids[1]).await.expect("read").expect("stored");
+    assert!(
+        gone.record.fields.contains_key("address.residential"),
+        "the person to let go has an address to enrich"
+    );
+
     // The school lets go of two; one of them the clinic still follows.
     for id in &ids[..2] {
         let (status, _) = send(school.clone(), "DELETE", &format!("/v1/follows/{id}")).await;
         assert_eq!(status, StatusCode::NO_CONTENT);
     }
+    // Nobody follows that person now: not enriched while waiting out
+    // the retention period.
+    let after = run(&env.host, "kartverket", Mode::Full)
+        .await
+        .expect("enrich");
+    assert_eq!(
+        asked(&after),
+        asked(&before) - 1,
+        "{:?} {:?}",
+        before.counts,
+        after.counts
+    );
     let (status, body) = send(school.clone(), "DELETE", &format!("/v1/follows/{}", ids[5])).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),

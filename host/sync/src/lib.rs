@@ -774,10 +774,31 @@ impl Runner<'_> {
                 .map_err(|e| host_error(e.to_string()))?;
             let Some(last) = page.last() else { break };
             after = last.key;
+            // Followed scope: persons nobody follows (waiting out their
+            // retention) are not enriched.
+            let followed = if self.options.followed_only {
+                let ids: Vec<String> = page
+                    .iter()
+                    .flat_map(|p| p.ids.iter().map(|i| i.value.clone()))
+                    .collect();
+                Some(
+                    self.store
+                        .followed_among(&ids)
+                        .await
+                        .map_err(|e| host_error(e.to_string()))?,
+                )
+            } else {
+                None
+            };
             let mut asks = Vec::new();
             let mut withdraw = Vec::new();
             for person in &page {
                 if !person.ids.iter().any(|i| schemes.contains(&i.scheme)) {
+                    continue;
+                }
+                if let Some(followed) = &followed
+                    && !person.ids.iter().any(|i| followed.contains(&i.value))
+                {
                     continue;
                 }
                 match location_of(person, &self.connector.id, only_changed) {

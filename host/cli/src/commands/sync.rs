@@ -110,6 +110,12 @@ fn print_summary(summary: &folkhub_sync::Summary, started: Instant) {
         c.cached,
         c.errors
     );
+    if c.unfollowed > 0 {
+        out!(
+            "  {} feed events about persons nobody follows skipped without a lookup (follow.scope = \"followed\")",
+            c.unfollowed
+        );
+    }
     for e in summary.errors.iter().take(10) {
         out!("  error: {e}");
     }
