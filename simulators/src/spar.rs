@@ -704,10 +704,17 @@ async fn personsok(
         let found: Vec<&SePerson> = population.find_swede(id).into_iter().collect();
         return reply(Content::Posts(&population, found));
     }
-    // Criteria: family name and optionally birth date.
-    let family = crate::xml::child_text(question, NS_ARGUMENT, "NamnSokArgument");
-    let birth = crate::xml::child_text(question, NS_ARGUMENT, "Fodelsedatum");
-    if family.is_none() && birth.is_none() {
+    // Criteria (Sokargument-1.2.xsd): name arguments whose words match the
+    // person's names in any order, `*` a wildcard; birth date; postal code.
+    let arg = |name: &str| crate::xml::child_text(question, NS_ARGUMENT, name);
+    let criteria = Criteria {
+        names: arg("NamnSokArgument"),
+        given: arg("FornamnSokArgument"),
+        middle_family: arg("MellanEfternamnSokArgument"),
+        birth: arg("Fodelsedatum"),
+        postal_code: arg("PostNr"),
+    };
+    if criteria.is_empty() {
         return undantag(
             &shared,
             &version,
@@ -719,13 +726,89 @@ async fn personsok(
         .swedes
         .iter()
         .filter(|p| !p.is_protected())
-        .filter(|p| family.is_none_or(|f| p.family.eq_ignore_ascii_case(f)))
-        .filter(|p| birth.is_none_or(|b| day(p.birth) == b))
+        .filter(|p| criteria.matches(p))
         .collect();
     if hits.len() > MAX_HITS {
         return reply(Content::TooMany(hits.len(), MAX_HITS));
     }
     reply(Content::Posts(&population, hits))
+}
+
+/// A PersonSök search by what is known of a person (Sokargument-1.2.xsd).
+#[derive(Debug, Default, Clone, Copy)]
+struct Criteria<'a> {
+    /// `NamnSokArgument`: given, middle and family names, in any order.
+    names: Option<&'a str>,
+    /// `FornamnSokArgument`: given names, in any order.
+    given: Option<&'a str>,
+    /// `MellanEfternamnSokArgument`: middle and family names.
+    middle_family: Option<&'a str>,
+    /// `Fodelsedatum`: YYYY-MM-DD.
+    birth: Option<&'a str>,
+    /// `PostNr`: the folkbokföringsadress's postal code.
+    postal_code: Option<&'a str>,
+}
+
+impl Criteria<'_> {
+    fn is_empty(&self) -> bool {
+        self.names.is_none()
+            && self.given.is_none()
+            && self.middle_family.is_none()
+            && self.birth.is_none()
+            && self.postal_code.is_none()
+    }
+
+    fn matches(&self, p: &SePerson) -> bool {
+        let given: Vec<&str> = p.given.split_whitespace().collect();
+        let mut middle_family: Vec<&str> = p
+            .middle
+            .as_deref()
+            .map(|m| m.split_whitespace().collect())
+            .unwrap_or_default();
+        middle_family.extend(p.family.split_whitespace());
+        let all: Vec<&str> = given.iter().chain(&middle_family).copied().collect();
+        self.names.is_none_or(|a| words_match(a, &all))
+            && self.given.is_none_or(|a| words_match(a, &given))
+            && self
+                .middle_family
+                .is_none_or(|a| words_match(a, &middle_family))
+            && self.birth.is_none_or(|b| day(p.birth) == b)
+            && self.postal_code.is_none_or(|code| {
+                p.address
+                    .as_ref()
+                    .is_some_and(|a| a.postal_code.replace(' ', "") == code)
+            })
+    }
+}
+
+/// Every word of a search argument matches one of `names` (in any order,
+/// case not counted, `*` standing for any letters).
+fn words_match(argument: &str, names: &[&str]) -> bool {
+    argument.split_whitespace().all(|word| {
+        names
+            .iter()
+            .any(|name| wildcard(&word.to_lowercase(), &name.to_lowercase()))
+    })
+}
+
+/// `pattern` with `*` as any run of characters, against the whole of `text`.
+fn wildcard(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 async fn avisering(State(shared): State<Shared>, Path(number): Path<u64>) -> Response {
@@ -776,6 +859,72 @@ mod tests {
                 &problems[..problems.len().min(5)]
             );
         }
+    }
+
+    /// Name arguments as Sokargument-1.2.xsd documents them: words in any
+    /// order, `*` a wildcard, given names apart from middle and family names.
+    #[test]
+    fn search_arguments_match_as_the_schema_documents() {
+        assert!(wildcard("anders*", "andersson"));
+        assert!(wildcard("*son", "andersson"));
+        assert!(wildcard("a*s*n", "andersson"));
+        assert!(!wildcard("anders", "andersson"));
+        assert!(!wildcard("b*", "andersson"));
+        assert!(words_match(
+            "Andersson Karl",
+            &["Karl", "Johan", "Andersson"]
+        ));
+        assert!(words_match("joh*", &["Karl", "Johan"]));
+        assert!(!words_match("Karl Svensson", &["Karl", "Andersson"]));
+        let population = Population::generate(42, 600);
+        let p = population
+            .swedes
+            .iter()
+            .find(|p| p.address.is_some() && !p.is_protected())
+            .expect("a Swede with an address");
+        let birth = day(p.birth);
+        let code = p
+            .address
+            .as_ref()
+            .map(|a| a.postal_code.replace(' ', ""))
+            .unwrap_or_default();
+        let given = p
+            .given
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let family = p.family.clone();
+        let both = format!("{family} {given}");
+        let hit = |c: Criteria| c.matches(p);
+        assert!(hit(Criteria {
+            names: Some(&both),
+            birth: Some(&birth),
+            ..Criteria::default()
+        }));
+        assert!(hit(Criteria {
+            given: Some(&given),
+            middle_family: Some(&family),
+            postal_code: Some(&code),
+            ..Criteria::default()
+        }));
+        assert!(
+            !hit(Criteria {
+                given: Some(&family),
+                middle_family: Some(&given),
+                ..Criteria::default()
+            }) || given == family
+        );
+        assert!(!hit(Criteria {
+            names: Some(&both),
+            birth: Some("1800-01-01"),
+            ..Criteria::default()
+        }));
+        assert!(!hit(Criteria {
+            names: Some(&both),
+            postal_code: Some("99999"),
+            ..Criteria::default()
+        }));
     }
 
     /// Every answer the simulator can give, in both namespace styles and
