@@ -165,6 +165,30 @@ impl SqlStore {
     }
 }
 
+async fn population_exists(
+    tx: &mut Transaction<'static, Any>,
+    name: &str,
+) -> Result<bool, StoreError> {
+    let found: Option<String> = sqlx::query_scalar("SELECT name FROM populations WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(found.is_some())
+}
+
+async fn grant(
+    tx: &mut Transaction<'static, Any>,
+    population: &str,
+    client: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO population_clients (population, client) VALUES ($1, $2)")
+        .bind(population)
+        .bind(client)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 fn digest(secret: &str, id: &str) -> String {
     let d = Sha256::digest(format!("{secret}:{id}").as_bytes());
     d[..12].iter().map(|b| format!("{b:02x}")).collect()
@@ -391,12 +415,7 @@ impl Follows for SqlStore {
     ) -> Result<Population, StoreError> {
         let _w = self.writer.lock().await;
         let mut tx = self.write_tx().await?;
-        let taken: Option<String> =
-            sqlx::query_scalar("SELECT name FROM populations WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if taken.is_some() {
+        if population_exists(&mut tx, name).await? {
             return Err(StoreError::Refused(format!(
                 "a population named {name:?} exists already; choose another name or grant clients to it with `folkhub populations grant`"
             )));
@@ -412,11 +431,7 @@ impl Follows for SqlStore {
         .execute(&mut *tx)
         .await?;
         for client in clients {
-            sqlx::query("INSERT INTO population_clients (population, client) VALUES ($1, $2)")
-                .bind(name)
-                .bind(client)
-                .execute(&mut *tx)
-                .await?;
+            grant(&mut tx, name, client).await?;
         }
         tx.commit().await?;
         Ok(Population {
@@ -470,12 +485,7 @@ impl Follows for SqlStore {
     ) -> Result<(), StoreError> {
         let _w = self.writer.lock().await;
         let mut tx = self.write_tx().await?;
-        let known: Option<String> =
-            sqlx::query_scalar("SELECT name FROM populations WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if known.is_none() {
+        if !population_exists(&mut tx, name).await? {
             return Err(StoreError::NotFound(format!(
                 "no population named {name:?} (see `folkhub populations list`)"
             )));
@@ -486,11 +496,7 @@ impl Follows for SqlStore {
             .execute(&mut *tx)
             .await?;
         if allow {
-            sqlx::query("INSERT INTO population_clients (population, client) VALUES ($1, $2)")
-                .bind(name)
-                .bind(client)
-                .execute(&mut *tx)
-                .await?;
+            grant(&mut tx, name, client).await?;
         }
         tx.commit().await?;
         Ok(())
