@@ -171,7 +171,7 @@ async fn components_on_a_retired_or_a_newer_major_are_refused_naming_both_versio
         assert!(
             text.contains(expected)
                 && text.contains(&format!("folkhub:connector {version}"))
-                && text.contains("host API 1.1.0, 2.1.0"),
+                && text.contains("host API 1.1.0, 2.2.0"),
             "{text}"
         );
     }

@@ -1,11 +1,15 @@
 //! Contract 2: the `folkhub:connector@2.x` bindings (world
 //! `full-connector`) and the helpers that differ from major 1.
 //!
-//! Feature `contract-2-1` builds against 2.1.0, which adds `answers`: each
-//! answer says which fields it covers, so the host never removes a field an
-//! answer does not speak for. Feature `contract-2` alone builds against the
-//! frozen 2.0.0 text (`wit/released/connector@2.0.0.wit`), so a connector
-//! released on 2.0 still builds byte for byte as published.
+//! Feature `contract-2-2` builds against 2.2.0, which adds `search`
+//! (persons by names, birth date and place; a connector without such a
+//! service uses [`no_search_v2!`](crate::no_search_v2) and does not declare
+//! the capability `search`). Feature `contract-2-1` builds against the
+//! frozen 2.1.0 text, which adds `answers`: each answer says which fields it
+//! covers, so the host never removes a field an answer does not speak for.
+//! Feature `contract-2` alone builds against the frozen 2.0.0 text
+//! (`wit/released/connector@2.0.0.wit`). Frozen texts keep a connector
+//! released on an older minor building byte for byte as published.
 //!
 //! A connector on contract 2 implements
 //! `v2::bindings::exports::folkhub::connector::source::Guest` (and
@@ -17,15 +21,30 @@
 //! import); [`http`](crate::http) and [`soap`](crate::soap) are shared with
 //! major 1 and their errors convert with [`error`].
 
-#[cfg(feature = "contract-2-1")]
+#[cfg(feature = "contract-2-2")]
 #[allow(unsafe_code, clippy::all, missing_docs)]
 pub mod bindings {
-    // A local world that is 2.1's `full-connector` under another name: the
+    // A local world that is 2.2's `full-connector` under another name: the
     // generated export glue is named after the world, and major 1's is
     // `full-connector` too.
     wit_bindgen::generate!({
-        inline: "package folkhub:sdk; world connector-v2 { include folkhub:connector/full-connector@2.1.0; }",
+        inline: "package folkhub:sdk; world connector-v2 { include folkhub:connector/full-connector@2.2.0; }",
         path: "../../wit/connector-v2",
+        world: "folkhub:sdk/connector-v2",
+        generate_all,
+        pub_export_macro: true,
+        export_macro_name: "export_connector_v2",
+        default_bindings_module: "folkhub_connector_sdk::v2::bindings",
+    });
+}
+
+#[cfg(all(feature = "contract-2-1", not(feature = "contract-2-2")))]
+#[allow(unsafe_code, clippy::all, missing_docs)]
+pub mod bindings {
+    // The frozen 2.1.0 text: connectors released on 2.1 rebuild unchanged.
+    wit_bindgen::generate!({
+        inline: "package folkhub:sdk; world connector-v2 { include folkhub:connector/full-connector@2.1.0; }",
+        path: "../../wit/released/connector@2.1.0.wit",
         world: "folkhub:sdk/connector-v2",
         generate_all,
         pub_export_macro: true,
@@ -60,6 +79,9 @@ pub use bindings::exports::folkhub::connector::source::{
 pub use bindings::exports::folkhub::connector::answers::{
     Answer, AnswerChange, AnswerOutcome, AnswerPage, AnswerResult,
 };
+
+#[cfg(feature = "contract-2-2")]
+pub use bindings::exports::folkhub::connector::search::{Query, SearchOutcome};
 
 use bindings::folkhub::connector::host;
 
@@ -254,6 +276,25 @@ macro_rules! no_watch_v2 {
             ) -> ::std::result::Result<$crate::v2::ChangePage, $crate::v2::ConnectorError> {
                 ::std::result::Result::Err($crate::v2::ConnectorError::Other(
                     "this connector has no per-person change feed".into(),
+                ))
+            }
+        }
+    };
+}
+
+/// Implements `search` (contract 2.2) for a connector whose register has no
+/// search: it answers `other`, and the connector does not declare the
+/// capability `search`, so the host never asks.
+#[cfg(feature = "contract-2-2")]
+#[macro_export]
+macro_rules! no_search_v2 {
+    ($connector:ty) => {
+        impl $crate::v2::bindings::exports::folkhub::connector::search::Guest for $connector {
+            fn search_persons(
+                _query: $crate::v2::Query,
+            ) -> ::std::result::Result<$crate::v2::SearchOutcome, $crate::v2::ConnectorError> {
+                ::std::result::Result::Err($crate::v2::ConnectorError::Other(
+                    "this connector does not search its register".into(),
                 ))
             }
         }

@@ -91,7 +91,7 @@ fn version_lists_the_contract_versions() {
     assert!(
         stdout.contains("folkhub:connector 1.x up to 1.1.0")
             && stdout.contains("deprecated since 2026-11-22, removed after 2028-06-30")
-            && stdout.contains("folkhub:connector 2.x up to 2.1.0"),
+            && stdout.contains("folkhub:connector 2.x up to 2.2.0"),
         "{stdout}"
     );
 }

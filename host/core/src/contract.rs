@@ -160,6 +160,33 @@ pub struct EnrichResult {
     pub outcome: EnrichOutcome,
 }
 
+/// What a search by identifying details knows (contract 2.2 `search`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchQuery {
+    /// Family (and middle) names, words in any order, `*` a wildcard.
+    pub family: Option<String>,
+    /// Given names, words in any order, `*` a wildcard.
+    pub given: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub birth_date: Option<String>,
+    /// Postal code of the registered address, without spaces.
+    pub postal_code: Option<String>,
+    /// Municipality code of the registered address.
+    pub municipality: Option<String>,
+    /// The most persons the caller takes; more is [`SearchOutcome::TooMany`].
+    pub max_hits: u32,
+}
+
+/// What a register's search found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SearchOutcome {
+    /// Every person that matches.
+    Hits(Vec<FoundPerson>),
+    /// More match than the caller takes or the register returns; how many,
+    /// when the register says.
+    TooMany(Option<u32>),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,6 +48,28 @@ impl Exports {
         }
     }
 
+    /// Does the component export `search` (contract 2.2)?
+    pub fn has_search(&self) -> bool {
+        match self {
+            Exports::V1(_) => false,
+            Exports::V2(e) => e.has_search(),
+        }
+    }
+
+    pub async fn search(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &Instance,
+        query: &core::SearchQuery,
+    ) -> wasmtime::Result<Answer<core::SearchOutcome>> {
+        match self {
+            Exports::V1(_) => Err(wasmtime::Error::msg(
+                "contract 1 has no search; the host checks `searches()` first",
+            )),
+            Exports::V2(e) => e.search(store, instance, query).await,
+        }
+    }
+
     pub async fn describe(
         &self,
         store: &mut Store<HostState>,

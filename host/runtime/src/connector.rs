@@ -350,14 +350,42 @@ impl Connector {
         self.exports.has_watch()
     }
 
+    /// Does this release search its register: it exports `search`
+    /// (contract 2.2 and later) and declares the capability `search` (an
+    /// SDK build exports every interface of its contract, some as stubs).
+    pub fn searches(&self) -> bool {
+        self.exports.has_search() && self.capabilities.iter().any(|c| c == "search")
+    }
+
     fn unsupported(&self, interface: &'static str) -> CallError {
         CallError::Unsupported {
             connector: self.id.clone(),
             version: self.version.clone(),
             contract: self.contract.to_string(),
             interface,
-            since: "1.1.0",
+            since: if interface == "search" {
+                "2.2.0"
+            } else {
+                "1.1.0"
+            },
         }
+    }
+
+    /// Searches the register by identifying details (`search`).
+    pub async fn search(
+        &self,
+        query: &core::SearchQuery,
+    ) -> Result<core::SearchOutcome, CallError> {
+        if !self.searches() {
+            return Err(self.unsupported("search"));
+        }
+        let query = query.clone();
+        let answer = self
+            .run(move |store, instance, exports| {
+                Box::pin(async move { exports.search(store, &instance, &query).await })
+            })
+            .await?;
+        self.answer(answer)
     }
 
     /// Enriches a batch of locations (`enrich`).

@@ -98,7 +98,7 @@ pub const SUPPORTED: &[SupportedMajor] = &[
         major: 2,
         newest: ContractVersion {
             major: 2,
-            minor: 1,
+            minor: 2,
             patch: 0,
         },
         support: Support::Supported,
@@ -201,14 +201,15 @@ mod tests {
         );
         assert!(check(ContractVersion::parse("2.0.0").unwrap()).is_ok());
         assert!(check(ContractVersion::parse("2.1.0").unwrap()).is_ok());
-        let e = check(ContractVersion::parse("2.2.0").unwrap()).unwrap_err();
+        assert!(check(ContractVersion::parse("2.2.0").unwrap()).is_ok());
+        let e = check(ContractVersion::parse("2.3.0").unwrap()).unwrap_err();
         assert!(
-            e.contains("needs host API 2.2") && e.contains("this host has 2.1"),
+            e.contains("needs host API 2.3") && e.contains("this host has 2.2"),
             "{e}"
         );
         let e = check(ContractVersion::parse("3.0.0").unwrap()).unwrap_err();
         assert!(
-            e.contains("3.0.0") && e.contains("1.1.0, 2.1.0") && e.contains("newer major"),
+            e.contains("3.0.0") && e.contains("1.1.0, 2.2.0") && e.contains("newer major"),
             "{e}"
         );
         let e = check(ContractVersion::parse("0.9.0").unwrap()).unwrap_err();

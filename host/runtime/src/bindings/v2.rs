@@ -1,4 +1,4 @@
-//! Bindings for `folkhub:connector@2.x` (world `full-connector`, 2.1.0) and
+//! Bindings for `folkhub:connector@2.x` (world `full-connector`, 2.2.0) and
 //! conversions into core types.
 //!
 //! What 2.0 changed, as the host sees it: a field carries its period of
@@ -7,9 +7,10 @@
 //! stores without another lookup; a retired upstream names its version and
 //! sunset date. 2.1 added `answers`: each answer says which fields it
 //! covers, and the host removes only covered fields an answer lacks; when a
-//! component exports it, lookups and feed pages go through it. `source` is
-//! required, `enrich`, `watch` and `answers` optional (a 2.0 component has
-//! no `answers`).
+//! component exports it, lookups and feed pages go through it. 2.2 added
+//! `search`: finding persons by names, birth date and place. `source` is
+//! required, `enrich`, `watch`, `answers` and `search` optional (a 2.0
+//! component has no `answers`, a 2.1 one no `search`).
 
 use chrono::{DateTime, Utc};
 use folkhub_core::contract as core;
@@ -30,7 +31,7 @@ mod generated {
 }
 
 pub use generated::FullConnector as World;
-pub use generated::exports::folkhub::connector::{answers, enrich, source, watch};
+pub use generated::exports::folkhub::connector::{answers, enrich, search, source, watch};
 pub use generated::folkhub::connector::host;
 
 /// Where each exported interface lives in a component.
@@ -39,6 +40,7 @@ pub struct Exports {
     enrich: Option<enrich::GuestIndices>,
     watch: Option<watch::GuestIndices>,
     answers: Option<answers::GuestIndices>,
+    search: Option<search::GuestIndices>,
 }
 
 impl Exports {
@@ -48,6 +50,7 @@ impl Exports {
             enrich: enrich::GuestIndices::new(pre).ok(),
             watch: watch::GuestIndices::new(pre).ok(),
             answers: answers::GuestIndices::new(pre).ok(),
+            search: search::GuestIndices::new(pre).ok(),
         })
     }
 
@@ -57,6 +60,45 @@ impl Exports {
 
     pub fn has_watch(&self) -> bool {
         self.watch.is_some()
+    }
+
+    pub fn has_search(&self) -> bool {
+        self.search.is_some()
+    }
+
+    /// `search.search-persons` (2.2): hits keep only what is in force at
+    /// `now`, as lookups do; a hit the host cannot read fails the search.
+    pub async fn search(
+        &self,
+        store: &mut Store<HostState>,
+        instance: &Instance,
+        query: &core::SearchQuery,
+    ) -> wasmtime::Result<Answer<core::SearchOutcome>> {
+        let Some(indices) = &self.search else {
+            return Err(wasmtime::Error::msg("the component does not export search"));
+        };
+        let guest = indices.load(&mut *store, instance)?;
+        let query = search::Query {
+            family: query.family.clone(),
+            given: query.given.clone(),
+            birth_date: query.birth_date.clone(),
+            postal_code: query.postal_code.clone(),
+            municipality: query.municipality.clone(),
+            max_hits: query.max_hits,
+        };
+        let now = Utc::now();
+        Ok(guest
+            .call_search_persons(store, &query)
+            .await?
+            .map_err(Into::into)
+            .and_then(|outcome| match outcome {
+                search::SearchOutcome::Hits(list) => list
+                    .into_iter()
+                    .map(|a| answer(a, now))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(core::SearchOutcome::Hits),
+                search::SearchOutcome::TooMany(n) => Ok(core::SearchOutcome::TooMany(n)),
+            }))
     }
 
     pub async fn describe(
