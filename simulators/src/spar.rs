@@ -713,6 +713,8 @@ async fn personsok(
         middle_family: arg("MellanEfternamnSokArgument"),
         birth: arg("Fodelsedatum"),
         postal_code: arg("PostNr"),
+        county: arg("LanKod"),
+        municipality: arg("KommunKod"),
     };
     if criteria.is_empty() {
         return undantag(
@@ -720,6 +722,36 @@ async fn personsok(
             &version,
             "3",
             "Sökningen saknar IdNummer och sökbegrepp",
+        );
+    }
+    // Each argument has Sokargument-1.2's type; SPAR refuses the search
+    // otherwise.
+    for (name, kind) in [
+        ("NamnSokArgument", "sokargument:1..80"),
+        ("FornamnSokArgument", "sokargument:1..80"),
+        ("MellanEfternamnSokArgument", "sokargument:1..60"),
+        ("Fodelsedatum", "date"),
+        ("PostNr", "pattern-postnr"),
+        ("LanKod", "digits:2"),
+        ("KommunKod", "digits:2"),
+    ] {
+        if let Some(value) = arg(name)
+            && let Err(why) = crate::wire::check_value(kind, value, false)
+        {
+            return undantag(
+                &shared,
+                &version,
+                "3",
+                &format!("Felaktigt sökbegrepp {name}: {why}"),
+            );
+        }
+    }
+    if criteria.municipality.is_some() && criteria.county.is_none() {
+        return undantag(
+            &shared,
+            &version,
+            "3",
+            "Felaktigt sökbegrepp KommunKod: kräver LanKod",
         );
     }
     let hits: Vec<&SePerson> = population
@@ -747,6 +779,11 @@ struct Criteria<'a> {
     birth: Option<&'a str>,
     /// `PostNr`: the folkbokföringsadress's postal code.
     postal_code: Option<&'a str>,
+    /// `LanKod`: the län of the folkbokföring (two digits).
+    county: Option<&'a str>,
+    /// `KommunKod`: the kommun within the län (two digits; unique only
+    /// with `LanKod`, as Sokargument-1.2.xsd says).
+    municipality: Option<&'a str>,
 }
 
 impl Criteria<'_> {
@@ -756,6 +793,8 @@ impl Criteria<'_> {
             && self.middle_family.is_none()
             && self.birth.is_none()
             && self.postal_code.is_none()
+            && self.county.is_none()
+            && self.municipality.is_none()
     }
 
     fn matches(&self, p: &SePerson) -> bool {
@@ -778,6 +817,12 @@ impl Criteria<'_> {
                     .as_ref()
                     .is_some_and(|a| a.postal_code.replace(' ', "") == code)
             })
+            && self
+                .county
+                .is_none_or(|c| p.address.as_ref().is_some_and(|a| a.county == c))
+            && self
+                .municipality
+                .is_none_or(|m| p.address.as_ref().is_some_and(|a| a.municipality == m))
     }
 }
 
@@ -923,6 +968,19 @@ mod tests {
         assert!(!hit(Criteria {
             names: Some(&both),
             postal_code: Some("99999"),
+            ..Criteria::default()
+        }));
+        let a = p.address.as_ref().expect("address");
+        assert!(hit(Criteria {
+            names: Some(&both),
+            county: Some(a.county),
+            municipality: Some(a.municipality),
+            ..Criteria::default()
+        }));
+        assert!(!hit(Criteria {
+            names: Some(&both),
+            county: Some(if a.county == "01" { "02" } else { "01" }),
+            municipality: Some(a.municipality),
             ..Criteria::default()
         }));
     }

@@ -304,6 +304,15 @@ pub fn check_value(kind: &str, text: &str, has_children: bool) -> Result<(), Str
                 && t.starts_with(|c: char| ('1'..='9').contains(&c))
                 && t.chars().all(|c| c.is_ascii_digit())
         }
+        // Sokargument-1.2's name arguments: `\w+[\w\s*\-']*`, with lengths.
+        "sokargument" => {
+            let (min, max) = range(arg).unwrap_or((1, usize::MAX));
+            (min..=max).contains(&t.chars().count())
+                && t.starts_with(|c: char| c.is_alphanumeric() || c == '_')
+                && t.chars().all(|c| {
+                    c.is_alphanumeric() || c == '_' || c.is_whitespace() || "*-'".contains(c)
+                })
+        }
         "pattern-postnr" => {
             t.len() == 5
                 && t.starts_with(|c: char| ('1'..='9').contains(&c))

@@ -136,5 +136,13 @@ async fn every_published_release_describes_itself_as_its_manifest_says() {
         } else {
             assert!(connector.enriches() && connector.watches());
         }
+        // Search is asked of a release that exports it and declares it.
+        assert_eq!(
+            connector.searches(),
+            release.capabilities.iter().any(|c| c == "search"),
+            "{} {}",
+            release.connector,
+            release.version
+        );
     }
 }

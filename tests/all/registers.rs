@@ -506,10 +506,11 @@ async fn deadline_actions_run_when_a_release_is_loaded_after_its_deadline() {
     assert_eq!(host.load("spar").await.expect("load").version, "1.0.1");
     // SPAR 2.0.0 declares auto-upgrade (nothing to migrate): past the
     // deadline, loading the old release upgrades it, to the newest release
-    // of 2.x (2.1.0 fixes what 2.0.0 got wrong), and says why.
+    // of 2.x (2.1.0 fixes what 2.0.0 got wrong, 2.2.0 adds search), and
+    // says why.
     host.today = chrono::NaiveDate::from_ymd_opt(2027, 9, 1);
     let spar = host.load("spar").await.expect("load");
-    assert_eq!(spar.version, "2.1.0");
+    assert_eq!(spar.version, "2.2.0");
     let audit = folkhub_store::Installations::audit(host.store.as_ref(), "spar")
         .await
         .expect("audit");

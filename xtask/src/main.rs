@@ -93,7 +93,7 @@ const CONNECTORS: &[(&str, &str)] = &[
 /// of their own (the crate's version is the default build's): one source
 /// speaking two upstream versions. (connector id, crate, feature, version)
 const VARIANTS: &[(&str, &str, &str, &str)] =
-    &[("spar", "connector-spar", "upstream-2021-1", "1.1.0")];
+    &[("spar", "connector-spar", "upstream-2021-1", "1.2.0")];
 /// Test components (crate names), built beside the connectors.
 const TEST_COMPONENTS: &[&str] = &[
     "component-loop",
@@ -244,7 +244,15 @@ fn build_connectors(publish: bool) -> anyhow::Result<()> {
         let built = wasm_dir().join(format!("{}.wasm", krate.replace('-', "_")));
         let artifact = root().join(format!("registry/artifacts/{id}-{version}.wasm"));
         let built_digest = sha256_file(&built)?;
-        if publish || !artifact.exists() {
+        // A published artifact is never overwritten, `--publish` or not:
+        // only a release without an artifact yet is written.
+        if !artifact.exists() {
+            if !publish {
+                eprintln!(
+                    "xtask: note: {id} {version} is not published yet; run `cargo xtask build-connectors --publish` once its release is in registry-manifest.toml"
+                );
+                continue;
+            }
             std::fs::create_dir_all(artifact.parent().context("artifact dir")?)?;
             std::fs::copy(&built, &artifact)?;
             manifest = set_digest(&manifest, id, &version, &built_digest).with_context(|| {

@@ -23,6 +23,11 @@
 //! protected person's answer covers the markers only), and an avisering
 //! file's posts travel with its changes, so following the feed costs no
 //! lookups.
+//!
+//! Since 1.2.0 / 2.2.0 (contract 2.2): `search`, PersonSök's search by
+//! given and family names, birth date, postal code and kommun
+//! ([`mapping::search_request`]); one search is one paid call, and SPAR's
+//! `OverstigerMaxAntalSvarsposter` is `too-many`.
 
 pub mod mapping;
 #[allow(unsafe_code)] // wit-bindgen's export glue; the rest is safe Rust
@@ -50,7 +55,7 @@ mod component {
                 source: "spar".into(),
                 upstream_versions: vec![mapping::UPSTREAM_VERSION.into()],
                 fields: mapping::FIELDS.iter().map(|f| f.to_string()).collect(),
-                capabilities: vec!["lookup".into(), "change-feed".into()],
+                capabilities: vec!["lookup".into(), "change-feed".into(), "search".into()],
                 max_batch: mapping::MAX_BATCH as u32,
             }
         }
@@ -154,6 +159,45 @@ mod component {
                 next_cursor: next.to_string(),
                 caught_up: false,
             })
+        }
+    }
+
+    use bindings::exports::folkhub::connector::search::Guest as Search;
+
+    impl Search for Spar {
+        fn search_persons(query: v2::Query) -> Result<v2::SearchOutcome, ConnectorError> {
+            let criteria = mapping::Criteria {
+                family: query.family,
+                given: query.given,
+                birth_date: query.birth_date,
+                postal_code: query.postal_code,
+                municipality: query.municipality,
+            };
+            let extended = extended();
+            let extended: Vec<&str> = extended.iter().map(String::as_str).collect();
+            let end_user = v2::config_or("end-user", "folkhub");
+            let request = mapping::search_request(&criteria, &end_user, &extended)
+                .map_err(ConnectorError::BadInput)?;
+            let url = format!("{}{}", v2::base_url(PRODUCTION), mapping::UPSTREAM.path);
+            let response =
+                soap::post(&url, mapping::UPSTREAM.soap_action, &request).map_err(error)?;
+            let text = soap::text(&response, "SPAR answer").map_err(error)?;
+            let mut warnings = vec![];
+            let found = mapping::map_search(text, asked(), &mut warnings)
+                .map_err(ConnectorError::MalformedResponse)?;
+            v2::warn_all(warnings);
+            match found {
+                mapping::Found::Failed(e) => Err(error(e)),
+                mapping::Found::TooMany(n) => Ok(v2::SearchOutcome::TooMany(n)),
+                mapping::Found::Hits(hits) if hits.len() > query.max_hits as usize => {
+                    Ok(v2::SearchOutcome::TooMany(Some(hits.len() as u32)))
+                }
+                mapping::Found::Hits(hits) => Ok(v2::SearchOutcome::Hits(
+                    hits.into_iter()
+                        .map(|p| p.into_answer(mapping::UPSTREAM_VERSION, mapping::FIELDS))
+                        .collect(),
+                )),
+            }
         }
     }
 

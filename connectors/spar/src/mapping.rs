@@ -86,6 +86,7 @@ pub mod ns {
     }
     component!(IDENTIFICATION, "metadata/identifieringsinformationWs-1.1");
     component!(SEARCH, "sok/personsokningsokparametrar-1.1");
+    component!(ARGUMENT, "sok/sokargument-1.2");
     component!(EXCEPTION, "sok/undantag-1.0");
     component!(POST, "person/aviseringpost-1.2");
     component!(PERSON, "person/person-1.2");
@@ -241,15 +242,9 @@ fn text<'a>(node: Node<'a, '_>, ns: &str, name: &str) -> Option<&'a str> {
     soap::child_text(node, ns, name)
 }
 
-/// Maps the answer to the question for `requested`.
-pub fn map_answer(
-    xml: &str,
-    requested: &str,
-    asked: Asked,
-    warnings: &mut Vec<String>,
-) -> Result<Outcome, String> {
-    let doc = soap::parse(xml, "SPAR answer")?;
-    let answer = soap::body(&doc)?;
+/// The `SPARPersonsokningSvar` of an answer, in this version's namespace.
+fn answer_root<'a, 'i>(doc: &'a roxmltree::Document<'i>) -> Result<Node<'a, 'i>, String> {
+    let answer = soap::body(doc)?;
     if answer.tag_name().name() != "SPARPersonsokningSvar"
         || answer.tag_name().namespace() != Some(UPSTREAM.ns_answer)
     {
@@ -265,29 +260,203 @@ pub fn map_answer(
             answer.tag_name().name()
         ));
     }
-    if let Some(exception) = child(answer, ns::EXCEPTION, "Undantag") {
-        let code = text(exception, ns::EXCEPTION, "Kod").unwrap_or("?");
-        let description = text(exception, ns::EXCEPTION, "Beskrivning").unwrap_or("");
-        let message = format!("SPAR Undantag {code}: {description}");
-        // SPAR's codes are documented to customers, not publicly: the
-        // connector names the likely cause only where the text says it.
-        let lower = description.to_lowercase();
-        return Ok(Outcome::Failed(
-            if lower.contains("identifiering")
-                || lower.contains("kundnummer")
-                || lower.contains("uppdrag")
-            {
-                ConnectorError::Unauthorized(format!(
-                    "{message}; check the secrets KundNrLeveransMottagare, KundNrSlutkund and UppdragId"
-                ))
-            } else if lower.contains("behörighet") {
-                ConnectorError::Unauthorized(format!(
-                    "{message}; remove the permission from config `extended` or ask SPAR for it"
-                ))
-            } else {
-                ConnectorError::Other(message)
-            },
+    Ok(answer)
+}
+
+/// An `Undantag` as the connector's error.
+fn exception(answer: Node) -> Option<ConnectorError> {
+    let exception = child(answer, ns::EXCEPTION, "Undantag")?;
+    let code = text(exception, ns::EXCEPTION, "Kod").unwrap_or("?");
+    let description = text(exception, ns::EXCEPTION, "Beskrivning").unwrap_or("");
+    let message = format!("SPAR Undantag {code}: {description}");
+    // SPAR's codes are documented to customers, not publicly: the
+    // connector names the likely cause only where the text says it.
+    let lower = description.to_lowercase();
+    Some(
+        if lower.contains("identifiering")
+            || lower.contains("kundnummer")
+            || lower.contains("uppdrag")
+        {
+            ConnectorError::Unauthorized(format!(
+                "{message}; check the secrets KundNrLeveransMottagare, KundNrSlutkund and UppdragId"
+            ))
+        } else if lower.contains("behörighet") {
+            ConnectorError::Unauthorized(format!(
+                "{message}; remove the permission from config `extended` or ask SPAR for it"
+            ))
+        } else if lower.contains("sök") {
+            // A search SPAR refused as malformed or too vague.
+            ConnectorError::BadInput(message)
+        } else {
+            ConnectorError::Other(message)
+        },
+    )
+}
+
+/// What a search knows, as the contract passes it (`search.query`).
+#[derive(Debug, Clone, Default)]
+pub struct Criteria {
+    pub family: Option<String>,
+    pub given: Option<String>,
+    pub birth_date: Option<String>,
+    pub postal_code: Option<String>,
+    /// Kommunkod: four digits, län then kommun.
+    pub municipality: Option<String>,
+}
+
+/// A name argument as Sokargument-1.2.xsd types it (`\w+[\w\s*\-']*`,
+/// at most `max` characters): words, spaces, `*`, `-` and `'`, starting
+/// with a letter or digit.
+fn name_argument(what: &str, text: &str, max: usize) -> Result<String, String> {
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let ok_start = text.chars().next().is_some_and(char::is_alphanumeric);
+    let ok_rest = text
+        .chars()
+        .all(|c| c.is_alphanumeric() || c == '_' || c == ' ' || c == '*' || c == '-' || c == '\'');
+    if !ok_start || !ok_rest {
+        return Err(format!(
+            "{what} {text:?}: SPAR takes letters, digits, spaces, `*`, `-` and `'`, starting with a letter"
         ));
+    }
+    if text.chars().count() > max {
+        return Err(format!(
+            "{what} is {} characters; SPAR takes at most {max}",
+            text.chars().count()
+        ));
+    }
+    Ok(text)
+}
+
+/// The question for a search (PersonsokningSokparametrar-1.1.xsd: the
+/// arguments in the schema's order, each in Sokargument-1.2's namespace).
+/// Given names go in `FornamnSokArgument`, family names in
+/// `MellanEfternamnSokArgument` (SPAR matches middle and family names
+/// there); the birth date in `Fodelsedatum`; the postal code in `PostNr`
+/// (five digits, not starting with 0); the kommunkod's two halves in
+/// `LanKod` and `KommunKod`. A value SPAR's schema refuses is an error
+/// here, naming the value, before a paid call is made.
+pub fn search_request(
+    criteria: &Criteria,
+    end_user: &str,
+    extended: &[&str],
+) -> Result<String, String> {
+    let mut arguments = String::new();
+    let mut push = |name: &str, value: &str| {
+        arguments.push_str(&format!("<arg:{name}>{}</arg:{name}>", esc(value)));
+    };
+    if let Some(given) = criteria.given.as_deref() {
+        push("FornamnSokArgument", &name_argument("given", given, 80)?);
+    }
+    if let Some(family) = criteria.family.as_deref() {
+        push(
+            "MellanEfternamnSokArgument",
+            &name_argument("family", family, 60)?,
+        );
+    }
+    if let Some(code) = criteria.postal_code.as_deref() {
+        let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+        let ok =
+            code.len() == 5 && code.chars().all(|c| c.is_ascii_digit()) && !code.starts_with('0');
+        if !ok {
+            return Err(format!(
+                "postal_code {code:?}: a Swedish postnummer is five digits, not starting with 0"
+            ));
+        }
+        push("PostNr", &code);
+    }
+    if let Some(birth) = criteria.birth_date.as_deref() {
+        let ok = date(birth).is_some_and(|d| d == birth);
+        if !ok {
+            return Err(format!("birth_date {birth:?}: a date YYYY-MM-DD"));
+        }
+        push("Fodelsedatum", birth);
+    }
+    if let Some(code) = criteria.municipality.as_deref() {
+        if code.len() != 4 || !code.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!(
+                "municipality {code:?}: a Swedish kommunkod is four digits (län and kommun, e.g. 0180)"
+            ));
+        }
+        push("LanKod", &code[..2]);
+        push("KommunKod", &code[2..]);
+    }
+    if arguments.is_empty() {
+        return Err(
+            "a search needs at least one of family, given, birth_date, postal_code, municipality"
+                .into(),
+        );
+    }
+    let extended: String = extended
+        .iter()
+        .map(|e| {
+            format!(
+                "<id:SlutAnvandarUtokadBehorighet>{}</id:SlutAnvandarUtokadBehorighet>",
+                esc(e)
+            )
+        })
+        .collect();
+    Ok(soap::envelope(&format!(
+        "<spar:SPARPersonsokningFraga xmlns:spar=\"{}\" xmlns:id=\"{}\" xmlns:sok=\"{}\" xmlns:arg=\"{}\">\
+         <id:Identifieringsinformation>\
+         <id:KundNrLeveransMottagare>{}</id:KundNrLeveransMottagare>\
+         <id:KundNrSlutkund>{}</id:KundNrSlutkund>\
+         <id:UppdragId>{}</id:UppdragId>\
+         <id:SlutAnvandarId>{}</id:SlutAnvandarId>{extended}\
+         </id:Identifieringsinformation>\
+         <sok:PersonsokningFraga>{arguments}</sok:PersonsokningFraga>\
+         </spar:SPARPersonsokningFraga>",
+        UPSTREAM.ns_question,
+        ns::IDENTIFICATION,
+        ns::SEARCH,
+        ns::ARGUMENT,
+        soap::secret("KundNrLeveransMottagare"),
+        soap::secret("KundNrSlutkund"),
+        soap::secret("UppdragId"),
+        esc(end_user),
+    )))
+}
+
+/// What a search answer says.
+#[derive(Debug, Clone)]
+pub enum Found {
+    /// Every post of the answer, mapped.
+    Hits(Vec<MappedPerson>),
+    /// `OverstigerMaxAntalSvarsposter`: more persons match than SPAR returns;
+    /// `AntalPoster` when it says.
+    TooMany(Option<u32>),
+    /// An `Undantag`.
+    Failed(ConnectorError),
+}
+
+/// Maps the answer to a search: its posts, too many, or an `Undantag`.
+pub fn map_search(xml: &str, asked: Asked, warnings: &mut Vec<String>) -> Result<Found, String> {
+    let doc = soap::parse(xml, "SPAR answer")?;
+    let answer = answer_root(&doc)?;
+    if let Some(error) = exception(answer) {
+        return Ok(Found::Failed(error));
+    }
+    if let Some(too_many) = child(answer, ns::EXCEPTION, "OverstigerMaxAntalSvarsposter") {
+        return Ok(Found::TooMany(
+            text(too_many, ns::EXCEPTION, "AntalPoster").and_then(|n| n.trim().parse().ok()),
+        ));
+    }
+    children(answer, UPSTREAM.ns_answer, "PersonsokningSvarspost")
+        .map(|post| map_post(post, None, asked, warnings))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Found::Hits)
+}
+
+/// Maps the answer to the question for `requested`.
+pub fn map_answer(
+    xml: &str,
+    requested: &str,
+    asked: Asked,
+    warnings: &mut Vec<String>,
+) -> Result<Outcome, String> {
+    let doc = soap::parse(xml, "SPAR answer")?;
+    let answer = answer_root(&doc)?;
+    if let Some(error) = exception(answer) {
+        return Ok(Outcome::Failed(error));
     }
     if let Some(too_many) = child(answer, ns::EXCEPTION, "OverstigerMaxAntalSvarsposter") {
         return Ok(Outcome::Failed(ConnectorError::BadInput(format!(
@@ -739,5 +908,43 @@ mod tests {
         assert!(r.contains(&format!("xmlns:person=\"{}\"", ns::PERSON)));
         assert!(r.contains("<person:IdNummer>201012152383</person:IdNummer>"));
         assert!(r.contains(ns::IDENTIFICATION));
+    }
+
+    fn answer(content: &str) -> String {
+        soap::envelope(&format!(
+            "<s:SPARPersonsokningSvar xmlns:s=\"{}\" xmlns:u=\"{}\">{content}</s:SPARPersonsokningSvar>",
+            UPSTREAM.ns_answer,
+            ns::EXCEPTION
+        ))
+    }
+
+    #[test]
+    fn a_search_answer_is_hits_too_many_or_a_refusal() {
+        let mut warnings = vec![];
+        let too_many = answer(
+            "<u:OverstigerMaxAntalSvarsposter><u:AntalPoster>140</u:AntalPoster>\
+             <u:MaxAntalSvarsposter>100</u:MaxAntalSvarsposter></u:OverstigerMaxAntalSvarsposter>",
+        );
+        assert!(matches!(
+            map_search(&too_many, Asked::default(), &mut warnings),
+            Ok(Found::TooMany(Some(140)))
+        ));
+        let none = answer("");
+        assert!(matches!(
+            map_search(&none, Asked::default(), &mut warnings),
+            Ok(Found::Hits(hits)) if hits.is_empty()
+        ));
+        let refused = answer(
+            "<u:Undantag><u:Kod>3</u:Kod><u:Beskrivning>Felaktigt sökbegrepp PostNr</u:Beskrivning></u:Undantag>",
+        );
+        assert!(matches!(
+            map_search(&refused, Asked::default(), &mut warnings),
+            Ok(Found::Failed(ConnectorError::BadInput(m))) if m.contains("PostNr")
+        ));
+        // In a lookup, too many is still an error (an ID finds one person).
+        assert!(matches!(
+            map_answer(&too_many, "198001012384", Asked::default(), &mut warnings),
+            Ok(Outcome::Failed(ConnectorError::BadInput(_)))
+        ));
     }
 }
