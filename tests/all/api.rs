@@ -795,7 +795,7 @@ async fn the_openapi_document_lists_every_route() {
         (status, code(&body).0),
         (StatusCode::NOT_FOUND, "no-such-route")
     );
-    assert_eq!(documented.len(), 34, "{documented:?}");
+    assert_eq!(documented.len(), 35, "{documented:?}");
 }
 
 /// A request in flight when the shutdown comes is answered; the server

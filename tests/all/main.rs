@@ -22,5 +22,6 @@ mod live;
 mod nordic;
 mod registers;
 mod sandbox;
+mod search;
 mod upgrade;
 mod webhooks;

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod oauth2;
 pub mod openapi;
 mod persons;
+pub mod register_search;
 pub mod webhooks;
 
 use std::collections::BTreeMap;
@@ -127,6 +128,38 @@ pub trait Fetcher: Send + Sync {
     /// records), past any cache.
     async fn fetch(&self, id: &folkhub_core::PersonId, client: &str)
     -> Result<Fetched, FetchError>;
+
+    /// Searches every register that can (`search`, contract 2.2) for
+    /// `client`, whose name the cost ledger records. Nothing is stored and
+    /// nobody is followed: the client confirms a hit by following it.
+    async fn search(
+        &self,
+        query: &folkhub_core::contract::SearchQuery,
+        client: &str,
+    ) -> Result<Searched, FetchError>;
+}
+
+/// What a search by identifying details found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Searched {
+    /// The connectors asked.
+    pub asked: Vec<String>,
+    /// The persons that match, each as its register describes them, merged
+    /// by the host's rules (one per person: the same person found by two
+    /// registers is one hit).
+    pub hits: Vec<SearchHit>,
+    /// A register found more than the query takes: narrow the search.
+    /// `Some(n)` when it said how many.
+    pub too_many: Option<Option<u32>>,
+}
+
+/// One person a search found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    /// The registers that found them.
+    pub sources: Vec<String>,
+    pub ids: Vec<folkhub_core::observation::SourceId>,
+    pub record: folkhub_core::merge::MergedRecord,
 }
 
 /// What a fetch did.
@@ -147,6 +180,9 @@ pub enum FetchError {
     Unavailable(String),
     /// The month's budget of every connector that could answer is spent.
     OverBudget(String),
+    /// A register refused the question itself (a search too vague, a value
+    /// it cannot take); the message says what.
+    BadQuery(String),
 }
 
 /// Where the API queues manual job runs (the scheduler of `folkhub serve`).
@@ -325,6 +361,7 @@ pub fn app(state: ApiState) -> Router {
     let reads = Router::new()
         .route("/v1/persons", get(persons::search))
         .route("/v1/persons/batch", post(persons::batch))
+        .route("/v1/persons/search", post(register_search::search))
         .route("/v1/persons/{id}", get(persons::get_person))
         .route("/v1/persons/{id}/history", get(persons::person_history))
         .route("/v1/persons/{id}/refresh", post(persons::refresh))

@@ -9,9 +9,10 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use crate::{ConnectorStatus, ContractSupport, UpgradeNotice};
 // What the person handlers return: the read model's own types.
 pub use crate::persons::BatchRequest;
+pub use crate::register_search::RegisterSearchRequest;
 pub use folkhub_read::{
     BatchAnswer, BundleEntry, BundleSearch, Changes, History, HistoryEntry, PatientBundle,
-    PersonView as Person, SearchPage, Withheld,
+    PersonView as Person, RegisterSearch, SearchHit, SearchOutcomeKind, SearchPage, Withheld,
 };
 use folkhub_store::{
     AccessEntry, AccessRecord, AuditEntry, Client, ClientAuth, Conflict, CostRow, JobRun, Override,
@@ -171,6 +172,7 @@ impl Modify for Security {
         crate::persons::search,
         crate::persons::person_history,
         crate::persons::refresh,
+        crate::register_search::search,
         crate::follows::list,
         crate::follows::post,
         crate::follows::put,
@@ -208,6 +210,7 @@ impl Modify for Security {
         crate::webhooks::Delivery, crate::webhooks::Deliveries, folkhub_store::Subscription,
         folkhub_store::WebhookMessage, folkhub_store::DeliveryAttempt,
         ErrorBody, ErrorDetail, Withheld, Person, BatchRequest, BatchAnswer, SearchPage,
+        RegisterSearchRequest, RegisterSearch, SearchHit, SearchOutcomeKind,
         HistoryEntry, History, Changes, Patient, PatientBundle, BundleEntry, BundleSearch, Health, Connectors,
         ConnectorHistory, Runs, Queued, Costs, Conflicts, Overrides, Clients, AccessLogPage,
         ConnectorStatus, UpgradeNotice, ContractSupport, StoredId, AuditEntry, JobRun, RunCounts,

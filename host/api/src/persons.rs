@@ -75,7 +75,7 @@ impl Caller {
 }
 
 /// A read's failure as an answer: no log entry, no person data.
-fn read_error(e: ReadError) -> ApiError {
+pub(crate) fn read_error(e: ReadError) -> ApiError {
     match e {
         ReadError::Store(e) => ApiError::internal(e),
         ReadError::Log(e) => {
@@ -107,7 +107,7 @@ pub(crate) async fn log_reads(
 }
 
 /// [`log_reads`] with a search's criteria on some entries.
-async fn log_entries(
+pub(crate) async fn log_entries(
     state: &ApiState,
     caller: &Caller,
     endpoint: &str,
@@ -237,26 +237,39 @@ async fn fetch_now(
             ),
         )),
         Ok(Ok(fetched)) => Ok(fetched),
-        Ok(Err(crate::FetchError::NoConnector(scheme))) => Err(ApiError::new(
+        Ok(Err(e)) => Err(register_error(e)),
+    }
+}
+
+/// Why the registers gave no answer, as the API says it.
+pub(crate) fn register_error(e: crate::FetchError) -> ApiError {
+    match e {
+        crate::FetchError::NoConnector(scheme) if scheme == "search" => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no-register",
+            "no register this server asks can search by identifying details; search the store with GET /v1/persons",
+        ),
+        crate::FetchError::NoConnector(scheme) => ApiError::new(
             StatusCode::NOT_FOUND,
             "no-register",
             format!(
                 "no register this server asks looks up {scheme} IDs; only stored persons can be read"
             ),
-        )),
-        Ok(Err(crate::FetchError::Unavailable(why))) => {
-            tracing::warn!("fetch: {why}");
-            Err(ApiError::new(
+        ),
+        crate::FetchError::Unavailable(why) => {
+            tracing::warn!("registers: {why}");
+            ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "register-unavailable",
-                "the registers that look up this ID could not be asked now; try again later",
-            ))
+                "the registers that could answer could not be asked now; try again later",
+            )
         }
-        Ok(Err(crate::FetchError::OverBudget(why))) => Err(ApiError::new(
+        crate::FetchError::OverBudget(why) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "over-budget",
             format!("{why}; the operator must raise the budget before more lookups are made"),
-        )),
+        ),
+        crate::FetchError::BadQuery(why) => ApiError::bad("invalid-search", "family", why),
     }
 }
 

@@ -86,6 +86,14 @@ impl Fetcher for Fetch {
         done.clone()
             .unwrap_or_else(|| Err(FetchError::Unavailable("no outcome".into())))
     }
+
+    async fn search(
+        &self,
+        query: &folkhub_core::contract::SearchQuery,
+        client: &str,
+    ) -> Result<folkhub_api::Searched, FetchError> {
+        crate::search::search(&self.host, query, client).await
+    }
 }
 
 /// Adds a fetched person to the follow set of each client that asked.

@@ -17,7 +17,8 @@ use serde_json::Value;
 
 pub use views::{
     BatchAnswer, BundleEntry, BundleSearch, Changes, History, HistoryEntry, PatientBundle,
-    PersonView, SearchPage, Selection, Withheld, history_entries, patient, person_view,
+    PersonView, RegisterSearch, SearchHit, SearchOutcomeKind, SearchPage, Selection, Withheld,
+    history_entries, patient, person_view, search_hit,
 };
 
 /// Who reads, as the access log records it.

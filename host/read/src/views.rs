@@ -109,6 +109,87 @@ pub struct SearchPage {
     pub next: Option<String>,
 }
 
+/// A person a search of the registers found, as the reader's legal basis
+/// lets it see them. Not stored: follow an ID of it (`PUT
+/// /v1/follows/{id}`) to keep the person.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct SearchHit {
+    /// The person's IDs as the register gives them, active first.
+    pub ids: Vec<StoredId>,
+    /// Field path → value.
+    #[schema(value_type = BTreeMap<String, Object>)]
+    pub fields: BTreeMap<String, Value>,
+    /// Field path → confidentiality labels.
+    pub labels: BTreeMap<String, Vec<String>>,
+    /// Field path → why it is not in `fields`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub withheld: BTreeMap<String, Withheld>,
+    /// The registers that found the person.
+    pub sources: Vec<String>,
+}
+
+/// The answer to a search of the registers.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct RegisterSearch {
+    /// `hits`: every person that matches is in `hits` (possibly none);
+    /// `narrow`: more match than `limit`, and none is shown: add given
+    /// names, a postal code or a municipality.
+    pub outcome: SearchOutcomeKind,
+    pub hits: Vec<SearchHit>,
+    /// With `narrow`: how many match, when a register said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched: Option<u32>,
+    /// With `narrow`: what to do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The registers asked.
+    pub registers: Vec<String>,
+}
+
+/// What a search of the registers came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SearchOutcomeKind {
+    Hits,
+    Narrow,
+}
+
+/// A register's hit as a reader may see it, and the paths it shows.
+pub fn search_hit(
+    ids: Vec<StoredId>,
+    record: &folkhub_core::merge::MergedRecord,
+    sources: Vec<String>,
+    basis: &LegalBasis,
+    selection: Option<&Selection>,
+) -> (SearchHit, Vec<String>) {
+    let view = access::view(record, basis);
+    let wanted = |path: &str| selection.is_none_or(|s| s.takes(path));
+    let (mut fields, mut labels) = (BTreeMap::new(), BTreeMap::new());
+    for (path, field) in view.fields.into_iter().filter(|(p, _)| wanted(p)) {
+        if !field.labels.is_empty() {
+            labels.insert(path.clone(), field.labels);
+        }
+        fields.insert(path, field.value);
+    }
+    let shown = fields.keys().cloned().collect();
+    let withheld = view
+        .withheld
+        .into_iter()
+        .filter(|(p, _)| wanted(p))
+        .map(|(p, w)| (p, Withheld::from(w)))
+        .collect();
+    (
+        SearchHit {
+            ids,
+            fields,
+            labels,
+            withheld,
+            sources,
+        },
+        shown,
+    )
+}
+
 /// The answer to a batch.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct BatchAnswer {
