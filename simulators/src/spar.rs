@@ -23,7 +23,8 @@
 //! Undantag codes (the simulator's; SPAR documents its own list to
 //! customers): `1` identification refused (customer numbers or assignment),
 //! `2` extended permission not granted, `3` malformed search (IdNummer not
-//! 12 digits with a valid check digit, or no criteria), `4` malformed request.
+//! 12 digits with a valid check digit, no criteria, or a search argument
+//! not of its Sokargument-1.2.xsd type), `4` malformed request.
 //!
 //! A person whose samordningsnummer was replaced by a personnummer has a
 //! `Hanvisning` from the old number (`Typ` `Fran`) in `Persondetaljer`.

@@ -783,6 +783,9 @@ every = "10s"
         "  {school} -X PUT {api}/v1/follows/{new_pupil}   # follow (201), or 200 when followed already"
     );
     println!(
+        "  {school} -X POST {api}/v1/persons/search -H 'content-type: application/json' -d '{{\"family\": \"Andersson\", \"municipality\": \"0180\", \"limit\": 5}}'   # search SPAR by name and kommun (a paid call): hits, or \"narrow\" when more than 5 match; follow a hit to keep it"
+    );
+    println!(
         "  {school} {api}/v1/webhooks/{hook_id}/deliveries?limit=3   # every delivery and attempt"
     );
     println!(
