@@ -17,6 +17,7 @@ use crate::{ApiError, ApiState};
 pub const PERSON_EVENTS: &[&str] = &[
     "person.changed",
     "person.merged",
+    "person.ids-changed",
     "person.deceased",
     "person.protection-activated",
 ];

@@ -192,6 +192,8 @@ pub fn person_event(
             .any(|(_, e)| protected_value(&e["to"]) && !protected_value(&e["from"]))
     {
         "person.protection-activated"
+    } else if change.reason.starts_with(folkhub_store::IDS_CHANGED) {
+        "person.ids-changed"
     } else {
         "person.changed"
     };
@@ -403,5 +405,79 @@ async fn check_target(
 pub async fn event(host: &Host, key: &str, event_type: &str, payload: Value) {
     if let Err(e) = host.store.record_event(key, event_type, &payload).await {
         tracing::warn!("operational event {key} not recorded: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(reason: &str, diff: Value) -> folkhub_store::PersonChange {
+        folkhub_store::PersonChange {
+            seq: 7,
+            person: 1,
+            changed_at: Utc::now(),
+            version: 2,
+            diff,
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn each_change_is_told_as_what_it_is_and_only_as_far_as_the_basis_reads() {
+        let school = LegalBasis::profile("school").expect("school");
+        let kind =
+            |reason: &str, diff: Value| person_event(&change(reason, diff), "1", &school, &[]).0;
+        assert_eq!(
+            kind("identity link #3: person 2 merged into 1; x", json!({})),
+            "person.merged"
+        );
+        assert_eq!(
+            kind(
+                "feed",
+                json!({"status": {"from": "resident", "to": "deceased"}})
+            ),
+            "person.deceased"
+        );
+        assert_eq!(
+            kind(
+                "feed",
+                json!({"protection.level": {"from": "UGRADERT", "to": "FORTROLIG"}})
+            ),
+            "person.protection-activated"
+        );
+        assert_eq!(
+            kind(&format!("{}feed", folkhub_store::IDS_CHANGED), json!({})),
+            "person.ids-changed"
+        );
+        assert_eq!(
+            kind(
+                "feed",
+                json!({"name.given": {"from": "KARI", "to": "KARIANNE"}})
+            ),
+            "person.changed"
+        );
+        // Groups, never values; and only the groups the basis reads.
+        let (_, payload) = person_event(
+            &change(
+                "feed",
+                json!({"name.given": {"from": "A", "to": "B"}, "civil-status": {"from": "x", "to": "y"}}),
+            ),
+            "15031210140",
+            &school,
+            &[],
+        );
+        assert_eq!(payload["data"]["groups"], json!(["name"]));
+        assert!(!payload.to_string().contains("\"B\""));
+        // A person protected past the basis: that they changed, no more,
+        // whatever the change was.
+        let (kind, payload) = person_event(
+            &change(&format!("{}feed", folkhub_store::IDS_CHANGED), json!({})),
+            "15031210140",
+            &school,
+            &["FORTROLIG".to_string()],
+        );
+        assert_eq!(kind, "person.changed");
+        assert_eq!(payload["data"], json!({"id": "15031210140"}));
     }
 }

@@ -18,6 +18,11 @@ pub use types::*;
 
 use async_trait::async_trait;
 
+/// How a history entry's `reason` starts when the person's IDs changed (an
+/// ID new to them, or one the issuing register moved in or out of use),
+/// whether or not a value changed with them.
+pub const IDS_CHANGED: &str = "IDs changed: ";
+
 /// Persons: what the sources said (the observation log), the merged
 /// records with their history and identifiers, identity links, manual
 /// overrides and conflicts.

@@ -4,25 +4,39 @@
 
 use super::*;
 
-/// Finds (or creates) the person a record is about. IDs the record names
-/// that we hold for another person are returned as `(id, owner)`; the
-/// caller decides whether the register may link them.
+/// What [`resolve`] found: the person's key, whether it was created, IDs
+/// the record names that another person holds (`(scheme, id, owner)`; the
+/// caller decides whether the register may link them), and whether the
+/// person's own IDs changed (an ID new to them, or one the issuing
+/// register now says is in use or no longer in use).
+pub(super) struct Resolved {
+    pub key: i64,
+    pub created: bool,
+    pub conflicting: Vec<(String, String, i64)>,
+    pub ids_changed: bool,
+}
+
+/// Finds (or creates) the person a record is about.
 pub(super) async fn resolve(
     tx: &mut Transaction<'_, Any>,
     rules: &MergeRules,
     source: &str,
     person: &FoundPerson,
     at: &str,
-) -> Result<(i64, bool, Vec<(String, String, i64)>), StoreError> {
+) -> Result<Resolved, StoreError> {
     let mut owners: BTreeMap<String, i64> = BTreeMap::new();
+    let mut active_now: BTreeMap<String, bool> = BTreeMap::new();
     for id in &person.ids {
-        if let Some(owner) =
-            sqlx::query_scalar::<_, i64>("SELECT person_id FROM identifiers WHERE value = $1")
+        if let Some(row) =
+            sqlx::query(
+                "SELECT person_id, CASE WHEN active THEN 1 ELSE 0 END AS active FROM identifiers WHERE value = $1",
+            )
                 .bind(&id.value)
                 .fetch_optional(&mut **tx)
                 .await?
         {
-            owners.insert(id.value.clone(), owner);
+            owners.insert(id.value.clone(), row.col("person_id")?);
+            active_now.insert(id.value.clone(), row.col::<i64>("active")? == 1);
         }
     }
     // Prefer the person that holds the active ID; else any holder.
@@ -89,13 +103,21 @@ pub(super) async fn resolve(
         .await?;
     }
     let mut conflicting = Vec::new();
+    let mut ids_changed = false;
     for id in &person.ids {
         match owners.get(&id.value) {
             Some(owner) if *owner != key => {
                 conflicting.push((id.scheme.clone(), id.value.clone(), *owner));
             }
-            Some(_) => set_active(tx, rules, source, id, at).await?,
+            Some(_) => {
+                // Only the issuing register's word moves an ID in or out
+                // of use as far as readers are told.
+                ids_changed |= rules.issues(source, &id.scheme)
+                    && active_now.get(&id.value) != Some(&id.active);
+                set_active(tx, rules, source, id, at).await?
+            }
             None => {
+                ids_changed |= !created;
                 sqlx::query("INSERT INTO identifiers (value, scheme, person_id, active, source, first_seen, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
                     .bind(&id.value)
                     .bind(&id.scheme)
@@ -109,7 +131,12 @@ pub(super) async fn resolve(
             }
         }
     }
-    Ok((key, created, conflicting))
+    Ok(Resolved {
+        key,
+        created,
+        conflicting,
+        ids_changed,
+    })
 }
 
 /// Only the register that issues an ID (or, for IDs no authority is known
@@ -451,8 +478,12 @@ impl SqlStore {
         report: &mut ApplyReport,
     ) -> Result<(), StoreError> {
         let at = ts(batch.retrieved);
-        let (mut key, created, conflicting) =
-            resolve(tx, &self.rules, &batch.source, person, &at).await?;
+        let Resolved {
+            mut key,
+            created,
+            conflicting,
+            ids_changed,
+        } = resolve(tx, &self.rules, &batch.source, person, &at).await?;
         if created {
             report.persons_created += 1;
         }
@@ -602,7 +633,12 @@ impl SqlStore {
             .bind(&at)
             .execute(&mut **tx)
             .await?;
-        self.store_merged(tx, key, created, &at, &batch.reason, report)
+        let reason = if ids_changed && !created {
+            format!("{IDS_CHANGED}{}", batch.reason)
+        } else {
+            batch.reason.clone()
+        };
+        self.store_merged(tx, key, created, &at, &reason, report)
             .await
     }
 
@@ -768,7 +804,10 @@ impl SqlStore {
         };
         report.conflicts_opened += sync_conflicts(tx, key, &before, &merged, at).await?;
         let changes = diff(&before, &merged);
-        if changes.is_empty() && !created {
+        // New IDs, or IDs the issuing register moved in or out of use, are a
+        // new version even when no value changed: readers see other IDs.
+        let ids_changed = reason.starts_with(IDS_CHANGED);
+        if changes.is_empty() && !created && !ids_changed {
             // A statement that changes no value (the same again, or a newer
             // effective time): the provenance is kept current (retrieved =
             // the source's latest statement), without a new version.

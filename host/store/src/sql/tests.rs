@@ -992,10 +992,46 @@ async fn apply_merge_retract_history_and_id_change(b: Backend) {
     let history = store.history(by_new.key).await.unwrap();
     assert_eq!(history.len(), 2);
     assert_eq!(history[1].diff["name.given"]["from"], json!("KARI"));
+    assert!(
+        history[1].reason.starts_with(crate::IDS_CHANGED),
+        "{history:?}"
+    );
     assert_eq!(
         store.active_ids(&["no-fnr"]).await.unwrap(),
         vec!["03851598730".to_string()]
     );
+    // An ID change with no value change is a version of its own, so that
+    // readers and webhooks hear of it; the same IDs again are not.
+    let version = by_new.version;
+    let ids = [
+        ("43851500119", false),
+        ("03851598730", true),
+        ("03851599893", false),
+    ];
+    for round in 0..2 {
+        let r = store
+            .apply(batch(
+                vec![person(&ids, &[("name.given", json!("KARIANNE"))])],
+                None,
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.persons_changed, r.persons_unchanged),
+            if round == 0 { (1, 0) } else { (0, 1) }
+        );
+    }
+    let after = store.person("03851599893").await.unwrap().unwrap();
+    assert_eq!((after.key, after.version), (by_new.key, version + 1));
+    let history = store.history(by_new.key).await.unwrap();
+    assert_eq!(history.len(), 3);
+    assert!(history[2].reason.starts_with(crate::IDS_CHANGED));
+    assert_eq!(history[2].diff, json!({}));
+    // A register that does not issue the ID moving it is not its word.
+    let mut krr = batch(vec![person(&[("03851598730", false)], &[])], None);
+    krr.source = "krr".into();
+    store.apply(krr).await.unwrap();
+    assert_eq!(store.history(by_new.key).await.unwrap().len(), 3);
 }
 
 async fn installations_are_audited_and_survive_reopen(b: Backend) {
