@@ -394,3 +394,78 @@ async fn the_admin_upgrades_across_an_upstream_sunset_and_a_contract_major_and_r
         "2.1.0 speaks v2, which is not retired"
     );
 }
+
+/// Anyone who can edit the manifest can point a release at any artifact
+/// whose digest they write down. A component installed as another
+/// connector than it is (krr's artifact as a kartverket release) is
+/// refused at install and at an upgrade's check, and nothing is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_whose_component_is_another_connector_is_refused() {
+    let env = TestEnv::start(Setup {
+        seed: 73,
+        count: 20,
+        ..Setup::default()
+    })
+    .await;
+    let real =
+        folkhub_manifest::Manifest::load(&folkhub_tests::root().join("registry-manifest.toml"))
+            .expect("manifest");
+    let krr = real.find("krr", Some("2.2.0")).expect("krr").clone();
+    let honest = real
+        .find("kartverket", Some("1.1.1"))
+        .expect("kartverket")
+        .clone();
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir_all(dir.path().join("artifacts")).expect("dir");
+    for release in [&krr, &honest] {
+        std::fs::copy(
+            real.artifact_path(release),
+            dir.path().join(format!(
+                "artifacts/{}-{}.wasm",
+                release.connector, release.version
+            )),
+        )
+        .expect("copy");
+    }
+    let mut swapped = honest.clone();
+    swapped.version = "1.2.0".into();
+    swapped.artifact = "artifacts/krr-2.2.0.wasm".into();
+    swapped.sha256 = krr.sha256.clone();
+    swapped.contract = krr.contract.clone();
+    swapped.breaking = None;
+    let mut honest = honest;
+    honest.artifact = "artifacts/kartverket-1.1.1.wasm".into();
+    let manifest = dir.path().join("registry-manifest.toml");
+    let mut file = toml::Table::new();
+    file.insert("schema".into(), toml::Value::Integer(1));
+    file.insert(
+        "release".into(),
+        toml::Value::try_from(vec![honest, swapped]).expect("toml"),
+    );
+    std::fs::write(&manifest, toml::to_string(&file).expect("toml")).expect("write");
+    let mut config = env.host.config.clone();
+    config.registry.manifest = manifest;
+    let host = folkhub_app::Host::open(config).await.expect("host");
+    let e = host
+        .install("kartverket", Some("1.2.0"), false, "test", "swapped")
+        .await
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("is the connector \"krr\""), "{e}");
+    assert!(
+        folkhub_store::Installations::installation(host.store.as_ref(), "kartverket")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    host.install("kartverket", Some("1.1.1"), false, "test", "honest")
+        .await
+        .expect("the honest release installs");
+    let e = format!(
+        "{:#}",
+        host.plan_upgrade("kartverket", "1.2.0")
+            .await
+            .expect_err("refused")
+    );
+    assert!(e.contains("is the connector \"krr\""), "{e}");
+}

@@ -215,7 +215,8 @@ impl Host {
     }
 
     /// Installs a release: verifies digest and contract, compiles, links,
-    /// then records it. On any error nothing is recorded.
+    /// checks that the component is the connector it is installed as, then
+    /// records it. On any error nothing is recorded.
     pub async fn install(
         &self,
         connector: &str,
@@ -245,6 +246,7 @@ impl Host {
             );
         };
         let prepared = self.prepare(release)?;
+        is_who_it_says(&prepared).await?;
         let installation = Installation {
             connector: release.connector.clone(),
             version: release.version.clone(),
@@ -659,6 +661,9 @@ impl Host {
         let prepared = self
             .prepare_with(target, overrides)
             .with_context(|| format!("{connector} {to} cannot be installed on this host"))?;
+        is_who_it_says(&prepared)
+            .await
+            .with_context(|| format!("{connector} {to} cannot be installed on this host"))?;
         let mut config = self.config.connector(connector).config.clone();
         config.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
         let requested = target.requested_origins(&config);
@@ -800,4 +805,25 @@ impl Host {
             .await?
             .context("the installation vanished")
     }
+}
+
+/// A component says which connector it is (`describe().source`): one
+/// installed under another connector's id (an artifact with a matching
+/// digest swapped into another release of the manifest) is refused, since
+/// its register calls, fields and merge rank would be another's.
+async fn is_who_it_says(prepared: &Connector) -> anyhow::Result<()> {
+    let described = prepared
+        .describe()
+        .await
+        .with_context(|| format!("{} {}: describe() failed", prepared.id, prepared.version))?;
+    if described.source != prepared.id {
+        bail!(
+            "the artifact of {} {} is the connector {:?} (its describe().source), not {:?}: the manifest entry points at another connector's component; ask the publisher for the right artifact",
+            prepared.id,
+            prepared.version,
+            described.source,
+            prepared.id
+        );
+    }
+    Ok(())
 }

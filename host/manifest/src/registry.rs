@@ -90,6 +90,7 @@ pub struct Breaking {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Raw {
     #[serde(default)]
     schema: Option<i64>,
@@ -107,8 +108,23 @@ const KNOWN_CAPABILITIES: &[&str] = &[
 ];
 
 /// Capabilities that need an interface added in a later contract minor.
-const CAPABILITY_SINCE: &[(&str, (u64, u64))] = &[("enrich", (1, 1)), ("watch", (1, 1))];
+const CAPABILITY_SINCE: &[(&str, (u64, u64))] =
+    &[("enrich", (1, 1)), ("watch", (1, 1)), ("search", (2, 2))];
 const KNOWN_CREDENTIALS: &[&str] = &["none", "maskinporten", "mtls", "basic", "secrets"];
+
+/// Is an artifact path relative to the manifest's directory and inside it?
+/// An absolute path, a drive or a `..` would let whoever edits the manifest
+/// point a release at any file with a matching digest.
+fn artifact_stays_inside(artifact: &str) -> bool {
+    let path = Path::new(artifact);
+    !artifact.contains('\\')
+        && path.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+}
 
 /// Parses a semver `MAJOR.MINOR.PATCH`.
 pub fn semver(text: &str) -> Option<(u64, u64, u64)> {
@@ -333,6 +349,14 @@ impl Release {
         }
         if self.artifact.is_empty() {
             problem("artifact", "must name the component file".into());
+        } else if !artifact_stays_inside(&self.artifact) {
+            problem(
+                "artifact",
+                format!(
+                    "{:?} must be a path inside the manifest's directory, relative to it and without `..` (e.g. registry/artifacts/{}-{}.wasm)",
+                    self.artifact, self.connector, self.version
+                ),
+            );
         }
         for (i, host) in self.outbound_hosts.iter().enumerate() {
             let templated = host.starts_with('{') && host.ends_with('}');
@@ -357,8 +381,7 @@ impl Release {
             if let Some((_, (major, minor))) =
                 CAPABILITY_SINCE.iter().find(|(c, _)| c == capability)
                 && let Some((m, n, _)) = semver(&self.contract)
-                && m == *major
-                && n < *minor
+                && (m, n) < (*major, *minor)
             {
                 problem(
                     &format!("capabilities[{i}]"),
@@ -510,6 +533,56 @@ published = 2026-11-01
                 "http://127.0.0.1:9000".to_string()
             ]
         );
+    }
+
+    /// Whoever edits a manifest must not point a release at a file outside
+    /// the registry, nor slip in a key this host would ignore.
+    #[test]
+    fn artifacts_stay_inside_the_registry_and_unknown_keys_are_refused() {
+        for outside in [
+            "../krr-1.0.0.wasm",
+            "registry/../../etc/x.wasm",
+            "/tmp/krr.wasm",
+            "registry\\..\\x.wasm",
+        ] {
+            let text = GOOD.replace("artifact = \"a.wasm\"", &format!("artifact = {outside:?}"));
+            let e = Manifest::parse(&text, "m.toml", PathBuf::new())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("release[0].artifact") && e.contains("inside the manifest's directory"),
+                "{outside}: {e}"
+            );
+        }
+        for inside in ["./a.wasm", "registry/artifacts/a.wasm"] {
+            let text = GOOD.replace("artifact = \"a.wasm\"", &format!("artifact = {inside:?}"));
+            assert!(
+                Manifest::parse(&text, "m.toml", PathBuf::new()).is_ok(),
+                "{inside}"
+            );
+        }
+        let text = format!("trusted = true\n{GOOD}");
+        let e = Manifest::parse(&text, "m.toml", PathBuf::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `trusted`"), "{e}");
+        let text = GOOD.replace(
+            "upstream = { system = \"Folkeregisteret\", version = \"v1\" }",
+            "upstream = { system = \"Folkeregisteret\", version = \"v1\", sunset = 2027-01-01 }",
+        );
+        let e = Manifest::parse(&text, "m.toml", PathBuf::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `sunset`"), "{e}");
+        // A capability needs the contract minor that added its interface.
+        let text = GOOD.replace(
+            "capabilities = [\"lookup\"]",
+            "capabilities = [\"lookup\", \"search\"]",
+        );
+        let e = Manifest::parse(&text, "m.toml", PathBuf::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"search\" needs contract 2.2.0"), "{e}");
     }
 
     #[test]
