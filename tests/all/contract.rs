@@ -66,6 +66,14 @@ fn registry_manifest_is_valid_and_artifacts_match_their_digests() {
     let manifest = folkhub_manifest::Manifest::load(&root().join("registry-manifest.toml"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!manifest.releases.is_empty());
+    // Every release of the project is signed by the project's key, whose
+    // public half is registry/publisher-keys/folkhub.pub.
+    let project = folkhub_manifest::config::RegistryConfig::default().trusted_keys;
+    for release in &manifest.releases {
+        if let Err(e) = folkhub_manifest::signing::verify(release, &project) {
+            panic!("{} {}: {e}", release.connector, release.version);
+        }
+    }
     for release in &manifest.releases {
         let bytes = std::fs::read(manifest.artifact_path(release)).expect("artifact");
         assert_eq!(

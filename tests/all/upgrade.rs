@@ -396,11 +396,14 @@ async fn the_admin_upgrades_across_an_upstream_sunset_and_a_contract_major_and_r
 }
 
 /// Anyone who can edit the manifest can point a release at any artifact
-/// whose digest they write down. A component installed as another
-/// connector than it is (krr's artifact as a kartverket release) is
-/// refused at install and at an upgrade's check, and nothing is recorded.
+/// whose digest they write down. A release must be signed by a publisher
+/// the operator trusts, over its entry and artifact digest; and even a
+/// signed (or, on a development host, unsigned) component installed as
+/// another connector than it is (krr's artifact as a kartverket release)
+/// is refused at install and at an upgrade's check. Nothing is recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_whose_component_is_another_connector_is_refused() {
+async fn releases_must_be_signed_by_a_trusted_publisher_and_be_who_they_say() {
+    use folkhub_manifest::signing;
     let env = TestEnv::start(Setup {
         seed: 73,
         count: 20,
@@ -427,45 +430,115 @@ async fn a_release_whose_component_is_another_connector_is_refused() {
         )
         .expect("copy");
     }
+    // A vendor, acme, publishes kartverket 1.1.2 (the same bytes) and
+    // signs it; a 1.1.3 goes out unsigned; and someone edits in a 1.2.0
+    // that is krr's component, signing it with acme's key.
+    let (acme_private, acme_public) = signing::generate().expect("key");
+    let mut honest = honest;
+    honest.artifact = "artifacts/kartverket-1.1.1.wasm".into();
+    let mut vendor = honest.clone();
+    vendor.version = "1.1.2".into();
+    signing::sign(&mut vendor, "acme", &acme_private).expect("sign");
+    let mut unsigned = honest.clone();
+    unsigned.version = "1.1.3".into();
+    unsigned.publisher = None;
+    unsigned.signature = None;
     let mut swapped = honest.clone();
     swapped.version = "1.2.0".into();
     swapped.artifact = "artifacts/krr-2.2.0.wasm".into();
     swapped.sha256 = krr.sha256.clone();
     swapped.contract = krr.contract.clone();
     swapped.breaking = None;
-    let mut honest = honest;
-    honest.artifact = "artifacts/kartverket-1.1.1.wasm".into();
+    let mut forged = swapped.clone();
+    forged.version = "1.2.1".into();
+    signing::sign(&mut swapped, "acme", &acme_private).expect("sign");
+    // Copied signature lines onto an edited entry do not pass.
+    forged.publisher = Some("folkhub".into());
+    forged.signature = honest.signature.clone();
     let manifest = dir.path().join("registry-manifest.toml");
     let mut file = toml::Table::new();
     file.insert("schema".into(), toml::Value::Integer(1));
     file.insert(
         "release".into(),
-        toml::Value::try_from(vec![honest, swapped]).expect("toml"),
+        toml::Value::try_from(vec![honest, vendor, unsigned, swapped, forged]).expect("toml"),
     );
     std::fs::write(&manifest, toml::to_string(&file).expect("toml")).expect("write");
-    let mut config = env.host.config.clone();
-    config.registry.manifest = manifest;
-    let host = folkhub_app::Host::open(config).await.expect("host");
-    let e = host
-        .install("kartverket", Some("1.2.0"), false, "test", "swapped")
-        .await
-        .expect_err("refused")
-        .to_string();
-    assert!(e.contains("is the connector \"krr\""), "{e}");
+    let host_with = |trust_acme: bool, allow_unsigned: bool| {
+        let mut config = env.host.config.clone();
+        config.registry.manifest = manifest.clone();
+        if trust_acme {
+            config
+                .registry
+                .trusted_keys
+                .insert("acme".into(), acme_public.clone());
+        }
+        config.registry.allow_unsigned = allow_unsigned;
+        folkhub_app::Host::open(config)
+    };
+    let refused = |e: anyhow::Error| format!("{e:#}");
+    // The operator trusts only the project's key: acme's release is
+    // refused, naming what to do; so are the unsigned and the forged one.
+    let host = host_with(false, false).await.expect("host");
+    let e = refused(
+        host.install("kartverket", Some("1.1.2"), false, "t", "r")
+            .await
+            .expect_err("untrusted"),
+    );
+    assert!(
+        e.contains("publisher \"acme\"") && e.contains("trusted_keys"),
+        "{e}"
+    );
+    let e = refused(
+        host.install("kartverket", Some("1.1.3"), false, "t", "r")
+            .await
+            .expect_err("unsigned"),
+    );
+    assert!(
+        e.contains("not signed") && e.contains("allow_unsigned"),
+        "{e}"
+    );
+    let e = refused(
+        host.install("kartverket", Some("1.2.1"), false, "t", "r")
+            .await
+            .expect_err("forged"),
+    );
+    assert!(e.contains("does not match"), "{e}");
     assert!(
         folkhub_store::Installations::installation(host.store.as_ref(), "kartverket")
             .await
             .expect("read")
             .is_none()
     );
-    host.install("kartverket", Some("1.1.1"), false, "test", "honest")
+    // The project's own release installs.
+    host.install("kartverket", Some("1.1.1"), false, "t", "signed by folkhub")
         .await
-        .expect("the honest release installs");
-    let e = format!(
-        "{:#}",
-        host.plan_upgrade("kartverket", "1.2.0")
+        .expect("the project's release installs");
+    // Trusting acme: its release installs; the krr component it signed as
+    // kartverket is still refused, at install and at an upgrade's check.
+    let host = host_with(true, false).await.expect("host");
+    host.install("kartverket", Some("1.1.2"), false, "t", "acme's")
+        .await
+        .expect("acme's release installs");
+    let e = refused(
+        host.install("kartverket", Some("1.2.0"), false, "t", "r")
             .await
-            .expect_err("refused")
+            .expect_err("swapped"),
     );
     assert!(e.contains("is the connector \"krr\""), "{e}");
+    let e = refused(
+        host.plan_upgrade("kartverket", "1.2.0")
+            .await
+            .expect_err("swapped"),
+    );
+    assert!(e.contains("is the connector \"krr\""), "{e}");
+    // A development host that allows unsigned releases installs 1.1.3.
+    let host = host_with(false, true).await.expect("host");
+    host.install("kartverket", Some("1.1.3"), false, "t", "dev")
+        .await
+        .expect("allowed unsigned");
+    let installed = folkhub_store::Installations::installation(host.store.as_ref(), "kartverket")
+        .await
+        .expect("read")
+        .expect("installed");
+    assert_eq!(installed.version, "1.1.3");
 }

@@ -57,6 +57,8 @@ pub fn test_release(name: &str, path: &Path, contract: &str) -> folkhub_manifest
         published: chrono::NaiveDate::from_ymd_opt(2026, 11, 22).expect("date"),
         notes: String::new(),
         breaking: None,
+        publisher: None,
+        signature: None,
     }
 }
 

@@ -260,7 +260,9 @@ fn build_connectors(publish: bool) -> anyhow::Result<()> {
                     "registry-manifest.toml has no release {id} {version}; add it before publishing"
                 )
             })?;
-            eprintln!("xtask: published {id} {version} sha256 {built_digest}");
+            eprintln!(
+                "xtask: published {id} {version} sha256 {built_digest}; sign it with the project key: cargo run -p folkhub -- releases sign {id} {version} --publisher folkhub --key $FOLKHUB_PUBLISHER_KEY"
+            );
         } else if sha256_file(&artifact)? != built_digest {
             eprintln!(
                 "xtask: note: {id} {version} built from source differs from the published artifact; published releases never change — bump the version in connectors/{id}/Cargo.toml, add a release to registry-manifest.toml and run `cargo xtask build-connectors --publish`"

@@ -214,6 +214,26 @@ impl Host {
             .prepare(release, &self.manifest().artifact_path(release), settings)?)
     }
 
+    /// Is `release` signed by a publisher this host trusts (`[registry]
+    /// trusted_keys`)? With `allow_unsigned`, a release that is not is
+    /// installed with a warning.
+    pub fn check_signature(&self, release: &Release) -> anyhow::Result<()> {
+        let registry = &self.config.registry;
+        match folkhub_manifest::signing::verify(release, &registry.trusted_keys) {
+            Ok(()) => Ok(()),
+            Err(e) if registry.allow_unsigned => {
+                tracing::warn!(
+                    connector = %release.connector,
+                    "{} {}: {e}; installed anyway ([registry] allow_unsigned = true)",
+                    release.connector,
+                    release.version
+                );
+                Ok(())
+            }
+            Err(e) => bail!("{} {} is refused: {e}", release.connector, release.version),
+        }
+    }
+
     /// Installs a release: verifies digest and contract, compiles, links,
     /// checks that the component is the connector it is installed as, then
     /// records it. On any error nothing is recorded.
@@ -245,6 +265,7 @@ impl Host {
                 known.join(", ")
             );
         };
+        self.check_signature(release)?;
         let prepared = self.prepare(release)?;
         is_who_it_says(&prepared).await?;
         let installation = Installation {
@@ -332,6 +353,7 @@ impl Host {
                                 "{connector}: the auto-upgrade target {by} is not in the manifest"
                             );
                         };
+                        self.check_signature(target)?;
                         tracing::warn!(
                             connector,
                             "auto-upgrading to {} ({by} or later of its major): {reason}",
@@ -658,6 +680,7 @@ impl Host {
                 installed.version
             );
         }
+        self.check_signature(target)?;
         let prepared = self
             .prepare_with(target, overrides)
             .with_context(|| format!("{connector} {to} cannot be installed on this host"))?;

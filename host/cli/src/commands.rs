@@ -8,6 +8,7 @@ pub mod follows;
 pub mod jobs;
 pub mod overrides;
 pub mod person;
+pub mod releases;
 pub mod serve;
 pub mod sync;
 pub mod upgrade;

@@ -63,6 +63,11 @@ enum Command {
         #[command(subcommand)]
         command: ConnectorsCommand,
     },
+    /// Publishers' release signatures: keys, signing, checking.
+    Releases {
+        #[command(subcommand)]
+        command: ReleasesCommand,
+    },
     /// Credentials the host uses upstream.
     Credentials {
         #[command(subcommand)]
@@ -492,6 +497,41 @@ enum IdentityCommand {
 }
 
 #[derive(Subcommand)]
+enum ReleasesCommand {
+    /// Generate a publisher's Ed25519 key pair: the private key goes to
+    /// --out (keep it secret), the public key is printed for operators'
+    /// `[registry] trusted_keys`.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a release's manifest entry (its artifact digest included) and
+    /// write `publisher` and `signature` into it.
+    Sign {
+        connector: String,
+        version: String,
+        /// The registry manifest to sign in.
+        #[arg(long, default_value = "registry-manifest.toml")]
+        manifest: PathBuf,
+        /// The private key file `releases keygen` wrote.
+        #[arg(long, env = "FOLKHUB_PUBLISHER_KEY")]
+        key: PathBuf,
+        /// The publisher name operators trust the key under.
+        #[arg(long)]
+        publisher: String,
+    },
+    /// Check every release's signature in a manifest against trusted keys:
+    /// `--trust NAME=KEY` (repeatable), else folkhub.toml's
+    /// `[registry] trusted_keys`, else the folkhub project's key.
+    Verify {
+        #[arg(long, default_value = "registry-manifest.toml")]
+        manifest: PathBuf,
+        #[arg(long = "trust", value_name = "NAME=KEY")]
+        trust: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum CredentialsCommand {
     /// Generate an RSA key pair for Maskinporten JWT grants.
     GenerateKey {
@@ -505,6 +545,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Credentials {
             command: CredentialsCommand::GenerateKey { out },
         } => commands::credentials::generate_key(&out),
+        Command::Releases {
+            command: ReleasesCommand::Keygen { out },
+        } => commands::releases::keygen(&out),
+        Command::Releases {
+            command:
+                ReleasesCommand::Sign {
+                    connector,
+                    version,
+                    manifest,
+                    key,
+                    publisher,
+                },
+        } => commands::releases::sign(&manifest, &connector, &version, &key, &publisher),
+        Command::Releases {
+            command: ReleasesCommand::Verify { manifest, trust },
+        } => commands::releases::verify(&manifest, &trust, cli.config.as_deref()),
         Command::Openapi => {
             out!("{}", folkhub_api::openapi().to_pretty_json()?);
             Ok(())
@@ -833,6 +889,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Command::Rebuild { check } => commands::person::rebuild(&host, check).await,
                 Command::Credentials { .. }
+                | Command::Releases { .. }
                 | Command::Version
                 | Command::Openapi
                 | Command::Migrate { .. } => Ok(()),

@@ -334,6 +334,13 @@ fn leeway() -> String {
 pub struct RegistryConfig {
     /// Path of registry-manifest.toml.
     pub manifest: PathBuf,
+    /// Publisher name → Ed25519 public key (base64) of the publishers whose
+    /// releases this host installs. Default: the folkhub project's key
+    /// (`registry/publisher-keys/folkhub.pub`).
+    pub trusted_keys: std::collections::BTreeMap<String, String>,
+    /// Install and upgrade to releases without a valid signature by a
+    /// trusted key (for a vendor's own development host only).
+    pub allow_unsigned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -493,6 +500,13 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             manifest: PathBuf::from("registry-manifest.toml"),
+            trusted_keys: [(
+                crate::signing::PROJECT_PUBLISHER.to_string(),
+                crate::signing::project_key().to_string(),
+            )]
+            .into_iter()
+            .collect(),
+            allow_unsigned: false,
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod registry;
 pub mod schedule;
+pub mod signing;
 pub mod support;
 
 pub use config::{Config, ConnectorConfig, Credentials, MigrateMode};

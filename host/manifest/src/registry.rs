@@ -58,6 +58,14 @@ pub struct Release {
     /// For breaking releases: why, and by when admins must move.
     #[serde(default)]
     pub breaking: Option<Breaking>,
+    /// Who published the release: the name of the key that signed it
+    /// (`[registry] trusted_keys` maps names to public keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<String>,
+    /// The publisher's Ed25519 signature (base64) over this entry, artifact
+    /// digest included ([`crate::signing`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 fn default_credentials() -> String {
