@@ -542,3 +542,83 @@ async fn releases_must_be_signed_by_a_trusted_publisher_and_be_who_they_say() {
         .expect("installed");
     assert_eq!(installed.version, "1.1.3");
 }
+
+/// A vendor's registry beside the built-in one: its releases are offered
+/// with their artifacts under its own directory, installed when a key the
+/// operator trusts signed them; a release both registries list is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendor_registry_sits_beside_the_built_in_one() {
+    use folkhub_manifest::signing;
+    let env = TestEnv::start(Setup {
+        seed: 74,
+        count: 20,
+        ..Setup::default()
+    })
+    .await;
+    let real =
+        folkhub_manifest::Manifest::load(&folkhub_tests::root().join("registry-manifest.toml"))
+            .expect("manifest");
+    let base = real
+        .find("kartverket", Some("1.1.1"))
+        .expect("kartverket")
+        .clone();
+    let vendor = tempfile::tempdir().expect("dir");
+    std::fs::create_dir_all(vendor.path().join("artifacts")).expect("dir");
+    std::fs::copy(
+        real.artifact_path(&base),
+        vendor.path().join("artifacts/kartverket-1.1.2.wasm"),
+    )
+    .expect("copy");
+    let (private, public) = signing::generate().expect("key");
+    let mut release = base.clone();
+    release.version = "1.1.2".into();
+    release.artifact = "artifacts/kartverket-1.1.2.wasm".into();
+    release.notes = "acme's build".into();
+    signing::sign(&mut release, "acme", &private).expect("sign");
+    let write = |releases: Vec<folkhub_manifest::Release>| {
+        let mut file = toml::Table::new();
+        file.insert("schema".into(), toml::Value::Integer(1));
+        file.insert(
+            "release".into(),
+            toml::Value::try_from(releases).expect("toml"),
+        );
+        std::fs::write(
+            vendor.path().join("registry-manifest.toml"),
+            toml::to_string(&file).expect("toml"),
+        )
+        .expect("write");
+    };
+    write(vec![release.clone()]);
+    let mut config = env.host.config.clone();
+    config.registry.vendors = vec![vendor.path().join("registry-manifest.toml")];
+    config.registry.trusted_keys.insert("acme".into(), public);
+    let host = folkhub_app::Host::open(config.clone()).await.expect("host");
+    let offered = host.manifest();
+    let found = offered.find("kartverket", None).expect("newest");
+    assert_eq!(found.version, "1.1.2", "the vendor's release is the newest");
+    assert!(offered.artifact_path(found).starts_with(vendor.path()));
+    assert!(
+        offered.find("krr", Some("2.2.0")).is_some(),
+        "the built-in ones stay"
+    );
+    let installed = host
+        .install("kartverket", None, false, "ops", "acme's")
+        .await
+        .expect("install");
+    assert_eq!(installed.version, "1.1.2");
+    // A release the built-in registry lists too has two publishers: refused.
+    let mut twin = base.clone();
+    twin.artifact = "artifacts/kartverket-1.1.2.wasm".into();
+    write(vec![release, twin]);
+    let e = format!(
+        "{:#}",
+        folkhub_app::Host::open(config)
+            .await
+            .err()
+            .expect("refused")
+    );
+    assert!(
+        e.contains("kartverket 1.1.1") && e.contains("another registry lists too"),
+        "{e}"
+    );
+}

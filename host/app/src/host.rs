@@ -43,8 +43,9 @@ fn rules_of(config: &Config) -> MergeRules {
 /// parses keeps the last good manifest in use, with a warning.
 #[derive(Debug)]
 pub struct ManifestFile {
-    path: PathBuf,
-    current: RwLock<(Option<Stamp>, Arc<Manifest>)>,
+    /// The built-in registry's manifest, then vendors' (`[registry] vendors`).
+    paths: Vec<PathBuf>,
+    current: RwLock<(Vec<Option<Stamp>>, Arc<Manifest>)>,
 }
 
 /// A file's modification time and length: a change to either is a change.
@@ -58,17 +59,34 @@ fn stamp(path: &Path) -> Option<Stamp> {
 impl ManifestFile {
     /// Reads the manifest; an invalid one is an error here.
     pub fn load(path: &Path) -> anyhow::Result<ManifestFile> {
-        let seen = stamp(path);
-        let manifest = Manifest::load(path)?;
+        Self::load_all(path, &[])
+    }
+
+    /// Reads the built-in manifest and vendors' manifests as one.
+    pub fn load_all(path: &Path, vendors: &[PathBuf]) -> anyhow::Result<ManifestFile> {
+        let paths: Vec<PathBuf> = std::iter::once(path.to_path_buf())
+            .chain(vendors.iter().cloned())
+            .collect();
+        let seen = paths.iter().map(|p| stamp(p)).collect();
+        let manifest = Self::read(&paths)?;
         Ok(ManifestFile {
-            path: path.to_path_buf(),
+            paths,
             current: RwLock::new((seen, Arc::new(manifest))),
         })
     }
 
-    /// The manifest as the file says now.
+    fn read(paths: &[PathBuf]) -> anyhow::Result<Manifest> {
+        let first = Manifest::load(&paths[0])?;
+        let mut others = Vec::new();
+        for path in &paths[1..] {
+            others.push((path.display().to_string(), Manifest::load(path)?));
+        }
+        Ok(Manifest::combine(first, others)?)
+    }
+
+    /// The manifest as the files say now.
     pub fn get(&self) -> Arc<Manifest> {
-        let now = stamp(&self.path);
+        let now: Vec<Option<Stamp>> = self.paths.iter().map(|p| stamp(p)).collect();
         {
             let current = self.current.read().unwrap_or_else(|e| e.into_inner());
             if current.0 == now {
@@ -77,14 +95,14 @@ impl ManifestFile {
         }
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         if current.0 != now {
-            match Manifest::load(&self.path) {
+            match Self::read(&self.paths) {
                 Ok(manifest) => {
-                    tracing::info!(file = %self.path.display(), "registry manifest changed: reloaded");
+                    tracing::info!(file = %self.paths[0].display(), "registry manifest changed: reloaded");
                     *current = (now, Arc::new(manifest));
                 }
                 Err(e) => {
                     tracing::warn!(
-                        file = %self.path.display(),
+                        file = %self.paths[0].display(),
                         "registry manifest changed but does not parse; keeping the last good one: {e}"
                     );
                     // Not again until the file changes once more.
@@ -128,7 +146,7 @@ impl Host {
             ),
             Err(_) => None,
         };
-        let registry = ManifestFile::load(&config.registry.manifest)?;
+        let registry = ManifestFile::load_all(&config.registry.manifest, &config.registry.vendors)?;
         let mode = match config.store.migrate {
             folkhub_manifest::MigrateMode::OnStart => OpenMode::Migrate,
             folkhub_manifest::MigrateMode::Manual => OpenMode::RequireCurrent,

@@ -1,6 +1,7 @@
 //! One module per verb of the `folkhub` binary.
 
 pub mod audit;
+pub mod check;
 pub mod clients;
 pub mod connectors;
 pub mod credentials;

@@ -432,6 +432,26 @@ enum ConnectorsCommand {
     },
     /// Every installation change of a connector: who, when, digests, why.
     History { connector: String },
+    /// Hold a connector component to the contract against the simulator of
+    /// its register: describe vs its manifest entry, lookups found, not
+    /// found and malformed, a full batch, feed paging and resume, watch,
+    /// enrichment, search; errors, granted hosts, time per call. Needs no
+    /// store; exits 1 when a check fails.
+    Check {
+        /// The component (.wasm).
+        #[arg(required_unless_present = "registry")]
+        component: Option<PathBuf>,
+        /// Its `[[release]]` entry as it will go into the registry
+        /// manifest; without it, the component's describe() stands in.
+        #[arg(long, conflicts_with = "registry")]
+        manifest_entry: Option<PathBuf>,
+        /// Check every release of this registry manifest instead.
+        #[arg(long, conflicts_with = "component")]
+        registry: Option<PathBuf>,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -548,6 +568,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Releases {
             command: ReleasesCommand::Keygen { out },
         } => commands::releases::keygen(&out),
+        Command::Connectors {
+            command:
+                ConnectorsCommand::Check {
+                    component,
+                    manifest_entry,
+                    registry,
+                    json,
+                },
+        } => {
+            let target = match (&registry, &component) {
+                (Some(registry), _) => commands::check::Target::Registry(registry),
+                (None, Some(wasm)) => commands::check::Target::Component {
+                    wasm,
+                    entry: manifest_entry.as_deref(),
+                },
+                (None, None) => anyhow::bail!("name a component, or --registry MANIFEST"),
+            };
+            commands::check::run(target, json).await
+        }
         Command::Releases {
             command:
                 ReleasesCommand::Sign {
@@ -890,6 +929,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Rebuild { check } => commands::person::rebuild(&host, check).await,
                 Command::Credentials { .. }
                 | Command::Releases { .. }
+                | Command::Connectors {
+                    command: ConnectorsCommand::Check { .. },
+                }
                 | Command::Version
                 | Command::Openapi
                 | Command::Migrate { .. } => Ok(()),

@@ -757,3 +757,130 @@ fn follow_sets_and_populations_from_the_command_line() {
         "{stderr}"
     );
 }
+
+/// `connectors check` against the simulators: every release in the
+/// registry passes, except the published releases whose defects later
+/// releases fixed, which fail exactly where the fix notes say.
+#[test]
+fn connectors_check_holds_every_release_to_the_contract() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run_in(
+        dir.path(),
+        &[
+            "connectors",
+            "check",
+            "--registry",
+            &root.join("registry-manifest.toml").display().to_string(),
+            "--json",
+        ],
+    );
+    let reports: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+    let mut failing = std::collections::BTreeMap::new();
+    for r in reports.as_array().expect("reports") {
+        let failed: Vec<&str> = r["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .filter(|c| c["passed"] == false)
+            .map(|c| c["check"].as_str().unwrap_or("?"))
+            .collect();
+        assert!(r["checks"].as_array().unwrap().len() >= 4, "{r}");
+        if !failed.is_empty() {
+            failing.insert(
+                format!(
+                    "{} {}",
+                    r["connector"].as_str().unwrap(),
+                    r["version"].as_str().unwrap()
+                ),
+                failed,
+            );
+        }
+    }
+    // krr before 2.2.0 stored an empty person for IKKE_REGISTRERT; spar
+    // before 1.1.0/2.1.0 read no element of PersonSök's namespaced answers.
+    let krr_fixed_in_220 = vec!["lookup: not found"];
+    let spar_fixed_in_110 = vec!["lookup: found", "change feed: paging and resume"];
+    let expected: std::collections::BTreeMap<String, Vec<&str>> = [
+        ("krr 1.0.0", &krr_fixed_in_220),
+        ("krr 1.0.1", &krr_fixed_in_220),
+        ("krr 2.0.0", &krr_fixed_in_220),
+        ("krr 2.1.0", &krr_fixed_in_220),
+        ("spar 1.0.0", &spar_fixed_in_110),
+        ("spar 1.0.1", &spar_fixed_in_110),
+        ("spar 2.0.0", &spar_fixed_in_110),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.clone()))
+    .collect();
+    assert_eq!(failing, expected);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("connectors check failed for krr 1.0.0"),
+        "{err}"
+    );
+
+    // One component, with its entry or without: the newest SPAR passes,
+    // search included.
+    let manifest = std::fs::read_to_string(root.join("registry-manifest.toml")).unwrap();
+    let entry = |connector: &str, version: &str| {
+        manifest
+            .split("[[release]]")
+            .find(|b| {
+                b.contains(&format!("connector = \"{connector}\""))
+                    && b.contains(&format!("version = \"{version}\""))
+            })
+            .unwrap()
+            .to_string()
+    };
+    std::fs::write(dir.path().join("spar.toml"), entry("spar", "2.2.0")).unwrap();
+    let spar = root
+        .join("registry/artifacts/spar-2.2.0.wasm")
+        .display()
+        .to_string();
+    let (code, out, err) = run_in(
+        dir.path(),
+        &[
+            "connectors",
+            "check",
+            &spar,
+            "--manifest-entry",
+            "spar.toml",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("PASS  search: a known person"), "{out}");
+    let (code, out, err) = run_in(dir.path(), &["connectors", "check", &spar]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("spar 0.0.0 (contract 2.2.0"), "{out}");
+    // krr's component under kartverket's entry: refused, and why.
+    std::fs::write(
+        dir.path().join("k.toml"),
+        entry("kartverket", "1.1.1")
+            .replace(
+                "sha256 = \"d7bce314662e3d1e207c3d6078be2886a1908b59ed8f0919351c2d1accb9e839\"",
+                "sha256 = \"d8705bcc19084fbf99cb3bc0d994299481c256e4bce98148c9de91882d7d2bbd\"",
+            )
+            .replace("contract = \"2.0.0\"", "contract = \"2.1.0\""),
+    )
+    .unwrap();
+    let krr = root
+        .join("registry/artifacts/krr-2.2.0.wasm")
+        .display()
+        .to_string();
+    let (code, out, _) = run_in(
+        dir.path(),
+        &["connectors", "check", &krr, "--manifest-entry", "k.toml"],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("FAIL  install and negotiate") && out.contains("is the connector \"krr\""),
+        "{out}"
+    );
+    // Not a component at all.
+    std::fs::write(dir.path().join("x.wasm"), b"not wasm").unwrap();
+    let (code, _, err) = run_in(dir.path(), &["connectors", "check", "x.wasm"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not a WebAssembly component"), "{err}");
+}

@@ -218,12 +218,24 @@ pub fn merge(rules: &MergeRules, candidates: &BTreeMap<String, Vec<Candidate>>) 
                 best.release
             )
         } else {
+            // A source the rules do not name (a vendor's connector the
+            // operator has not ranked) comes after every named one; say so
+            // instead of naming an order it is not in.
+            let unranked = rules.rank(group, &best.source) == usize::MAX;
             format!(
-                "group {group}: {order}{}, then newest effective time",
+                "group {group}: {order}{}, then newest effective time{}",
                 if residence {
                     " (a register that says the person left its country ranks last)"
                 } else {
                     ""
+                },
+                if unranked {
+                    format!(
+                        "; {} is not ranked for {group} ([merge.groups] in folkhub.toml) and comes after the sources named",
+                        best.source
+                    )
+                } else {
+                    String::new()
                 }
             )
         };
@@ -312,6 +324,43 @@ mod tests {
             effective: effective.map(|e| e.parse().unwrap()),
             retrieved: "2026-01-01T00:00:00Z".parse().unwrap(),
         }
+    }
+
+    /// A vendor's connector the operator has not ranked comes last, and its
+    /// provenance says so; once ranked in the config, it wins by its rank.
+    #[test]
+    fn an_unranked_source_comes_last_and_provenance_says_so() {
+        let mut c = BTreeMap::new();
+        c.insert(
+            "contact.email".to_string(),
+            vec![candidate("acme-krr", json!("a@example.invalid"), None)],
+        );
+        let rules = MergeRules::default();
+        let rule = &merge(&rules, &c).fields["contact.email"].provenance.rule;
+        assert!(
+            rule.contains("krr > dvv") && rule.contains("acme-krr is not ranked for contact"),
+            "{rule}"
+        );
+        c.get_mut("contact.email").unwrap().push(candidate(
+            "krr",
+            json!("k@example.invalid"),
+            None,
+        ));
+        assert_eq!(
+            merge(&rules, &c).fields["contact.email"].value,
+            json!("k@example.invalid")
+        );
+        let mut ranked = rules.clone();
+        ranked
+            .groups
+            .insert("contact".into(), vec!["acme-krr".into(), "krr".into()]);
+        let field = &merge(&ranked, &c).fields["contact.email"];
+        assert_eq!(field.value, json!("a@example.invalid"));
+        assert!(
+            !field.provenance.rule.contains("not ranked"),
+            "{}",
+            field.provenance.rule
+        );
     }
 
     #[test]

@@ -341,6 +341,11 @@ pub struct RegistryConfig {
     /// Install and upgrade to releases without a valid signature by a
     /// trusted key (for a vendor's own development host only).
     pub allow_unsigned: bool,
+    /// Vendors' registries beside the built-in one: paths of their
+    /// `registry-manifest.toml`, each with its artifacts under its own
+    /// directory. A release (connector and version) may be in one registry
+    /// only.
+    pub vendors: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -507,6 +512,7 @@ impl Default for RegistryConfig {
             .into_iter()
             .collect(),
             allow_unsigned: false,
+            vendors: vec![],
         }
     }
 }

@@ -239,6 +239,42 @@ impl Manifest {
             .collect()
     }
 
+    /// The built-in registry and vendors' registries as one: each release
+    /// keeps its artifact under its own registry's directory. A release
+    /// listed by two registries is refused, naming both.
+    pub fn combine(first: Manifest, others: Vec<(String, Manifest)>) -> Result<Manifest, Invalid> {
+        let mut out = first;
+        let mut problems = Vec::new();
+        for (file, vendor) in others {
+            for mut release in vendor.releases {
+                if out
+                    .releases
+                    .iter()
+                    .any(|r| r.connector == release.connector && r.version == release.version)
+                {
+                    problems.push(Problem {
+                        path: format!("{} {}", release.connector, release.version),
+                        message: format!(
+                            "{file} lists a release another registry lists too; a release has one publisher"
+                        ),
+                    });
+                    continue;
+                }
+                // Checked to stay inside its directory when it was parsed.
+                release.artifact = vendor.root.join(&release.artifact).display().to_string();
+                out.releases.push(release);
+            }
+        }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(Invalid {
+                file: "the registries".into(),
+                problems,
+            })
+        }
+    }
+
     /// Absolute path of a release's artifact.
     pub fn artifact_path(&self, release: &Release) -> PathBuf {
         self.root.join(&release.artifact)

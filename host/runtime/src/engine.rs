@@ -147,6 +147,15 @@ impl Runtime {
         ))
     }
 
+    /// The `folkhub:connector` version a component exports, read before
+    /// anything is linked (for `folkhub connectors check` on a component
+    /// that has no manifest entry yet).
+    pub fn contract_of(&self, wasm: &[u8]) -> Result<crate::negotiate::ContractVersion, String> {
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| format!("not a WebAssembly component this host can compile: {e:#}"))?;
+        crate::negotiate::exported_version(&self.engine, &component)
+    }
+
     /// Compiles a component, or loads it precompiled from the cache.
     /// `digest` is the sha256 of `wasm`, already verified by the caller.
     pub fn component(
