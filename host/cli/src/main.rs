@@ -448,6 +448,10 @@ enum ConnectorsCommand {
         /// Check every release of this registry manifest instead.
         #[arg(long, conflicts_with = "component")]
         registry: Option<PathBuf>,
+        /// The simulated register to run against when the connector's id
+        /// is not one (folkeregister, krr, kartverket, spar, dvv).
+        #[arg(long)]
+        register: Option<String>,
         /// The report as JSON.
         #[arg(long)]
         json: bool,
@@ -574,6 +578,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     component,
                     manifest_entry,
                     registry,
+                    register,
                     json,
                 },
         } => {
@@ -582,6 +587,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (None, Some(wasm)) => commands::check::Target::Component {
                     wasm,
                     entry: manifest_entry.as_deref(),
+                    register: register.as_deref(),
                 },
                 (None, None) => anyhow::bail!("name a component, or --registry MANIFEST"),
             };
