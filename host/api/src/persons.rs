@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
-use folkhub_core::access::{self, Withholding};
+use folkhub_core::access;
 use folkhub_read::{
     AccessSink, BatchAnswer, BundleEntry, BundleSearch, Changes, History, PatientBundle,
     PersonRequest, PersonView, ReadError, Reader, SearchPage, Selection, patient, person_view,
@@ -241,6 +241,38 @@ async fn fetch_now(
     }
 }
 
+/// Refresh and the registers' search are for clients created with `--fetch`.
+pub(crate) fn may_ask_registers(caller: &Caller) -> Result<(), ApiError> {
+    if caller.client.may_fetch {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "fetch-not-allowed",
+            "this client may not have the registers asked; an admin allows it with `folkhub clients add NAME --fetch`",
+        ))
+    }
+}
+
+/// A search by name needs a basis that reads names and birth dates.
+pub(crate) fn reads_names(caller: &Caller) -> Result<(), ApiError> {
+    if ["name.family", "birth.date"]
+        .iter()
+        .any(|path| caller.basis.refuses(path, &[]).is_some())
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "outside-basis",
+            format!(
+                "legal basis {} does not cover names and birth dates; search by id",
+                caller.basis.name
+            ),
+        )
+        .on("family"));
+    }
+    Ok(())
+}
+
 /// Why the registers gave no answer, as the API says it.
 pub(crate) fn register_error(e: crate::FetchError) -> ApiError {
     match e {
@@ -289,13 +321,7 @@ pub(crate) async fn refresh(
     Extension(caller): Extension<Caller>,
     PathParam(id): PathParam<String>,
 ) -> Result<Json<PersonView>, ApiError> {
-    if !caller.client.may_fetch {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "fetch-not-allowed",
-            "this client may not have the registers asked; an admin allows it with `folkhub clients add NAME --fetch`",
-        ));
-    }
+    may_ask_registers(&caller)?;
     let parsed = parse_id(&id, "id")?;
     if !fetch_now(&state, &caller, &parsed).await?.found {
         return Err(not_found());
@@ -496,20 +522,7 @@ pub(crate) async fn search(
             Search::IdPrefix(prefix)
         }
         (None, true) => {
-            if ["name.family", "birth.date"]
-                .iter()
-                .any(|path| caller.basis.refuses(path, &[]).is_some())
-            {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "outside-basis",
-                    format!(
-                        "legal basis {} does not cover names and birth dates; search by id",
-                        caller.basis.name
-                    ),
-                )
-                .on("family"));
-            }
+            reads_names(&caller)?;
             let family = q
                 .family
                 .as_deref()
@@ -588,13 +601,8 @@ pub(crate) async fn search(
     // The page is filled from the visible persons only, and `next` is the
     // last of them, so neither the page's size nor its cursor says that a
     // protected person was passed over.
-    let visible = |person: &folkhub_store::StoredPerson| {
-        caller.basis.covers(&person.record.person_labels())
-            && !access::view(&person.record, &caller.basis)
-                .withheld
-                .values()
-                .any(|w| *w == Withholding::Protected)
-    };
+    let visible =
+        |person: &folkhub_store::StoredPerson| access::findable(&person.record, &caller.basis);
     let mut shown: Vec<folkhub_store::StoredPerson> = Vec::new();
     let mut from = after;
     let more = loop {

@@ -23,7 +23,7 @@
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
-use folkhub_core::access::{self, Withholding};
+use folkhub_core::access;
 use folkhub_core::contract::SearchQuery;
 use folkhub_read::{RegisterSearch, SearchOutcomeKind, Selection, search_hit};
 use folkhub_store::{AccessEntry, StoredId};
@@ -32,7 +32,7 @@ use serde_json::json;
 
 use crate::auth::Caller;
 use crate::extract::JsonBody;
-use crate::persons::{log_entries, register_error};
+use crate::persons::{log_entries, may_ask_registers, reads_names, register_error};
 use crate::{ApiError, ApiState};
 
 /// The most persons one search shows.
@@ -133,27 +133,8 @@ pub(crate) async fn search(
     Extension(caller): Extension<Caller>,
     JsonBody(request): JsonBody<RegisterSearchRequest>,
 ) -> Result<Json<RegisterSearch>, ApiError> {
-    if !caller.client.may_fetch {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "fetch-not-allowed",
-            "this client may not have the registers asked; an admin allows it with `folkhub clients add NAME --fetch`",
-        ));
-    }
-    if ["name.family", "birth.date"]
-        .iter()
-        .any(|path| caller.basis.refuses(path, &[]).is_some())
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "outside-basis",
-            format!(
-                "legal basis {} does not cover names and birth dates, so it may not search by them",
-                caller.basis.name
-            ),
-        )
-        .on("family"));
-    }
+    may_ask_registers(&caller)?;
+    reads_names(&caller)?;
     let selection = Selection::parse(
         request
             .fields
@@ -245,17 +226,10 @@ pub(crate) async fn search(
         Ok(Ok(Ok(searched))) => searched,
     };
     // A person the basis may not see past is not shown, and is not counted.
-    let visible = |record: &folkhub_core::merge::MergedRecord| {
-        caller.basis.covers(&record.person_labels())
-            && !access::view(record, &caller.basis)
-                .withheld
-                .values()
-                .any(|w| *w == Withholding::Protected)
-    };
     let shown: Vec<_> = searched
         .hits
         .iter()
-        .filter(|h| visible(&h.record))
+        .filter(|h| access::findable(&h.record, &caller.basis))
         .collect();
     let narrow = searched.too_many.is_some() || shown.len() > limit as usize;
     let mut answer = RegisterSearch {

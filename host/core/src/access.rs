@@ -140,6 +140,18 @@ pub enum Withholding {
     Protected,
 }
 
+/// May a search show this person to a reader of `basis`? Not when their
+/// protection is beyond it: the person's markers (every register's,
+/// stricter wins), or any value withheld as protected. A search finds such
+/// a person only by their full ID.
+pub fn findable(record: &MergedRecord, basis: &LegalBasis) -> bool {
+    basis.covers(&record.person_labels())
+        && !view(record, basis)
+            .withheld
+            .values()
+            .any(|w| *w == Withholding::Protected)
+}
+
 /// A merged record as one reader may see it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct View {

@@ -162,28 +162,14 @@ pub fn search_hit(
     basis: &LegalBasis,
     selection: Option<&Selection>,
 ) -> (SearchHit, Vec<String>) {
-    let view = access::view(record, basis);
-    let wanted = |path: &str| selection.is_none_or(|s| s.takes(path));
-    let (mut fields, mut labels) = (BTreeMap::new(), BTreeMap::new());
-    for (path, field) in view.fields.into_iter().filter(|(p, _)| wanted(p)) {
-        if !field.labels.is_empty() {
-            labels.insert(path.clone(), field.labels);
-        }
-        fields.insert(path, field.value);
-    }
-    let shown = fields.keys().cloned().collect();
-    let withheld = view
-        .withheld
-        .into_iter()
-        .filter(|(p, _)| wanted(p))
-        .map(|(p, w)| (p, Withheld::from(w)))
-        .collect();
+    let shaped = shape(record, basis, selection, false);
+    let shown = shaped.values.keys().cloned().collect();
     (
         SearchHit {
             ids,
-            fields,
-            labels,
-            withheld,
+            fields: shaped.values,
+            labels: shaped.labels,
+            withheld: shaped.withheld,
             sources,
         },
         shown,
@@ -276,47 +262,71 @@ pub fn person_view(
     provenance: bool,
     selection: Option<&Selection>,
 ) -> (PersonView, Vec<String>) {
-    let view = access::view(&person.record, basis);
-    let wanted = |path: &str| selection.is_none_or(|s| s.takes(path));
-    let mut values = BTreeMap::new();
-    let mut labels = BTreeMap::new();
-    let mut sources = BTreeMap::new();
-    let mut conflicts = Vec::new();
-    for (path, field) in view.fields.into_iter().filter(|(p, _)| wanted(p)) {
-        if !field.labels.is_empty() {
-            labels.insert(path.clone(), field.labels);
-        }
-        if field.conflict {
-            conflicts.push(path.clone());
-        }
-        if provenance {
-            sources.insert(path.clone(), field.provenance);
-        }
-        values.insert(path, field.value);
-    }
-    let returned: Vec<String> = values.keys().cloned().collect();
-    let withheld = view
-        .withheld
-        .into_iter()
-        .filter(|(p, _)| wanted(p))
-        .map(|(p, w)| (p, Withheld::from(w)))
-        .collect();
+    let shaped = shape(&person.record, basis, selection, provenance);
+    let returned: Vec<String> = shaped.values.keys().cloned().collect();
     (
         PersonView {
             key: person.key,
             ids: person.ids.clone(),
             version: person.version,
             updated_at: person.updated_at,
-            fields: values,
-            labels,
-            withheld,
-            conflicts,
-            provenance: provenance.then_some(sources),
+            fields: shaped.values,
+            labels: shaped.labels,
+            withheld: shaped.withheld,
+            conflicts: shaped.conflicts,
+            provenance: provenance.then_some(shaped.provenance),
             related: BTreeMap::new(),
             requested: Vec::new(),
         },
         returned,
     )
+}
+
+/// A record as a reader may see it, split the way answers carry it.
+struct Shaped {
+    values: BTreeMap<String, Value>,
+    labels: BTreeMap<String, Vec<String>>,
+    withheld: BTreeMap<String, Withheld>,
+    conflicts: Vec<String>,
+    provenance: BTreeMap<String, Provenance>,
+}
+
+/// The fields of `record` the reader may see (and asked for), and those
+/// withheld with why; provenance only when asked for.
+fn shape(
+    record: &folkhub_core::merge::MergedRecord,
+    basis: &LegalBasis,
+    selection: Option<&Selection>,
+    provenance: bool,
+) -> Shaped {
+    let view = access::view(record, basis);
+    let wanted = |path: &str| selection.is_none_or(|s| s.takes(path));
+    let mut out = Shaped {
+        values: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        withheld: BTreeMap::new(),
+        conflicts: Vec::new(),
+        provenance: BTreeMap::new(),
+    };
+    for (path, field) in view.fields.into_iter().filter(|(p, _)| wanted(p)) {
+        if !field.labels.is_empty() {
+            out.labels.insert(path.clone(), field.labels);
+        }
+        if field.conflict {
+            out.conflicts.push(path.clone());
+        }
+        if provenance {
+            out.provenance.insert(path.clone(), field.provenance);
+        }
+        out.values.insert(path, field.value);
+    }
+    out.withheld = view
+        .withheld
+        .into_iter()
+        .filter(|(p, _)| wanted(p))
+        .map(|(p, w)| (p, Withheld::from(w)))
+        .collect();
+    out
 }
 
 /// History entries as a reader may see them (entries of fields outside
