@@ -109,17 +109,27 @@ pub async fn fill(host: &Host) -> anyhow::Result<()> {
             }
             let keys: Vec<i64> = changes.iter().map(|c| c.person).collect();
             let followed = store.followed_by(&sets, &keys).await?;
+            // The protection markers of the persons these changes are
+            // about, as they are now, read in one go.
+            let ids: Vec<String> = followed
+                .values()
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let markers: BTreeMap<String, Vec<String>> = store
+                .persons(&ids)
+                .await?
+                .into_iter()
+                .map(|(id, p)| (id, p.map(|p| p.record.person_labels()).unwrap_or_default()))
+                .collect();
             let mut messages = Vec::new();
             for change in &changes {
                 let Some(id) = followed.get(&change.person) else {
                     continue;
                 };
-                let labels = store
-                    .person_by_key(change.person)
-                    .await?
-                    .map(|p| p.record.person_labels())
-                    .unwrap_or_default();
-                let (event_type, payload) = person_event(change, id, basis, &labels);
+                let labels = markers.get(id).map(Vec::as_slice).unwrap_or_default();
+                let (event_type, payload) = person_event(change, id, basis, labels);
                 if !sub.events.iter().any(|e| e == event_type) {
                     continue;
                 }
