@@ -423,6 +423,10 @@ pub trait Follows: Send + Sync {
 
     /// The keyed digest a deletion record keeps of an ID.
     async fn deletion_digest(&self, id: &str) -> Result<String, StoreError>;
+
+    /// The newest deletion of the person who had this ID (normalised),
+    /// found by its keyed digest.
+    async fn deletion_of(&self, id: &str) -> Result<Option<PersonDeletion>, StoreError>;
 }
 
 /// Pushed changes: webhook subscriptions, the outbox and its delivery

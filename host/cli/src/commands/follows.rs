@@ -110,10 +110,7 @@ pub async fn deletions(
     let store = host.store.as_ref();
     if let Some(id) = id {
         let parsed = folkhub_core::ids::parse(id)?;
-        let digest = store.deletion_digest(&parsed.value).await?;
-        // Every record, not a page: the question is about all of them.
-        let all = store.deletions(u32::MAX).await?;
-        match all.iter().find(|d| d.id_digests.contains(&digest)) {
+        match store.deletion_of(&parsed.value).await? {
             Some(d) => out!(
                 "deleted {} by {}: {} (unfollowed since {}, {} observations and {} history entries)",
                 d.at.format("%Y-%m-%d %H:%M"),

@@ -628,4 +628,19 @@ impl Follows for SqlStore {
     async fn deletion_digest(&self, id: &str) -> Result<String, StoreError> {
         Ok(digest(&self.server_secret("deletions").await?, id))
     }
+
+    async fn deletion_of(&self, id: &str) -> Result<Option<PersonDeletion>, StoreError> {
+        // The digests are hex, stored as a JSON list: a quoted digest
+        // matches only itself, and LIKE finds no wildcard in it.
+        let quoted = format!("%\"{}\"%", self.deletion_digest(id).await?);
+        sqlx::query(
+            "SELECT * FROM person_deletions WHERE id_digests LIKE $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(quoted)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(deletion_from)
+        .transpose()
+    }
 }

@@ -189,6 +189,15 @@ pub(super) async fn follow_sets_decide_who_stays_and_deletions_are_audited(b: Ba
     assert_eq!(store.count_persons().await.unwrap(), 2);
     assert!(store.rebuild(false).await.unwrap().differing.is_empty());
     assert_eq!(store.deletions(10).await.unwrap(), r.deleted);
+    // "Was this person deleted?" by either of their IDs, and not by another.
+    for id in [c, c_dnr] {
+        assert_eq!(
+            store.deletion_of(id).await.unwrap().as_ref(),
+            Some(gone),
+            "{id}"
+        );
+    }
+    assert!(store.deletion_of(a).await.unwrap().is_none());
     // The followed persons are untouched.
     assert!(store.person(a).await.unwrap().is_some());
     assert!(store.person(bee).await.unwrap().is_some());
