@@ -456,13 +456,9 @@ async fn releases_must_be_signed_by_a_trusted_publisher_and_be_who_they_say() {
     forged.publisher = Some("folkhub".into());
     forged.signature = honest.signature.clone();
     let manifest = dir.path().join("registry-manifest.toml");
-    let mut file = toml::Table::new();
-    file.insert("schema".into(), toml::Value::Integer(1));
-    file.insert(
-        "release".into(),
-        toml::Value::try_from(vec![honest, vendor, unsigned, swapped, forged]).expect("toml"),
-    );
-    std::fs::write(&manifest, toml::to_string(&file).expect("toml")).expect("write");
+    let text = folkhub_manifest::Manifest::text(&[honest, vendor, unsigned, swapped, forged])
+        .expect("toml");
+    std::fs::write(&manifest, text).expect("write");
     let host_with = |trust_acme: bool, allow_unsigned: bool| {
         let mut config = env.host.config.clone();
         config.registry.manifest = manifest.clone();
@@ -576,15 +572,9 @@ async fn a_vendor_registry_sits_beside_the_built_in_one() {
     release.notes = "acme's build".into();
     signing::sign(&mut release, "acme", &private).expect("sign");
     let write = |releases: Vec<folkhub_manifest::Release>| {
-        let mut file = toml::Table::new();
-        file.insert("schema".into(), toml::Value::Integer(1));
-        file.insert(
-            "release".into(),
-            toml::Value::try_from(releases).expect("toml"),
-        );
         std::fs::write(
             vendor.path().join("registry-manifest.toml"),
-            toml::to_string(&file).expect("toml"),
+            folkhub_manifest::Manifest::text(&releases).expect("toml"),
         )
         .expect("write");
     };

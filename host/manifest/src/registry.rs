@@ -275,6 +275,15 @@ impl Manifest {
         }
     }
 
+    /// A manifest file's text listing `releases` (`schema = 1`), as
+    /// `Manifest::parse` reads it back.
+    pub fn text(releases: &[Release]) -> Result<String, toml::ser::Error> {
+        let mut file = toml::Table::new();
+        file.insert("schema".into(), toml::Value::Integer(1));
+        file.insert("release".into(), toml::Value::try_from(releases)?);
+        toml::to_string(&file)
+    }
+
     /// Absolute path of a release's artifact.
     pub fn artifact_path(&self, release: &Release) -> PathBuf {
         self.root.join(&release.artifact)

@@ -460,11 +460,8 @@ async fn host_for(
     std::fs::write(dir.join("artifacts/component.wasm"), bytes)?;
     let mut entry = release.clone();
     entry.artifact = "artifacts/component.wasm".into();
-    let mut file = toml::Table::new();
-    file.insert("schema".into(), toml::Value::Integer(1));
-    file.insert("release".into(), toml::Value::try_from(vec![entry])?);
     let manifest = dir.join("registry-manifest.toml");
-    std::fs::write(&manifest, toml::to_string(&file)?)?;
+    std::fs::write(&manifest, Manifest::text(&[entry])?)?;
     let text = format!(
         r#"
 [store]
@@ -517,12 +514,13 @@ impl Checks<'_> {
     }
 
     async fn all(&self) -> Vec<Outcome> {
-        let mut out = vec![self.describe().await];
+        let (described, max_batch) = self.describe().await;
+        let mut out = vec![described];
         let simulated = SIMULATED.contains(&self.register);
         if self.declares("lookup") {
             out.push(self.malformed_input().await);
             if simulated {
-                out.extend(self.lookups().await);
+                out.extend(self.lookups(max_batch).await);
             }
         }
         if simulated && self.declares("change-feed") {
@@ -550,11 +548,12 @@ impl Checks<'_> {
         out
     }
 
-    async fn describe(&self) -> Outcome {
+    /// The describe check, and the largest batch the component takes.
+    async fn describe(&self) -> (Outcome, u32) {
         let mut clock = Clock(0);
         let d = match clock.time(self.connector.describe()).await {
             Ok(d) => d,
-            Err(e) => return fail("describe", call_failure(&e), &clock),
+            Err(e) => return (fail("describe", call_failure(&e), &clock), 1),
         };
         let mut problems = Vec::new();
         if d.source != self.release.connector {
@@ -592,7 +591,7 @@ impl Checks<'_> {
         if d.max_batch == 0 {
             problems.push("max-batch 0: no lookup could be made".into());
         }
-        if problems.is_empty() {
+        let outcome = if problems.is_empty() {
             pass(
                 "describe matches the manifest",
                 format!(
@@ -605,7 +604,8 @@ impl Checks<'_> {
             )
         } else {
             fail("describe matches the manifest", problems.join("; "), &clock)
-        }
+        };
+        (outcome, d.max_batch)
     }
 
     async fn malformed_input(&self) -> Outcome {
@@ -660,7 +660,7 @@ impl Checks<'_> {
             .collect()
     }
 
-    async fn lookups(&self) -> Vec<Outcome> {
+    async fn lookups(&self, max_batch: u32) -> Vec<Outcome> {
         let known = self.known_ids().await;
         let mut out = Vec::new();
         let mut clock = Clock(0);
@@ -724,7 +724,7 @@ impl Checks<'_> {
                 Err(e) => out.push(fail("lookup: not found", call_failure(&e), &clock)),
             },
         }
-        let max = (self.connector_max_batch().await as usize).clamp(1, 1000);
+        let max = (max_batch as usize).clamp(1, 1000);
         if max > 1 {
             let mut clock = Clock(0);
             let batch: Vec<String> = known.iter().cycle().take(max).cloned().collect();
@@ -743,14 +743,6 @@ impl Checks<'_> {
             }
         }
         out
-    }
-
-    async fn connector_max_batch(&self) -> u32 {
-        self.connector
-            .describe()
-            .await
-            .map(|d| d.max_batch)
-            .unwrap_or(1)
     }
 
     async fn feed(&self) -> Outcome {
