@@ -50,6 +50,44 @@ async fn an_endless_loop_is_stopped_at_the_deadline_and_the_next_call_is_served(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapped_connectors_stderr_is_in_the_error_and_the_next_call_is_served() {
+    let rt = runtime(Duration::from_secs(10), 64);
+    let path = component("loop");
+    let connector = rt
+        .prepare(
+            &test_release("loop", &path, "1.1.0"),
+            &path,
+            ConnectorSettings::default(),
+        )
+        .expect("prepare");
+    let error = connector
+        .lookup(&["panic".into()])
+        .await
+        .expect_err("it panics");
+    assert!(matches!(error, CallError::Trap { .. }), "{error}");
+    let text = error.to_string();
+    // Rust prints a panic to stderr before it aborts; a Python connector
+    // prints its traceback there. Either way the operator sees it.
+    assert!(
+        text.contains("the connector's stderr ended with:")
+            && text.contains("hostile panic: the register said something unreadable"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("about to fail on purpose"),
+        "stdout goes to the log, not into the error: {text}"
+    );
+    assert_eq!(
+        connector
+            .lookup(&["quick".into()])
+            .await
+            .expect("next call")
+            .len(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_bomb_is_stopped_at_its_cap() {
     let rt = runtime(Duration::from_secs(10), 16);
     let path = component("memory-bomb");

@@ -128,7 +128,7 @@ impl Runtime {
         let link_error = |e: wasmtime::Error| InstallError::Link {
             connector: connector.clone(),
             version: version.clone(),
-            message: format!("{e:#}"),
+            message: crate::diagnostics::explain_link_error(&e),
         };
         let instance_pre = self
             .linker
@@ -299,9 +299,32 @@ impl Connector {
             call(&mut store, instance, self.exports.clone()).await
         })
         .await;
+        let output = store.data().output.clone();
+        output.log(&self.id, &self.version);
         match outcome {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(self.classify(Some(&store), error)),
+            Ok(Err(error)) => Err(match self.classify(Some(&store), error) {
+                // A trap's own words are the guest's stderr (a Python
+                // traceback, a Rust panic message): the message carries
+                // their end, the log has all that was kept.
+                CallError::Trap {
+                    connector,
+                    version,
+                    message,
+                } => {
+                    let tail = output.stderr.tail(crate::diagnostics::TRAP_TAIL);
+                    CallError::Trap {
+                        connector,
+                        version,
+                        message: if tail.is_empty() {
+                            message
+                        } else {
+                            format!("{message}\nthe connector's stderr ended with:\n{tail}")
+                        },
+                    }
+                }
+                other => other,
+            }),
             Err(_) => Err(CallError::Timeout {
                 connector: self.id.clone(),
                 version: self.version.clone(),

@@ -22,6 +22,7 @@
 pub mod bindings;
 pub mod connector;
 pub mod credentials;
+pub mod diagnostics;
 pub mod engine;
 pub mod error;
 pub mod negotiate;

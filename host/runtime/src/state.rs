@@ -80,6 +80,8 @@ pub struct HostState {
     /// Host calls made so far in this call; shared with the HTTP hooks.
     pub hostcalls: Arc<AtomicU64>,
     pub hostcall_limit_hit: bool,
+    /// What the guest writes to stdout and stderr in this call (bounded).
+    pub output: crate::diagnostics::CallOutput,
 }
 
 impl HostState {
@@ -92,10 +94,15 @@ impl HostState {
             memory_limit: context.memory_limit_bytes,
             memory_exceeded: false,
         };
+        // No preopens, no environment, no arguments, no sockets: the
+        // builder starts empty and we add only stdout and stderr, kept
+        // bounded for the host log (crate::diagnostics).
+        let output = crate::diagnostics::CallOutput::default();
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(output.stdout.clone())
+            .stderr(output.stderr.clone());
         HostState {
-            // No preopens, no environment, no arguments, no sockets: the
-            // builder starts empty and we add nothing.
-            wasi: WasiCtx::builder().build(),
+            wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             hooks,
@@ -103,6 +110,7 @@ impl HostState {
             context,
             hostcalls,
             hostcall_limit_hit: false,
+            output,
         }
     }
 

@@ -1,5 +1,7 @@
 //! Hostile test component: `lookup` never returns. The host must stop it at
-//! the call deadline and keep serving.
+//! the call deadline and keep serving. Asked for `panic`, it prints a line
+//! to stdout and panics: the panic message (on stderr) must reach the
+//! host's error and log.
 use folkhub_connector_sdk::{ChangePage, ConnectorError, Description, LookupResult, bindings};
 
 struct Hostile;
@@ -21,6 +23,10 @@ impl bindings::exports::folkhub::connector::source::Guest for Hostile {
     fn lookup_batch(ids: Vec<String>) -> Result<Vec<LookupResult>, ConnectorError> {
         if ids.first().map(String::as_str) == Some("quick") {
             return Ok(vec![]);
+        }
+        if ids.first().map(String::as_str) == Some("panic") {
+            println!("about to fail on purpose");
+            panic!("hostile panic: the register said something unreadable");
         }
         let mut n: u64 = 0;
         loop {
