@@ -612,3 +612,157 @@ async fn a_vendor_registry_sits_beside_the_built_in_one() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_releases_are_installed_only_when_named_and_requirements_name_both_versions() {
+    use folkhub_manifest::signing;
+    let env = TestEnv::start(Setup {
+        seed: 74,
+        count: 10,
+        ..Setup::default()
+    })
+    .await;
+    let real =
+        folkhub_manifest::Manifest::load(&folkhub_tests::root().join("registry-manifest.toml"))
+            .expect("manifest");
+    let base = real
+        .find("kartverket", Some("1.1.1"))
+        .expect("kartverket")
+        .clone();
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::create_dir_all(dir.path().join("artifacts")).expect("dir");
+    std::fs::copy(
+        real.artifact_path(&base),
+        dir.path().join("artifacts/kartverket.wasm"),
+    )
+    .expect("copy");
+    let (private, public) = signing::generate().expect("key");
+    // The same component under several versions, as a vendor publishes
+    // them: a release candidate, a release with build metadata, a release
+    // that upgrades only from 1.3, and one that needs a newer folkhub.
+    let release = |version: &str, upgrades_from: Option<&str>, host: Option<&str>| {
+        let mut r = base.clone();
+        r.artifact = "artifacts/kartverket.wasm".into();
+        r.version = version.into();
+        r.breaking = None;
+        r.upgrades_from = upgrades_from.map(str::to_string);
+        r.host = host.map(str::to_string);
+        signing::sign(&mut r, "acme", &private).expect("sign");
+        r
+    };
+    let releases = [
+        release("1.2.0", None, None),
+        release("1.3.0-rc.1", None, None),
+        release("1.3.0+build.7", None, None),
+        release("1.4.0", Some(">=1.3"), None),
+        release("1.5.0-rc.1", None, None),
+        release("9.0.0", None, Some(">=99.0")),
+    ];
+    let manifest_path = dir.path().join("registry-manifest.toml");
+    std::fs::write(
+        &manifest_path,
+        folkhub_manifest::Manifest::text(&releases).expect("toml"),
+    )
+    .expect("write");
+    let manifest =
+        folkhub_manifest::Manifest::load(&manifest_path).unwrap_or_else(|e| panic!("{e}"));
+    // Ordering by SemVer: the candidate before its release, build
+    // metadata ignored; the newest that is not a pre-release is 9.0.0.
+    let order: Vec<&str> = manifest
+        .releases_of("kartverket")
+        .iter()
+        .map(|r| r.version.as_str())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "1.2.0",
+            "1.3.0-rc.1",
+            "1.3.0+build.7",
+            "1.4.0",
+            "1.5.0-rc.1",
+            "9.0.0"
+        ]
+    );
+    assert_eq!(manifest.find("kartverket", None).unwrap().version, "9.0.0");
+    assert_eq!(
+        manifest
+            .newest_of_major("kartverket", "1.2.0")
+            .unwrap()
+            .version,
+        "1.4.0",
+        "a deadline action never picks a pre-release"
+    );
+    let mut config = env.host.config.clone();
+    config.registry.manifest = manifest_path.clone();
+    config.registry.trusted_keys.insert("acme".into(), public);
+    let host = folkhub_app::Host::open(config).await.expect("host");
+    let installed = |host: &folkhub_app::Host| {
+        let store = host.store.clone();
+        async move {
+            use folkhub_store::Installations as _;
+            store
+                .installation("kartverket")
+                .await
+                .expect("store")
+                .map(|i| i.version)
+        }
+    };
+    let before = installed(&host).await;
+    let text = |e: anyhow::Error| format!("{e:#}");
+    // The newest needs a folkhub this host is not: refused, both named.
+    let e = text(
+        host.install("kartverket", None, false, "t", "r")
+            .await
+            .expect_err("needs a newer host"),
+    );
+    let here = folkhub_manifest::registry::HOST_VERSION;
+    assert!(
+        e.contains("kartverket 9.0.0 needs folkhub >=99.0")
+            && e.contains(&format!("this host is folkhub {here}")),
+        "{e}"
+    );
+    assert_eq!(installed(&host).await, before, "nothing changed");
+    // A candidate is installed when an admin names it.
+    host.install("kartverket", Some("1.3.0-rc.1"), false, "t", "r")
+        .await
+        .expect("named pre-release");
+    // 1.4.0 upgrades only from 1.3: from the candidate (1.3.0-rc.1 is held
+    // to its numbers) it may; from 1.2.0 it may not, and the message says
+    // which release to go through.
+    host.plan_upgrade("kartverket", "1.4.0")
+        .await
+        .expect("1.3.0-rc.1 is within >=1.3");
+    host.install("kartverket", Some("1.2.0"), false, "t", "r")
+        .await
+        .expect("1.2.0");
+    let e = text(
+        host.plan_upgrade("kartverket", "1.4.0")
+            .await
+            .expect_err("not from 1.2.0"),
+    );
+    assert!(
+        e.contains("kartverket 1.4.0 upgrades only from >=1.3, and the installed release is 1.2.0")
+            && e.contains("--to 1.3.0+build.7"),
+        "{e}"
+    );
+    // A version that is not SemVer, and a requirement that is not one,
+    // are refused when the manifest is read.
+    let mut bad = releases[0].clone();
+    bad.version = "1.2".into();
+    bad.upgrades_from = Some("from 1.0".into());
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        folkhub_manifest::Manifest::text(&[bad]).expect("toml"),
+    )
+    .expect("write");
+    let e = folkhub_manifest::Manifest::load(&path)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        e.contains("\"1.2\" is not a SemVer 2.0.0 version")
+            && e.contains("\"from 1.0\" is not a semver requirement"),
+        "{e}"
+    );
+}

@@ -59,6 +59,8 @@ pub fn test_release(name: &str, path: &Path, contract: &str) -> folkhub_manifest
         breaking: None,
         publisher: None,
         signature: None,
+        upgrades_from: None,
+        host: None,
     }
 }
 

@@ -252,6 +252,54 @@ impl Host {
         }
     }
 
+    /// Refuses a release this host cannot run or that cannot follow the
+    /// installed one, by the release's own semver requirements: `host`
+    /// (the folkhub versions it needs) and, when `from` is the installed
+    /// version it would replace, `upgrades_from`. Both versions are named.
+    pub fn check_requirements(&self, release: &Release, from: Option<&str>) -> anyhow::Result<()> {
+        use folkhub_manifest::registry::{HOST_VERSION, admits};
+        let (connector, version) = (&release.connector, &release.version);
+        if let Some(host) = &release.host
+            && !admits(host, HOST_VERSION).map_err(anyhow::Error::msg)?
+        {
+            bail!(
+                "{connector} {version} needs folkhub {host}; this host is folkhub {HOST_VERSION}: upgrade folkhub first, or install an earlier release of {connector}"
+            );
+        }
+        if let (Some(required), Some(from)) = (&release.upgrades_from, from)
+            && !admits(required, from).map_err(anyhow::Error::msg)?
+        {
+            let manifest = self.manifest();
+            let steps: Vec<String> = manifest
+                .releases_of(connector)
+                .into_iter()
+                .filter(|r| {
+                    use folkhub_manifest::registry::{is_prerelease, semver};
+                    // A stable release the requirement admits, between
+                    // the installed one and this one.
+                    admits(required, &r.version).unwrap_or(false)
+                        && !is_prerelease(&r.version)
+                        && semver(&r.version) > semver(from)
+                        && semver(&r.version) < semver(version)
+                })
+                .map(|r| r.version.clone())
+                .collect();
+            bail!(
+                "{connector} {version} upgrades only from {required}, and the installed release is {from}: {}",
+                if steps.is_empty() {
+                    format!("no published release of {connector} is in between; ask the vendor")
+                } else {
+                    format!(
+                        "upgrade to {} first (`folkhub connectors upgrade {connector} --to {}`), then to {version}",
+                        steps.join(" or "),
+                        steps[steps.len() - 1]
+                    )
+                }
+            );
+        }
+        Ok(())
+    }
+
     /// Installs a release: verifies digest and contract, compiles, links,
     /// checks that the component is the connector it is installed as, then
     /// records it. On any error nothing is recorded.
@@ -284,6 +332,7 @@ impl Host {
             );
         };
         self.check_signature(release)?;
+        self.check_requirements(release, None)?;
         let prepared = self.prepare(release)?;
         is_who_it_says(&prepared).await?;
         let installation = Installation {
@@ -372,6 +421,7 @@ impl Host {
                             );
                         };
                         self.check_signature(target)?;
+                        self.check_requirements(target, Some(&installation.version))?;
                         tracing::warn!(
                             connector,
                             "auto-upgrading to {} ({by} or later of its major): {reason}",
@@ -699,6 +749,7 @@ impl Host {
             );
         }
         self.check_signature(target)?;
+        self.check_requirements(target, Some(&installed.version))?;
         let prepared = self
             .prepare_with(target, overrides)
             .with_context(|| format!("{connector} {to} cannot be installed on this host"))?;

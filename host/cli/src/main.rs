@@ -380,9 +380,12 @@ enum ConnectorsCommand {
     /// Verify, compile and activate a release.
     Install {
         connector: String,
-        /// Release version (default: newest).
+        /// Release version (default: the newest that is not a pre-release).
         #[arg(long)]
         version: Option<String>,
+        /// Without --version: the newest release, pre-releases included.
+        #[arg(long, conflicts_with = "version")]
+        pre: bool,
         /// Keep this version until an admin changes it.
         #[arg(long)]
         pin: bool,
@@ -692,10 +695,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         ConnectorsCommand::Install {
                             connector,
                             version,
+                            pre,
                             pin,
                             reason,
                         },
                 } => {
+                    let version = match version {
+                        None if pre => host
+                            .manifest()
+                            .newest_with_prereleases(&connector)
+                            .map(|r| r.version.clone()),
+                        other => other,
+                    };
                     commands::connectors::install(
                         &host,
                         &connector,

@@ -66,6 +66,14 @@ pub struct Release {
     /// digest included ([`crate::signing`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// Which installed releases this one upgrades from, as a semver
+    /// requirement (`">=1.2"`); none: any earlier release of the connector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrades_from: Option<String>,
+    /// Which folkhub host versions it needs, as a semver requirement
+    /// (`">=0.4"` for a host feature it relies on); none: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 fn default_credentials() -> String {
@@ -134,13 +142,35 @@ fn artifact_stays_inside(artifact: &str) -> bool {
         })
 }
 
-/// Parses a semver `MAJOR.MINOR.PATCH`.
-pub fn semver(text: &str) -> Option<(u64, u64, u64)> {
-    let mut parts = text.split('.');
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    let patch = parts.next()?.parse().ok()?;
-    parts.next().is_none().then_some((major, minor, patch))
+/// Parses a release version as SemVer 2.0.0 (the `semver` crate), for
+/// ordering: `2.2.0-rc.1` comes before `2.2.0`, and build metadata
+/// (`+build.5`) is dropped, since SemVer says it does not order releases.
+pub fn semver(text: &str) -> Option<semver::Version> {
+    let mut version = semver::Version::parse(text).ok()?;
+    version.build = semver::BuildMetadata::EMPTY;
+    Some(version)
+}
+
+/// Is `text` a pre-release (`2.2.0-rc.1`)? Pre-releases are installed
+/// only when an admin names them; `outdated`, the newest release and
+/// deadline actions never pick them.
+pub fn is_prerelease(text: &str) -> bool {
+    semver(text).is_some_and(|v| !v.pre.is_empty())
+}
+
+/// The version of this folkhub host, which a release's `host`
+/// requirement is checked against.
+pub const HOST_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Does `requirement` (a release's `upgrades_from` or `host`) admit
+/// `version`? A pre-release `version` is held to the requirement's
+/// numbers alone, so `>=0.4` admits `0.5.0-dev`.
+pub fn admits(requirement: &str, version: &str) -> Result<bool, String> {
+    let req = semver::VersionReq::parse(requirement)
+        .map_err(|e| format!("{requirement:?} is not a semver requirement: {e}"))?;
+    let mut v = semver(version).ok_or_else(|| format!("{version:?} is not a version"))?;
+    v.pre = semver::Prerelease::EMPTY;
+    Ok(req.matches(&v))
 }
 
 impl Manifest {
@@ -211,21 +241,29 @@ impl Manifest {
         list
     }
 
-    /// A release by connector and version; `None` version means the newest.
+    /// A release by connector and version; `None` version means the
+    /// newest that is not a pre-release.
     pub fn find(&self, connector: &str, version: Option<&str>) -> Option<&Release> {
         let list = self.releases_of(connector);
         match version {
             Some(v) => list.into_iter().find(|r| r.version == v),
-            None => list.last().copied(),
+            None => list.into_iter().rfind(|r| !is_prerelease(&r.version)),
         }
     }
 
+    /// The newest release, pre-releases included (`install --pre`).
+    pub fn newest_with_prereleases(&self, connector: &str) -> Option<&Release> {
+        self.releases_of(connector).last().copied()
+    }
+
     /// The newest release of the same major as `version`, at or after it
-    /// (what an automatic upgrade to `version` installs).
+    /// (what an automatic upgrade to `version` installs); never a
+    /// pre-release.
     pub fn newest_of_major(&self, connector: &str, version: &str) -> Option<&Release> {
-        let (major, _, _) = semver(version)?;
+        let floor = semver(version)?;
         self.releases_of(connector).into_iter().rfind(|r| {
-            semver(&r.version).is_some_and(|v| v.0 == major && Some(v) >= semver(version))
+            !is_prerelease(&r.version)
+                && semver(&r.version).is_some_and(|v| v.major == floor.major && v >= floor)
         })
     }
 
@@ -377,10 +415,29 @@ impl Release {
         if semver(&self.version).is_none() {
             problem(
                 "version",
-                format!("{:?} is not MAJOR.MINOR.PATCH", self.version),
+                format!(
+                    "{:?} is not a SemVer 2.0.0 version (MAJOR.MINOR.PATCH, optionally -PRE-RELEASE and +BUILD, e.g. 2.2.0-rc.1)",
+                    self.version
+                ),
             );
         }
-        if semver(&self.contract).is_none() {
+        for (key, requirement) in [("upgrades_from", &self.upgrades_from), ("host", &self.host)] {
+            if let Some(requirement) = requirement
+                && let Err(e) = semver::VersionReq::parse(requirement)
+            {
+                problem(
+                    key,
+                    format!("{requirement:?} is not a semver requirement such as \">=1.2\" ({e})"),
+                );
+            }
+        }
+        if semver(&self.contract).is_none_or(|v| {
+            !v.pre.is_empty()
+                || !self
+                    .contract
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b == b'.')
+        }) {
             problem(
                 "contract",
                 format!(
@@ -433,8 +490,8 @@ impl Release {
         for (i, capability) in self.capabilities.iter().enumerate() {
             if let Some((_, (major, minor))) =
                 CAPABILITY_SINCE.iter().find(|(c, _)| c == capability)
-                && let Some((m, n, _)) = semver(&self.contract)
-                && (m, n) < (*major, *minor)
+                && let Some(v) = semver(&self.contract)
+                && (v.major, v.minor) < (*major, *minor)
             {
                 problem(
                     &format!("capabilities[{i}]"),

@@ -69,7 +69,7 @@ pub fn support_state(manifest: &Manifest, installed: &Release, today: NaiveDate)
     let notice = manifest
         .releases_of(&installed.connector)
         .into_iter()
-        .filter(|r| semver(&r.version) > mine)
+        .filter(|r| semver(&r.version) > mine && !crate::registry::is_prerelease(&r.version))
         .filter_map(|r| r.breaking.as_ref().map(|b| (r, b)))
         // Of several notices, the earliest deadline binds.
         .min_by_key(|(_, b)| b.upgrade_deadline);

@@ -207,6 +207,8 @@ fn release_for(wasm: &Path, entry: Option<&Path>) -> anyhow::Result<Release> {
         breaking: None,
         publisher: None,
         signature: None,
+        upgrades_from: None,
+        host: None,
     })
 }
 
