@@ -154,3 +154,49 @@ async fn every_published_release_describes_itself_as_its_manifest_says() {
         );
     }
 }
+
+#[test]
+fn the_contract_package_resolves_with_the_wasi_this_host_links() {
+    // `cargo xtask contract-package` (run by `cargo xtask test`) writes
+    // what a componentize-py or componentize-js build needs; a missing
+    // wasi:http there cost an outside vendor hours.
+    let kit = root().join("target/contract/folkhub-connector-2.2.0/wit");
+    assert!(
+        kit.join("world.wit").exists(),
+        "{} is missing: run `cargo xtask contract-package`",
+        kit.display()
+    );
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve
+        .push_dir(&kit)
+        .unwrap_or_else(|e| panic!("the contract package does not resolve: {e:#}"));
+    // The WASI version the package names is the one wasmtime-wasi-http in
+    // Cargo.lock carries, i.e. what the host links.
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).expect("lock");
+    assert!(
+        lock.contains("name = \"wasmtime-wasi-http\"\nversion = \"48.0.8\""),
+        "the host's wasmtime-wasi-http moved: check the WASI version the author guide names"
+    );
+    for world in [
+        "http-connector",
+        "http-answering-connector",
+        "http-searching-connector",
+        "http-full-connector",
+    ] {
+        let id = resolve
+            .select_world(&[package], Some(world))
+            .unwrap_or_else(|e| panic!("{world}: {e:#}"));
+        let name = |key: &wit_parser::WorldKey| resolve.name_world_key(key);
+        let imports: Vec<String> = resolve.worlds[id].imports.keys().map(name).collect();
+        let exports: Vec<String> = resolve.worlds[id].exports.keys().map(name).collect();
+        assert!(
+            imports.contains(&"wasi:http/outgoing-handler@0.2.12".to_string())
+                && imports.contains(&"folkhub:connector/host@2.2.0".to_string()),
+            "{world} imports {imports:?}"
+        );
+        assert!(
+            exports.contains(&"folkhub:connector/source@2.2.0".to_string()),
+            "{world} exports {exports:?}"
+        );
+    }
+}
