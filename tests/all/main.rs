@@ -24,4 +24,5 @@ mod registers;
 mod sandbox;
 mod search;
 mod upgrade;
+mod vendor;
 mod webhooks;

@@ -47,6 +47,9 @@ enum Task {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Build the example connectors in other languages (Python, with
+    /// componentize-py from PyPI) into target/examples/.
+    BuildExamples,
     /// Build every connector and test component for wasm32-wasip2.
     BuildConnectors {
         /// Copy built connectors into registry/artifacts and update their
@@ -350,24 +353,58 @@ const SCHEMATHESIS: &str = "4.32.5";
 /// virtual environment of the machine's python3) unless that version is
 /// there already.
 fn ensure_schemathesis() -> anyhow::Result<()> {
-    let venv = root().join("target/tools/schemathesis");
-    let bin = venv.join("bin/schemathesis");
-    if let Ok(out) = Command::new(&bin).arg("--version").output()
-        && String::from_utf8_lossy(&out.stdout).contains(SCHEMATHESIS)
+    ensure_pypi_tool("schemathesis", SCHEMATHESIS).map(|_| ())
+}
+
+/// componentize-py, pinned: it builds the Python example connector.
+const COMPONENTIZE_PY: &str = "0.25.1";
+
+/// A command-line tool from PyPI at a pinned version, in its own venv
+/// under target/tools/; returns the venv's `bin` directory.
+fn ensure_pypi_tool(package: &str, version: &str) -> anyhow::Result<PathBuf> {
+    let venv = root().join("target/tools").join(package);
+    let bin = venv.join("bin");
+    if let Ok(out) = Command::new(bin.join(package)).arg("--version").output()
+        && String::from_utf8_lossy(&out.stdout).contains(version)
     {
-        return Ok(());
+        return Ok(bin);
     }
     eprintln!(
-        "xtask: installing schemathesis {SCHEMATHESIS} from PyPI into {}",
+        "xtask: installing {package} {version} from PyPI into {}",
         venv.display()
     );
     let mut c = Command::new("python3");
     c.args(["-m", "venv"]).arg(&venv);
-    run(c, "python3 -m venv target/tools/schemathesis")?;
-    let mut c = Command::new(venv.join("bin/pip"));
+    run(c, &format!("python3 -m venv target/tools/{package}"))?;
+    let mut c = Command::new(bin.join("pip"));
     c.args(["install", "--quiet", "--disable-pip-version-check"])
-        .arg(format!("schemathesis=={SCHEMATHESIS}"));
-    run(c, "pip install schemathesis")
+        .arg(format!("{package}=={version}"));
+    run(c, &format!("pip install {package}"))?;
+    Ok(bin)
+}
+
+/// Builds the example connectors in other component languages into
+/// target/examples/, against the contract package, as a vendor would
+/// (docs/vendors.md): `python_krr.wasm` with componentize-py.
+fn build_examples() -> anyhow::Result<()> {
+    let kit = contract_package(None)?.join("wit");
+    let bin = ensure_pypi_tool("componentize-py", COMPONENTIZE_PY)?;
+    let out = root().join("target/examples");
+    std::fs::create_dir_all(&out)?;
+    let mut c = Command::new(bin.join("componentize-py"));
+    c.current_dir(root().join("examples/connectors/python-krr"))
+        .arg("-d")
+        .arg(&kit)
+        .args([
+            "-w",
+            &format!("folkhub:kit/http-answering-connector@{KIT_CONTRACT}"),
+        ])
+        .args(["componentize", "app", "-o"])
+        .arg(out.join("python_krr.wasm"));
+    run(
+        c,
+        "componentize-py componentize (examples/connectors/python-krr)",
+    )
 }
 
 /// The local PostgreSQL helper the tests use (plain std, shared source).
@@ -519,8 +556,9 @@ fn test() -> anyhow::Result<()> {
     ensure_postgres()?;
     ensure_schemathesis()?;
     build_connectors(false)?;
-    // The vendor's contract package; a test resolves it (tests/all/contract.rs).
-    contract_package(None)?;
+    // The vendor's contract package (a test resolves it) and the examples
+    // built with it (tests/all/vendor.rs installs the Python one).
+    build_examples()?;
     let mut c = cargo();
     // Doc tests are left out: the crates document with prose, not doctests.
     c.args([
@@ -1438,6 +1476,7 @@ fn main() -> anyhow::Result<()> {
         } => demo(port, seed, count, sim_port, postgres),
         Task::Test => test(),
         Task::BuildConnectors { publish } => build_connectors(publish),
+        Task::BuildExamples => build_examples(),
         Task::ContractPackage { out } => contract_package(out).map(|dir| {
             println!("xtask: the contract package is in {}", dir.display());
         }),

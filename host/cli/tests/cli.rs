@@ -884,3 +884,52 @@ fn connectors_check_holds_every_release_to_the_contract() {
     assert_eq!(code, Some(1));
     assert!(err.contains("not a WebAssembly component"), "{err}");
 }
+
+/// The Python example (examples/connectors/python-krr, built by `cargo
+/// xtask build-examples` with componentize-py against the contract
+/// package) passes the same conformance suite as the project's releases,
+/// against the KRR simulator.
+#[test]
+fn the_python_example_passes_connectors_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let wasm = root.join("target/examples/python_krr.wasm");
+    assert!(
+        wasm.exists(),
+        "{} is missing: run `cargo xtask build-examples` (or `cargo xtask test`)",
+        wasm.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run_in(
+        dir.path(),
+        &[
+            "connectors",
+            "check",
+            &wasm.display().to_string(),
+            "--register",
+            "krr",
+            "--json",
+        ],
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+    let report = if report.is_array() {
+        report[0].clone()
+    } else {
+        report
+    };
+    assert_eq!(report["connector"], "python-krr", "{report}");
+    let checks = report["checks"].as_array().expect("checks");
+    let names: Vec<&str> = checks.iter().filter_map(|c| c["check"].as_str()).collect();
+    for expected in [
+        "lookup: found",
+        "lookup: not found",
+        "lookup: malformed ID",
+        "lookup: a full batch",
+        "change feed: paging and resume",
+    ] {
+        assert!(names.contains(&expected), "{expected} not run: {names:?}");
+    }
+    let failed: Vec<&serde_json::Value> = checks.iter().filter(|c| c["passed"] != true).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(code, Some(0), "{err}");
+}
