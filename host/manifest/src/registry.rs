@@ -431,13 +431,13 @@ impl Release {
                 );
             }
         }
-        if semver(&self.contract).is_none_or(|v| {
-            !v.pre.is_empty()
-                || !self
-                    .contract
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || b == b'.')
-        }) {
+        // Plain MAJOR.MINOR.PATCH: no pre-release, no build metadata.
+        if semver(&self.contract).is_none()
+            || !self
+                .contract
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'.')
+        {
             problem(
                 "contract",
                 format!(

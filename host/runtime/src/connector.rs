@@ -264,10 +264,21 @@ impl Connector {
                 deadline_ms: self.limits.call_timeout.as_millis() as u64,
             };
         }
+        // A trap's own words are the guest's stderr (a Python traceback,
+        // a Rust panic message): the message carries their end, the log
+        // has all that was kept.
+        let message = format!("{error:#}");
+        let tail = store
+            .map(|s| s.data().output.stderr.tail(crate::diagnostics::TRAP_TAIL))
+            .unwrap_or_default();
         CallError::Trap {
             connector,
             version,
-            message: format!("{error:#}"),
+            message: if tail.is_empty() {
+                message
+            } else {
+                format!("{message}\nthe connector's stderr ended with:\n{tail}")
+            },
         }
     }
 
@@ -299,32 +310,10 @@ impl Connector {
             call(&mut store, instance, self.exports.clone()).await
         })
         .await;
-        let output = store.data().output.clone();
-        output.log(&self.id, &self.version);
+        store.data().output.log(&self.id, &self.version);
         match outcome {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(match self.classify(Some(&store), error) {
-                // A trap's own words are the guest's stderr (a Python
-                // traceback, a Rust panic message): the message carries
-                // their end, the log has all that was kept.
-                CallError::Trap {
-                    connector,
-                    version,
-                    message,
-                } => {
-                    let tail = output.stderr.tail(crate::diagnostics::TRAP_TAIL);
-                    CallError::Trap {
-                        connector,
-                        version,
-                        message: if tail.is_empty() {
-                            message
-                        } else {
-                            format!("{message}\nthe connector's stderr ended with:\n{tail}")
-                        },
-                    }
-                }
-                other => other,
-            }),
+            Ok(Err(error)) => Err(self.classify(Some(&store), error)),
             Err(_) => Err(CallError::Timeout {
                 connector: self.id.clone(),
                 version: self.version.clone(),
