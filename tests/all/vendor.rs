@@ -1,6 +1,6 @@
 //! A connector from outside the repository, in another component language,
-//! taken the way docs/vendors.md takes it: built by componentize-py against
-//! the contract package (`cargo xtask build-examples`, run by `cargo xtask
+//! taken the way docs/vendors.md takes it: built by componentize-py or
+//! componentize-js against the contract package (`cargo xtask build-examples`, run by `cargo xtask
 //! test`), signed by its vendor, published in a vendor registry beside the
 //! built-in one, installed, and asked the same questions as the Rust krr
 //! connector. Its answers must be the same, field for field.
@@ -11,7 +11,20 @@ use folkhub_tests::{Setup, TestEnv, root};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_connector_is_signed_installed_from_a_vendor_registry_and_answers_as_rust_krr() {
-    let wasm = root().join("target/examples/python_krr.wasm");
+    answers_as_rust_krr("python-krr", "KRR in Python (componentize-py)").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_connector_is_signed_installed_from_a_vendor_registry_and_answers_as_rust_krr()
+{
+    answers_as_rust_krr("js-krr", "KRR in JavaScript (componentize-js)").await;
+}
+
+/// `id` is the example's directory under examples/connectors/ and its
+/// connector id; `cargo xtask build-examples` built it into
+/// target/examples/ with `-` as `_`.
+async fn answers_as_rust_krr(id: &str, notes: &str) {
+    let wasm = root().join(format!("target/examples/{}.wasm", id.replace('-', "_")));
     assert!(
         wasm.exists(),
         "{} is missing: run `cargo xtask build-examples` (or `cargo xtask test`)",
@@ -30,17 +43,21 @@ async fn a_python_connector_is_signed_installed_from_a_vendor_registry_and_answe
     // The vendor's registry: its manifest, its artifact, its key.
     let vendor = tempfile::tempdir().expect("dir");
     std::fs::create_dir_all(vendor.path().join("artifacts")).expect("dir");
-    std::fs::copy(&wasm, vendor.path().join("artifacts/python-krr-0.1.0.wasm")).expect("copy");
+    std::fs::copy(
+        &wasm,
+        vendor.path().join(format!("artifacts/{id}-0.1.0.wasm")),
+    )
+    .expect("copy");
     let bytes = std::fs::read(&wasm).expect("wasm");
     let (private, public) = signing::generate().expect("key");
     let mut release = krr.clone();
-    release.connector = "python-krr".into();
+    release.connector = id.into();
     release.version = "0.1.0".into();
     release.contract = "2.2.0".into();
-    release.artifact = "artifacts/python-krr-0.1.0.wasm".into();
+    release.artifact = format!("artifacts/{id}-0.1.0.wasm");
     release.sha256 = folkhub_runtime::engine::sha256_hex(&bytes);
     release.capabilities = vec!["lookup".into(), "batch-lookup".into(), "change-feed".into()];
-    release.notes = "KRR in Python (componentize-py), examples/connectors/python-krr.".into();
+    release.notes = format!("{notes}, examples/connectors/{id}.");
     release.breaking = None;
     release.publisher = None;
     release.signature = None;
@@ -54,19 +71,19 @@ async fn a_python_connector_is_signed_installed_from_a_vendor_registry_and_answe
     };
 
     // The operator's host: the vendor's registry beside the built-in one,
-    // the vendor's key trusted, python-krr configured as krr is.
+    // the vendor's key trusted, the example configured as krr is.
     let mut config = env.host.config.clone();
     config.registry.vendors = vec![manifest.clone()];
     config.registry.trusted_keys.insert("acme".into(), public);
     let krr_config = config.connector("krr");
-    config.connectors.insert("python-krr".into(), krr_config);
+    config.connectors.insert(id.into(), krr_config);
 
     // Unsigned, it is refused, and nothing is installed.
     write(&release);
     let host = folkhub_app::Host::open(config.clone()).await.expect("host");
     let e = format!(
         "{:#}",
-        host.install("python-krr", None, false, "ops", "vendor")
+        host.install(id, None, false, "ops", "vendor")
             .await
             .expect_err("unsigned")
     );
@@ -78,14 +95,14 @@ async fn a_python_connector_is_signed_installed_from_a_vendor_registry_and_answe
     write(&release);
     let host = folkhub_app::Host::open(config).await.expect("host");
     let installed = host
-        .install("python-krr", None, false, "ops", "vendor")
+        .install(id, None, false, "ops", "vendor")
         .await
-        .expect("install the signed Python release");
+        .expect("install the signed vendor release");
     assert_eq!(installed.version, "0.1.0");
     host.install("krr", Some("2.2.0"), false, "ops", "rust")
         .await
         .expect("install krr");
-    let python = host.load("python-krr").await.expect("load python-krr");
+    let vendor = host.load(id).await.expect("load the vendor's connector");
     let rust = host.load("krr").await.expect("load krr");
 
     // The same questions to both: every Norwegian the simulator has (in
@@ -101,22 +118,45 @@ async fn a_python_connector_is_signed_installed_from_a_vendor_registry_and_answe
         .filter_map(|p| p.ids.last().cloned())
         .collect();
     ids.push("15039100018".into());
-    let (py, rs) = (
-        python.lookup(&ids).await.expect("python lookup"),
+    let (theirs, rs) = (
+        vendor.lookup(&ids).await.expect("vendor lookup"),
         rust.lookup(&ids).await.expect("rust lookup"),
     );
-    assert_eq!(py.len(), ids.len());
+    assert_eq!(theirs.len(), ids.len());
     let found = rs
         .iter()
         .filter(|r| matches!(r.outcome, LookupOutcome::Found(_)))
         .count();
     assert!(found >= 30, "the comparison means something: {found} found");
-    for (p, r) in py.iter().zip(&rs) {
-        assert_eq!(p, r, "python-krr and krr differ for {}", r.requested);
+    for (t, r) in theirs.iter().zip(&rs) {
+        assert_eq!(t, r, "{id} and krr differ for {}", r.requested);
     }
+    // The feed, after the register changed: the same pages, the same
+    // records in them, the same cursors.
+    env.sim.advance(80).await;
+    let (mut theirs_at, mut rust_at) = (None::<String>, None::<String>);
+    let mut changes = 0;
+    for _ in 0..100 {
+        let t = vendor
+            .changes(theirs_at.as_deref())
+            .await
+            .expect("vendor feed");
+        let r = rust.changes(rust_at.as_deref()).await.expect("rust feed");
+        assert_eq!(
+            t, r,
+            "{id} and krr differ on the feed page after {rust_at:?}"
+        );
+        changes += r.changes.len();
+        if r.caught_up {
+            break;
+        }
+        (theirs_at, rust_at) = (Some(t.next_cursor), Some(r.next_cursor));
+    }
+    assert!(changes > 0, "the feed comparison means something");
+
     // A malformed ID is the register's bad input for both.
     let (p, r) = (
-        python.lookup(&["12345".into()]).await.expect_err("bad"),
+        vendor.lookup(&["12345".into()]).await.expect_err("bad"),
         rust.lookup(&["12345".into()]).await.expect_err("bad"),
     );
     assert_eq!(

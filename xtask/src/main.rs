@@ -383,22 +383,61 @@ fn ensure_pypi_tool(package: &str, version: &str) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// The npm packages an example pins in its package.json and
+/// package-lock.json, installed with `npm ci` into target/tools/<name>
+/// (not into the source tree) unless that lock is installed there already;
+/// returns the install's `node_modules/.bin`.
+fn ensure_npm_tools(example: &str, name: &str) -> anyhow::Result<PathBuf> {
+    apt_install_if_missing("npm", "nodejs npm");
+    let source = root().join("examples/connectors").join(example);
+    let dir = root().join("target/tools").join(name);
+    let lock = std::fs::read(source.join("package-lock.json"))?;
+    let bin = dir.join("node_modules/.bin");
+    if std::fs::read(dir.join("package-lock.json")).is_ok_and(|l| l == lock)
+        && dir.join("node_modules/.package-lock.json").exists()
+    {
+        return Ok(bin);
+    }
+    eprintln!(
+        "xtask: installing {example}'s package-lock.json from the npm registry into {}",
+        dir.display()
+    );
+    std::fs::create_dir_all(&dir)?;
+    std::fs::copy(source.join("package.json"), dir.join("package.json"))?;
+    std::fs::write(dir.join("package-lock.json"), &lock)?;
+    let mut c = Command::new("npm");
+    c.current_dir(&dir)
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"]);
+    run(c, &format!("npm ci (target/tools/{name})"))?;
+    Ok(bin)
+}
+
 /// Builds the example connectors in other component languages into
 /// target/examples/, against the contract package, as a vendor would
-/// (docs/vendors.md): `python_krr.wasm` with componentize-py.
+/// (docs/vendors.md): `python_krr.wasm` with componentize-py and
+/// `js_krr.wasm` with componentize-js.
 fn build_examples() -> anyhow::Result<()> {
     let kit = contract_package(None)?.join("wit");
-    let bin = ensure_pypi_tool("componentize-py", COMPONENTIZE_PY)?;
+    let world = format!("folkhub:kit/http-answering-connector@{KIT_CONTRACT}");
     let out = root().join("target/examples");
     std::fs::create_dir_all(&out)?;
+
+    let bin = ensure_npm_tools("js-krr", "componentize-js")?;
+    let mut c = Command::new(bin.join("componentize-js"));
+    c.current_dir(root().join("examples/connectors/js-krr"))
+        .arg("app.js")
+        .arg("-w")
+        .arg(&kit)
+        .args(["-n", &world, "-o"])
+        .arg(out.join("js_krr.wasm"));
+    run(c, "componentize-js (examples/connectors/js-krr)")?;
+
+    let bin = ensure_pypi_tool("componentize-py", COMPONENTIZE_PY)?;
     let mut c = Command::new(bin.join("componentize-py"));
     c.current_dir(root().join("examples/connectors/python-krr"))
         .arg("-d")
         .arg(&kit)
-        .args([
-            "-w",
-            &format!("folkhub:kit/http-answering-connector@{KIT_CONTRACT}"),
-        ])
+        .args(["-w", &world])
         .args(["componentize", "app", "-o"])
         .arg(out.join("python_krr.wasm"));
     run(

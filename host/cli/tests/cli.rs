@@ -891,8 +891,19 @@ fn connectors_check_holds_every_release_to_the_contract() {
 /// against the KRR simulator.
 #[test]
 fn the_python_example_passes_connectors_check() {
+    example_passes_connectors_check("python-krr");
+}
+
+/// The JavaScript example (examples/connectors/js-krr, componentize-js),
+/// likewise.
+#[test]
+fn the_javascript_example_passes_connectors_check() {
+    example_passes_connectors_check("js-krr");
+}
+
+fn example_passes_connectors_check(id: &str) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let wasm = root.join("target/examples/python_krr.wasm");
+    let wasm = root.join(format!("target/examples/{}.wasm", id.replace('-', "_")));
     assert!(
         wasm.exists(),
         "{} is missing: run `cargo xtask build-examples` (or `cargo xtask test`)",
@@ -917,7 +928,7 @@ fn the_python_example_passes_connectors_check() {
     } else {
         report
     };
-    assert_eq!(report["connector"], "python-krr", "{report}");
+    assert_eq!(report["connector"], id, "{report}");
     let checks = report["checks"].as_array().expect("checks");
     let names: Vec<&str> = checks.iter().filter_map(|c| c["check"].as_str()).collect();
     for expected in [

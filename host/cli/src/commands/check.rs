@@ -220,6 +220,9 @@ struct Sim {
 
 const CLIENT_ID: &str = "folkhub-connectors-check";
 
+/// Changes the simulator applies before the checks run.
+const FEED_CHANGES: u64 = 300;
+
 impl Sim {
     async fn start(dir: &Path) -> anyhow::Result<Sim> {
         use rsa::pkcs8::{EncodePrivateKey, LineEnding};
@@ -239,6 +242,9 @@ impl Sim {
         })
         .await
         .context("starting the register simulator")?;
+        // Registers that changed since the population was made, so every
+        // feed has changes to page through.
+        sim.advance(FEED_CHANGES).await;
         Ok(Sim { sim, key_file })
     }
 }
@@ -785,6 +791,26 @@ impl Checks<'_> {
             return fail(
                 "change feed: paging and resume",
                 "two reads from the same cursor gave different pages",
+                &clock,
+            );
+        }
+        if first.changes.is_empty() {
+            return fail(
+                "change feed: paging and resume",
+                format!(
+                    "the first page from the start is empty, but the register has {FEED_CHANGES} changes"
+                ),
+                &clock,
+            );
+        }
+        let seen = positions(&first);
+        if let Some(c) = second.changes.iter().find(|c| seen.contains(&c.position)) {
+            return fail(
+                "change feed: paging and resume",
+                format!(
+                    "the page after next-cursor {:?} repeats position {:?} of the page before it",
+                    first.next_cursor, c.position
+                ),
                 &clock,
             );
         }
