@@ -146,7 +146,14 @@ impl Host {
             ),
             Err(_) => None,
         };
-        let registry = ManifestFile::load_all(&config.registry.manifest, &config.registry.vendors)?;
+        let (vendors, unfetched) = config.registry.vendor_manifests();
+        for url in &unfetched {
+            tracing::warn!(
+                registry = %url,
+                "the vendor registry at {url} has not been fetched yet, so its releases are not listed: run `folkhub connectors fetch`"
+            );
+        }
+        let registry = ManifestFile::load_all(&config.registry.manifest, &vendors)?;
         let mode = match config.store.migrate {
             folkhub_manifest::MigrateMode::OnStart => OpenMode::Migrate,
             folkhub_manifest::MigrateMode::Manual => OpenMode::RequireCurrent,
@@ -319,8 +326,29 @@ impl Host {
                 .map(|r| r.version.clone())
                 .collect::<Vec<_>>();
             if known.is_empty() {
+                let (_, unfetched) = self.config.registry.vendor_manifests();
+                let vendors =
+                    self.config.registry.vendors.len() + self.config.registry.vendor_urls.len();
+                let hint = if !unfetched.is_empty() {
+                    format!(
+                        "; {} granted registr{} not fetched yet: run `folkhub connectors fetch`",
+                        unfetched.len(),
+                        if unfetched.len() == 1 {
+                            "y is"
+                        } else {
+                            "ies are"
+                        }
+                    )
+                } else if vendors > 0 {
+                    format!(
+                        " or its {vendors} vendor registr{}",
+                        if vendors == 1 { "y" } else { "ies" }
+                    )
+                } else {
+                    String::new()
+                };
                 bail!(
-                    "no connector {connector:?} in {}; known: {}",
+                    "no connector {connector:?} in {}{hint}; known: {}",
                     self.config.registry.manifest.display(),
                     manifest.connectors().join(", ")
                 );

@@ -24,6 +24,7 @@ pub mod fetch;
 pub mod follow;
 pub mod host;
 pub mod jobs;
+pub mod registries;
 pub mod search;
 pub mod serve;
 pub mod status;

@@ -377,6 +377,11 @@ enum ConnectorsCommand {
     List,
     /// Installed connectors with a newer release, deadline or sunset ahead.
     Outdated,
+    /// Copy the vendor registries granted by URL (`[registry] vendor_urls`)
+    /// into `[registry] mirror`: the manifest and every artifact, each
+    /// checked against its sha256. A registry that cannot be fetched keeps
+    /// its last good copy
+    Fetch,
     /// Verify, compile and activate a release.
     Install {
         connector: String,
@@ -621,6 +626,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate { check } => commands::migrate(cli.config.as_deref(), check).await,
+        Command::Connectors {
+            command: ConnectorsCommand::Fetch,
+        } => {
+            commands::connectors::fetch(&folkhub_manifest::Config::load(cli.config.as_deref())?)
+                .await
+        }
         command => {
             // Check what can be checked before opening anything.
             if let Command::Person {
@@ -947,7 +958,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Credentials { .. }
                 | Command::Releases { .. }
                 | Command::Connectors {
-                    command: ConnectorsCommand::Check { .. },
+                    command: ConnectorsCommand::Check { .. } | ConnectorsCommand::Fetch,
                 }
                 | Command::Version
                 | Command::Openapi

@@ -346,6 +346,41 @@ pub struct RegistryConfig {
     /// directory. A release (connector and version) may be in one registry
     /// only.
     pub vendors: Vec<PathBuf>,
+    /// Vendors' registries at a URL, granted by being listed here:
+    /// `https://…/registry-manifest.toml` (plain http only to a loopback
+    /// address). `folkhub connectors fetch` copies each, manifest and
+    /// artifacts, into `mirror`; the host reads that copy beside `vendors`,
+    /// so no command waits on the network and a registry that is down
+    /// keeps its last good copy.
+    pub vendor_urls: Vec<String>,
+    /// Where fetched registries are kept: one directory per URL.
+    pub mirror: PathBuf,
+}
+
+impl RegistryConfig {
+    /// The manifest of every vendor registry the host reads: the local
+    /// ones, then the fetched copy of each granted URL. A URL not fetched
+    /// yet is left out and named in the second list.
+    pub fn vendor_manifests(&self) -> (Vec<PathBuf>, Vec<String>) {
+        let mut paths = self.vendors.clone();
+        let mut missing = Vec::new();
+        for text in &self.vendor_urls {
+            match crate::remote::registry_url(text) {
+                Ok(url) => {
+                    let copy =
+                        crate::remote::mirror_dir(&self.mirror, &url).join(crate::remote::MANIFEST);
+                    if copy.exists() {
+                        paths.push(copy);
+                    } else {
+                        missing.push(text.clone());
+                    }
+                }
+                // Refused when the config was loaded.
+                Err(_) => missing.push(text.clone()),
+            }
+        }
+        (paths, missing)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -513,6 +548,8 @@ impl Default for RegistryConfig {
             .collect(),
             allow_unsigned: false,
             vendors: vec![],
+            vendor_urls: vec![],
+            mirror: PathBuf::from("data/registries"),
         }
     }
 }
@@ -602,6 +639,14 @@ impl Config {
     }
 
     fn validate(&self, problems: &mut Vec<Problem>) {
+        for (i, text) in self.registry.vendor_urls.iter().enumerate() {
+            if let Err(message) = crate::remote::registry_url(text) {
+                problems.push(Problem {
+                    path: format!("registry.vendor_urls[{i}]"),
+                    message,
+                });
+            }
+        }
         let url = &self.store.url;
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")

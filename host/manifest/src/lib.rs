@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod registry;
+pub mod remote;
 pub mod schedule;
 pub mod signing;
 pub mod support;

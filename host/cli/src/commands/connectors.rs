@@ -174,3 +174,41 @@ pub async fn install(
     }
     Ok(())
 }
+
+/// `folkhub connectors fetch`: copies the vendor registries granted by URL
+/// into the mirror; exits 1 when one could not be fetched (its last good
+/// copy stays in use).
+pub async fn fetch(config: &folkhub_manifest::Config) -> anyhow::Result<()> {
+    if config.registry.vendor_urls.is_empty() {
+        anyhow::bail!(
+            "no vendor registry is granted by URL: add its manifest's URL to [registry] vendor_urls in folkhub.toml, then fetch again"
+        );
+    }
+    let mut failed = 0;
+    for (url, outcome) in folkhub_app::registries::fetch_all(&config.registry).await {
+        match outcome {
+            Ok(f) => out!(
+                "{url}: {} release(s); {} artifact(s) fetched ({:.1} MB), {} already here; copy in {}",
+                f.releases,
+                f.downloaded,
+                f.bytes as f64 / 1e6,
+                f.kept,
+                f.manifest.display()
+            ),
+            Err(e) => {
+                failed += 1;
+                out!("{url}: not fetched: {e:#}");
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} registr{} could not be fetched; each keeps its last good copy",
+            if failed == 1 { "y" } else { "ies" }
+        );
+    }
+    out!(
+        "`folkhub connectors list` shows their releases; install one with `folkhub connectors install`"
+    );
+    Ok(())
+}
