@@ -9,6 +9,7 @@ pub mod follows;
 pub mod jobs;
 pub mod overrides;
 pub mod person;
+pub mod recorded;
 pub mod releases;
 pub mod serve;
 pub mod sync;

@@ -441,7 +441,7 @@ enum ConnectorsCommand {
     /// Every installation change of a connector: who, when, digests, why.
     History { connector: String },
     /// Hold a connector component to the contract against the simulator of
-    /// its register: describe vs its manifest entry, lookups found, not
+    /// its register, or recorded answers (--recorded): describe vs its manifest entry, lookups found, not
     /// found and malformed, a full batch, feed paging and resume, watch,
     /// enrichment, search; errors, granted hosts, time per call. Needs no
     /// store; exits 1 when a check fails.
@@ -460,6 +460,11 @@ enum ConnectorsCommand {
         /// is not one (folkeregister, krr, kartverket, spar, dvv).
         #[arg(long)]
         register: Option<String>,
+        /// Run against these recorded answers of its register instead of a
+        /// simulator (docs/connector-author-guide.md: a TOML file of
+        /// exchanges and the IDs they find).
+        #[arg(long, conflicts_with_all = ["register", "registry"])]
+        recorded: Option<PathBuf>,
         /// The report as JSON.
         #[arg(long)]
         json: bool,
@@ -587,6 +592,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     manifest_entry,
                     registry,
                     register,
+                    recorded,
                     json,
                 },
         } => {
@@ -596,6 +602,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     wasm,
                     entry: manifest_entry.as_deref(),
                     register: register.as_deref(),
+                    recorded: recorded.as_deref(),
                 },
                 (None, None) => anyhow::bail!("name a component, or --registry MANIFEST"),
             };

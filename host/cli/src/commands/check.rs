@@ -10,9 +10,12 @@
 //! deadline or the memory cap, or a request outside the granted hosts fails
 //! the check it happened in.
 //!
-//! Registers without a simulator here (a vendor's own register) are
+//! A register without a simulator here (a vendor's own register) is stood
+//! in for by the answers its vendor recorded (`--recorded`, see
+//! `recorded.rs`): lookups found, not found and malformed, a full batch and
+//! the feed run against them. Without a recording such a connector is
 //! checked as far as the component itself goes (contract, describe,
-//! malformed input); recorded answers for them are not supported yet.
+//! malformed input).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -24,6 +27,8 @@ use folkhub_manifest::registry::Upstream;
 use folkhub_manifest::{Config, Manifest, Release};
 use folkhub_runtime::CallError;
 use serde::Serialize;
+
+use super::recorded::{Recording, Replay};
 
 /// Registers the simulator serves, by connector id.
 const SIMULATED: &[&str] = &["folkeregister", "krr", "kartverket", "spar", "dvv"];
@@ -63,6 +68,8 @@ pub enum Target<'a> {
         /// The simulated register to run it against when its id is not a
         /// register's (`acme-krr` speaks to KRR).
         register: Option<&'a str>,
+        /// Recorded answers of its register, instead of a simulator.
+        recorded: Option<&'a Path>,
     },
     /// Every release of a registry manifest.
     Registry(&'a Path),
@@ -70,6 +77,7 @@ pub enum Target<'a> {
 
 pub async fn run(target: Target<'_>, json: bool) -> anyhow::Result<()> {
     let work = tempfile::tempdir().context("a temporary directory")?;
+    let mut recording = None;
     let (candidates, register) = match target {
         Target::Registry(path) => {
             let manifest = Manifest::load(path)?;
@@ -84,7 +92,11 @@ pub async fn run(target: Target<'_>, json: bool) -> anyhow::Result<()> {
             wasm,
             entry,
             register,
+            recorded,
         } => {
+            if let Some(path) = recorded {
+                recording = Some(std::sync::Arc::new(Recording::load(path)?));
+            }
             if let Some(r) = register
                 && !SIMULATED.contains(&r)
             {
@@ -100,10 +112,15 @@ pub async fn run(target: Target<'_>, json: bool) -> anyhow::Result<()> {
         }
     };
     let sim = Sim::start(work.path()).await?;
+    let replay = match &recording {
+        Some(r) => Some((r.clone(), Replay::start(r.clone()).await?)),
+        None => None,
+    };
+    let recorded = replay.as_ref().map(|(r, replay)| (&**r, replay));
     let mut reports = Vec::new();
     for (n, (release, wasm)) in candidates.into_iter().enumerate() {
         let dir = work.path().join(format!("{n}"));
-        let report = check_one(&sim, &dir, release, &wasm, register.as_deref()).await;
+        let report = check_one(&sim, &dir, release, &wasm, register.as_deref(), recorded).await;
         if !json {
             print_report(&report);
         }
@@ -134,7 +151,7 @@ fn print_report(report: &Report) {
     );
     for c in &report.checks {
         out!(
-            "  {}  {:<34} {:>6} ms  {}",
+            "  {}  {:<38} {:>6} ms  {}",
             if c.passed { "PASS" } else { "FAIL" },
             c.check,
             c.ms,
@@ -297,6 +314,7 @@ async fn check_one(
     mut release: Release,
     wasm: &Path,
     register: Option<&str>,
+    recorded: Option<(&Recording, &Replay)>,
 ) -> Report {
     let mut report = Report {
         connector: release.connector.clone(),
@@ -356,7 +374,12 @@ async fn check_one(
         }
     }
     let register = register.unwrap_or(&release.connector).to_string();
-    let host = match host_for(sim, dir, &release, &bytes, &register).await {
+    if recorded.is_some() {
+        // The recording stands in for the register and asks for no
+        // credentials; the entry's are not exercised here.
+        release.credentials = "none".into();
+    }
+    let host = match host_for(sim, dir, &release, &bytes, &register, recorded).await {
         Ok(h) => h,
         Err(e) => {
             report
@@ -419,6 +442,7 @@ async fn check_one(
         release: &release,
         connector: &connector,
         register: &register,
+        recorded,
     };
     report.checks.extend(checks.all().await);
     report
@@ -463,6 +487,7 @@ async fn host_for(
     release: &Release,
     bytes: &[u8],
     register: &str,
+    recorded: Option<(&Recording, &Replay)>,
 ) -> anyhow::Result<folkhub_app::Host> {
     std::fs::create_dir_all(dir.join("artifacts"))?;
     std::fs::write(dir.join("artifacts/component.wasm"), bytes)?;
@@ -505,6 +530,21 @@ cache_dir = "{cache}"
             .config
             .insert("base-url".into(), format!("{}/rest/v1", sim.sim.base_url()));
     }
+    // Recorded answers: the replay server is the register.
+    if let Some((recording, replay)) = recorded {
+        let c = config
+            .connectors
+            .entry(release.connector.clone())
+            .or_default();
+        c.grant_hosts = vec![replay.url()];
+        c.allow_private_networks = true;
+        c.credentials = None;
+        c.config.extend(recording.config.clone());
+        c.config.insert(
+            "base-url".into(),
+            format!("{}{}", replay.url(), recording.base_path),
+        );
+    }
     folkhub_app::Host::open(config).await
 }
 
@@ -514,6 +554,8 @@ struct Checks<'a> {
     connector: &'a folkhub_runtime::Connector,
     /// The simulated register it speaks to.
     register: &'a str,
+    /// Recorded answers standing in for its register.
+    recorded: Option<(&'a Recording, &'a Replay)>,
 }
 
 impl Checks<'_> {
@@ -524,14 +566,15 @@ impl Checks<'_> {
     async fn all(&self) -> Vec<Outcome> {
         let (described, max_batch) = self.describe().await;
         let mut out = vec![described];
-        let simulated = SIMULATED.contains(&self.register);
+        let recorded = self.recorded.is_some();
+        let simulated = SIMULATED.contains(&self.register) && !recorded;
         if self.declares("lookup") {
             out.push(self.malformed_input().await);
-            if simulated {
+            if simulated || recorded {
                 out.extend(self.lookups(max_batch).await);
             }
         }
-        if simulated && self.declares("change-feed") {
+        if (simulated || recorded) && self.declares("change-feed") {
             out.push(self.feed().await);
         }
         if simulated && self.declares("watch") {
@@ -543,11 +586,41 @@ impl Checks<'_> {
         if simulated && self.declares("search") {
             out.push(self.search().await);
         }
-        if !simulated {
+        if let Some((recording, replay)) = self.recorded {
+            let skipped: Vec<&str> = ["watch", "enrich", "search"]
+                .into_iter()
+                .filter(|c| self.declares(c))
+                .collect();
+            if !skipped.is_empty() {
+                out.push(pass(
+                    "not run against recordings",
+                    format!("{}: they need a simulated register", skipped.join(", ")),
+                    &Clock(0),
+                ));
+            }
+            let unanswered = replay.unanswered();
+            out.push(if unanswered.is_empty() {
+                pass(
+                    "recorded answers cover every request",
+                    format!("{} answered every request", recording.file.display()),
+                    &Clock(0),
+                )
+            } else {
+                fail(
+                    "recorded answers cover every request",
+                    format!(
+                        "{} has no answer for: {}; record them and check again",
+                        recording.file.display(),
+                        unanswered.join(", ")
+                    ),
+                    &Clock(0),
+                )
+            });
+        } else if !simulated {
             out.push(pass(
                 "register calls",
                 format!(
-                    "no simulator for {:?} here (--register names one): lookups, feed and enrichment were not run",
+                    "no simulator for {:?} here (--register names one, or --recorded gives recorded answers): lookups, feed and enrichment were not run",
                     self.register
                 ),
                 &Clock(0),
@@ -618,7 +691,8 @@ impl Checks<'_> {
 
     async fn malformed_input(&self) -> Outcome {
         let mut clock = Clock(0);
-        let asked = vec!["12345".to_string()];
+        let malformed = self.recorded.map_or("12345", |(r, _)| r.malformed.as_str());
+        let asked = vec![malformed.to_string()];
         match clock.time(self.connector.lookup(&asked)).await {
             Err(CallError::Connector {
                 error: ConnectorError::BadInput(_),
@@ -638,7 +712,7 @@ impl Checks<'_> {
                 }
                 other => fail(
                     "lookup: malformed ID",
-                    format!("\"12345\" must be bad-input, got {other:?}"),
+                    format!("{malformed:?} must be bad-input, got {other:?}"),
                     &clock,
                 ),
             },
@@ -648,6 +722,9 @@ impl Checks<'_> {
 
     /// IDs the simulated register knows, in the release's first scheme.
     async fn known_ids(&self) -> Vec<String> {
+        if let Some((recording, _)) = self.recorded {
+            return recording.known.clone();
+        }
         let register = match self.register {
             "kartverket" => "folkeregister",
             other => other,
@@ -706,7 +783,11 @@ impl Checks<'_> {
             Err(e) => out.push(fail("lookup: found", call_failure(&e), &clock)),
         }
         let mut clock = Clock(0);
-        match unknown_id(self.release.id_schemes.first().map(String::as_str), &known) {
+        let nobody = match self.recorded {
+            Some((recording, _)) => recording.unknown.clone(),
+            None => unknown_id(self.release.id_schemes.first().map(String::as_str), &known),
+        };
+        match nobody {
             None => {}
             Some(nobody) => match clock
                 .time(self.connector.lookup(std::slice::from_ref(&nobody)))
@@ -797,9 +878,15 @@ impl Checks<'_> {
         if first.changes.is_empty() {
             return fail(
                 "change feed: paging and resume",
-                format!(
-                    "the first page from the start is empty, but the register has {FEED_CHANGES} changes"
-                ),
+                match self.recorded {
+                    Some((r, _)) => format!(
+                        "the first page from the start is empty; record a first page with changes in {}",
+                        r.file.display()
+                    ),
+                    None => format!(
+                        "the first page from the start is empty, but the register has {FEED_CHANGES} changes"
+                    ),
+                },
                 &clock,
             );
         }
