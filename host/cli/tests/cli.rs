@@ -943,6 +943,19 @@ fn example_passes_connectors_check(id: &str) {
     let failed: Vec<&serde_json::Value> = checks.iter().filter(|c| c["passed"] != true).collect();
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(code, Some(0), "{err}");
+    // The interpreter's memory is measured, not left at zero.
+    let memory = checks
+        .iter()
+        .find(|c| c["check"] == "memory per call")
+        .and_then(|c| c["detail"].as_str())
+        .expect("memory per call");
+    let mib: f64 = memory
+        .split("any call above: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{memory}"));
+    assert!(mib > 1.0 && mib < 64.0, "{memory}");
 }
 
 /// A register without a simulator is stood in for by answers its vendor

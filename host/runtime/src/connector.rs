@@ -57,6 +57,8 @@ pub struct Connector {
     secrets: Arc<BTreeMap<String, String>>,
     permits: Arc<Semaphore>,
     upstream_calls: Arc<AtomicU64>,
+    /// The largest linear memory any call has grown to, bytes.
+    memory_peak: Arc<AtomicU64>,
     engine: wasmtime::Engine,
     limits: crate::engine::Limits,
 }
@@ -177,6 +179,7 @@ impl Runtime {
             secrets: Arc::new(settings.secrets),
             permits: Arc::new(Semaphore::new(self.limits.max_concurrency.max(1))),
             upstream_calls: Arc::new(AtomicU64::new(0)),
+            memory_peak: Arc::new(AtomicU64::new(0)),
             engine: self.engine.clone(),
             limits: self.limits.clone(),
         })
@@ -197,6 +200,17 @@ impl Connector {
     /// Origins this connector may reach (requested ∩ granted).
     /// Requests this prepared connector has sent to its register so far
     /// (the cost ledger records the difference over a run).
+    /// The largest any one linear memory of a call has grown to since the
+    /// connector was loaded, bytes (what `runtime.memory_limit_mib` caps).
+    pub fn memory_peak(&self) -> u64 {
+        self.memory_peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The cap on any one linear memory of a call, bytes.
+    pub fn memory_limit(&self) -> u64 {
+        self.context.memory_limit_bytes as u64
+    }
+
     pub fn upstream_calls(&self) -> u64 {
         self.upstream_calls
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -311,6 +325,10 @@ impl Connector {
         })
         .await;
         store.data().output.log(&self.id, &self.version);
+        self.memory_peak.fetch_max(
+            store.data().limiter.memory_peak as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(self.classify(Some(&store), error)),

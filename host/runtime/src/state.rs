@@ -31,6 +31,8 @@ pub struct CallContext {
 pub struct Limiter {
     pub memory_limit: usize,
     pub memory_exceeded: bool,
+    /// The largest any one linear memory grew to in this call, bytes.
+    pub memory_peak: usize,
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
@@ -47,6 +49,7 @@ impl wasmtime::ResourceLimiter for Limiter {
                 self.memory_limit
             )));
         }
+        self.memory_peak = self.memory_peak.max(desired);
         Ok(true)
     }
 
@@ -93,6 +96,7 @@ impl HostState {
         let limiter = Limiter {
             memory_limit: context.memory_limit_bytes,
             memory_exceeded: false,
+            memory_peak: 0,
         };
         // No preopens, no environment, no arguments, no sockets: the
         // builder starts empty and we add only stdout and stderr, kept

@@ -586,6 +586,24 @@ impl Checks<'_> {
         if simulated && self.declares("search") {
             out.push(self.search().await);
         }
+        // Over nine tenths of the cap on the simulator's small answers, a
+        // register's larger ones will reach it.
+        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+        let (peak, cap) = (self.connector.memory_peak(), self.connector.memory_limit());
+        let detail = format!(
+            "the largest linear memory of any call above: {:.1} MiB, of the {:.0} MiB cap",
+            mib(peak),
+            mib(cap)
+        );
+        out.push(if peak * 10 <= cap * 9 {
+            pass("memory per call", detail, &Clock(0))
+        } else {
+            fail(
+                "memory per call",
+                format!("{detail}: too close to it for larger answers; use less memory per call, or ask operators for a higher runtime.memory_limit_mib"),
+                &Clock(0),
+            )
+        });
         if let Some((recording, replay)) = self.recorded {
             let skipped: Vec<&str> = ["watch", "enrich", "search"]
                 .into_iter()
