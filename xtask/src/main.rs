@@ -1,4 +1,4 @@
-//! `cargo xtask demo | test | build-connectors | bench | bench-api | docs | fuzz`.
+//! `cargo xtask demo | test | build-connectors | bench | bench-api | bench-bulk | docs | fuzz`.
 //!
 //! The two commands of the README: `demo` builds the connectors, starts the
 //! simulator and the host on SQLite, syncs and serves; `test` installs what
@@ -74,6 +74,29 @@ enum Task {
         #[arg(long, default_value_t = 18091)]
         sim_port: u16,
         /// Serve from PostgreSQL (a throwaway local cluster) instead of SQLite.
+        #[arg(long)]
+        postgres: bool,
+    },
+    /// Bulk throughput and footprint: a first sync through the
+    /// Folkeregisteret simulator, an unchanged full refresh, a feed of
+    /// register changes, bytes on disk per person and peak RSS, each beside
+    /// its native floor (the same rows written by a plain sqlx program), at
+    /// persons/100, persons/10 and persons. Release build; writes
+    /// target/bench-bulk/report.md.
+    BenchBulk {
+        /// Persons in the largest step.
+        #[arg(long, default_value_t = 1_000_000)]
+        persons: usize,
+        /// Register changes in the feed step.
+        #[arg(long, default_value_t = 50_000)]
+        changes: u64,
+        /// Only the largest step.
+        #[arg(long)]
+        single: bool,
+        #[arg(long, default_value_t = 18190)]
+        sim_port: u16,
+        /// The store on PostgreSQL (a throwaway local cluster) instead of
+        /// SQLite; the floor is then not run.
         #[arg(long)]
         postgres: bool,
     },
@@ -1134,6 +1157,343 @@ fn local_database(dir: &std::path::Path) -> anyhow::Result<String> {
     Ok(url)
 }
 
+/// A command's wall time and peak resident memory. The peak is the
+/// kernel's high-water mark (`VmHWM`), read every 50 ms while it runs, so
+/// growth in its last 50 ms can be missed.
+struct Measured {
+    seconds: f64,
+    peak_rss_mib: f64,
+    stdout: String,
+}
+
+fn measured(mut c: Command, what: &str) -> anyhow::Result<Measured> {
+    let started = Instant::now();
+    let mut child = c
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut stdout = child.stdout.take().context("stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text
+    });
+    let mut peak_kib = 0u64;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file)
+            && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
+            && let Some(kib) = line.split_whitespace().nth(1).and_then(|n| n.parse().ok())
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let stdout = reader.join().unwrap_or_default();
+    if !status.success() {
+        anyhow::bail!("{what} failed ({status}): {stdout}");
+    }
+    Ok(Measured {
+        seconds,
+        peak_rss_mib: peak_kib as f64 / 1024.0,
+        stdout,
+    })
+}
+
+/// CPU seconds a process has used (user + system), from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses.
+    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 after ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// `name N` in a sync summary line.
+fn count_in(summary: &str, name: &str) -> Option<u64> {
+    let at = summary.find(&format!("{name} "))? + name.len() + 1;
+    summary[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The floor's `seconds=S rows=R persons=P`.
+fn floor_line(text: &str) -> (f64, u64, u64) {
+    let get = |key: &str| {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{key}=")))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (get("seconds"), get("rows") as u64, get("persons") as u64)
+}
+
+/// One step of `bench-bulk`.
+#[derive(Default)]
+struct BulkStep {
+    persons: usize,
+    sim_start: f64,
+    first: f64,
+    first_fetched: u64,
+    first_rss: f64,
+    first_sim_cpu: f64,
+    refresh: f64,
+    refresh_rss: f64,
+    feed: f64,
+    feed_events: u64,
+    feed_rss: f64,
+    bytes: u64,
+    floor_first: Option<f64>,
+    floor_refresh: Option<f64>,
+    floor_feed: Option<(f64, u64)>,
+}
+
+/// `cargo xtask bench-bulk`.
+fn bench_bulk(
+    persons: usize,
+    changes: u64,
+    single: bool,
+    sim_port: u16,
+    postgres: bool,
+) -> anyhow::Result<()> {
+    build_connectors(false)?;
+    let mut c = cargo();
+    c.args(["build", "--release", "-p", "folkhub", "-p", "folkhub-sim"])
+        .args([
+            "-p",
+            "folkhub-tests",
+            "--bin",
+            "folkhub",
+            "--bin",
+            "folkhub-sim",
+            "--bin",
+            "bulk-floor",
+        ]);
+    run(
+        c,
+        "cargo build --release (folkhub, folkhub-sim, bulk-floor)",
+    )?;
+    let bin = root().join("target/release");
+    let out = root().join("target/bench-bulk");
+    std::fs::create_dir_all(&out)?;
+    let mut sizes: Vec<usize> = if single {
+        vec![persons]
+    } else {
+        vec![persons / 100, persons / 10, persons]
+    };
+    sizes.retain(|&n| n >= 1000);
+    sizes.dedup();
+    anyhow::ensure!(!sizes.is_empty(), "--persons must be at least 1000");
+    let mut steps = Vec::new();
+    for &size in &sizes {
+        eprintln!("xtask: bench-bulk: {size} persons");
+        let dir = out.join(size.to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let key = dir.join("maskinporten-key.pem");
+        let mut c = Command::new(bin.join("folkhub"));
+        c.args(["credentials", "generate-key", "--out"]).arg(&key);
+        run(c, "folkhub credentials generate-key")?;
+        let sim_url = format!("http://127.0.0.1:{sim_port}");
+        let pki = dir.join("pki");
+        let connectors = Command::new(bin.join("folkhub-sim"))
+            .args(["host-config", "--url", &sim_url])
+            .args(["--tls-url", &format!("https://127.0.0.1:{}", sim_port + 1)])
+            .args(["--client-id", "folkhub-bench", "--pki-dir"])
+            .arg(&pki)
+            .arg("--key-file")
+            .arg(&key)
+            .output()
+            .context("folkhub-sim host-config")?;
+        let db = dir.join("folkhub.db");
+        let config = dir.join("folkhub.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[store]\nurl = \"{}\"\n[registry]\nmanifest = \"{}\"\n[runtime]\ncache_dir = \"{}\"\n\n{}",
+                if postgres {
+                    local_database(&dir.join("postgres"))?
+                } else {
+                    format!("sqlite://{}", db.display())
+                },
+                root().join("registry-manifest.toml").display(),
+                root().join("data/cache").display(),
+                String::from_utf8_lossy(&connectors.stdout)
+            ),
+        )?;
+        let mut children = Guard(vec![]);
+        let started = Instant::now();
+        let sim = Command::new(bin.join("folkhub-sim"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{sim_port}")])
+            .args(["--listen-tls", &format!("127.0.0.1:{}", sim_port + 1)])
+            .args([
+                "--seed",
+                "7",
+                "--count",
+                &size.to_string(),
+                "--trust-client",
+            ])
+            .arg(format!(
+                "folkhub-bench={}",
+                key.with_extension("pub.pem").display()
+            ))
+            .arg("--pki-dir")
+            .arg(&pki)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting folkhub-sim")?;
+        let sim_pid = sim.id();
+        children.0.push(sim);
+        wait_for_port(sim_port, Duration::from_secs(1800))?;
+        let mut step = BulkStep {
+            persons: size,
+            sim_start: started.elapsed().as_secs_f64(),
+            ..BulkStep::default()
+        };
+        let folkhub = |args: &[&str]| {
+            let mut c = Command::new(bin.join("folkhub"));
+            c.env("RUST_LIB_BACKTRACE", "0");
+            c.arg("--config").arg(&config).args(args);
+            c
+        };
+        run(
+            folkhub(&["connectors", "install", "folkeregister"]),
+            "install folkeregister",
+        )?;
+        let cpu_before = cpu_seconds(sim_pid);
+        let first = measured(folkhub(&["sync", "folkeregister", "--full"]), "first sync")?;
+        step.first_sim_cpu = cpu_seconds(sim_pid) - cpu_before;
+        step.first = first.seconds;
+        step.first_rss = first.peak_rss_mib;
+        step.first_fetched = count_in(&first.stdout, "fetched").unwrap_or(0);
+        step.bytes = std::fs::read_dir(&dir)?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("folkhub.db"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        if postgres {
+            step.bytes = 0;
+        }
+        let floor = |args: &[&str]| {
+            let mut c = Command::new(bin.join("bulk-floor"));
+            c.args(args);
+            c
+        };
+        let floor_db = dir.join("floor.db");
+        let (src, dst) = (db.display().to_string(), floor_db.display().to_string());
+        if !postgres {
+            let m = measured(floor(&["first", &src, &dst]), "floor: first")?;
+            step.floor_first = Some(floor_line(&m.stdout).0);
+        }
+        let refresh = measured(folkhub(&["sync", "folkeregister", "--full"]), "refresh")?;
+        step.refresh = refresh.seconds;
+        step.refresh_rss = refresh.peak_rss_mib;
+        if !postgres {
+            let m = measured(floor(&["refresh", &dst]), "floor: refresh")?;
+            step.floor_refresh = Some(floor_line(&m.stdout).0);
+        }
+        let marks = if postgres {
+            String::new()
+        } else {
+            measured(floor(&["mark", &src]), "floor: mark")?.stdout
+        };
+        http_post(sim_port, &format!("/sim/advance?changes={changes}"), "", "")?;
+        let feed = measured(folkhub(&["sync", "folkeregister", "--changes"]), "feed")?;
+        step.feed = feed.seconds;
+        step.feed_rss = feed.peak_rss_mib;
+        step.feed_events = count_in(&feed.stdout, "feed events").unwrap_or(0);
+        if let [obs, seq] = marks.split_whitespace().collect::<Vec<_>>()[..] {
+            let m = measured(floor(&["feed", &src, &dst, obs, seq]), "floor: feed")?;
+            let (seconds, _, changed) = floor_line(&m.stdout);
+            step.floor_feed = Some((seconds, changed));
+        }
+        drop(children);
+        steps.push(step);
+    }
+    let report = bulk_report(&steps, changes, postgres);
+    std::fs::write(out.join("report.md"), &report)?;
+    println!("{report}");
+    Ok(())
+}
+
+fn bulk_report(steps: &[BulkStep], changes: u64, postgres: bool) -> String {
+    let rate = |n: f64, s: f64| if s > 0.0 { n / s } else { 0.0 };
+    let ratio = |s: f64, floor: Option<f64>| match floor {
+        Some(f) if f > 0.0 => format!("{:.1}×", s / f),
+        _ => "—".into(),
+    };
+    let mut r = format!(
+        "bench-bulk: store on {}, Folkeregisteret simulator (seed 7), {changes} register changes in the feed step; release build\n\n",
+        if postgres { "PostgreSQL" } else { "SQLite" }
+    );
+    r.push_str("| persons | first sync /s | floor /s | × floor | unchanged refresh /s | floor /s | × floor | feed events /s | floor persons /s | × floor | bytes/person | peak RSS sync MiB | sim start s | sim CPU in first sync |\n");
+    r.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for s in steps {
+        let n = s.persons as f64;
+        let (feed_floor, feed_ratio) = match s.floor_feed {
+            Some((seconds, changed)) => (
+                format!("{:.0}", rate(changed as f64, seconds)),
+                // The same persons changed: time against time.
+                ratio(s.feed, Some(seconds)),
+            ),
+            None => ("—".into(), "—".into()),
+        };
+        r.push_str(&format!(
+            "| {} | {:.0} | {} | {} | {:.0} | {} | {} | {:.0} | {} | {} | {} | {:.0} | {:.1} | {:.1} s of {:.1} s |\n",
+            s.persons,
+            rate(n, s.first),
+            s.floor_first.map_or("—".into(), |f| format!("{:.0}", rate(n, f))),
+            ratio(s.first, s.floor_first),
+            rate(n, s.refresh),
+            s.floor_refresh.map_or("—".into(), |f| format!("{:.0}", rate(n, f))),
+            ratio(s.refresh, s.floor_refresh),
+            rate(s.feed_events as f64, s.feed),
+            feed_floor,
+            feed_ratio,
+            if s.bytes > 0 { format!("{:.0}", s.bytes as f64 / n) } else { "—".into() },
+            s.first_rss.max(s.refresh_rss).max(s.feed_rss),
+            s.sim_start,
+            s.first_sim_cpu,
+            s.first,
+        ));
+    }
+    r.push_str("\nGrowth (time per person at a step over the step before; linear is 1.0, the issue's bound 1.5):\n");
+    for pair in steps.windows(2) {
+        let per = |s: &BulkStep, t: f64| t / s.persons as f64;
+        r.push_str(&format!(
+            "- {} → {}: first sync {:.2}, unchanged refresh {:.2}\n",
+            pair[0].persons,
+            pair[1].persons,
+            per(&pair[1], pair[1].first) / per(&pair[0], pair[0].first),
+            per(&pair[1], pair[1].refresh) / per(&pair[0], pair[0].refresh),
+        ));
+    }
+    for s in steps {
+        r.push_str(&format!(
+            "\n{} persons: first sync fetched {} in {:.1} s; feed applied {} events in {:.1} s",
+            s.persons, s.first_fetched, s.first, s.feed_events, s.feed
+        ));
+    }
+    r.push('\n');
+    r
+}
+
 /// `cargo xtask bench-api`: a store of `count` synced persons served on
 /// loopback, one client with no practical rate limit, and wrk reading
 /// random persons by ID.
@@ -1526,6 +1886,13 @@ fn main() -> anyhow::Result<()> {
             sim_port,
             postgres,
         } => bench_api(count, seconds, port, sim_port, postgres),
+        Task::BenchBulk {
+            persons,
+            changes,
+            single,
+            sim_port,
+            postgres,
+        } => bench_bulk(persons, changes, single, sim_port, postgres),
         Task::Bench => {
             build_connectors(false)?;
             let mut c = cargo();
