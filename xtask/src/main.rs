@@ -1263,6 +1263,80 @@ struct BulkStep {
     floor_feed: Option<(f64, u64)>,
 }
 
+/// A benchmark's host and simulator in `dir`: a Maskinporten key the
+/// simulator trusts, a folkhub.toml wired to the simulator (SQLite in
+/// `dir`, or a throwaway PostgreSQL; `[server] listen` when `server` is
+/// given), and the simulator serving `persons` on `sim_port` (TLS on the
+/// next port). Returns the config file, the simulator (stopped when the
+/// guard drops) and its start-up time.
+fn bench_setup(
+    dir: &Path,
+    sim_port: u16,
+    persons: usize,
+    postgres: bool,
+    server: Option<u16>,
+) -> anyhow::Result<(PathBuf, Guard, Duration)> {
+    let bin = root().join("target/release");
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let key = dir.join("maskinporten-key.pem");
+    let mut c = Command::new(bin.join("folkhub"));
+    c.args(["credentials", "generate-key", "--out"]).arg(&key);
+    run(c, "folkhub credentials generate-key")?;
+    let sim_url = format!("http://127.0.0.1:{sim_port}");
+    let pki = dir.join("pki");
+    let connectors = Command::new(bin.join("folkhub-sim"))
+        .args(["host-config", "--url", &sim_url])
+        .args(["--tls-url", &format!("https://127.0.0.1:{}", sim_port + 1)])
+        .args(["--client-id", "folkhub-bench", "--pki-dir"])
+        .arg(&pki)
+        .arg("--key-file")
+        .arg(&key)
+        .output()
+        .context("folkhub-sim host-config")?;
+    let config = dir.join("folkhub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"{}\"\n{}[registry]\nmanifest = \"{}\"\n[runtime]\ncache_dir = \"{}\"\n\n{}",
+            if postgres {
+                local_database(&dir.join("postgres"))?
+            } else {
+                format!("sqlite://{}", dir.join("folkhub.db").display())
+            },
+            server.map_or(String::new(), |port| format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n"
+            )),
+            root().join("registry-manifest.toml").display(),
+            root().join("data/cache").display(),
+            String::from_utf8_lossy(&connectors.stdout)
+        ),
+    )?;
+    let started = Instant::now();
+    let sim = Command::new(bin.join("folkhub-sim"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{sim_port}")])
+        .args(["--listen-tls", &format!("127.0.0.1:{}", sim_port + 1)])
+        .args([
+            "--seed",
+            "7",
+            "--count",
+            &persons.to_string(),
+            "--trust-client",
+        ])
+        .arg(format!(
+            "folkhub-bench={}",
+            key.with_extension("pub.pem").display()
+        ))
+        .arg("--pki-dir")
+        .arg(&pki)
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting folkhub-sim")?;
+    let children = Guard(vec![sim]);
+    wait_for_port(sim_port, Duration::from_secs(1800))?;
+    Ok((config, children, started.elapsed()))
+}
+
 /// `cargo xtask bench-bulk`.
 fn bench_bulk(
     persons: usize,
@@ -1303,66 +1377,12 @@ fn bench_bulk(
     for &size in &sizes {
         eprintln!("xtask: bench-bulk: {size} persons");
         let dir = out.join(size.to_string());
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        let key = dir.join("maskinporten-key.pem");
-        let mut c = Command::new(bin.join("folkhub"));
-        c.args(["credentials", "generate-key", "--out"]).arg(&key);
-        run(c, "folkhub credentials generate-key")?;
-        let sim_url = format!("http://127.0.0.1:{sim_port}");
-        let pki = dir.join("pki");
-        let connectors = Command::new(bin.join("folkhub-sim"))
-            .args(["host-config", "--url", &sim_url])
-            .args(["--tls-url", &format!("https://127.0.0.1:{}", sim_port + 1)])
-            .args(["--client-id", "folkhub-bench", "--pki-dir"])
-            .arg(&pki)
-            .arg("--key-file")
-            .arg(&key)
-            .output()
-            .context("folkhub-sim host-config")?;
         let db = dir.join("folkhub.db");
-        let config = dir.join("folkhub.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[store]\nurl = \"{}\"\n[registry]\nmanifest = \"{}\"\n[runtime]\ncache_dir = \"{}\"\n\n{}",
-                if postgres {
-                    local_database(&dir.join("postgres"))?
-                } else {
-                    format!("sqlite://{}", db.display())
-                },
-                root().join("registry-manifest.toml").display(),
-                root().join("data/cache").display(),
-                String::from_utf8_lossy(&connectors.stdout)
-            ),
-        )?;
-        let mut children = Guard(vec![]);
-        let started = Instant::now();
-        let sim = Command::new(bin.join("folkhub-sim"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{sim_port}")])
-            .args(["--listen-tls", &format!("127.0.0.1:{}", sim_port + 1)])
-            .args([
-                "--seed",
-                "7",
-                "--count",
-                &size.to_string(),
-                "--trust-client",
-            ])
-            .arg(format!(
-                "folkhub-bench={}",
-                key.with_extension("pub.pem").display()
-            ))
-            .arg("--pki-dir")
-            .arg(&pki)
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting folkhub-sim")?;
-        let sim_pid = sim.id();
-        children.0.push(sim);
-        wait_for_port(sim_port, Duration::from_secs(1800))?;
+        let (config, children, sim_start) = bench_setup(&dir, sim_port, size, postgres, None)?;
+        let sim_pid = children.0[0].id();
         let mut step = BulkStep {
             persons: size,
-            sim_start: started.elapsed().as_secs_f64(),
+            sim_start: sim_start.as_secs_f64(),
             ..BulkStep::default()
         };
         let folkhub = |args: &[&str]| {
@@ -1511,60 +1531,7 @@ fn bench_api(
     run(c, "cargo build --release (folkhub, folkhub-sim)")?;
     let bin = root().join("target/release");
     let dir = root().join("target/bench-api");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let key = dir.join("maskinporten-key.pem");
-    let mut c = Command::new(bin.join("folkhub"));
-    c.args(["credentials", "generate-key", "--out"]).arg(&key);
-    run(c, "folkhub credentials generate-key")?;
-    let sim_url = format!("http://127.0.0.1:{sim_port}");
-    let pki = dir.join("pki");
-    let connectors = Command::new(bin.join("folkhub-sim"))
-        .args(["host-config", "--url", &sim_url])
-        .args(["--tls-url", &format!("https://127.0.0.1:{}", sim_port + 1)])
-        .args(["--client-id", "folkhub-bench", "--pki-dir"])
-        .arg(&pki)
-        .arg("--key-file")
-        .arg(&key)
-        .output()
-        .context("folkhub-sim host-config")?;
-    let config = dir.join("folkhub.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\nurl = \"{}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[registry]\nmanifest = \"{}\"\n[runtime]\ncache_dir = \"{}\"\n\n{}",
-            if postgres {
-                local_database(&dir.join("postgres"))?
-            } else {
-                format!("sqlite://{}", dir.join("folkhub.db").display())
-            },
-            root().join("registry-manifest.toml").display(),
-            root().join("data/cache").display(),
-            String::from_utf8_lossy(&connectors.stdout)
-        ),
-    )?;
-    let mut children = Guard(vec![]);
-    let sim = Command::new(bin.join("folkhub-sim"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{sim_port}")])
-        .args(["--listen-tls", &format!("127.0.0.1:{}", sim_port + 1)])
-        .args([
-            "--seed",
-            "7",
-            "--count",
-            &count.to_string(),
-            "--trust-client",
-        ])
-        .arg(format!(
-            "folkhub-bench={}",
-            key.with_extension("pub.pem").display()
-        ))
-        .arg("--pki-dir")
-        .arg(&pki)
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting folkhub-sim")?;
-    children.0.push(sim);
-    wait_for_port(sim_port, Duration::from_secs(20))?;
+    let (config, children, _) = bench_setup(&dir, sim_port, count, postgres, Some(port))?;
     let folkhub = |args: &[&str]| {
         let mut c = Command::new(bin.join("folkhub"));
         c.env("RUST_LIB_BACKTRACE", "0");
