@@ -1267,15 +1267,14 @@ struct BulkStep {
 /// simulator trusts, a folkhub.toml wired to the simulator (SQLite in
 /// `dir`, or a throwaway PostgreSQL; `[server] listen` when `server` is
 /// given), and the simulator serving `persons` on `sim_port` (TLS on the
-/// next port). Returns the config file, the simulator (stopped when the
-/// guard drops) and its start-up time.
+/// next port), with Folkeregisteret installed.
 fn bench_setup(
     dir: &Path,
     sim_port: u16,
     persons: usize,
     postgres: bool,
     server: Option<u16>,
-) -> anyhow::Result<(PathBuf, Guard, Duration)> {
+) -> anyhow::Result<BenchHost> {
     let bin = root().join("target/release");
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
@@ -1332,9 +1331,35 @@ fn bench_setup(
         .stdout(Stdio::null())
         .spawn()
         .context("starting folkhub-sim")?;
-    let children = Guard(vec![sim]);
+    let sim = Guard(vec![sim]);
     wait_for_port(sim_port, Duration::from_secs(1800))?;
-    Ok((config, children, started.elapsed()))
+    let host = BenchHost {
+        config,
+        sim,
+        sim_start: started.elapsed(),
+    };
+    run(
+        host.folkhub(&["connectors", "install", "folkeregister"]),
+        "install folkeregister",
+    )?;
+    Ok(host)
+}
+
+/// A benchmark's folkhub and its simulator (stopped when this drops).
+struct BenchHost {
+    config: PathBuf,
+    sim: Guard,
+    sim_start: Duration,
+}
+
+impl BenchHost {
+    /// `folkhub --config … ARGS`, the release build.
+    fn folkhub(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(root().join("target/release/folkhub"));
+        c.env("RUST_LIB_BACKTRACE", "0");
+        c.arg("--config").arg(&self.config).args(args);
+        c
+    }
 }
 
 /// `cargo xtask bench-bulk`.
@@ -1378,23 +1403,14 @@ fn bench_bulk(
         eprintln!("xtask: bench-bulk: {size} persons");
         let dir = out.join(size.to_string());
         let db = dir.join("folkhub.db");
-        let (config, children, sim_start) = bench_setup(&dir, sim_port, size, postgres, None)?;
-        let sim_pid = children.0[0].id();
+        let host = bench_setup(&dir, sim_port, size, postgres, None)?;
+        let sim_pid = host.sim.0[0].id();
         let mut step = BulkStep {
             persons: size,
-            sim_start: sim_start.as_secs_f64(),
+            sim_start: host.sim_start.as_secs_f64(),
             ..BulkStep::default()
         };
-        let folkhub = |args: &[&str]| {
-            let mut c = Command::new(bin.join("folkhub"));
-            c.env("RUST_LIB_BACKTRACE", "0");
-            c.arg("--config").arg(&config).args(args);
-            c
-        };
-        run(
-            folkhub(&["connectors", "install", "folkeregister"]),
-            "install folkeregister",
-        )?;
+        let folkhub = |args: &[&str]| host.folkhub(args);
         let cpu_before = cpu_seconds(sim_pid);
         let first = measured(folkhub(&["sync", "folkeregister", "--full"]), "first sync")?;
         step.first_sim_cpu = cpu_seconds(sim_pid) - cpu_before;
@@ -1443,7 +1459,7 @@ fn bench_bulk(
             let (seconds, _, changed) = floor_line(&m.stdout);
             step.floor_feed = Some((seconds, changed));
         }
-        drop(children);
+        drop(host);
         steps.push(step);
     }
     let report = bulk_report(&steps, changes, postgres);
@@ -1531,17 +1547,9 @@ fn bench_api(
     run(c, "cargo build --release (folkhub, folkhub-sim)")?;
     let bin = root().join("target/release");
     let dir = root().join("target/bench-api");
-    let (config, children, _) = bench_setup(&dir, sim_port, count, postgres, Some(port))?;
-    let folkhub = |args: &[&str]| {
-        let mut c = Command::new(bin.join("folkhub"));
-        c.env("RUST_LIB_BACKTRACE", "0");
-        c.arg("--config").arg(&config).args(args);
-        c
-    };
-    run(
-        folkhub(&["connectors", "install", "folkeregister"]),
-        "install folkeregister",
-    )?;
+    let host = bench_setup(&dir, sim_port, count, postgres, Some(port))?;
+    let config = host.config.clone();
+    let folkhub = |args: &[&str]| host.folkhub(args);
     run(folkhub(&["sync", "folkeregister", "--full"]), "first sync")?;
     let secret = add_client(folkhub(&[
         "clients",
@@ -1701,7 +1709,7 @@ fn bench_api(
             .status();
         server.wait()?;
     }
-    drop(children);
+    drop(host);
     if postgres {
         println!("\naccess log: {logged} entries (in the PostgreSQL database)");
         return Ok(());
