@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use folkhub_core::contract::ConnectorError;
-use folkhub_runtime::{CallError, ConnectorSettings, InstallError, Limits, Runtime};
+use folkhub_runtime::{CallError, Connector, ConnectorSettings, InstallError, Limits, Runtime};
 use folkhub_tests::{component, test_release};
 
 fn runtime(timeout: Duration, memory_mib: usize) -> Runtime {
@@ -15,17 +15,24 @@ fn runtime(timeout: Duration, memory_mib: usize) -> Runtime {
     Runtime::new(None, limits).expect("runtime")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_endless_loop_is_stopped_at_the_deadline_and_the_next_call_is_served() {
-    let rt = runtime(Duration::from_millis(500), 64);
-    let path = component("loop");
-    let connector = rt
+/// Test component `file` prepared as release `name` (contract 1.1.0, no
+/// operator settings) on a runtime with these limits. The runtime is
+/// dropped here: the connector must keep its epoch ticker (and so its
+/// deadline) on its own.
+fn prepared(file: &str, name: &str, timeout: Duration, memory_mib: usize) -> Connector {
+    let path = component(file);
+    runtime(timeout, memory_mib)
         .prepare(
-            &test_release("loop", &path, "1.1.0"),
+            &test_release(name, &path, "1.1.0"),
             &path,
             ConnectorSettings::default(),
         )
-        .expect("prepare");
+        .expect("prepare")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_loop_is_stopped_at_the_deadline_and_the_next_call_is_served() {
+    let connector = prepared("loop", "loop", Duration::from_millis(500), 64);
     let start = Instant::now();
     let error = connector
         .lookup(&["spin".into()])
@@ -51,15 +58,7 @@ async fn an_endless_loop_is_stopped_at_the_deadline_and_the_next_call_is_served(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trapped_connectors_stderr_is_in_the_error_and_the_next_call_is_served() {
-    let rt = runtime(Duration::from_secs(10), 64);
-    let path = component("loop");
-    let connector = rt
-        .prepare(
-            &test_release("loop", &path, "1.1.0"),
-            &path,
-            ConnectorSettings::default(),
-        )
-        .expect("prepare");
+    let connector = prepared("loop", "loop", Duration::from_secs(10), 64);
     let error = connector
         .lookup(&["panic".into()])
         .await
@@ -89,15 +88,7 @@ async fn a_trapped_connectors_stderr_is_in_the_error_and_the_next_call_is_served
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_bomb_is_stopped_at_its_cap() {
-    let rt = runtime(Duration::from_secs(10), 16);
-    let path = component("memory-bomb");
-    let connector = rt
-        .prepare(
-            &test_release("bomb", &path, "1.1.0"),
-            &path,
-            ConnectorSettings::default(),
-        )
-        .expect("prepare");
+    let connector = prepared("memory-bomb", "bomb", Duration::from_secs(10), 16);
     let error = connector
         .lookup(&["x".into()])
         .await

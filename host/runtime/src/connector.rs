@@ -59,6 +59,9 @@ pub struct Connector {
     upstream_calls: Arc<AtomicU64>,
     /// The largest linear memory any call has grown to, bytes.
     memory_peak: Arc<AtomicU64>,
+    /// Keeps the epoch ticker running while this connector exists, so its
+    /// calls stay interruptible even if the runtime is dropped first.
+    _ticker: Arc<crate::engine::Ticker>,
     engine: wasmtime::Engine,
     limits: crate::engine::Limits,
 }
@@ -180,6 +183,7 @@ impl Runtime {
             permits: Arc::new(Semaphore::new(self.limits.max_concurrency.max(1))),
             upstream_calls: Arc::new(AtomicU64::new(0)),
             memory_peak: Arc::new(AtomicU64::new(0)),
+            _ticker: self.ticker.clone(),
             engine: self.engine.clone(),
             limits: self.limits.clone(),
         })

@@ -64,12 +64,19 @@ pub struct Runtime {
     pub(crate) linker: Linker<HostState>,
     cache_dir: Option<PathBuf>,
     pub(crate) limits: Limits,
-    stop_ticker: Arc<AtomicBool>,
+    pub(crate) ticker: Arc<Ticker>,
 }
 
-impl Drop for Runtime {
+/// The epoch ticker's life: held by the runtime and by every connector it
+/// prepared, and stopped when the last of them is dropped. Without ticks a
+/// busy guest is never interrupted, so a connector must not outlive its
+/// ticker.
+#[derive(Debug)]
+pub(crate) struct Ticker(Arc<AtomicBool>);
+
+impl Drop for Ticker {
     fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -117,7 +124,7 @@ impl Runtime {
             linker,
             cache_dir,
             limits,
-            stop_ticker,
+            ticker: Arc::new(Ticker(stop_ticker)),
         })
     }
 
